@@ -1,0 +1,55 @@
+# One h5ad for all samples, by the chunked on-disk concat (scripts/concat_on_disk.py).
+AGG = config["aggregate"]
+
+
+rule sample_metadata:
+    output:
+        "results/aggregate/sample_metadata.tsv",
+    log:
+        "logs/sample_metadata.log",
+    benchmark:
+        "benchmarks/sample_metadata.tsv"
+    localrule: True
+    conda:
+        "../../envs/python.yaml"
+    params:
+        cmd=script_command("sample_metadata.py"),
+        # The table itself is the parameter: editing a metadata column reruns this rule and
+        # the aggregate, and nothing upstream.
+        table=json.dumps(SHEET.metadata().to_dict("list")),
+        label=AGG["label"],
+    shell:
+        "{params.cmd} --label {params.label} --table {params.table:q} -o {output}"
+        " > {log} 2>&1"
+
+
+rule aggregate:
+    input:
+        matrices=expand(sample_matrix("{{kind}}"), sample=SAMPLES),
+        metadata="results/aggregate/sample_metadata.tsv",
+    output:
+        "results/aggregate/{kind}.h5ad",
+    log:
+        "logs/aggregate/{kind}.log",
+    benchmark:
+        "benchmarks/aggregate/{kind}.tsv"
+    conda:
+        "../../envs/python.yaml"
+    threads: rule_resources("aggregate")["threads"]
+    resources:
+        mem_mb=mem_mb("aggregate"),
+        runtime=rule_resources("aggregate")["runtime"],
+    params:
+        cmd=script_command("concat_on_disk.py"),
+        named=lambda wc, input: " ".join(
+            f"{sample}={path}" for sample, path in zip(SAMPLES, input.matrices)
+        ),
+        join=AGG["join"],
+        label=AGG["label"],
+        index_unique=AGG["index_unique"],
+        max_elems=max_elems,
+    shell:
+        "{params.cmd} -o {output} --join {params.join} --label {params.label}"
+        " --index-unique={params.index_unique:q} --obs-metadata {input.metadata}"
+        " --max-elems {params.max_elems} {params.named}"
+        " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}"
