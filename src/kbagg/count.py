@@ -117,7 +117,14 @@ def run_count(job: CountJob) -> dict[str, ad.AnnData]:
     partial = kb_dir.with_name(kb_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    log = run_kb(kb_count_args(job, partial, partial / "tmp"), label=job.sample)
+    try:
+        log = run_kb(kb_count_args(job, partial, partial / "tmp"), label=job.sample)
+    except KbError as error:
+        # kallisto >= 0.51 exits 1 on 0 pseudoaligned reads, which kb reports as a generic
+        # exception; its run_info.json still says why.
+        if read_json(partial / "run_info.json").get("n_pseudoaligned") == 0:
+            raise KbError(why_no_matrix(job.sample, partial, "")) from error
+        raise
 
     matrices = {"raw": (partial / "counts_unfiltered" / "adata.h5ad", job.raw_h5ad)}
     if job.filtered_h5ad is not None:

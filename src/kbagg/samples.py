@@ -144,7 +144,7 @@ def _per_sample_table(table: pd.DataFrame, where: str) -> pd.DataFrame:
             if len(distinct) > 1:
                 detail = "; ".join(
                     f"line {line}: {value if pd.notna(value) else '(empty)'}"
-                    for line, value in zip(lanes["line"], lanes[column])
+                    for line, value in zip(lanes["line"], lanes[column], strict=False)
                 )
                 raise SampleSheetError(
                     f"{where}: sample '{sample}' has conflicting values in column {column} "

@@ -170,7 +170,7 @@ def onlist_barcodes(technology: str, limit: int = 200_000) -> np.ndarray:
     path = TECHNOLOGIES_MAPPING[technology.upper()].chemistry.whitelist_path
     opener = gzip.open if str(path).endswith(".gz") else open
     with opener(path, "rt") as handle:
-        barcodes = [line.strip() for _, line in zip(range(limit), handle)]
+        barcodes = [line.strip() for _, line in zip(range(limit), handle, strict=False)]
     return np.array(barcodes)
 
 

@@ -1,0 +1,131 @@
+"""The shipped demo, end to end: `snakemake --cores 2` in a fresh copy of the repository.
+
+Counts are compared with the simulator's truth, exactly: every read maps to one gene, UMIs are
+unique within a barcode, barcodes are on the on-list and at least 3 mismatches apart, and
+there are no sequencing errors, so kb has nothing to guess.
+"""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+from kbagg.concat import concat_on_disk
+from kbagg.simulate import DEMO
+
+pytestmark = pytest.mark.slow
+
+SAMPLES = [s.name for s in DEMO.samples]
+
+
+def dense(matrix) -> np.ndarray:
+    return matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
+
+
+def truth(demo_run, sample: str) -> ad.AnnData:
+    return ad.read_h5ad(demo_run / "resources" / "demo" / "truth" / f"{sample}.h5ad")
+
+
+def sample_matrix(demo_run, sample: str, kind: str) -> ad.AnnData:
+    return ad.read_h5ad(demo_run / "results" / "samples" / sample / f"{kind}.h5ad")
+
+
+def test_aggregate_has_every_sample_metadata_and_gene_annotation(demo_run):
+    agg = ad.read_h5ad(demo_run / "results" / "aggregate" / "filtered.h5ad")
+    sheet = pd.read_csv(demo_run / "config" / "samples.tsv", sep="\t", dtype=str)
+
+    assert set(agg.obs["sample"]) == set(SAMPLES)
+    assert agg.obs_names.is_unique
+    for column in ("condition", "donor"):
+        assert column in agg.obs, f"metadata column {column} missing from obs"
+        expected = sheet.drop_duplicates("sample").set_index("sample")[column]
+        got = agg.obs.groupby("sample", observed=True)[column].agg(lambda v: set(v.astype(str)))
+        assert got.to_dict() == {s: {expected[s]} for s in SAMPLES}
+    assert agg.var.index.name == "gene_id"
+    assert agg.var_names.str.startswith("SIMG").all()
+    assert (agg.var["gene_name"] == "Sim" + agg.var_names.str[4:].astype(int).astype(str)).all()
+    # obs names are <barcode>-<sample>
+    barcodes = agg.obs_names.str.rsplit("-", n=1).str[0]
+    assert (barcodes.str.len() == 16).all()
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_raw_matrix_equals_truth_for_every_barcode(demo_run, sample):
+    expected = truth(demo_run, sample)
+    raw = sample_matrix(demo_run, sample, "raw")
+    assert set(raw.obs_names) == set(expected.obs_names)
+    got = dense(raw[expected.obs_names, expected.var_names].X)
+    np.testing.assert_array_equal(got, dense(expected.X))
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_filter_keeps_exactly_the_true_cells_with_their_counts(demo_run, sample):
+    expected = truth(demo_run, sample)
+    cells = expected[expected.obs["is_cell"].to_numpy()]
+    filtered = sample_matrix(demo_run, sample, "filtered")
+    assert sorted(filtered.obs_names) == sorted(cells.obs_names)
+    got = dense(filtered[cells.obs_names, cells.var_names].X)
+    np.testing.assert_array_equal(got, dense(cells.X))
+
+
+def test_sample_with_silent_genes_has_zero_counts_there(demo_run):
+    spec = next(s for s in DEMO.samples if s.silent_genes)
+    filtered = sample_matrix(demo_run, spec.name, "filtered")
+    silent = [f"SIMG{g + 1:05d}" for g in spec.silent_genes]
+    assert dense(filtered[:, silent].X).sum() == 0
+    assert dense(filtered.X).sum() > 0
+
+
+@pytest.mark.parametrize("kind", ["filtered", "raw"])
+def test_aggregate_blocks_equal_per_sample_matrices(demo_run, kind):
+    agg = ad.read_h5ad(demo_run / "results" / "aggregate" / f"{kind}.h5ad")
+    for sample in SAMPLES:
+        per_sample = sample_matrix(demo_run, sample, kind)
+        block = agg[(agg.obs["sample"] == sample).to_numpy()]
+        assert list(block.obs_names) == [f"{b}-{sample}" for b in per_sample.obs_names]
+        got = dense(block[:, per_sample.var_names].X)
+        np.testing.assert_array_equal(got, dense(per_sample.X))
+
+
+def test_workflow_aggregate_equals_anndata_concat(demo_run):
+    """The workflow's own output (config join: outer) against anndata.concat."""
+    agg = ad.read_h5ad(demo_run / "results" / "aggregate" / "filtered.h5ad")
+    inputs = {s: sample_matrix(demo_run, s, "filtered") for s in SAMPLES}
+    expected = ad.concat(inputs, join="outer", label="sample", index_unique="-", merge="same")
+    assert_same_matrix_and_obs(agg, expected)
+    assert list(agg.var_names) == list(expected.var_names)
+
+
+@pytest.mark.parametrize("join", ["inner", "outer"])
+def test_concat_engine_on_demo_matrices_equals_anndata_concat(demo_run, tmp_path, join):
+    paths = {s: demo_run / "results" / "samples" / s / "filtered.h5ad" for s in SAMPLES}
+    # Drop the silent genes from one sample so inner and outer joins really differ.
+    spec = next(s for s in DEMO.samples if s.silent_genes)
+    trimmed = ad.read_h5ad(paths[spec.name])
+    trimmed = trimmed[:, ~trimmed.var_names.isin([f"SIMG{g + 1:05d}" for g in spec.silent_genes])]
+    paths[spec.name] = tmp_path / f"{spec.name}.h5ad"
+    trimmed.copy().write_h5ad(paths[spec.name])
+
+    out = tmp_path / f"{join}.h5ad"
+    concat_on_disk(paths, out, join=join, label="sample", index_unique="-", progress=False)
+    got = ad.read_h5ad(out)
+    expected = ad.concat(
+        {s: ad.read_h5ad(p) for s, p in paths.items()},
+        join=join,
+        label="sample",
+        index_unique="-",
+        merge="same",
+    )
+    assert_same_matrix_and_obs(got, expected)
+    assert list(got.var_names) == list(expected.var_names)
+    n_genes = DEMO.n_genes - (len(spec.silent_genes) if join == "inner" else 0)
+    assert got.n_vars == n_genes
+
+
+def assert_same_matrix_and_obs(got: ad.AnnData, expected: ad.AnnData) -> None:
+    assert list(got.obs_names) == list(expected.obs_names)
+    assert got.X.dtype == expected.X.dtype
+    np.testing.assert_array_equal(dense(got.X), dense(expected.X))
+    pd.testing.assert_series_equal(got.obs["sample"], expected.obs["sample"])

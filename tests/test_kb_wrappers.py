@@ -1,0 +1,202 @@
+"""kb wrappers: the pieces that decide whether a kb run really succeeded, and what kb is told."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+from kbagg.count import (
+    CountJob,
+    gene_names_from_t2g,
+    kb_count_args,
+    run_count,
+    why_no_matrix,
+    with_gene_names,
+)
+from kbagg.kb import KbError, last_error, onlist_path_in_package, run_kb, write_onlist
+from kbagg.reference import reference_outputs
+
+
+def job(tmp_path: Path, **changes) -> CountJob:
+    fields = {
+        "sample": "S1",
+        "fastqs": ["L1_R1.fq.gz", "L1_R2.fq.gz", "L2_R1.fq.gz", "L2_R2.fq.gz"],
+        "index": "ref/index.idx",
+        "t2g": "ref/t2g.txt",
+        "technology": "10xv3",
+        "kb_dir": tmp_path / "kb",
+        "raw_h5ad": tmp_path / "raw.h5ad",
+        "filtered_h5ad": tmp_path / "filtered.h5ad",
+        "onlist": "onlists/10xv3.txt",
+        "threads": 3,
+        "memory_mb": 4000,
+    }
+    fields.update(changes)
+    return CountJob(**fields)
+
+
+def test_kb_count_gets_all_lanes_onlist_filter_threads_and_memory(tmp_path):
+    args = kb_count_args(job(tmp_path), tmp_path / "out", tmp_path / "out" / "tmp")
+    assert args[:6] == ["count", "-i", "ref/index.idx", "-g", "ref/t2g.txt", "-x"]
+    assert args[args.index("-w") + 1] == "onlists/10xv3.txt"
+    assert args[args.index("-t") + 1] == "3"
+    assert args[args.index("-m") + 1] == "2000M"  # half of mem_mb; the rest is the index
+    assert args[args.index("--tmp") + 1] == str(tmp_path / "out" / "tmp")
+    assert args[args.index("--filter") + 1] == "bustools"
+    assert "--overwrite" in args and "--h5ad" in args and "--filter-threshold" not in args
+    assert args[-4:] == ["L1_R1.fq.gz", "L1_R2.fq.gz", "L2_R1.fq.gz", "L2_R2.fq.gz"]
+
+
+def test_kb_count_threshold_nac_and_no_filter(tmp_path):
+    args = kb_count_args(
+        job(tmp_path, workflow="nac", c1="c1.txt", c2="c2.txt", filter_threshold=50, onlist=None),
+        tmp_path,
+        tmp_path / "tmp",
+    )
+    assert args[args.index("--workflow") + 1] == "nac"
+    assert args[args.index("-c1") + 1] == "c1.txt" and args[args.index("-c2") + 1] == "c2.txt"
+    assert args[args.index("--filter-threshold") + 1] == "50"
+    assert "-w" not in args
+    unfiltered = kb_count_args(job(tmp_path, filtered_h5ad=None), tmp_path, tmp_path / "tmp")
+    assert "--filter" not in unfiltered
+
+
+def test_odd_number_of_fastqs_is_an_error(tmp_path):
+    with pytest.raises(KbError, match="sample 'S1'.*pairs"):
+        kb_count_args(job(tmp_path, fastqs=["a", "b", "c"]), tmp_path, tmp_path / "tmp")
+
+
+def test_nac_without_capture_lists_is_an_error(tmp_path):
+    with pytest.raises(KbError, match="nac needs c1 and c2"):
+        kb_count_args(job(tmp_path, workflow="nac"), tmp_path, tmp_path / "tmp")
+
+
+def test_gene_names_from_t2g_falls_back_to_ids(tmp_path):
+    t2g = tmp_path / "t2g.txt"
+    t2g.write_text("T1\tG1\tAlpha\tA-201\nT2\tG1\tAlpha\tA-202\nT3\tG2\t\t\nT4\tG3\tGamma\n")
+    names = gene_names_from_t2g(t2g)
+    assert names.to_dict() == {"G1": "Alpha", "G2": "G2", "G3": "Gamma"}
+    two_columns = tmp_path / "t2g2.txt"
+    two_columns.write_text("T1\tG1\nT2\tG2\n")
+    assert gene_names_from_t2g(two_columns).to_dict() == {"G1": "G1", "G2": "G2"}
+
+
+def test_with_gene_names_sets_var_and_obs_index_names():
+    adata = ad.AnnData(
+        np.ones((2, 3), dtype=np.float32),
+        obs=pd.DataFrame(index=["AAAC", "GGGT"]),
+        var=pd.DataFrame(index=["G1", "G2", "G9"]),
+    )
+    out = with_gene_names(adata, pd.Series({"G1": "Alpha", "G2": "Beta"}))
+    assert out.var.index.name == "gene_id" and out.obs.index.name == "barcode"
+    assert list(out.var["gene_name"]) == ["Alpha", "Beta", "G9"]
+
+
+def test_why_no_matrix_reports_zero_pseudoaligned(tmp_path):
+    (tmp_path / "run_info.json").write_text('{"n_processed": 25000, "n_pseudoaligned": 0}')
+    message = why_no_matrix("lamanno", tmp_path, log="")
+    assert "sample 'lamanno'" in message and "pseudoaligned 0 of 25,000 reads" in message
+
+
+def test_run_kb_fails_when_kb_logs_an_exception_despite_exit_0():
+    # kb exits 0 after logging an exception; an index that does not exist makes it do so.
+    with pytest.raises(KbError, match="kb reported an error") as error:
+        run_kb(
+            [
+                "ref",
+                "-i",
+                "/nonexistent/x.idx",
+                "-g",
+                "/nonexistent/t2g",
+                "-f1",
+                "/nonexistent/c.fa",
+                "/nonexistent/g.fa",
+                "/nonexistent/g.gtf",
+            ],
+            label="ref-test",
+        )
+    assert "ref-test" in str(error.value)
+
+
+@pytest.fixture(scope="module")
+def demo_reference(tmp_path_factory) -> dict[str, str]:
+    """A real kallisto index of the simulated genome (kb ref takes a few seconds)."""
+    from kbagg.reference import build_reference
+    from kbagg.simulate import write_demo
+
+    folder = tmp_path_factory.mktemp("demo_ref")
+    files = write_demo(folder / "demo")
+    outputs = reference_outputs(folder, "standard")
+    build_reference(str(files["genome"][0]), str(files["gtf"][0]), "standard", outputs)
+    return outputs
+
+
+def test_real_kb_count_with_no_alignable_read_fails_and_leaves_no_outputs(tmp_path, demo_reference):
+    """kb count exits 0 and writes no matrix when 0 reads pseudoalign: the job must fail."""
+    rng = np.random.default_rng(0)
+    bases = np.array(list("ACGT"))
+    fastqs = []
+    for read, length in ((1, 26), (2, 90)):
+        path = tmp_path / f"random_R{read}.fastq.gz"
+        with gzip.open(path, "wt") as fq:
+            for i in range(2000):
+                seq = "".join(rng.choice(bases, length))
+                fq.write(f"@r{i}\n{seq}\n+\n{'I' * length}\n")
+        fastqs.append(str(path))
+    count = job(
+        tmp_path,
+        fastqs=fastqs,
+        index=demo_reference["index"],
+        t2g=demo_reference["t2g"],
+        technology="10xv2",
+        onlist=None,
+        threads=1,
+    )
+    with pytest.raises(KbError, match="sample 'S1'.*pseudoaligned 0 of 2,000 reads"):
+        run_count(count)
+    assert not (tmp_path / "raw.h5ad").exists() and not (tmp_path / "filtered.h5ad").exists()
+    assert not (tmp_path / "kb").exists()
+
+
+def test_last_error_prefers_the_exception_line():
+    log = "INFO start\nTraceback\n  File x\nsubprocess.CalledProcessError: Command 'kallisto' failed\n"
+    assert last_error(log) == "subprocess.CalledProcessError: Command 'kallisto' failed"
+
+
+def test_onlist_written_once_matches_kb_bundle(tmp_path):
+    out = tmp_path / "10xv2.txt"
+    assert write_onlist("10xv2", out)
+    with gzip.open(onlist_path_in_package("10xv2"), "rt") as bundled:
+        first = bundled.readline()
+    lines = out.read_text().splitlines()
+    assert lines[0] == first.strip() and len(lines) == 737_280
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_technology_without_onlist_gets_an_empty_marker(tmp_path):
+    out = tmp_path / "dropseq.txt"
+    assert not write_onlist("dropseq", out)
+    assert out.read_text() == ""
+
+
+def test_unknown_technology_lists_known_ones():
+    with pytest.raises(KbError, match="'10xv9' is not known to kb.*10XV3"):
+        onlist_path_in_package("10xv9")
+
+
+def test_reference_outputs_by_workflow(tmp_path):
+    assert set(reference_outputs(tmp_path, "standard")) == {"index", "t2g", "cdna"}
+    assert set(reference_outputs(tmp_path, "nac")) == {
+        "index",
+        "t2g",
+        "cdna",
+        "nascent",
+        "c1",
+        "c2",
+    }
+    assert set(reference_outputs(tmp_path, "nac", download=True)) == {"index", "t2g", "c1", "c2"}
