@@ -1,0 +1,101 @@
+#!/usr/bin/env python
+"""Concatenate per-sample h5ad files into one, streaming matrices with bounded memory.
+
+    python scripts/concat_on_disk.py -o OUT.h5ad [--join inner|outer] [--label sample]
+        [--index-unique SEP] [--obs-metadata TABLE.tsv] [--max-elems N] [--quiet]
+        NAME=PATH.h5ad [NAME=PATH.h5ad ...]
+
+A bare PATH uses the file's stem as the sample name. Exit code 0 only when OUT is complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+try:
+    import kbagg  # noqa: F401
+except ImportError:  # running from a clone without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from kbagg.concat import DEFAULT_MAX_ELEMS, ConcatError, concat_on_disk
+
+
+def parse_input(arg: str) -> tuple[str, Path]:
+    """``NAME=PATH`` -> (NAME, PATH); a bare PATH (or one whose '=' is in a directory) -> stem."""
+    name, sep, path = arg.partition("=")
+    if sep and name and "/" not in name:
+        if not path:
+            raise argparse.ArgumentTypeError(f"{arg!r}: empty path after '='")
+        return name, Path(path)
+    return Path(arg).stem, Path(arg)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Concatenate h5ad files along cells with bounded memory (see README)."
+    )
+    p.add_argument("-o", "--output", required=True, type=Path, help="output .h5ad")
+    p.add_argument("--join", choices=("inner", "outer"), default="inner")
+    p.add_argument("--label", default="sample", help="obs column holding the sample name")
+    p.add_argument(
+        "--index-unique",
+        default="-",
+        metavar="SEP",
+        help="obs names become <barcode><SEP><NAME>; '' keeps barcodes unchanged (default '-')",
+    )
+    p.add_argument(
+        "--obs-metadata",
+        type=Path,
+        metavar="TABLE.tsv",
+        help="TSV with a sample (or --label) column; other columns become categorical obs",
+    )
+    p.add_argument(
+        "--max-elems",
+        type=int,
+        default=DEFAULT_MAX_ELEMS,
+        metavar="N",
+        help=f"matrix elements (values + indices) in memory at once (default {DEFAULT_MAX_ELEMS})",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("inputs", nargs="+", type=parse_input, metavar="NAME=PATH.h5ad")
+    return p
+
+
+def _exit_on_sigterm(signum, frame):
+    # Raising lets the engine delete its temp file (SIGTERM is how Snakemake cancels jobs).
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    names = [name for name, _ in args.inputs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        print(f"error: duplicate sample names: {', '.join(dupes)}", file=sys.stderr)
+        return 1
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        concat_on_disk(
+            dict(args.inputs),
+            args.output,
+            join=args.join,
+            label=args.label,
+            index_unique=args.index_unique or None,
+            obs_metadata=args.obs_metadata,
+            max_elems=args.max_elems,
+            progress=not args.quiet,
+        )
+    except ConcatError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # e.g. output directory not writable, disk full
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

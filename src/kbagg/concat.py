@@ -1,0 +1,230 @@
+"""Memory-bounded on-disk concatenation of h5ad files along cells (obs).
+
+The result equals ``anndata.concat({name: read_h5ad(path)}, join=..., label=...,
+index_unique=..., merge="same")`` value for value (see docs_fragments/concat.md for the few
+documented deviations), but matrices are streamed in row chunks, so memory stays bounded by
+``max_elems`` plus the obs/var tables however large or numerous the inputs are.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import anndata as ad
+import h5py
+import numpy as np
+import pandas as pd
+from natsort import natsorted
+from tqdm import tqdm
+
+from kbagg.concat_annot import (
+    CoalescedVar,
+    GeneAxis,
+    SameVar,
+    obs_metadata_columns,
+    ordered_intersection,
+    ordered_union,
+    read_obs_metadata,
+)
+from kbagg.concat_atomic import atomic_output
+from kbagg.concat_inputs import InputError, InputScan, open_input, scan_input
+from kbagg.concat_matrix import ColumnMap, CsrWriter, iter_csc, iter_csr, iter_dense
+
+__all__ = ["DEFAULT_MAX_ELEMS", "ConcatError", "concat_on_disk"]
+
+# Matrix elements (values + column indices) per chunk: 2**22 is 2M stored entries, 16 MB of
+# raw float32/int32 chunk data (~64 MB peak working set in the worst path); larger chunks
+# are no faster, as the benchmark shows.
+DEFAULT_MAX_ELEMS = 1 << 22
+
+
+class ConcatError(Exception):
+    """An expected failure (bad input, bad sample table, duplicate names): one-line message."""
+
+
+@dataclass
+class _Plan:
+    scans: list[InputScan]
+    axis: GeneAxis
+    annotations: ad.AnnData  # obs, var and obsm of the result; no matrices
+    keys: list[str]  # "X" and "layers/<name>", in output order
+
+
+def concat_on_disk(
+    inputs: Mapping[str, str | Path],
+    output: str | Path,
+    *,
+    join: str = "inner",
+    label: str | None = "sample",
+    index_unique: str | None = "-",
+    obs_metadata: str | Path | pd.DataFrame | None = None,
+    max_elems: int = DEFAULT_MAX_ELEMS,
+    progress: bool = True,
+) -> Path:
+    """Concatenate h5ad files (sample name -> path) into ``output`` (written atomically).
+
+    ``index_unique`` of None or "" keeps the barcodes as they are; ``obs_metadata`` is a
+    TSV path or DataFrame whose ``label`` (else ``sample``) column names the samples and
+    whose other columns become categorical obs columns.
+    """
+    if join not in ("inner", "outer"):
+        raise ValueError(f"join must be 'inner' or 'outer', got {join!r}")
+    if not inputs:
+        raise ConcatError("no input files given")
+    if max_elems < 2:
+        raise ValueError("max_elems must be at least 2")
+    items = [(str(name), Path(path)) for name, path in inputs.items()]
+    if dupes := _duplicates(name for name, _ in items):
+        raise ConcatError("duplicate sample names: " + ", ".join(dupes))
+    output = Path(output)
+    try:
+        meta = read_obs_metadata(obs_metadata, label) if obs_metadata is not None else None
+    except (OSError, ValueError) as e:
+        raise ConcatError(str(e)) from e
+    with atomic_output(output) as tmp:
+        try:
+            plan = _plan(items, join, label, index_unique or None, meta)
+            _write_annotations(tmp, plan.annotations)
+            del plan.annotations  # obs/var are on disk; keep only what the matrices need
+            _write_matrices(tmp, plan, max(1, max_elems // 2), progress)
+        except InputError as e:
+            raise ConcatError(str(e)) from e
+    return output
+
+
+def _plan(items, join, label, index_unique, meta) -> _Plan:
+    """The metadata pass: one visit per input, matrices untouched."""
+    axis = GeneAxis(join)
+    var_merge = SameVar() if join == "inner" else CoalescedVar(axis)
+    scans, skeletons = [], {}
+    for name, path in items:
+        with open_input(path) as f:
+            scan, annot = scan_input(name, path, f)
+        codes = axis.add(annot.var.index)
+        if join == "inner":
+            var_merge.add(annot.var)
+        else:
+            var_merge.add(annot.var, codes)
+        scans.append(scan)
+        skeletons[name] = ad.AnnData(obs=annot.obs, obsm=annot.obsm)
+    var = var_merge.result(axis.merged)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # non-unique obs names are reported below, clearly
+        cells = ad.concat(skeletons, join=join, label=label, index_unique=index_unique, merge=None)
+    _check_unique_obs_names(cells.obs_names, index_unique)
+    obs = cells.obs
+    if meta is not None:
+        table, where = meta
+        try:
+            extra = obs_metadata_columns(
+                table, where, [s.name for s in scans], [s.n_obs for s in scans], obs.columns
+            )
+        except ValueError as e:
+            raise ConcatError(str(e)) from e
+        obs = obs.assign(**extra)
+    layer_lists = [s.layer_keys for s in scans]
+    layers = ordered_intersection(layer_lists) if join == "inner" else ordered_union(layer_lists)
+    annotations = ad.AnnData(obs=obs, var=var, obsm=dict(cells.obsm))
+    return _Plan(scans, axis, annotations, ["X"] + [f"layers/{k}" for k in layers])
+
+
+def _duplicates(names) -> list[str]:
+    s = pd.Series(list(names))
+    return s[s.duplicated()].unique().tolist()
+
+
+def _check_unique_obs_names(names: pd.Index, index_unique: str | None) -> None:
+    if names.is_unique:
+        return
+    dupes = names[names.duplicated()].unique()
+    example = ", ".join(map(str, dupes[:3]))
+    hint = (
+        "pass --index-unique SEP (e.g. '-') to append the sample name to each barcode"
+        if index_unique is None
+        else "an input already has duplicate barcodes"
+    )
+    raise ConcatError(f"{len(dupes)} duplicate obs names in the result (e.g. {example}); {hint}")
+
+
+def _write_annotations(tmp: Path, annotations: ad.AnnData) -> None:
+    """obs, var, obsm (and empty layers/uns groups) via anndata's own writer."""
+    annotations.strings_to_categoricals()  # what write_h5ad does anyway
+    for df in (annotations.obs, annotations.var):
+        _categorize_strings_with_missing(df)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        annotations.write_h5ad(tmp)
+
+
+def _categorize_strings_with_missing(df: pd.DataFrame) -> None:
+    """Object columns of strings and NaN (an outer join of a string column that some inputs
+    lack) cannot be written by anndata; store them as categoricals, as it would if there
+    were repeated values."""
+    for col in df.columns:
+        values = df[col]
+        if values.dtype != object or not values.isna().any():
+            continue
+        present = values[values.notna()]
+        if all(isinstance(v, str) for v in present):
+            df[col] = pd.Categorical(values, categories=natsorted(present.unique()))
+
+
+def _write_matrices(tmp: Path, plan: _Plan, budget: int, progress: bool) -> None:
+    scans, n_out = plan.scans, len(plan.axis.merged)
+    n_rows = sum(s.n_obs for s in scans)
+    maps = [ColumnMap(lut, n_out) for lut in plan.axis.column_maps()]
+    with h5py.File(tmp, "r+") as out:
+        writers = {
+            key: _writer(out, key, [s.matrices.get(key) for s in scans], maps, (n_rows, n_out))
+            for key in plan.keys
+        }
+        with tqdm(
+            total=n_rows * len(writers),
+            unit="row",
+            unit_scale=True,
+            desc="concat",
+            disable=not progress,
+            file=sys.stderr,
+        ) as bar:
+            for scan, cmap in zip(scans, maps, strict=True):
+                _stream_input(scan, cmap, writers, budget, tmp, bar)
+        for w in writers.values():
+            w.close()
+
+
+def _writer(out: h5py.File, key: str, sources, maps, shape) -> CsrWriter:
+    present = [(s, m) for s, m in zip(sources, maps, strict=True) if s is not None]
+    dtype = np.result_type(*[s.dtype for s, _ in present])
+    # Exact size known when every entry is kept: all inputs sparse and no columns dropped.
+    exact = all(s.fmt != "dense" and not m.drops for s, m in present)
+    nnz = sum(s.nnz for s, _ in present)
+    parent, name = (out, "X") if key == "X" else (out["layers"], key.removeprefix("layers/"))
+    return CsrWriter(parent, name, shape, dtype, nnz, exact=exact)
+
+
+def _stream_input(scan: InputScan, cmap: ColumnMap, writers, budget, tmp: Path, bar) -> None:
+    with open_input(scan.path) as f:
+        for key, writer in writers.items():
+            src = scan.matrices.get(key)
+            if src is None:
+                writer.append_empty_rows(scan.n_obs)
+                bar.update(scan.n_obs)
+                continue
+            dtype = writer.data.dtype
+            elem = f[key]
+            try:
+                if src.fmt == "csr":
+                    chunks = iter_csr(elem, src, cmap, budget, dtype)
+                elif src.fmt == "csc":
+                    chunks = iter_csc(elem, src, cmap, budget, dtype, Path(f"{tmp}.csc"))
+                else:
+                    chunks = iter_dense(elem, src, cmap, budget, dtype)
+                for chunk in chunks:
+                    writer.append(chunk)
+                    bar.update(len(chunk.counts))
+            except (OSError, KeyError, ValueError) as e:
+                raise InputError(f"{scan.path}: cannot read {key} ({e})") from e

@@ -1,0 +1,143 @@
+#!/usr/bin/env python
+"""Benchmark: kbagg's concat engine vs anndata's concat_on_disk, in-memory anndata.concat and
+`cat` (the I/O floor), on the same generated inputs, each as a fresh child process.
+
+    python tests/benchmarks/bench_concat.py                      # small, ~1 minute
+    python tests/benchmarks/bench_concat.py --files 8 --cells 10000 --genes 30000 \\
+        --nnz-per-cell 2000 --join both --workdir /tmp/bench     # the README figures
+
+Each file holds a random subset of the genes (a shared core of 90% plus half of the rest),
+so the outer join differs from the inner one. Prints wall time, peak RSS (the child's own
+ru_maxrss via wait4) and ratios as a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))
+from concat_helpers import child_peak_rss_mb, write_sparse_h5ad
+
+CLI = REPO / "scripts" / "concat_on_disk.py"
+
+ANNDATA_ON_DISK = """
+import sys, anndata as ad
+from anndata.experimental import concat_on_disk
+out, join, *pairs = sys.argv[1:]
+files = dict(p.split("=", 1) for p in pairs)
+concat_on_disk(files, out, join=join, label="sample", index_unique="-", merge="same")
+"""
+
+ANNDATA_IN_MEMORY = """
+import sys, anndata as ad
+out, join, *pairs = sys.argv[1:]
+files = dict(p.split("=", 1) for p in pairs)
+adatas = {k: ad.read_h5ad(v) for k, v in files.items()}
+ad.concat(adatas, join=join, label="sample", index_unique="-", merge="same").write_h5ad(out)
+"""
+
+
+def generate(workdir: Path, n_files: int, cells: int, genes: int, nnz: int) -> dict[str, Path]:
+    rng = np.random.default_rng(42)
+    names = np.array([f"ENSG{i:011d}" for i in range(genes)])
+    core = int(genes * 0.9)
+    paths = {}
+    for i in range(n_files):
+        extra = rng.choice(np.arange(core, genes), (genes - core) // 2, replace=False)
+        own = names[np.sort(np.concatenate([np.arange(core), extra]))]
+        paths[f"s{i:03d}"] = workdir / f"s{i:03d}.h5ad"
+        write_sparse_h5ad(paths[f"s{i:03d}"], cells, list(own), nnz, seed=i)
+    return paths
+
+
+def run_child(cmd: list[str], stdout=subprocess.DEVNULL) -> tuple[float, float]:
+    """Wall seconds and the child's own peak RSS in MB."""
+    t0 = time.perf_counter()
+    status, rss_mb, err = child_peak_rss_mb(cmd, stdout=stdout)
+    wall = time.perf_counter() - t0
+    if status != 0:
+        raise RuntimeError(f"{cmd[:3]} failed: {err[-2000:]}")
+    return wall, rss_mb
+
+
+def measure(method: str, paths: dict[str, Path], join: str, out: Path, max_elems) -> tuple:
+    pairs = [f"{k}={v}" for k, v in paths.items()]
+    if method == "cat":
+        with open(out, "wb") as fh:
+            result = run_child([shutil.which("cat"), *map(str, paths.values())], stdout=fh)
+    elif method == "kbagg":
+        extra = ["--max-elems", str(max_elems)] if max_elems else []
+        cmd = [sys.executable, str(CLI), "-o", str(out), "--quiet", "--join", join, *extra]
+        result = run_child(cmd + pairs)
+    else:
+        code = ANNDATA_ON_DISK if method == "anndata.concat_on_disk" else ANNDATA_IN_MEMORY
+        result = run_child([sys.executable, "-c", code, str(out), join, *pairs])
+    size = out.stat().st_size / 2**20
+    out.unlink()
+    return (*result, size)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--files", type=int, default=4)
+    p.add_argument("--cells", type=int, default=2000)
+    p.add_argument("--genes", type=int, default=5000)
+    p.add_argument("--nnz-per-cell", type=int, default=500)
+    p.add_argument("--join", choices=("inner", "outer", "both"), default="both")
+    p.add_argument("--workdir", type=Path, default=None, help="default: a temp dir")
+    p.add_argument("--max-elems", type=int, default=None, help="engine budget (default: its own)")
+    p.add_argument(
+        "--methods",
+        default="cat,kbagg,anndata.concat_on_disk,anndata.concat",
+        help="comma-separated subset of cat,kbagg,anndata.concat_on_disk,anndata.concat",
+    )
+    p.add_argument("--keep", action="store_true", help="keep the generated inputs")
+    args = p.parse_args(argv)
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench_concat_", dir=args.workdir))
+    try:
+        t0 = time.perf_counter()
+        paths = generate(workdir, args.files, args.cells, args.genes, args.nnz_per_cell)
+        in_mb = sum(q.stat().st_size for q in paths.values()) / 2**20
+        print(
+            f"# {args.files} files x {args.cells} cells x {args.genes} genes, "
+            f"{args.nnz_per_cell} nnz/cell, {in_mb:,.0f} MB of input "
+            f"(generated in {time.perf_counter() - t0:.1f} s)\n"
+        )
+        print(
+            "| join | method | wall s | peak RSS MB | out MB | vs concat_on_disk | "
+            "vs anndata.concat | vs cat |"
+        )
+        print("|---|---|---:|---:|---:|---:|---:|---:|")
+        methods = args.methods.split(",")
+        for join in ("inner", "outer") if args.join == "both" else (args.join,):
+            rows = {
+                m: measure(m, paths, join, workdir / "out.h5ad", args.max_elems) for m in methods
+            }
+            for m, (wall, rss, size) in rows.items():
+                ratios = [
+                    f"{rows[ref][0] / wall:.2f}x faster" if ref in rows and m != ref else ""
+                    for ref in ("anndata.concat_on_disk", "anndata.concat")
+                ]
+                vs_cat = f"{wall / rows['cat'][0]:.2f}x cat" if "cat" in rows else ""
+                print(
+                    f"| {join} | {m} | {wall:.2f} | {rss:,.0f} | {size:,.0f} | "
+                    f"{ratios[0]} | {ratios[1]} | {vs_cat} |",
+                    flush=True,
+                )
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir)
+
+
+if __name__ == "__main__":
+    main()
