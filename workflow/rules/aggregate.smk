@@ -13,13 +13,12 @@ rule sample_metadata:
     conda:
         "../../envs/python.yaml"
     params:
-        cmd=script_command("sample_metadata.py"),
         # The table itself is the parameter: editing a metadata column reruns this rule and
         # the aggregate, and nothing upstream.
         table=json.dumps(SHEET.metadata().to_dict("list")),
         label=AGG["label"],
     shell:
-        "{params.cmd} --label {params.label} --table {params.table:q} -o {output}"
+        "$KBAGG_PYTHON $KBAGG_SCRIPTS/sample_metadata.py --label {params.label} --table {params.table:q} -o {output}"
         " > {log} 2>&1"
 
 
@@ -40,7 +39,6 @@ rule aggregate:
         mem_mb=mem_mb("aggregate"),
         runtime=rule_resources("aggregate")["runtime"],
     params:
-        cmd=script_command("concat_on_disk.py"),
         named=lambda wc, input: " ".join(
             f"{sample}={path}" for sample, path in zip(SAMPLES, input.matrices)
         ),
@@ -49,7 +47,7 @@ rule aggregate:
         index_unique=AGG["index_unique"],
         max_elems=max_elems,
     shell:
-        "{params.cmd} -o {output} --join {params.join} --label {params.label}"
+        "$KBAGG_PYTHON $KBAGG_SCRIPTS/concat_on_disk.py -o {output} --join {params.join} --label {params.label}"
         " --index-unique={params.index_unique:q} --obs-metadata {input.metadata}"
         " --max-elems {params.max_elems} {params.named}"
         " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}"

@@ -13,21 +13,20 @@ from snakemake.utils import validate
 REPO = Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parents[1]
 SCRIPTS = REPO / "scripts"
 sys.path.insert(0, str(REPO / "src"))
-# Jobs run the scripts with the conda env's python under --use-conda, else with the Python
-# that runs Snakemake (so a venv need not be activated).
+# Jobs run scripts/ with the conda env's python under --use-conda, else with the Python that
+# runs Snakemake (a venv need not be activated). Both reach the jobs through the environment,
+# not as paths in params or in the shell template: Snakemake reruns a job when either changes,
+# and moving the clone or the venv should not rerun the whole workflow.
 from snakemake.settings.types import DeploymentMethod
 
-PYTHON = (
-    "python"
-    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
-    else sys.executable
+os.environ.update(
+    KBAGG_SCRIPTS=str(SCRIPTS),
+    KBAGG_PYTHON=(
+        "python"
+        if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+        else sys.executable
+    ),
 )
-
-
-def script_command(name):
-    """How a job runs one of scripts/: interpreter and script path."""
-    return f"{PYTHON} {SCRIPTS / name}"
-
 
 from kbagg.kb import KbError, onlist_path_in_package
 from kbagg.reference import reference_outputs

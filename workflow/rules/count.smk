@@ -20,7 +20,6 @@ rule kb_count:
         mem_mb=mem_mb("kb_count"),
         runtime=rule_resources("kb_count")["runtime"],
     params:
-        cmd=script_command("kb_count.py"),
         technology=lambda wc: SHEET.technology(wc.sample),
         workflow=config["workflow"],
         capture=lambda wc, input: (
@@ -40,7 +39,7 @@ rule kb_count:
         extra=config["count"]["extra"],
         kb_dir=lambda wc, output: Path(output.run_info).parent,
     shell:
-        "{params.cmd} --sample {wildcards.sample}"
+        "$KBAGG_PYTHON $KBAGG_SCRIPTS/kb_count.py --sample {wildcards.sample}"
         " --index {input.index} --t2g {input.t2g} --technology {params.technology}"
         " --workflow {params.workflow} {params.capture} {params.onlist}"
         " --kb-dir {params.kb_dir} --raw {output.raw} {params.filtered} {params.threshold}"

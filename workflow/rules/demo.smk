@@ -21,7 +21,6 @@ rule simulate_demo:
         mem_mb=mem_mb("simulate_demo"),
         runtime=rule_resources("simulate_demo")["runtime"],
     params:
-        cmd=script_command("simulate_demo.py"),
         outdir=lambda wc, output: Path(output.genome).parent,
     shell:
-        "{params.cmd} {params.outdir} > {log} 2>&1"
+        "$KBAGG_PYTHON $KBAGG_SCRIPTS/simulate_demo.py {params.outdir} > {log} 2>&1"

@@ -18,11 +18,10 @@ if "fasta" in REF_CONFIG:
             mem_mb=mem_mb("reference"),
             runtime=rule_resources("reference")["runtime"],
         params:
-            cmd=script_command("kb_ref.py"),
             workflow=config["workflow"],
             outdir=lambda wc, output: Path(output.index).parent,
         shell:
-            "{params.cmd} --fasta-gtf {input.fasta} {input.gtf}"
+            "$KBAGG_PYTHON $KBAGG_SCRIPTS/kb_ref.py --fasta-gtf {input.fasta} {input.gtf}"
             " --workflow {params.workflow} --outdir {params.outdir}"
             " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}"
 
@@ -42,12 +41,11 @@ elif "download" in REF_CONFIG:
             mem_mb=mem_mb("reference"),
             runtime=rule_resources("reference")["runtime"],
         params:
-            cmd=script_command("kb_ref.py"),
             name=REF_CONFIG["download"],
             workflow=config["workflow"],
             outdir=lambda wc, output: Path(output.index).parent,
         shell:
-            "{params.cmd} --download {params.name}"
+            "$KBAGG_PYTHON $KBAGG_SCRIPTS/kb_ref.py --download {params.name}"
             " --workflow {params.workflow} --outdir {params.outdir}"
             " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}"
 
@@ -65,7 +63,5 @@ rule onlist:
     resources:
         mem_mb=mem_mb("onlist"),
         runtime=rule_resources("onlist")["runtime"],
-    params:
-        cmd=script_command("prepare_onlist.py"),
     shell:
-        "{params.cmd} {wildcards.technology} {output} > {log} 2>&1"
+        "$KBAGG_PYTHON $KBAGG_SCRIPTS/prepare_onlist.py {wildcards.technology} {output} > {log} 2>&1"
