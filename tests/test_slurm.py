@@ -1,0 +1,145 @@
+"""The demo on a real SLURM cluster (Debian's slurmctld/slurmd/munge on localhost).
+
+tests/slurm/start_cluster.sh installs and starts the cluster (root needed: CI runs as root);
+the run uses the shipped workflow/profiles/slurm profile with the status command switched to
+squeue, because this one-node cluster has no accounting database for sacct.
+
+One run checks two things: every rule ran as a SLURM job and the aggregate equals the local
+run; and a job killed by SLURM for exceeding its memory succeeds on retry with more memory
+(the aggregate asks for mem_mb * attempt and starts from a deliberately tiny 100 MB).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO, copy_tree
+
+pytestmark = [pytest.mark.slow, pytest.mark.slurm]
+
+SLURM_TESTS = REPO / "tests" / "slurm"
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    if os.geteuid() != 0 and not shutil.which("sudo"):
+        pytest.skip("starting the local SLURM cluster needs root (apt-get, /etc/slurm, daemons)")
+    if not shutil.which("slurmctld") and not shutil.which("apt-get"):
+        pytest.skip("SLURM is not installed and apt-get is not available to install it")
+    start = subprocess.run(
+        ["bash", str(SLURM_TESTS / "start_cluster.sh")], capture_output=True, text=True
+    )
+    assert start.returncode == 0, f"cluster did not start:\n{start.stdout}\n{start.stderr}"
+    yield
+    subprocess.run(["bash", str(SLURM_TESTS / "stop_cluster.sh")], capture_output=True)
+
+
+def slurm_jobs_after(job_id: int) -> pd.DataFrame:
+    """Jobs newer than job_id: id, state, memory asked, and the plugin's rule comment."""
+    out = subprocess.run(
+        ["squeue", "--states=all", "-h", "-o", "%i|%T|%m|%k"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rows = [line.split("|") for line in out.splitlines() if line.strip()]
+    jobs = pd.DataFrame(rows, columns=["id", "state", "mem", "comment"])
+    jobs["id"] = jobs["id"].astype(int)
+    jobs["rule"] = jobs["comment"].str.removeprefix("rule_").str.split("_wildcards_").str[0]
+    return jobs[jobs["id"] > job_id].sort_values("id")
+
+
+@pytest.fixture(scope="module")
+def slurm_demo(slurm_cluster, tmp_path_factory):
+    clone = copy_tree(tmp_path_factory.mktemp("slurm") / "kbagg")
+    config_path = clone / "config" / "config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["resources"]["aggregate"]["mem_mb"] = 100  # SLURM kills attempt 1
+    config_path.write_text(yaml.safe_dump(config))
+
+    before = slurm_jobs_after(-1)
+    last_id = int(before["id"].max()) if len(before) else 0
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--workflow-profile",
+        "workflow/profiles/slurm",
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-init-seconds-before-status-checks",
+        "2",
+        "--slurm-keep-successful-logs",
+        "--retries",
+        "3",
+        "--jobs",
+        "4",
+    ]
+    proc = subprocess.run(command, cwd=clone, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, f"SLURM run failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+    return clone, slurm_jobs_after(last_id), proc.stdout + proc.stderr
+
+
+def test_every_rule_ran_as_a_slurm_job(slurm_demo):
+    _, jobs, _ = slurm_demo
+    completed = jobs[jobs["state"] == "COMPLETED"]["rule"].value_counts().to_dict()
+    # sample_metadata is a localrule: it runs on the submit host by design.
+    assert completed == {
+        "simulate_demo": 1,
+        "reference": 1,
+        "onlist": 2,
+        "kb_count": 3,
+        "aggregate": 2,
+    }
+
+
+def test_aggregate_equals_the_local_run(slurm_demo, demo_run):
+    clone, _, _ = slurm_demo
+    for kind in ("filtered", "raw"):
+        got = ad.read_h5ad(clone / "results" / "aggregate" / f"{kind}.h5ad")
+        expected = ad.read_h5ad(demo_run / "results" / "aggregate" / f"{kind}.h5ad")
+        assert list(got.obs_names) == list(expected.obs_names)
+        np.testing.assert_array_equal(got.X.toarray(), expected.X.toarray())
+        pd.testing.assert_frame_equal(got.obs, expected.obs)
+        pd.testing.assert_frame_equal(got.var, expected.var)
+
+
+def test_out_of_memory_kill_is_retried_with_more_memory(slurm_demo):
+    clone, jobs, _ = slurm_demo
+    aggregate = jobs[jobs["rule"] == "aggregate"]
+    failed = aggregate[aggregate["state"].isin(["FAILED", "OUT_OF_MEMORY"])]
+    assert len(failed) >= 1, f"no aggregate attempt was killed:\n{aggregate}"
+    assert set(failed["mem"]) <= {"100M", "200M", "300M"}
+    assert (aggregate["state"] == "COMPLETED").sum() == 2
+    killed_logs = [
+        log
+        for log in (clone / ".snakemake" / "slurm_logs").rglob("*.log")
+        if "exceeded memory limit" in log.read_text(errors="replace")
+    ]
+    assert killed_logs, "no SLURM log says a job exceeded its memory limit"
+    # Memory asked grows with the attempt: the completed attempts asked more than the first.
+    asked = aggregate["mem"].str.removesuffix("M").astype(int)
+    assert asked[aggregate["state"] == "COMPLETED"].min() > asked.min()
+
+
+def test_slurm_logs_are_kept_per_rule(slurm_demo):
+    clone, _, _ = slurm_demo
+    rules = {p.name for p in (clone / ".snakemake" / "slurm_logs").iterdir()}
+    assert {"rule_kb_count", "rule_aggregate", "rule_reference"} <= rules
+
+
+def test_cluster_script_is_idempotent(slurm_cluster):
+    again = subprocess.run(
+        ["bash", str(SLURM_TESTS / "start_cluster.sh")], capture_output=True, text=True
+    )
+    assert again.returncode == 0
+    state = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True).stdout
+    assert state.split()[0] in {"idle", "mixed", "allocated"}
