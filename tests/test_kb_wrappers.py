@@ -99,7 +99,7 @@ def test_with_gene_names_sets_var_and_obs_index_names():
 
 def test_why_no_matrix_reports_zero_pseudoaligned(tmp_path):
     (tmp_path / "run_info.json").write_text('{"n_processed": 25000, "n_pseudoaligned": 0}')
-    message = why_no_matrix("lamanno", tmp_path, log="")
+    message = why_no_matrix("lamanno", tmp_path)
     assert "sample 'lamanno'" in message and "pseudoaligned 0 of 25,000 reads" in message
 
 

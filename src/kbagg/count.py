@@ -76,7 +76,7 @@ def gene_names_from_t2g(t2g: str | Path) -> pd.Series:
     return pd.Series(names.to_numpy(), index=pd.Index(ids, name="gene_id")).groupby(level=0).first()
 
 
-def why_no_matrix(sample: str, kb_dir: Path, log: str) -> str:
+def why_no_matrix(sample: str, kb_dir: Path) -> str:
     """Explain a missing matrix as specifically as kb's own records allow."""
     info = read_json(kb_dir / "run_info.json")
     processed, aligned = info.get("n_processed"), info.get("n_pseudoaligned")
@@ -86,8 +86,6 @@ def why_no_matrix(sample: str, kb_dir: Path, log: str) -> str:
             f"pseudoaligned 0 of {processed:,} reads. Check the technology (-x), that the "
             "reference matches the species, and that fastq_1/fastq_2 are not swapped."
         )
-    if "no reads pseudoaligned" in log:
-        return f"sample '{sample}': kb count wrote no count matrix: no reads pseudoaligned"
     return f"sample '{sample}': kb count exited 0 but wrote no count matrix (see its log above)"
 
 
@@ -118,19 +116,19 @@ def run_count(job: CountJob) -> dict[str, ad.AnnData]:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        log = run_kb(kb_count_args(job, partial, partial / "tmp"), label=job.sample)
+        run_kb(kb_count_args(job, partial, partial / "tmp"), label=job.sample)
     except KbError as error:
         # kallisto >= 0.51 exits 1 on 0 pseudoaligned reads, which kb reports as a generic
         # exception; its run_info.json still says why.
         if read_json(partial / "run_info.json").get("n_pseudoaligned") == 0:
-            raise KbError(why_no_matrix(job.sample, partial, "")) from error
+            raise KbError(why_no_matrix(job.sample, partial)) from error
         raise
 
     matrices = {"raw": (partial / "counts_unfiltered" / "adata.h5ad", job.raw_h5ad)}
     if job.filtered_h5ad is not None:
         matrices["filtered"] = (partial / "counts_filtered" / "adata.h5ad", job.filtered_h5ad)
     if not matrices["raw"][0].exists():
-        raise KbError(why_no_matrix(job.sample, partial, log))
+        raise KbError(why_no_matrix(job.sample, partial))
     if "filtered" in matrices and not matrices["filtered"][0].exists():
         raise KbError(
             f"sample '{job.sample}': kb count wrote the raw matrix but no filtered matrix "

@@ -1,8 +1,9 @@
 """Run kb-python (`kb ref`, `kb count`) and judge success by what it wrote, not its exit code.
 
-kb catches every exception, logs "An exception occurred" and still exits 0; with 0 reads
-pseudoaligned it also exits 0 and writes no matrix. Every call here therefore streams kb's log
-(progress for the user), keeps it, and checks the expected outputs afterwards.
+kb catches every exception, logs "An exception occurred" and still exits 0 without writing
+its outputs; with 0 reads pseudoaligned kallisto fails and kb does just that. Every call here
+therefore streams kb's log (progress for the user), keeps it, and checks the expected outputs
+afterwards.
 """
 
 from __future__ import annotations
