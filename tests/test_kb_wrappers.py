@@ -200,3 +200,22 @@ def test_reference_outputs_by_workflow(tmp_path):
         "c2",
     }
     assert set(reference_outputs(tmp_path, "nac", download=True)) == {"index", "t2g", "c1", "c2"}
+
+
+def test_download_offline_fails_with_a_clear_message(tmp_path):
+    import socket
+
+    from kbagg.reference import download_reference
+
+    try:
+        socket.getaddrinfo("caltech.box.com", 443)
+        pytest.skip("online: kb ref -d would download a multi-GB index")
+    except OSError:
+        pass
+    outputs = reference_outputs(tmp_path, "standard", download=True)
+    with pytest.raises(KbError) as error:
+        download_reference("human", "standard", outputs)
+    message = str(error.value)
+    assert "reference.download: 'human'" in message and "needs internet access" in message
+    assert "reference.fasta" in message  # says what to do instead
+    assert not list(tmp_path.iterdir())  # nothing half-written

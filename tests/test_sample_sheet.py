@@ -189,3 +189,10 @@ def test_valid_sheet_dry_run_plans_one_kb_count_per_sample(tmp_path):
         if line.startswith(("kb_count ", "reference "))
     )
     assert job_counts == {"kb_count": "1", "reference": "1"}
+
+
+def test_download_reference_plans_the_download_rule(tmp_path):
+    proc = dry_run_with(tmp_path, "S1\ta.fq\tb.fq\t10xv2\tx\n", reference={"download": "mouse"})
+    assert proc.returncode == 0, output(proc)
+    planned = {line.split()[0] for line in proc.stdout.splitlines() if line.startswith("reference")}
+    assert planned == {"reference_download"}
