@@ -9,7 +9,8 @@ from kbagg.cli import run_cli
 from kbagg.count import WORKFLOWS, CountJob, run_count
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """Options named after CountJob's fields, so the namespace becomes the job as it is."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sample", required=True)
     parser.add_argument("--index", required=True)
@@ -18,38 +19,26 @@ def main() -> None:
     parser.add_argument("--workflow", choices=WORKFLOWS, default="standard")
     parser.add_argument("--c1")
     parser.add_argument("--c2")
-    parser.add_argument("--onlist", help="barcode on-list (-w); empty file = let kb decide")
+    parser.add_argument("--onlist", help="barcode on-list (-w); an empty file = let kb decide")
     parser.add_argument("--kb-dir", required=True, type=Path, help="kb's output folder")
-    parser.add_argument("--raw", required=True, type=Path)
-    parser.add_argument("--filtered", type=Path, help="omit to skip barcode filtering")
+    parser.add_argument("--raw", dest="raw_h5ad", required=True, type=Path)
+    parser.add_argument("--filtered", dest="filtered_h5ad", type=Path, help="omit: no filter")
     parser.add_argument("--filter-threshold", type=int)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--memory-mb", type=int, default=2048)
-    parser.add_argument("--extra", default="", help="extra kb count arguments, one string")
+    parser.add_argument("--extra", dest="extra_args", default="", help="extra kb count args")
     parser.add_argument("fastqs", nargs="+")
     args = parser.parse_args()
     # An empty on-list file marks a technology kb has no on-list for.
-    onlist = args.onlist if args.onlist and Path(args.onlist).stat().st_size else None
-    written = run_count(
-        CountJob(
-            sample=args.sample,
-            fastqs=args.fastqs,
-            index=args.index,
-            t2g=args.t2g,
-            technology=args.technology,
-            workflow=args.workflow,
-            c1=args.c1,
-            c2=args.c2,
-            onlist=onlist,
-            kb_dir=args.kb_dir,
-            raw_h5ad=args.raw,
-            filtered_h5ad=args.filtered,
-            filter_threshold=args.filter_threshold,
-            threads=args.threads,
-            memory_mb=args.memory_mb,
-            extra_args=args.extra.split(),
-        )
-    )
+    if args.onlist and not Path(args.onlist).stat().st_size:
+        args.onlist = None
+    args.extra_args = args.extra_args.split()
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    written = run_count(CountJob(**vars(args)))
     shapes = ", ".join(f"{k} {a.n_obs} cells x {a.n_vars} genes" for k, a in written.items())
     print(f"sample '{args.sample}': {shapes}")
 
