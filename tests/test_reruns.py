@@ -67,14 +67,26 @@ def test_b_changing_sample_metadata_reruns_only_the_aggregate_side(finished_demo
 def test_c_changing_the_reference_reruns_everything_downstream(finished_demo):
     gtf = finished_demo / "resources" / "demo" / "genes.gtf"
     gtf.write_text(gtf.read_text() + "# edited annotation\n")
-    assert planned_jobs(finished_demo) == {"reference": 1, "kb_count": 3, "aggregate": 2}
+    assert planned_jobs(finished_demo) == {
+        "reference": 1,
+        "kb_count": 3,
+        "aggregate": 2,
+        "qc_sample": 3,
+        "qc_summary": 1,
+    }
 
 
 def test_c_pointing_at_another_reference_file_reruns_everything(finished_demo):
     demo = finished_demo / "resources" / "demo"
     shutil.copy2(demo / "genes.gtf", finished_demo / "other.gtf")
     edit_config(finished_demo, lambda c: c["reference"].update(gtf="other.gtf"))
-    assert planned_jobs(finished_demo) == {"reference": 1, "kb_count": 3, "aggregate": 2}
+    assert planned_jobs(finished_demo) == {
+        "reference": 1,
+        "kb_count": 3,
+        "aggregate": 2,
+        "qc_sample": 3,
+        "qc_summary": 1,
+    }
 
 
 def test_a_adding_a_sample_counts_only_that_sample(finished_demo):
@@ -87,7 +99,13 @@ def test_a_adding_a_sample_counts_only_that_sample(finished_demo):
     sheet_path = finished_demo / "config" / "samples.tsv"
     with sheet_path.open("a") as sheet:
         sheet.write("pbmc_d\t../extra_R1.fastq.gz\t../extra_R2.fastq.gz\t10xv2\tcontrol\td3\n")
-    assert planned_jobs(finished_demo) == {"kb_count": 1, "sample_metadata": 1, "aggregate": 2}
+    assert planned_jobs(finished_demo) == {
+        "kb_count": 1,
+        "sample_metadata": 1,
+        "aggregate": 2,
+        "qc_sample": 1,
+        "qc_summary": 1,
+    }
 
     samples = finished_demo / "results" / "samples"
     before = {p: p.stat().st_mtime_ns for p in samples.glob("*/*.h5ad")}

@@ -98,6 +98,8 @@ def test_every_rule_ran_as_a_slurm_job(slurm_demo):
         "onlist": 2,
         "kb_count": 3,
         "aggregate": 2,
+        "qc_sample": 3,
+        "qc_summary": 1,
     }
 
 

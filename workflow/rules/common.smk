@@ -123,7 +123,14 @@ def final_outputs():
     kinds = (["filtered"] if FILTER else []) + (
         ["raw"] if config["aggregate"]["raw"] or not FILTER else []
     )
-    return [f"results/aggregate/{kind}.h5ad" for kind in kinds]
+    return [f"results/aggregate/{kind}.h5ad" for kind in kinds] + qc_outputs()
+
+
+def qc_outputs():
+    """Per-sample metrics and knee plots, and the cross-sample summary (rules in qc.smk)."""
+    per_sample = ["results/qc/{sample}/metrics.tsv", "results/qc/{sample}/knee.png"]
+    summary = [f"results/qc/summary.{ext}" for ext in ("tsv", "png", "html")]
+    return expand(per_sample, sample=SAMPLES) + summary
 
 
 # --- aggregate -------------------------------------------------------------------------

@@ -1,0 +1,95 @@
+# QC per sample (metrics table + knee plot) and across samples (table, bar charts, HTML),
+# all marked for `snakemake --report`. Bad samples get warnings, never failures.
+QC = config["qc"]
+
+
+rule qc_sample:
+    input:
+        **({"filtered": sample_matrix("filtered")} if FILTER else {}),
+        raw=sample_matrix("raw"),
+        run_info="results/samples/{sample}/kb/run_info.json",
+        inspect="results/samples/{sample}/kb/inspect.json",
+    output:
+        metrics=report(
+            "results/qc/{sample}/metrics.tsv",
+            caption="../report/metrics.rst",
+            category="QC",
+            subcategory="{sample}",
+            labels={"sample": "{sample}", "result": "metrics table"},
+        ),
+        knee=report(
+            "results/qc/{sample}/knee.png",
+            caption="../report/knee.rst",
+            category="QC",
+            subcategory="{sample}",
+            labels={"sample": "{sample}", "result": "knee plot"},
+        ),
+    log:
+        "logs/qc/{sample}.log",
+    benchmark:
+        "benchmarks/qc/{sample}.tsv"
+    conda:
+        "../../envs/python.yaml"
+    threads: rule_resources("qc")["threads"]
+    resources:
+        mem_mb=mem_mb("qc"),
+        runtime=rule_resources("qc")["runtime"],
+    params:
+        filtered=lambda wc, input: (
+            f"--filtered {input.filtered}" if "filtered" in input.keys() else ""
+        ),
+        min_pct=QC["min_pct_pseudoaligned"],
+        min_cells=QC["min_cells"],
+    shell:
+        "$KBAGG_PYTHON $KBAGG_SCRIPTS/qc_sample.py --sample {wildcards.sample}"
+        " --run-info {input.run_info} --inspect {input.inspect} --raw {input.raw} {params.filtered}"
+        " --min-pct-pseudoaligned {params.min_pct} --min-cells {params.min_cells}"
+        " --metrics {output.metrics} --knee {output.knee}"
+        " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}"
+        # warnings also go to the terminal
+        "; grep '^WARNING' {log} >&2 || true"
+
+
+rule qc_summary:
+    input:
+        expand("results/qc/{sample}/metrics.tsv", sample=SAMPLES),
+    output:
+        table=report(
+            "results/qc/summary.tsv",
+            caption="../report/summary_table.rst",
+            category="QC",
+            subcategory="all samples",
+            labels={"sample": "all", "result": "summary table (TSV)"},
+        ),
+        html=report(
+            "results/qc/summary.html",
+            caption="../report/summary_table.rst",
+            category="QC",
+            subcategory="all samples",
+            labels={"sample": "all", "result": "summary table"},
+        ),
+        figure=report(
+            "results/qc/summary.png",
+            caption="../report/summary_figure.rst",
+            category="QC",
+            subcategory="all samples",
+            labels={"sample": "all", "result": "summary figure"},
+        ),
+    log:
+        "logs/qc_summary.log",
+    benchmark:
+        "benchmarks/qc_summary.tsv"
+    conda:
+        "../../envs/python.yaml"
+    threads: rule_resources("qc")["threads"]
+    resources:
+        mem_mb=mem_mb("qc"),
+        runtime=rule_resources("qc")["runtime"],
+    params:
+        min_pct=QC["min_pct_pseudoaligned"],
+        min_cells=QC["min_cells"],
+    shell:
+        "$KBAGG_PYTHON $KBAGG_SCRIPTS/qc_summary.py --table {output.table} --figure {output.figure}"
+        " --html {output.html} --min-pct-pseudoaligned {params.min_pct} --min-cells {params.min_cells}"
+        " {input} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}"
+        "; grep '^WARNING' {log} >&2 || true"
