@@ -8,6 +8,7 @@ documented deviations), but matrices are streamed in row chunks, so memory stays
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import warnings
 from collections.abc import Mapping
@@ -19,7 +20,6 @@ import h5py
 import numpy as np
 import pandas as pd
 from natsort import natsorted
-from tqdm import tqdm
 
 from kbagg.concat_annot import (
     CoalescedVar,
@@ -99,16 +99,16 @@ def concat_on_disk(
 def _plan(items, join, label, index_unique, meta) -> _Plan:
     """The metadata pass: one visit per input, matrices untouched."""
     axis = GeneAxis(join)
-    var_merge = SameVar() if join == "inner" else CoalescedVar(axis)
+    var_merge = SameVar(axis) if join == "inner" else CoalescedVar(axis)
     scans, skeletons = [], {}
     for name, path in items:
         with open_input(path) as f:
             scan, annot = scan_input(name, path, f)
-        codes = axis.add(annot.var.index)
-        if join == "inner":
-            var_merge.add(annot.var)
-        else:
-            var_merge.add(annot.var, codes)
+        try:
+            codes = axis.add(annot.var.index)
+        except ValueError as e:  # duplicate var names
+            raise InputError(f"{path}: {e}") from e
+        var_merge.add(annot.var, codes)
         scans.append(scan)
         skeletons[name] = ad.AnnData(obs=annot.obs, obsm=annot.obsm)
     var = var_merge.result(axis.merged)
@@ -176,34 +176,43 @@ def _categorize_strings_with_missing(df: pd.DataFrame) -> None:
 def _write_matrices(tmp: Path, plan: _Plan, budget: int, progress: bool) -> None:
     scans, n_out = plan.scans, len(plan.axis.merged)
     n_rows = sum(s.n_obs for s in scans)
-    maps = [ColumnMap(lut, n_out) for lut in plan.axis.column_maps()]
+    shared: dict[int, ColumnMap] = {}  # inputs with the same gene list share one lookup
+    maps = []
+    for lut in plan.axis.column_maps():
+        if id(lut) not in shared:
+            shared[id(lut)] = ColumnMap(lut, n_out)
+        maps.append(shared[id(lut)])
     with h5py.File(tmp, "r+") as out:
         writers = {
             key: _writer(out, key, [s.matrices.get(key) for s in scans], maps, (n_rows, n_out))
             for key in plan.keys
         }
-        with tqdm(
-            total=n_rows * len(writers),
-            unit="row",
-            unit_scale=True,
-            desc="concat",
-            disable=not progress,
-            file=sys.stderr,
-        ) as bar:
+        with _progress_bar(progress, n_rows * len(writers)) as bar:
             for scan, cmap in zip(scans, maps, strict=True):
                 _stream_input(scan, cmap, writers, budget, tmp, bar)
         for w in writers.values():
             w.close()
 
 
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+
+def _progress_bar(progress: bool, total: int):
+    if not progress:
+        return contextlib.nullcontext(_NoBar())
+    from tqdm import tqdm  # only when shown: importing it costs ~40 ms
+
+    return tqdm(total=total, unit="row", unit_scale=True, desc="concat", file=sys.stderr)
+
+
 def _writer(out: h5py.File, key: str, sources, maps, shape) -> CsrWriter:
     present = [(s, m) for s, m in zip(sources, maps, strict=True) if s is not None]
     dtype = np.result_type(*[s.dtype for s, _ in present])
-    # Exact size known when every entry is kept: all inputs sparse and no columns dropped.
-    exact = all(s.fmt != "dense" and not m.drops for s, m in present)
     nnz = sum(s.nnz for s, _ in present)
     parent, name = (out, "X") if key == "X" else (out["layers"], key.removeprefix("layers/"))
-    return CsrWriter(parent, name, shape, dtype, nnz, exact=exact)
+    return CsrWriter(parent, name, shape, dtype, nnz)
 
 
 def _stream_input(scan: InputScan, cmap: ColumnMap, writers, budget, tmp: Path, bar) -> None:

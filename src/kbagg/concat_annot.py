@@ -27,38 +27,99 @@ def ordered_union(seqs: Iterable[Sequence]) -> list:
 
 
 class GeneAxis:
-    """Folds each input's gene list into the output gene index (anndata's ``merge_indices``)."""
+    """Folds each input's gene list into the output gene index (anndata's ``merge_indices``).
+
+    Genes are hashed once per input, into int32 codes of a shared, append-only dictionary;
+    the running intersection or union is then kept as codes (no string work per input).
+    It reproduces pandas' ``Index.intersection`` (``sort=False``: the first list's order)
+    and ``Index.union`` (``sort=None``: unchanged when the lists are equal or one is
+    empty, otherwise the sorted union) for unique string indexes, and the consensus name.
+    """
 
     def __init__(self, join: str):
         self.join = join
-        self.merged: pd.Index | None = None
         self.dictionary = pd.Index([], dtype=object)  # every gene seen, first-seen order
         self._codes: list[np.ndarray] = []  # per input: dictionary code of each of its genes
         self._previous: tuple[pd.Index, np.ndarray] | None = None
+        self._state: np.ndarray | None = None  # codes (ordered list) or None before any input
+        self._is_set = False  # outer join: the state is an unordered set, sorted at the end
+        self._names: set = set()
+        self._merged: pd.Index | None = None
 
     def add(self, genes: pd.Index) -> np.ndarray:
         """Record one input's genes; return their dictionary codes."""
+        self._names.add(genes.name)
         if self._previous is not None and genes.equals(self._previous[0]):
             codes = self._previous[1]  # same gene list as the last input: share the array
+            same_as_previous = True
         else:
             codes = self._encode(genes)
             self._previous = (genes, codes)
+            same_as_previous = False
         self._codes.append(codes)
-        if self.merged is None:
-            self.merged = genes
+        self._merged = None
+        if self._state is None:
+            self._state = codes
         elif self.join == "inner":
-            self.merged = self.merged.intersection(genes)
+            if not same_as_previous:  # else: already intersected with this very list
+                self._state = self._state[self._member(codes)[self._state]]
         else:
-            self.merged = self.merged.union(genes)
+            self._fold_union(codes, same_as_previous)
         return codes
 
+    def _member(self, codes: np.ndarray) -> np.ndarray:
+        present = np.zeros(len(self.dictionary), dtype=bool)
+        present[codes] = True
+        return present
+
+    def _fold_union(self, codes: np.ndarray, same_as_previous: bool) -> None:
+        state = self._state
+        if len(codes) == 0 or same_as_previous:  # already folded in: nothing changes
+            return
+        if len(state) == 0:
+            self._state, self._is_set = codes, False  # pandas returns the other index
+            return
+        if self._is_set:
+            present = self._member(state)
+            present[codes] = True
+            self._state = np.flatnonzero(present).astype(np.int32)
+            return
+        if len(state) == len(codes) and np.array_equal(state, codes):
+            return  # equal indexes: pandas keeps the index as it is
+        present = self._member(state)
+        present[codes] = True
+        self._state, self._is_set = np.flatnonzero(present).astype(np.int32), True
+
     def _encode(self, genes: pd.Index) -> np.ndarray:
+        """Dictionary codes of ``genes``; ValueError naming a few if any is repeated."""
         codes = self.dictionary.get_indexer(genes)
         new = codes < 0
         if new.any():
+            added = genes[new]
+            if not added.is_unique:
+                raise ValueError(_duplicates_message(added))
             codes[new] = np.arange(len(self.dictionary), len(self.dictionary) + int(new.sum()))
-            self.dictionary = self.dictionary.append(genes[new])
+            self.dictionary = self.dictionary.append(added)
+        if len(codes) and np.bincount(codes).max() > 1:
+            raise ValueError(_duplicates_message(genes))
         return codes.astype(np.int32)
+
+    @property
+    def merged_codes(self) -> np.ndarray:
+        """Dictionary codes of the output genes (in no particular order)."""
+        return self._state
+
+    @property
+    def merged(self) -> pd.Index | None:
+        if self._state is None:
+            return None
+        if self._merged is None:
+            values = self.dictionary.to_numpy()[self._state]
+            if self._is_set:
+                values = np.sort(values)  # pandas' safe_sort of a string union
+            name = next(iter(self._names)) if len(self._names) == 1 else None
+            self._merged = pd.Index(values, dtype=object, name=name)
+        return self._merged
 
     def column_maps(self) -> list[np.ndarray]:
         """Per input: output position of each of its genes, -1 when the output lacks it."""
@@ -67,47 +128,68 @@ class GeneAxis:
         return [cache.setdefault(id(c), to_out[c]) for c in self._codes]
 
 
+def _duplicates_message(genes: pd.Index) -> str:
+    dupes = genes[genes.duplicated()].unique()[:3].tolist()
+    return f"duplicate var names, e.g. {dupes}"
+
+
 class SameVar:
     """anndata's ``merge="same"`` for var on an inner join, folded one input at a time.
 
     A column survives when every input has it with the same dtype and the same values on
-    the output genes. Values are compared on each pair's shared genes as they arrive; the
-    genes where they differ are remembered, and at the end a column is dropped only when
-    one of those genes made it into the output.
+    the output genes. Values are compared on each pair's shared genes as they arrive,
+    matched through the gene codes of ``axis`` (no string hashing); the genes where they
+    differ are remembered, and at the end a column is dropped only when one of those genes
+    made it into the output.
     """
 
-    def __init__(self):
+    def __init__(self, axis: GeneAxis):
+        self.axis = axis
         self.first: pd.DataFrame | None = None
         self.columns: list = []
-        self.mismatched: dict = {}
+        self.mismatched: dict = {}  # column -> None (differs everywhere) or [codes]
+        self._first_codes = np.zeros(0, dtype=np.int32)
+        self._first_values: dict = {}
+        self._first_pos = np.zeros(0, dtype=np.int64)  # dictionary code -> row in first
 
-    def add(self, var: pd.DataFrame) -> None:
+    def add(self, var: pd.DataFrame, codes: np.ndarray) -> None:
         if self.first is None:
             self.first, self.columns = var, list(var.columns)
+            self._first_codes = codes
             return
         self.columns = ordered_intersection([self.columns, list(var.columns)])
-        shared = self.first.index.intersection(var.index)
+        if len(self._first_pos) < len(self.axis.dictionary):
+            self._first_pos = np.full(len(self.axis.dictionary), -1, dtype=np.int64)
+            self._first_pos[self._first_codes] = np.arange(len(self._first_codes))
+        pos = self._first_pos[codes]
+        shared = pos >= 0
         for col in self.columns:
             a, b = self.first[col], var[col]
             if a.dtype != b.dtype:
                 self.mismatched[col] = None  # None: differs everywhere
             elif self.mismatched.get(col, ()) is not None:
-                differ = ~_values_equal(a.reindex(shared), b.reindex(shared))
+                if col not in self._first_values:
+                    self._first_values[col] = a.to_numpy(dtype=object)
+                a_vals = self._first_values[col][pos[shared]]
+                b_vals = b.to_numpy(dtype=object)[shared]
+                differ = ~_arrays_equal(a_vals, b_vals)
                 if differ.any():
-                    self.mismatched.setdefault(col, []).append(shared[differ])
+                    self.mismatched.setdefault(col, []).append(codes[shared][differ])
 
     def result(self, genes: pd.Index) -> pd.DataFrame:
         if self.first is None:
             return pd.DataFrame(index=genes)
-        kept = [c for c in self.columns if not self._differs_on(c, genes)]
+        in_output = np.zeros(len(self.axis.dictionary), dtype=bool)
+        in_output[self.axis.merged_codes] = True
+        kept = [c for c in self.columns if not self._differs_on(c, in_output)]
         return pd.DataFrame({c: self.first[c].reindex(genes) for c in kept}, index=genes)
 
-    def _differs_on(self, col, genes: pd.Index) -> bool:
+    def _differs_on(self, col, in_output: np.ndarray) -> bool:
         if col not in self.mismatched:
             return False
         if self.mismatched[col] is None:
             return True
-        return any(genes.isin(bad).any() for bad in self.mismatched[col])
+        return any(in_output[bad].any() for bad in self.mismatched[col])
 
 
 class CoalescedVar:
@@ -180,11 +262,14 @@ def _restore_dtype(values: np.ndarray, filled: np.ndarray, dtypes: list):
     return pd.Series(values).infer_objects()
 
 
-def _values_equal(a: pd.Series, b: pd.Series) -> np.ndarray:
-    """Elementwise equality where two missing values count as equal (as Series.equals)."""
-    a_na, b_na = a.isna().to_numpy(), b.isna().to_numpy()
-    eq = a.to_numpy(dtype=object) == b.to_numpy(dtype=object)
-    return np.asarray((a_na & b_na) | (eq & ~a_na & ~b_na), dtype=bool)
+def _arrays_equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Elementwise equality of object arrays where two missing values count as equal (as
+    Series.equals)."""
+    eq = np.asarray(a == b, dtype=bool)
+    unequal = np.flatnonzero(~eq)  # usually few: only they need the (slow) missing check
+    if unequal.size:
+        eq[unequal] = pd.isna(a[unequal]) & pd.isna(b[unequal])
+    return eq
 
 
 def read_obs_metadata(

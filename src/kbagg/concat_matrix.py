@@ -47,15 +47,31 @@ def describe_matrix(elem: h5py.Group | h5py.Dataset) -> MatrixSource:
 
 
 class ColumnMap:
-    """Where each input column goes in the output (``lut[c] == -1``: not in the output)."""
+    """Where each input column goes in the output (``lut[c] == -1``: not in the output).
+
+    The remap picks the cheapest correct path once per input:
+
+    * ``identity``: the input's genes are the output's, in order: no remap at all.
+    * ``kept_in_place``: every kept column keeps its number (``lut[c] in (c, -1)``), as for an
+      inner join of inputs that share a reference: only dropped entries are filtered out,
+      and when the dropped columns are all past the kept ones (``cut``) the filter is a
+      single comparison.
+    * otherwise a lookup (``np.take``) per entry. Rows are re-sorted only when that broke
+      their order (checked per chunk, one comparison per entry).
+    """
 
     def __init__(self, lut: np.ndarray, n_out: int):
         self.lut = np.asarray(lut, dtype=INDEX_DTYPE)
         self.n_out = int(n_out)
-        self.drops = bool((self.lut < 0).any())
-        self.identity = len(self.lut) == self.n_out and bool(
-            (self.lut == np.arange(self.n_out)).all()
-        )
+        kept = self.lut >= 0
+        self.drops = not bool(kept.all())
+        cols = np.arange(len(self.lut), dtype=INDEX_DTYPE)
+        self.kept_in_place = bool(np.all(~kept | (self.lut == cols)))
+        self.identity = self.kept_in_place and not self.drops and len(self.lut) == self.n_out
+        n_kept = int(kept.sum())
+        # Dropped columns all come after the kept ones: "keep" is just "index < cut".
+        self.cut = n_kept if self.kept_in_place and bool(kept[:n_kept].all()) else None
+        self.keep_lut = kept
 
     def kept_by_output_position(self) -> tuple[np.ndarray, np.ndarray]:
         """(input columns, output columns) of kept columns, ordered by output column."""
@@ -102,6 +118,8 @@ def _rows_strictly_increasing(counts: np.ndarray, indices: np.ndarray) -> bool:
     if indices.size < 2:
         return True
     ok = np.less(indices[:-1], indices[1:])
+    if ok.all():
+        return True
     row_starts = np.cumsum(counts)[:-1]
     # A decrease across a row boundary is fine.
     boundaries = row_starts[(row_starts > 0) & (row_starts < indices.size)] - 1
@@ -113,12 +131,17 @@ def _remap(cmap: ColumnMap, counts: np.ndarray, indices: np.ndarray, data: np.nd
     """Translate input columns to output columns, dropping the ones the output lacks."""
     if cmap.identity:
         return canonical_chunk(counts, indices, data, cmap.n_out)
-    new = np.take(cmap.lut, indices)
-    if cmap.drops:
-        keep = new >= 0
-        dropped = np.flatnonzero(~keep)
-        if dropped.size:
+    if cmap.kept_in_place:
+        new = indices  # kept columns keep their numbers: only filter
+        keep = (indices < cmap.cut) if cmap.cut is not None else cmap.keep_lut[indices]
+    else:
+        new = np.take(cmap.lut, indices)
+        keep = (new >= 0) if cmap.drops else None
+    if keep is not None:
+        n_kept = int(np.count_nonzero(keep))
+        if n_kept < keep.size:
             # Per-row losses from the (usually few) dropped entries: no pass over all entries.
+            dropped = np.flatnonzero(~keep)
             rows = np.searchsorted(np.cumsum(counts), dropped, side="right")
             counts = counts - np.bincount(rows, minlength=len(counts))
             new, data = new[keep], data[keep]
@@ -291,16 +314,21 @@ class _ScratchRegions:
 class CsrWriter:
     """Appends CSR row chunks to an h5ad ``csr_matrix`` group.
 
-    With ``exact_nnz`` the value arrays are contiguous datasets of exactly that size (the
-    fast common case); otherwise they are chunked, sized to an upper bound and shrunk at
-    the end (inner joins that drop columns cannot know the total without a count pass).
+    ``data`` and ``indices`` are chunked datasets sized to an upper bound of the entries
+    (inner joins that drop columns cannot know the total without a count pass) and shrunk
+    at the end. Chunked is also the faster layout to write: appending 1 MB chunks at the
+    end of the file ran at a steady ~0.45 s per 1.2 GB in the benchmark, while contiguous
+    datasets of exact size took anywhere between 0.26 and 2.4 s (ext4 allocating two
+    distant regions at once).
     """
 
-    def __init__(self, parent: h5py.Group, name: str, shape, dtype, nnz: int, *, exact: bool):
+    CHUNK = 1 << 18  # entries per HDF5 chunk: 1 MB of float32/int32
+
+    def __init__(self, parent: h5py.Group, name: str, shape, dtype, nnz: int):
         self.group = parent.create_group(name)
         self.shape = (int(shape[0]), int(shape[1]))
-        self.nnz_alloc, self.exact = int(nnz), exact
-        layout = {} if exact else {"chunks": (1 << 18,), "maxshape": (None,)}
+        self.nnz_alloc = int(nnz)
+        layout = {"chunks": (self.CHUNK,), "maxshape": (None,)}
         self.data = self.group.create_dataset("data", (self.nnz_alloc,), dtype, **layout)
         self.indices = self.group.create_dataset(
             "indices", (self.nnz_alloc,), INDEX_DTYPE, **layout
@@ -337,25 +365,9 @@ class CsrWriter:
         if self.row != self.shape[0]:
             raise RuntimeError(f"wrote {self.row} rows, expected {self.shape[0]}")
         if self.pos != self.nnz_alloc:
-            self._shrink()
+            self.data.resize((self.pos,))
+            self.indices.resize((self.pos,))
         attrs = self.group.attrs
         attrs["encoding-type"] = "csr_matrix"
         attrs["encoding-version"] = "0.1.0"
         attrs["shape"] = np.array(self.shape, dtype=np.int64)
-
-    def _shrink(self) -> None:
-        if not self.exact:
-            self.data.resize((self.pos,))
-            self.indices.resize((self.pos,))
-            return
-        # Only reachable for non-canonical inputs whose duplicate entries were summed:
-        # contiguous datasets cannot shrink, so copy the written prefix into new ones.
-        for name in ("data", "indices"):
-            old = self.group[name]
-            tmp = self.group.create_dataset(name + ".tmp", (self.pos,), old.dtype)
-            step = 1 << 22
-            for s in range(0, self.pos, step):
-                e = min(s + step, self.pos)
-                tmp[s:e] = old[s:e]
-            del self.group[name]
-            self.group.move(name + ".tmp", name)
