@@ -11,6 +11,7 @@ A bare PATH uses the file's stem as the sample name. Exit code 0 only when OUT i
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 from pathlib import Path
@@ -31,6 +32,20 @@ def parse_input(arg: str) -> tuple[str, Path]:
             raise argparse.ArgumentTypeError(f"{arg!r}: empty path after '='")
         return name, Path(path)
     return Path(arg).stem, Path(arg)
+
+
+def parse_uns(arg: str) -> tuple[str, dict]:
+    """``KEY=FILE.json`` -> (KEY, the JSON object in FILE)."""
+    key, sep, path = arg.partition("=")
+    if not (sep and key and path):
+        raise argparse.ArgumentTypeError(f"{arg!r}: expected KEY=FILE.json")
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise argparse.ArgumentTypeError(f"--uns {arg}: {e}") from e
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"--uns {arg}: {path} must hold a JSON object")
+    return key, value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_ELEMS,
         metavar="N",
         help=f"matrix elements (values + indices) in memory at once (default {DEFAULT_MAX_ELEMS})",
+    )
+    p.add_argument(
+        "--uns",
+        action="append",
+        default=[],
+        type=parse_uns,
+        metavar="KEY=FILE.json",
+        help="store the JSON object in FILE under uns[KEY] of the output (repeatable)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("inputs", nargs="+", type=parse_input, metavar="NAME=PATH.h5ad")
@@ -87,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             obs_metadata=args.obs_metadata,
             max_elems=args.max_elems,
             progress=not args.quiet,
+            uns=dict(args.uns),
         )
     except ConcatError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -169,3 +169,25 @@ def test_existing_output_is_replaced_only_on_success(tmp_path, two_inputs):
     assert proc.returncode == 1 and out.read_bytes() == b"old"
     run_cli("-o", out, *two_inputs, check=True)
     assert read_quiet(out).n_obs == 5
+
+
+def test_uns_json_is_stored_in_the_output(tmp_path):
+    import json
+
+    path = tmp_path / "s1.h5ad"
+    ad.AnnData(np.ones((2, 3), dtype=np.float32)).write_h5ad(path)
+    record = {"version": "1.0", "inputs": {"s1": {"size": 5, "sha256": "ab"}}}
+    (tmp_path / "prov.json").write_text(json.dumps(record))
+    out = tmp_path / "out.h5ad"
+    run_cli(
+        "-o", out, "--quiet", "--uns", f"kbagg={tmp_path / 'prov.json'}", f"s1={path}", check=True
+    )
+    uns = ad.read_h5ad(out).uns["kbagg"]
+    assert uns["version"] == "1.0" and uns["inputs"]["s1"]["sha256"] == "ab"
+    assert int(uns["inputs"]["s1"]["size"]) == 5
+
+
+def test_uns_must_be_key_and_json_object(tmp_path):
+    (tmp_path / "list.json").write_text("[1, 2]")
+    proc = run_cli("-o", tmp_path / "o.h5ad", "--uns", f"k={tmp_path / 'list.json'}", "x.h5ad")
+    assert proc.returncode == 2 and "must hold a JSON object" in proc.stderr

@@ -7,6 +7,10 @@ there are no sequencing errors, so kb has nothing to guess.
 
 from __future__ import annotations
 
+import hashlib
+import json
+from importlib import metadata
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -129,3 +133,23 @@ def assert_same_matrix_and_obs(got: ad.AnnData, expected: ad.AnnData) -> None:
     assert got.X.dtype == expected.X.dtype
     np.testing.assert_array_equal(dense(got.X), dense(expected.X))
     pd.testing.assert_series_equal(got.obs["sample"], expected.obs["sample"])
+
+
+@pytest.mark.parametrize("kind", ["filtered", "raw"])
+def test_aggregate_records_provenance_of_every_input(demo_run, kind):
+    uns = ad.read_h5ad(demo_run / "results" / "aggregate" / f"{kind}.h5ad").uns["kbagg"]
+    assert set(uns["inputs"]) == set(SAMPLES)
+    for sample, record in uns["inputs"].items():
+        path = demo_run / record["path"]
+        assert path == demo_run / "results" / "samples" / sample / f"{kind}.h5ad"
+        assert int(record["size"]) == path.stat().st_size
+        assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    versions = uns["versions"]
+    assert versions["kb_python"] == "0.30.2" and versions["kallisto"] == "0.52.0"
+    assert versions["bustools"] == "0.45.1" and versions["anndata"] == metadata.version("anndata")
+    assert uns["workflow_version"]
+    config = json.loads(uns["config"])
+    assert config["aggregate"]["join"] == "outer" and "resources" not in config
+    sheet = json.loads(uns["sample_sheet"])
+    assert sheet["metadata"]["sample"] == SAMPLES
+    assert len(sheet["lanes"]["fastq_1"]) == sum(s.lanes for s in DEMO.samples)

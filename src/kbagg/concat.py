@@ -64,12 +64,15 @@ def concat_on_disk(
     obs_metadata: str | Path | pd.DataFrame | None = None,
     max_elems: int = DEFAULT_MAX_ELEMS,
     progress: bool = True,
+    uns: Mapping | None = None,
 ) -> Path:
     """Concatenate h5ad files (sample name -> path) into ``output`` (written atomically).
 
     ``index_unique`` of None or "" keeps the barcodes as they are; ``obs_metadata`` is a
     TSV path or DataFrame whose ``label`` (else ``sample``) column names the samples and
-    whose other columns become categorical obs columns.
+    whose other columns become categorical obs columns. ``uns`` (nested dicts of strings,
+    numbers and arrays) is written as the output's ``uns``; anndata.concat's default keeps
+    none.
     """
     if join not in ("inner", "outer"):
         raise ValueError(f"join must be 'inner' or 'outer', got {join!r}")
@@ -88,6 +91,7 @@ def concat_on_disk(
     with atomic_output(output) as tmp:
         try:
             plan = _plan(items, join, label, index_unique or None, meta)
+            plan.annotations.uns = dict(uns or {})
             _write_annotations(tmp, plan.annotations)
             del plan.annotations  # obs/var are on disk; keep only what the matrices need
             _write_matrices(tmp, plan, max(1, max_elems // 2), progress)

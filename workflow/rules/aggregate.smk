@@ -46,8 +46,15 @@ rule aggregate:
         label=AGG["label"],
         index_unique=AGG["index_unique"],
         max_elems=max_elems,
+        config=provenance_config(),
+        sheet=provenance_sample_sheet(),
     shell:
-        "$KBAGG_PYTHON $KBAGG_SCRIPTS/concat_on_disk.py -o {output} --join {params.join} --label {params.label}"
-        " --index-unique={params.index_unique:q} --obs-metadata {input.metadata}"
-        " --max-elems {params.max_elems} {params.named}"
-        " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}"
+        # Provenance (versions, config, sheet, input checksums) goes into uns['kbagg'].
+        "prov={resources.tmpdir}/kbagg-provenance-$$.json"
+        " && $KBAGG_PYTHON $KBAGG_SCRIPTS/provenance.py --config {params.config:q}"
+        " --sample-sheet {params.sheet:q} -o $prov {params.named} > {log} 2>&1"
+        " && $KBAGG_PYTHON $KBAGG_SCRIPTS/concat_on_disk.py -o {output} --join {params.join}"
+        " --label {params.label} --index-unique={params.index_unique:q}"
+        " --obs-metadata {input.metadata} --max-elems {params.max_elems} --uns kbagg=$prov"
+        " {params.named} >> {log} 2>&1 || {{ rm -f $prov; tail -n 1 {log} >&2; exit 1; }}"
+        "; rm -f $prov"

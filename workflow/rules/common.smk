@@ -139,3 +139,20 @@ def max_elems(wildcards, resources):
     if config["aggregate"]["max_elems"]:
         return config["aggregate"]["max_elems"]
     return max(1_000_000, resources.mem_mb * 2**20 // 4 // 16)
+
+
+def provenance_config():
+    """The config as recorded in uns['kbagg']; resources do not change results, so editing
+    them does not rerun the aggregate."""
+    return json.dumps(
+        {k: v for k, v in config.items() if k != "resources"}, sort_keys=True
+    )
+
+
+def provenance_sample_sheet():
+    return json.dumps(
+        {
+            "lanes": SHEET.lanes.drop(columns="line").to_dict("list"),
+            "metadata": SHEET.metadata().to_dict("list"),
+        }
+    )

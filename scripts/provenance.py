@@ -1,0 +1,31 @@
+"""Write the provenance record (uns['kbagg']) of an aggregate as JSON: versions, config,
+sample sheet, and size + SHA-256 of every input file."""
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import _kbagg_path  # noqa: F401
+
+from kbagg.cli import run_cli
+from kbagg.provenance import collect
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", required=True, help="the config used, as JSON")
+    parser.add_argument("--sample-sheet", required=True, help="the sample sheet, as JSON")
+    parser.add_argument("-o", "--output", required=True, type=Path)
+    parser.add_argument("inputs", nargs="+", metavar="NAME=PATH")
+    args = parser.parse_args()
+    inputs = dict(item.split("=", 1) for item in args.inputs)
+    record = collect(inputs, json.loads(args.config), json.loads(args.sample_sheet))
+    tmp = args.output.with_name(f".{args.output.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, args.output)
+    print(f"provenance of {len(inputs)} inputs written to {args.output}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
