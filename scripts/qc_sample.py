@@ -5,7 +5,7 @@ import argparse
 import _kbagg_path  # noqa: F401
 
 from kbagg.cli import run_cli
-from kbagg.qc import Thresholds, metrics_frame, run_sample_qc
+from kbagg.qc import Thresholds, metrics_frame, run_sample_qc, warning_lines
 
 
 def main() -> None:
@@ -15,8 +15,7 @@ def main() -> None:
     parser.add_argument("--inspect", required=True, help="kb's inspect.json")
     parser.add_argument("--raw", required=True, help="the sample's raw.h5ad")
     parser.add_argument("--filtered", help="the sample's filtered.h5ad (omit without filter)")
-    parser.add_argument("--min-pct-pseudoaligned", type=float, default=30.0)
-    parser.add_argument("--min-cells", type=int, default=10)
+    Thresholds.add_arguments(parser)
     parser.add_argument("--metrics", required=True, help="output metrics.tsv")
     parser.add_argument("--knee", required=True, help="output knee plot (PNG)")
     args = parser.parse_args()
@@ -28,11 +27,10 @@ def main() -> None:
         args.filtered,
         args.metrics,
         args.knee,
-        Thresholds(args.min_pct_pseudoaligned, args.min_cells),
+        Thresholds.from_args(args),
     )
     print(metrics_frame([row]).drop(columns="warnings").T.to_string(header=False, na_rep="NA"))
-    for warning in filter(None, row["warnings"].split("; ")):
-        print(f"WARNING: sample '{args.sample}': {warning}", flush=True)
+    print(*warning_lines(args.sample, row["warnings"]), sep="\n", flush=True)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import argparse
 import _kbagg_path  # noqa: F401
 
 from kbagg.cli import run_cli
-from kbagg.qc import Thresholds, run_summary
+from kbagg.qc import Thresholds, run_summary, warning_lines
 
 
 def main() -> None:
@@ -13,8 +13,7 @@ def main() -> None:
     parser.add_argument("--table", required=True, help="output summary.tsv")
     parser.add_argument("--figure", required=True, help="output summary figure (PNG)")
     parser.add_argument("--html", required=True, help="output summary table as HTML")
-    parser.add_argument("--min-pct-pseudoaligned", type=float, default=30.0)
-    parser.add_argument("--min-cells", type=int, default=10)
+    Thresholds.add_arguments(parser)
     parser.add_argument("metrics", nargs="+", help="each sample's metrics.tsv")
     args = parser.parse_args()
     summary = run_summary(
@@ -22,12 +21,11 @@ def main() -> None:
         args.table,
         args.figure,
         args.html,
-        Thresholds(args.min_pct_pseudoaligned, args.min_cells),
+        Thresholds.from_args(args),
     )
     print(summary.to_string(index=False))
     for sample, warnings in zip(summary["sample"], summary["warnings"], strict=True):
-        for warning in filter(None, warnings.split("; ")):
-            print(f"WARNING: sample '{sample}': {warning}", flush=True)
+        print(*warning_lines(sample, warnings), sep="\n", flush=True)
 
 
 if __name__ == "__main__":

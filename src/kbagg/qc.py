@@ -63,6 +63,21 @@ class Thresholds:
     min_pct_pseudoaligned: float = 30.0
     min_cells: int = 10
 
+    @staticmethod
+    def add_arguments(parser) -> None:
+        """The --min-pct-pseudoaligned / --min-cells options of the QC scripts."""
+        parser.add_argument("--min-pct-pseudoaligned", type=float, default=30.0)
+        parser.add_argument("--min-cells", type=int, default=10)
+
+    @classmethod
+    def from_args(cls, args) -> Thresholds:
+        return cls(args.min_pct_pseudoaligned, args.min_cells)
+
+
+def warning_lines(sample: str, warnings: str) -> list[str]:
+    """The log lines for a sample's '; '-joined warnings (the rules grep '^WARNING')."""
+    return [f"WARNING: sample '{sample}': {w}" for w in warnings.split("; ") if w]
+
 
 def read_json(path: str | Path) -> dict:
     with open(path) as handle:
