@@ -149,7 +149,8 @@ def test_aggregate_records_provenance_of_every_input(demo_run, kind):
     assert versions["bustools"] == "0.45.1" and versions["anndata"] == metadata.version("anndata")
     assert uns["workflow_version"]
     config = json.loads(uns["config"])
-    assert config["aggregate"]["join"] == "outer" and "resources" not in config
+    assert config["aggregate"]["join"] == "outer"
+    assert "resources" not in config and "qc" not in config
     sheet = json.loads(uns["sample_sheet"])
     assert sheet["metadata"]["sample"] == SAMPLES
     assert len(sheet["lanes"]["fastq_1"]) == sum(s.lanes for s in DEMO.samples)

@@ -109,3 +109,10 @@ def test_a_adding_a_sample_counts_only_that_sample(finished_demo):
     assert {p: p.stat().st_mtime_ns for p in before} == before, "existing samples were recounted"
     assert (samples / "pbmc_d" / "filtered.h5ad").exists()
     assert planned_jobs(finished_demo) == {}
+
+
+def test_changing_memory_reruns_nothing(finished_demo):
+    """Resources are not results: more memory (also what a retry gets) changes no output."""
+    edit_config(finished_demo, lambda c: c["resources"]["aggregate"].update(mem_mb=8000))
+    edit_config(finished_demo, lambda c: c["resources"]["kb_count"].update(mem_mb=8000))
+    assert planned_jobs(finished_demo) == {}

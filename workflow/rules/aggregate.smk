@@ -38,6 +38,7 @@ rule aggregate:
     resources:
         mem_mb=mem_mb("aggregate"),
         runtime=rule_resources("aggregate")["runtime"],
+        max_elems=max_elems,
     params:
         named=lambda wc, input: " ".join(
             f"{sample}={path}" for sample, path in zip(SAMPLES, input.matrices)
@@ -45,7 +46,6 @@ rule aggregate:
         join=AGG["join"],
         label=AGG["label"],
         index_unique=AGG["index_unique"],
-        max_elems=max_elems,
         config=provenance_config(),
         sheet=provenance_sample_sheet(),
     shell:
@@ -55,6 +55,6 @@ rule aggregate:
         " --sample-sheet {params.sheet:q} -o $prov {params.named} > {log} 2>&1"
         " && $KBAGG_PYTHON $KBAGG_SCRIPTS/concat_on_disk.py -o {output} --join {params.join}"
         " --label {params.label} --index-unique={params.index_unique:q}"
-        " --obs-metadata {input.metadata} --max-elems {params.max_elems} --uns kbagg=$prov"
+        " --obs-metadata {input.metadata} --max-elems {resources.max_elems} --uns kbagg=$prov"
         " {params.named} >> {log} 2>&1 || {{ rm -f $prov; tail -n 1 {log} >&2; exit 1; }}"
         "; rm -f $prov"

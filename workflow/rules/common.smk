@@ -134,19 +134,21 @@ def qc_outputs():
 
 
 # --- aggregate -------------------------------------------------------------------------
-def max_elems(wildcards, resources):
-    """Elements in memory at once: a quarter of mem_mb at 16 bytes per element."""
+def max_elems(wildcards, attempt):
+    """Matrix elements the aggregate holds at once: the config's value, else a quarter of
+    the job's memory at 16 bytes per element. A resource, not a param: memory (which grows
+    with the attempt) must not make Snakemake rerun the aggregate."""
     if config["aggregate"]["max_elems"]:
         return config["aggregate"]["max_elems"]
-    return max(1_000_000, resources.mem_mb * 2**20 // 4 // 16)
+    memory_mb = rule_resources("aggregate")["mem_mb"] * attempt
+    return max(1_000_000, memory_mb * 2**20 // 4 // 16)
 
 
 def provenance_config():
-    """The config as recorded in uns['kbagg']; resources do not change results, so editing
-    them does not rerun the aggregate."""
-    return json.dumps(
-        {k: v for k, v in config.items() if k != "resources"}, sort_keys=True
-    )
+    """The config as recorded in uns['kbagg'], without the keys that cannot change the
+    aggregate (resources, QC warning thresholds): editing those does not rerun it."""
+    kept = {k: v for k, v in config.items() if k not in ("resources", "qc")}
+    return json.dumps(kept, sort_keys=True)
 
 
 def provenance_sample_sheet():
