@@ -16,11 +16,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", required=True, help="the config used, as JSON")
     parser.add_argument("--sample-sheet", required=True, help="the sample sheet, as JSON")
+    parser.add_argument(
+        "--kb-info",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="kb_info.json of a sample's kb count (repeatable): the versions kb ran with",
+    )
     parser.add_argument("-o", "--output", required=True, type=Path)
     parser.add_argument("inputs", nargs="+", metavar="NAME=PATH")
     args = parser.parse_args()
     inputs = dict(item.split("=", 1) for item in args.inputs)
-    record = collect(inputs, json.loads(args.config), json.loads(args.sample_sheet))
+    kb_infos = dict(item.split("=", 1) for item in args.kb_info)
+    record = collect(inputs, json.loads(args.config), json.loads(args.sample_sheet), kb_infos)
     tmp = args.output.with_name(f".{args.output.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(record, indent=1))
     os.replace(tmp, args.output)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from importlib import metadata
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -144,6 +146,8 @@ def test_aggregate_records_provenance_of_every_input(demo_run, kind):
         assert path == demo_run / "results" / "samples" / sample / f"{kind}.h5ad"
         assert int(record["size"]) == path.stat().st_size
         assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert record["kb"]["call"].startswith(str(Path(sys.executable).with_name("kb")))
+        assert f"results/samples/{sample}/kb.partial" in record["kb"]["call"]
     versions = uns["versions"]
     assert versions["kb_python"] == "0.30.2" and versions["kallisto"] == "0.52.0"
     assert versions["bustools"] == "0.45.1" and versions["anndata"] == metadata.version("anndata")

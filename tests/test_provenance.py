@@ -9,7 +9,7 @@ import sys
 
 from conftest import REPO
 
-from kbagg.provenance import collect, tool_versions
+from kbagg.provenance import collect, package_versions
 
 
 def test_record_names_every_input_with_its_checksum(tmp_path):
@@ -28,11 +28,27 @@ def test_record_names_every_input_with_its_checksum(tmp_path):
     assert json.loads(record["sample_sheet"]) == {"sample": ["a", "b"]}
 
 
-def test_versions_of_the_tools_that_made_the_counts():
-    versions = tool_versions()
-    assert versions["kb_python"] == "0.30.2"
-    assert versions["kallisto"] == "0.52.0" and versions["bustools"] == "0.45.1"
-    assert set(versions) >= {"kbagg", "anndata", "snakemake"}
+def test_versions_come_from_what_kb_recorded(tmp_path):
+    def kb_info(name: str, kallisto: str) -> str:
+        path = tmp_path / f"{name}_kb_info.json"
+        info = {
+            "version": "0.30.2",
+            "kallisto": {"version": kallisto},
+            "bustools": {"version": "0.45.1"},
+            "call": f"kb count -o {name}",
+        }
+        path.write_text(json.dumps(info))
+        return str(path)
+
+    inputs = {name: tmp_path / f"{name}.h5ad" for name in ("a", "b")}
+    for path in inputs.values():
+        path.write_bytes(b"x")
+    same = collect(inputs, {}, {}, {"a": kb_info("a", "0.52.0"), "b": kb_info("b", "0.52.0")})
+    assert same["versions"]["kallisto"] == "0.52.0" and same["versions"]["kb_python"] == "0.30.2"
+    assert same["inputs"]["b"]["kb"]["call"] == "kb count -o b"
+    mixed = collect(inputs, {}, {}, {"a": kb_info("a", "0.52.0"), "b": kb_info("b", "0.51.1")})
+    assert mixed["versions"]["kallisto"] == "mixed: 0.51.1, 0.52.0"
+    assert set(package_versions()) == {"kbagg", "anndata", "snakemake"}
 
 
 def test_cli_writes_json(tmp_path):

@@ -1,8 +1,10 @@
 """Provenance for the aggregate: `uns['kbagg']` says how and from what it was made.
 
 It records the workflow version (`git describe` when the clone is a git checkout), the
-versions of kbagg, kb-python, kallisto, bustools, anndata and snakemake, the config and the
-sample sheet used, and for every input file its path, size and SHA-256.
+versions of kbagg, anndata and snakemake, the kb-python, kallisto and bustools versions that
+kb itself recorded for each sample (kb_info.json: what was really run, and no heavy import
+of kb_python here), the config and sample sheet used, and for every input file its path,
+size and SHA-256.
 """
 
 from __future__ import annotations
@@ -40,22 +42,27 @@ def workflow_version() -> str:
     return metadata.version("kbagg")
 
 
-def tool_versions() -> dict[str, str]:
-    from kb_python.utils import get_bustools_version, get_kallisto_version
+def package_versions() -> dict[str, str]:
+    """kbagg, anndata and snakemake as installed (cheap: no imports)."""
+    return {name: metadata.version(name) for name in ("kbagg", "anndata", "snakemake")}
 
-    versions = {
-        name: metadata.version(dist)
-        for name, dist in (
-            ("kbagg", "kbagg"),
-            ("kb_python", "kb-python"),
-            ("anndata", "anndata"),
-            ("snakemake", "snakemake"),
-        )
+
+def kb_versions(kb_info: str | Path) -> dict[str, str]:
+    """What kb itself recorded it ran with (kb_info.json in its output folder): kb-python,
+    kallisto and bustools versions, and the kb command."""
+    info = json.loads(Path(kb_info).read_text())
+    return {
+        "kb_python": str(info.get("version", "unknown")),
+        "kallisto": str(info.get("kallisto", {}).get("version", "unknown")),
+        "bustools": str(info.get("bustools", {}).get("version", "unknown")),
+        "call": str(info.get("call", "")),
     }
-    for name, get in (("kallisto", get_kallisto_version), ("bustools", get_bustools_version)):
-        found = get()
-        versions[name] = ".".join(map(str, found)) if found else "unknown"
-    return versions
+
+
+def _agreed(values: list[str]) -> str:
+    """One version when every sample used it, else all of them (mixed runs stand out)."""
+    distinct = sorted(set(values))
+    return distinct[0] if len(distinct) == 1 else "mixed: " + ", ".join(distinct)
 
 
 def file_record(path: str | Path) -> dict[str, str | int]:
@@ -64,14 +71,25 @@ def file_record(path: str | Path) -> dict[str, str | int]:
 
 
 def collect(
-    inputs: Mapping[str, str | Path], config: Mapping, sample_sheet: Mapping
+    inputs: Mapping[str, str | Path],
+    config: Mapping,
+    sample_sheet: Mapping,
+    kb_infos: Mapping[str, str | Path] | None = None,
 ) -> dict[str, object]:
     """The `uns['kbagg']` record. Config and sheet are kept as JSON text: h5ad cannot store
     None or ragged lists, and text round-trips exactly."""
+    records = {name: file_record(path) for name, path in inputs.items()}
+    versions = package_versions()
+    if kb_infos:
+        kb = {name: kb_versions(path) for name, path in kb_infos.items()}
+        for name, used in kb.items():
+            records[name]["kb"] = used
+        for tool in ("kb_python", "kallisto", "bustools"):
+            versions[tool] = _agreed([used[tool] for used in kb.values()])
     return {
         "workflow_version": workflow_version(),
-        "versions": tool_versions(),
+        "versions": versions,
         "config": json.dumps(config, sort_keys=True),
         "sample_sheet": json.dumps(sample_sheet),
-        "inputs": {name: file_record(path) for name, path in inputs.items()},
+        "inputs": records,
     }

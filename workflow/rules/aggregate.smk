@@ -26,6 +26,7 @@ rule aggregate:
     input:
         matrices=expand(sample_matrix("{{kind}}"), sample=SAMPLES),
         metadata="results/aggregate/sample_metadata.tsv",
+        kb_info=expand("results/samples/{sample}/kb/kb_info.json", sample=SAMPLES),
     output:
         "results/aggregate/{kind}.h5ad",
     log:
@@ -43,6 +44,10 @@ rule aggregate:
         named=lambda wc, input: " ".join(
             f"{sample}={path}" for sample, path in zip(SAMPLES, input.matrices)
         ),
+        kb_info=lambda wc, input: " ".join(
+            f"--kb-info {sample}={path}"
+            for sample, path in zip(SAMPLES, input.kb_info)
+        ),
         join=AGG["join"],
         label=AGG["label"],
         index_unique=AGG["index_unique"],
@@ -52,7 +57,7 @@ rule aggregate:
         # Provenance (versions, config, sheet, input checksums) goes into uns['kbagg'].
         "prov={resources.tmpdir}/kbagg-provenance-$$.json"
         " && $KBAGG_PYTHON $KBAGG_SCRIPTS/provenance.py --config {params.config:q}"
-        " --sample-sheet {params.sheet:q} -o $prov {params.named} > {log} 2>&1"
+        " --sample-sheet {params.sheet:q} {params.kb_info} -o $prov {params.named} > {log} 2>&1"
         " && $KBAGG_PYTHON $KBAGG_SCRIPTS/concat_on_disk.py -o {output} --join {params.join}"
         " --label {params.label} --index-unique={params.index_unique:q}"
         " --obs-metadata {input.metadata} --max-elems {resources.max_elems} --uns kbagg=$prov"

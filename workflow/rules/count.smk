@@ -9,6 +9,7 @@ rule kb_count:
         raw=sample_matrix("raw"),
         run_info="results/samples/{sample}/kb/run_info.json",
         inspect="results/samples/{sample}/kb/inspect.json",
+        kb_info="results/samples/{sample}/kb/kb_info.json",
     log:
         "logs/kb_count/{sample}.log",
     benchmark:
