@@ -3,11 +3,11 @@ sample sheet, and size + SHA-256 of every input file."""
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import _kbagg_path  # noqa: F401
 
+from kbagg.atomic import atomic_output
 from kbagg.cli import run_cli
 from kbagg.provenance import collect
 
@@ -29,9 +29,8 @@ def main() -> None:
     inputs = dict(item.split("=", 1) for item in args.inputs)
     kb_infos = dict(item.split("=", 1) for item in args.kb_info)
     record = collect(inputs, json.loads(args.config), json.loads(args.sample_sheet), kb_infos)
-    tmp = args.output.with_name(f".{args.output.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, args.output)
+    with atomic_output(args.output) as tmp:
+        tmp.write_text(json.dumps(record, indent=1))
     print(f"provenance of {len(inputs)} inputs written to {args.output}")
 
 

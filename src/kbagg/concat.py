@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from natsort import natsorted
 
+from kbagg.atomic import atomic_output
 from kbagg.concat_annot import (
     CoalescedVar,
     GeneAxis,
@@ -30,7 +31,6 @@ from kbagg.concat_annot import (
     ordered_union,
     read_obs_metadata,
 )
-from kbagg.concat_atomic import atomic_output
 from kbagg.concat_inputs import InputError, InputScan, open_input, scan_input
 from kbagg.concat_matrix import ColumnMap, CsrWriter, iter_csc, iter_csr, iter_dense
 

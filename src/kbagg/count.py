@@ -16,6 +16,7 @@ from pathlib import Path
 import anndata as ad
 import pandas as pd
 
+from kbagg.atomic import atomic_output
 from kbagg.kb import KbError, read_json, run_kb
 
 WORKFLOWS = ("standard", "nac", "lamanno")
@@ -100,14 +101,8 @@ def with_gene_names(adata: ad.AnnData, gene_names: pd.Series) -> ad.AnnData:
 
 
 def write_h5ad_atomic(adata: ad.AnnData, output: Path) -> None:
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_output(output) as tmp:
         adata.write_h5ad(tmp)
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def run_count(job: CountJob) -> dict[str, ad.AnnData]:

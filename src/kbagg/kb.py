@@ -9,12 +9,13 @@ afterwards.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from kbagg.atomic import atomic_output
 
 TECHNOLOGIES_WITH_ONLIST_CACHE = "resources/onlists"
 
@@ -86,20 +87,14 @@ def write_onlist(technology: str, output: str | Path) -> bool:
     """
     import gzip
 
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
     source = onlist_path_in_package(technology)
-    try:
+    with atomic_output(output) as tmp:
         if source is None:
             tmp.write_text("")
         else:
             opener = gzip.open if source.suffix == ".gz" else open
             with opener(source, "rb") as src, open(tmp, "wb") as dst:
                 shutil.copyfileobj(src, dst, length=1 << 20)
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
     return source is not None
 
 

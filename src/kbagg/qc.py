@@ -15,7 +15,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,8 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
+
+from kbagg.atomic import atomic_output
 
 # Column order of metrics.tsv and summary.tsv.
 COLUMNS = [
@@ -227,19 +228,9 @@ def read_metrics(paths: Sequence[str | Path]) -> pd.DataFrame:
 
 
 # --- atomic writes -----------------------------------------------------------------------
-def _temp_name(output: Path) -> Path:
-    return output.with_name(f".{output.name}.tmp-{os.getpid()}")
-
-
 def _write_atomic(output: str | Path, write) -> None:
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_name(output)
-    try:
+    with atomic_output(output) as tmp:
         write(tmp)
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_table(frame: pd.DataFrame, output: str | Path) -> None:

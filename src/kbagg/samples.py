@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from kbagg.atomic import atomic_output
+
 REQUIRED_COLUMNS = ("sample", "fastq_1", "fastq_2")
 RESERVED_COLUMNS = (*REQUIRED_COLUMNS, "technology")
 
@@ -160,12 +162,6 @@ def _per_sample_table(table: pd.DataFrame, where: str) -> pd.DataFrame:
 def write_metadata_table(table: dict[str, list], label: str, output: str | Path) -> pd.DataFrame:
     """Write the per-sample metadata TSV (`label` column + metadata) atomically."""
     frame = pd.DataFrame(table).rename(columns={"sample": label})
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_output(output) as tmp:
         frame.to_csv(tmp, sep="\t", index=False)
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
     return frame

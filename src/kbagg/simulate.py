@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from kbagg.atomic import atomic_output
+
 BASES = np.frombuffer(b"ACGT", dtype=np.uint8)
 COMPLEMENT = bytes.maketrans(b"ACGT", b"TGCA")
 CHROM = "chrS"
@@ -212,19 +214,19 @@ def _fastq_record(name: str, seq: bytes) -> bytes:
 
 
 def _write_gz(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    # mtime=0 makes the gzip bytes, and so the demo, identical on every run.
-    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+    # mtime=0 and no file name in the header (the temp name holds a pid) make the gzip
+    # bytes, and so the demo, identical on every run.
+    with (
+        atomic_output(path) as tmp,
+        open(tmp, "wb") as raw,
+        gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz,
+    ):
         gz.write(payload)
-    tmp.replace(path)
 
 
 def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)
 
 
 def _simulate_sample(
@@ -314,10 +316,7 @@ def write_demo(outdir: str | Path, spec: DemoSpec = DEMO) -> dict[str, list[Path
     profiles = rng.gamma(0.6, 1.0, size=(4, len(genes))) + 0.01
     for sample in spec.samples:
         truth = _simulate_sample(rng, outdir, sample, genome, genes, profiles)
-        path = outdir / "truth" / f"{sample.name}.h5ad"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        truth.write_h5ad(tmp)
-        tmp.replace(path)
+        with atomic_output(outdir / "truth" / f"{sample.name}.h5ad") as tmp:
+            truth.write_h5ad(tmp)
     _write_text(outdir / "samples.tsv", sample_sheet(outdir, spec, relative_to=outdir))
     return demo_outputs(outdir, spec)

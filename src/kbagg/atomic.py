@@ -1,4 +1,9 @@
-"""Write-then-rename for the concatenation output, so OUT only ever exists complete."""
+"""Write-then-rename: every output of kbagg only ever exists complete.
+
+`atomic_output(path)` yields a temporary name beside `path` (same filesystem, so the final
+rename is atomic), renames it into place on success and deletes it on any exception. Temp
+files left by killed runs are removed the next time the same output is written.
+"""
 
 from __future__ import annotations
 
@@ -39,8 +44,9 @@ def remove_stale_temps(output: Path) -> list[Path]:
 
 
 @contextmanager
-def atomic_output(output: Path) -> Iterator[Path]:
+def atomic_output(output: str | Path) -> Iterator[Path]:
     """Yield a temp path; on success rename it to ``output``, on any exception delete it."""
+    output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(output)
     tmp = temp_name(output)
