@@ -17,7 +17,7 @@ import anndata as ad
 import pandas as pd
 
 from kbagg.atomic import atomic_output
-from kbagg.kb import KbError, read_json, run_kb
+from kbagg.kb import KbError, read_json_if_present, run_kb
 
 WORKFLOWS = ("standard", "nac", "lamanno")
 
@@ -79,7 +79,7 @@ def gene_names_from_t2g(t2g: str | Path) -> pd.Series:
 
 def why_no_matrix(sample: str, kb_dir: Path) -> str:
     """Explain a missing matrix as specifically as kb's own records allow."""
-    info = read_json(kb_dir / "run_info.json")
+    info = read_json_if_present(kb_dir / "run_info.json")
     processed, aligned = info.get("n_processed"), info.get("n_pseudoaligned")
     if aligned == 0:
         return (
@@ -115,7 +115,7 @@ def run_count(job: CountJob) -> dict[str, ad.AnnData]:
     except KbError as error:
         # kallisto >= 0.51 exits 1 on 0 pseudoaligned reads, which kb reports as a generic
         # exception; its run_info.json still says why.
-        if read_json(partial / "run_info.json").get("n_pseudoaligned") == 0:
+        if read_json_if_present(partial / "run_info.json").get("n_pseudoaligned") == 0:
             raise KbError(why_no_matrix(job.sample, partial)) from error
         raise
 

@@ -17,8 +17,6 @@ from pathlib import Path
 
 from kbagg.atomic import atomic_output
 
-TECHNOLOGIES_WITH_ONLIST_CACHE = "resources/onlists"
-
 
 class KbError(RuntimeError):
     """kb failed; the message names the sample or reference and the reason."""
@@ -98,7 +96,8 @@ def write_onlist(technology: str, output: str | Path) -> bool:
     return source is not None
 
 
-def read_json(path: Path) -> dict:
+def read_json_if_present(path: Path) -> dict:
+    """A JSON file kb may not have written (e.g. after a failed run): {} when absent or bad."""
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -297,8 +298,6 @@ def sample_sheet(outdir: Path, spec: DemoSpec = DEMO, relative_to: Path | None =
 
 
 def _relpath(path: Path, start: Path) -> str:
-    import os
-
     return os.path.relpath(Path(path).resolve(), Path(start).resolve())
 
 

@@ -140,7 +140,7 @@ def max_elems(wildcards, attempt):
     with the attempt) must not make Snakemake rerun the aggregate."""
     if config["aggregate"]["max_elems"]:
         return config["aggregate"]["max_elems"]
-    memory_mb = rule_resources("aggregate")["mem_mb"] * attempt
+    memory_mb = mem_mb("aggregate")(wildcards, attempt)
     return max(1_000_000, memory_mb * 2**20 // 4 // 16)
 
 
