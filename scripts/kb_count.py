@@ -1,47 +1,36 @@
-"""Run kb count for one sample (all lanes) and write raw.h5ad / filtered.h5ad atomically."""
+"""Rule kb_count: `kb count` for one sample with all its lanes; raw and filtered h5ad."""
 
-import argparse
 from pathlib import Path
 
-import _kbagg_path  # noqa: F401
-
-from kbagg.cli import run_cli
-from kbagg.count import WORKFLOWS, CountJob, run_count
+from kbagg.count.kb_count import CountJob, run_count
+from kbagg.rule import run_rule
 
 
-def parse_args() -> argparse.Namespace:
-    """Options named after CountJob's fields, so the namespace becomes the job as it is."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sample", required=True)
-    parser.add_argument("--index", required=True)
-    parser.add_argument("--t2g", required=True)
-    parser.add_argument("--technology", required=True)
-    parser.add_argument("--workflow", choices=WORKFLOWS, default="standard")
-    parser.add_argument("--c1")
-    parser.add_argument("--c2")
-    parser.add_argument("--onlist", help="barcode on-list (-w); an empty file = let kb decide")
-    parser.add_argument("--kb-dir", required=True, type=Path, help="kb's output folder")
-    parser.add_argument("--raw", dest="raw_h5ad", required=True, type=Path)
-    parser.add_argument("--filtered", dest="filtered_h5ad", type=Path, help="omit: no filter")
-    parser.add_argument("--filter-threshold", type=int)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--memory-mb", type=int, default=2048)
-    parser.add_argument("--extra", dest="extra_args", default="", help="extra kb count args")
-    parser.add_argument("fastqs", nargs="+")
-    args = parser.parse_args()
-    # An empty on-list file marks a technology kb has no on-list for.
-    if args.onlist and not Path(args.onlist).stat().st_size:
-        args.onlist = None
-    args.extra_args = args.extra_args.split()
-    return args
-
-
-def main() -> None:
-    args = parse_args()
-    written = run_count(CountJob(**vars(args)))
+def main(smk) -> None:
+    inputs, output, params = smk.input, smk.output, smk.params
+    onlist = inputs.get("onlist")
+    job = CountJob(
+        sample=smk.wildcards.sample,
+        fastqs=list(inputs.fastqs),
+        index=inputs.index,
+        t2g=inputs.t2g,
+        technology=params.technology,
+        workflow=params.workflow,
+        c1=inputs.get("c1"),
+        c2=inputs.get("c2"),
+        # An empty on-list file marks a technology kb has no on-list for.
+        onlist=onlist if onlist and Path(onlist).stat().st_size else None,
+        kb_dir=Path(output.run_info).parent,
+        raw_h5ad=Path(output.raw),
+        filtered_h5ad=Path(output.filtered) if output.get("filtered") else None,
+        filter_threshold=params.filter_threshold,
+        threads=smk.threads,
+        memory_mb=smk.resources.mem_mb,
+        extra_args=params.extra_args,
+    )
+    written = run_count(job)
     shapes = ", ".join(f"{k} {a.n_obs} cells x {a.n_vars} genes" for k, a in written.items())
-    print(f"sample '{args.sample}': {shapes}")
+    print(f"sample '{job.sample}': {shapes}")
 
 
-if __name__ == "__main__":
-    run_cli(main)
+run_rule(snakemake, main)

@@ -1,32 +1,23 @@
-"""QC across samples: summary.tsv, a bar chart per metric (PNG) and an HTML table."""
+"""Rule qc_summary: summary.tsv, a bar chart per metric (PNG) and an HTML table."""
 
-import argparse
-
-import _kbagg_path  # noqa: F401
-
-from kbagg.cli import run_cli
-from kbagg.qc import Thresholds, run_summary, warning_lines
+from kbagg.qc.metrics import Thresholds, warning_lines
+from kbagg.qc.run import run_summary
+from kbagg.rule import run_rule, to_terminal
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--table", required=True, help="output summary.tsv")
-    parser.add_argument("--figure", required=True, help="output summary figure (PNG)")
-    parser.add_argument("--html", required=True, help="output summary table as HTML")
-    Thresholds.add_arguments(parser)
-    parser.add_argument("metrics", nargs="+", help="each sample's metrics.tsv")
-    args = parser.parse_args()
+def main(smk) -> None:
+    output = smk.output
     summary = run_summary(
-        args.metrics,
-        args.table,
-        args.figure,
-        args.html,
-        Thresholds.from_args(args),
+        list(smk.input),
+        output.table,
+        output.figure,
+        output.html,
+        Thresholds(**smk.params.thresholds),
     )
     print(summary.to_string(index=False))
     for sample, warnings in zip(summary["sample"], summary["warnings"], strict=True):
-        print(*warning_lines(sample, warnings), sep="\n", flush=True)
+        for line in warning_lines(sample, warnings):
+            to_terminal(line)
 
 
-if __name__ == "__main__":
-    run_cli(main)
+run_rule(snakemake, main)

@@ -1,19 +1,12 @@
-"""Write the deterministic demo data set (genome, GTF, 10x FASTQs, true counts)."""
+"""Rule simulate_demo: the deterministic demo data set (genome, GTF, 10x FASTQs, truth)."""
 
-import argparse
-
-import _kbagg_path  # noqa: F401
-
-from kbagg.simulate import write_demo
+from kbagg.rule import run_rule
+from kbagg.simulate.demo import write_demo
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("outdir", help="folder to write genome.fa, genes.gtf, fastq/, truth/")
-    args = parser.parse_args()
-    outputs = write_demo(args.outdir)
-    print(f"wrote {sum(len(v) for v in outputs.values())} files under {args.outdir}")
+def main(smk) -> None:
+    outputs = write_demo(smk.params.outdir)
+    print(f"wrote {sum(len(v) for v in outputs.values())} files under {smk.params.outdir}")
 
 
-if __name__ == "__main__":
-    main()
+run_rule(snakemake, main)

@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from natsort import natsorted
 
 REPO = Path(__file__).resolve().parents[1]
-CLI = REPO / "scripts" / "concat_on_disk.py"
+CLI = [sys.executable, "-m", "kbagg.aggregate.cli"]  # the kbagg-concat console script
 TESTDATA = REPO.parent / "shared" / "testdata"
 
 
@@ -145,10 +145,10 @@ def assert_canonical_csr(path: Path) -> None:
 
 
 def run_cli(*args, check=False, **kw) -> subprocess.CompletedProcess:
-    """The CLI as a fresh child, without kbagg installed (PYTHONPATH cleared)."""
+    """The CLI as a fresh child."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run(
-        [sys.executable, str(CLI), *map(str, args)],
+        [*CLI, *map(str, args)],
         capture_output=True,
         text=True,
         env=env,

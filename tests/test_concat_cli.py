@@ -1,4 +1,4 @@
-"""The command-line contract of scripts/concat_on_disk.py (run as a child process)."""
+"""The command-line contract of kbagg-concat (run as a child process)."""
 
 from __future__ import annotations
 

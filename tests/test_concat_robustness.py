@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -43,9 +42,7 @@ def big_inputs(tmp_path_factory):
 
 
 def _cli_cmd(out, inputs, *extra):
-    return [sys.executable, str(CLI), "-o", str(out), "--quiet", *extra] + [
-        f"{n}={p}" for n, p in inputs.items()
-    ]
+    return [*CLI, "-o", str(out), "--quiet", *extra] + [f"{n}={p}" for n, p in inputs.items()]
 
 
 @pytest.mark.parametrize("join", ["inner", "outer"])
@@ -85,7 +82,7 @@ def test_killed_run_leaves_no_output_and_rerun_succeeds(tmp_path, big_inputs):
     assert not out.exists()
     assert temp.exists()  # clearly named leftover of the killed run
 
-    run_cli(*cmd[2:], check=True)
+    run_cli(*cmd[len(CLI) :], check=True)
     assert out.exists()
     assert not temp.exists(), "stale temp file of a dead run was not cleaned up"
     assert not list(tmp_path.glob(".out.h5ad.tmp-*"))

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kbagg.concat import concat_on_disk
-from kbagg.simulate import DEMO
+from kbagg.aggregate.concat import concat_on_disk
+from kbagg.simulate.spec import DEMO
 
 pytestmark = pytest.mark.slow
 

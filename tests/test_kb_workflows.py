@@ -18,7 +18,7 @@ import yaml
 from concat_helpers import named_layers
 from conftest import REPO, run_snakemake
 
-from kbagg.simulate import DEMO
+from kbagg.simulate.spec import DEMO
 
 pytestmark = pytest.mark.slow
 

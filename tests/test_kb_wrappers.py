@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kbagg.count import (
+from kbagg.count.kb_count import (
     CountJob,
     gene_names_from_t2g,
     kb_count_args,
@@ -18,8 +18,10 @@ from kbagg.count import (
     why_no_matrix,
     with_gene_names,
 )
-from kbagg.kb import KbError, last_error, onlist_path_in_package, run_kb, write_onlist
-from kbagg.reference import reference_outputs
+from kbagg.errors import KbaggError
+from kbagg.kb.run import KbError, last_error, run_kb
+from kbagg.kb.technology import technology, write_onlist
+from kbagg.reference.build import reference_outputs
 
 
 def job(tmp_path: Path, **changes) -> CountJob:
@@ -126,8 +128,8 @@ def test_run_kb_fails_when_kb_logs_an_exception_despite_exit_0():
 @pytest.fixture(scope="module")
 def demo_reference(tmp_path_factory) -> dict[str, str]:
     """A real kallisto index of the simulated genome (kb ref takes a few seconds)."""
-    from kbagg.reference import build_reference
-    from kbagg.simulate import write_demo
+    from kbagg.reference.build import build_reference
+    from kbagg.simulate.demo import write_demo
 
     folder = tmp_path_factory.mktemp("demo_ref")
     files = write_demo(folder / "demo")
@@ -171,7 +173,7 @@ def test_last_error_prefers_the_exception_line():
 def test_onlist_written_once_matches_kb_bundle(tmp_path):
     out = tmp_path / "10xv2.txt"
     assert write_onlist("10xv2", out)
-    with gzip.open(onlist_path_in_package("10xv2"), "rt") as bundled:
+    with gzip.open(technology("10xv2").onlist, "rt") as bundled:
         first = bundled.readline()
     lines = out.read_text().splitlines()
     assert lines[0] == first.strip() and len(lines) == 737_280
@@ -185,8 +187,8 @@ def test_technology_without_onlist_gets_an_empty_marker(tmp_path):
 
 
 def test_unknown_technology_lists_known_ones():
-    with pytest.raises(KbError, match="'10xv9' is not known to kb.*10XV3"):
-        onlist_path_in_package("10xv9")
+    with pytest.raises(KbaggError, match="'10xv9' is not known to kb.*10XV3"):
+        technology("10xv9")
 
 
 def test_reference_outputs_by_workflow(tmp_path):
@@ -205,7 +207,7 @@ def test_reference_outputs_by_workflow(tmp_path):
 def test_download_offline_fails_with_a_clear_message(tmp_path):
     import socket
 
-    from kbagg.reference import download_reference
+    from kbagg.reference.build import download_reference
 
     try:
         socket.getaddrinfo("caltech.box.com", 443)

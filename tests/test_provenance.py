@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 
-from conftest import REPO
-
-from kbagg.provenance import collect, package_versions
+from kbagg.aggregate.provenance import collect, package_versions
 
 
 def test_record_names_every_input_with_its_checksum(tmp_path):
@@ -49,25 +45,3 @@ def test_versions_come_from_what_kb_recorded(tmp_path):
     mixed = collect(inputs, {}, {}, {"a": kb_info("a", "0.52.0"), "b": kb_info("b", "0.51.1")})
     assert mixed["versions"]["kallisto"] == "mixed: 0.51.1, 0.52.0"
     assert set(package_versions()) == {"kbagg", "anndata", "snakemake"}
-
-
-def test_cli_writes_json(tmp_path):
-    (tmp_path / "x.h5ad").write_bytes(b"x")
-    out = tmp_path / "prov.json"
-    subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "scripts" / "provenance.py"),
-            "--config",
-            "{}",
-            "--sample-sheet",
-            "{}",
-            "-o",
-            str(out),
-            f"x={tmp_path / 'x.h5ad'}",
-        ],
-        check=True,
-    )
-    record = json.loads(out.read_text())
-    assert record["inputs"]["x"]["sha256"] == hashlib.sha256(b"x").hexdigest()
-    assert record["workflow_version"]

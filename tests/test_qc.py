@@ -15,10 +15,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from conftest import run_snakemake
+import yaml
+from conftest import REPO, run_snakemake
 
-from kbagg import qc
-from kbagg.simulate import DEMO
+from kbagg.qc import metrics as qc
+from kbagg.qc.plots import knee_data
+from kbagg.qc.run import run_sample_qc, run_summary
+from kbagg.simulate.spec import DEMO
 
 SAMPLES = [s.name for s in DEMO.samples]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -67,6 +70,13 @@ def test_pct_mito_is_na_without_mito_gene_names():
     assert qc.pct_mito(no_umis) is None
 
 
+# The shipped defaults, from the one place that holds them: the config schema.
+SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+DEFAULTS = qc.Thresholds(
+    **{k: v["default"] for k, v in SCHEMA["properties"]["qc"]["properties"].items()}
+)
+
+
 @pytest.mark.parametrize(
     ("pct", "cells", "expected"),
     [
@@ -79,7 +89,7 @@ def test_pct_mito_is_na_without_mito_gene_names():
     ],
 )
 def test_warning_thresholds(pct, cells, expected):
-    found = qc.qc_warnings({"pct_pseudoaligned": pct, "cells_called": cells}, qc.Thresholds())
+    found = qc.qc_warnings({"pct_pseudoaligned": pct, "cells_called": cells}, DEFAULTS)
     assert len(found) == len(expected)
     for warning, what in zip(found, expected, strict=True):
         assert what in warning
@@ -93,7 +103,7 @@ def test_thresholds_are_configurable():
 
 def test_sample_metrics_from_hand_made_matrices():
     raw = make_adata(RAW_COUNTS, gene_names=["MT-CO1", "B", "C", "D"])
-    row = qc.sample_metrics("s1", RUN_INFO, {}, raw, raw[:CELLS].copy())
+    row = qc.sample_metrics("s1", RUN_INFO, {}, raw, raw[:CELLS].copy(), DEFAULTS)
     assert row == {
         "sample": "s1",
         "reads_processed": 1000,
@@ -111,7 +121,9 @@ def test_sample_metrics_from_hand_made_matrices():
 
 def test_sample_metrics_without_filter_has_na_cell_metrics():
     raw = make_adata(RAW_COUNTS)
-    row = qc.sample_metrics("s1", {"n_processed": 10, "n_pseudoaligned": 1}, {}, raw, None)
+    row = qc.sample_metrics(
+        "s1", {"n_processed": 10, "n_pseudoaligned": 1}, {}, raw, None, DEFAULTS
+    )
     assert row["barcodes_seen"] == 6
     for key in ("cells_called", "median_umis_per_cell", "fraction_umis_in_cells"):
         assert row[key] is None
@@ -120,10 +132,10 @@ def test_sample_metrics_without_filter_has_na_cell_metrics():
 
 def test_knee_data_threshold_is_smallest_cell_umi_count():
     raw = make_adata(RAW_COUNTS)
-    knee = qc.knee_data(raw, raw[:CELLS].copy())
+    knee = knee_data(raw, raw[:CELLS].copy())
     np.testing.assert_array_equal(knee.umis, [20, 12, 10, 1, 1, 0])
     assert knee.threshold == 10 and knee.cells == CELLS
-    assert qc.knee_data(raw, None).threshold is None
+    assert knee_data(raw, None).threshold is None
 
 
 def test_sample_and_summary_files(tmp_path):
@@ -140,7 +152,7 @@ def test_sample_and_summary_files(tmp_path):
         raw.write_h5ad(raw_path)
         raw[:n_cells].copy().write_h5ad(filtered_path)
         paths[sample] = tmp_path / "qc" / sample / "metrics.tsv"
-        qc.run_sample_qc(
+        run_sample_qc(
             sample,
             run_info,
             inspect,
@@ -148,15 +160,15 @@ def test_sample_and_summary_files(tmp_path):
             filtered_path,
             paths[sample],
             tmp_path / "qc" / sample / "knee.png",
-            qc.Thresholds(min_cells=3),
+            qc.Thresholds(min_pct_pseudoaligned=30, min_cells=3),
         )
     out = tmp_path / "qc"
-    summary = qc.run_summary(
+    summary = run_summary(
         list(paths.values()),
         out / "summary.tsv",
         out / "summary.png",
         out / "summary.html",
-        qc.Thresholds(min_cells=3),
+        qc.Thresholds(min_pct_pseudoaligned=30, min_cells=3),
     )
     table = pd.read_csv(out / "summary.tsv", sep="\t", keep_default_na=False)
     assert list(table.columns) == qc.COLUMNS

@@ -69,7 +69,14 @@ def test_b_changing_sample_metadata_reruns_only_the_aggregate_side(finished_demo
     sheet = pd.read_csv(sheet_path, sep="\t", dtype=str)
     sheet.loc[sheet["sample"] == "pbmc_b", "donor"] = "d9"
     sheet.to_csv(sheet_path, sep="\t", index=False)
-    assert planned_jobs(finished_demo) == {"sample_metadata": 1, "aggregate": 2}
+    assert planned_jobs(finished_demo) == {"aggregate": 2}
+
+
+def test_b_renaming_a_metadata_column_reruns_the_aggregates(finished_demo):
+    sheet_path = finished_demo / "config" / "samples.tsv"
+    sheet = pd.read_csv(sheet_path, sep="\t", dtype=str).rename(columns={"donor": "patient"})
+    sheet.to_csv(sheet_path, sep="\t", index=False)
+    assert planned_jobs(finished_demo) == {"aggregate": 2}
 
 
 def test_c_changing_the_reference_reruns_everything_downstream(finished_demo):
@@ -97,7 +104,6 @@ def test_a_adding_a_sample_counts_only_that_sample(finished_demo):
         sheet.write("pbmc_d\t../extra_R1.fastq.gz\t../extra_R2.fastq.gz\t10xv2\tcontrol\td3\n")
     assert planned_jobs(finished_demo) == {
         "kb_count": 1,
-        "sample_metadata": 1,
         "aggregate": 2,
         "qc_sample": 1,
         "qc_summary": 1,

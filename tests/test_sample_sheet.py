@@ -8,7 +8,7 @@ import pytest
 import yaml
 from conftest import run_snakemake
 
-from kbagg.samples import SampleSheetError, load_sample_sheet, write_metadata_table
+from kbagg.sheet import SampleSheetError, load_sample_sheet, write_metadata_table
 
 HEADER = "sample\tfastq_1\tfastq_2\ttechnology\tcondition\n"
 

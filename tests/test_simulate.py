@@ -10,7 +10,8 @@ import anndata as ad
 import pandas as pd
 from conftest import REPO
 
-from kbagg.simulate import DEMO, demo_outputs, write_demo
+from kbagg.simulate.demo import write_demo
+from kbagg.simulate.spec import DEMO, demo_outputs
 
 
 def digests(folder) -> dict[str, str]:
@@ -26,7 +27,12 @@ def test_two_runs_write_identical_bytes(tmp_path):
     # the bytes (gzip headers store a file name unless told not to).
     write_demo(tmp_path / "one")
     subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "simulate_demo.py"), str(tmp_path / "two")],
+        [
+            sys.executable,
+            "-c",
+            "import sys; from kbagg.simulate.demo import write_demo; write_demo(sys.argv[1])",
+            str(tmp_path / "two"),
+        ],
         check=True,
         capture_output=True,
     )

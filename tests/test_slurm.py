@@ -93,7 +93,6 @@ def slurm_demo(slurm_cluster, tmp_path_factory):
 def test_every_rule_ran_as_a_slurm_job(slurm_demo):
     _, jobs, _ = slurm_demo
     completed = jobs[jobs["state"] == "COMPLETED"]["rule"].value_counts().to_dict()
-    # sample_metadata is a localrule: it runs on the submit host by design.
     assert completed == {
         "simulate_demo": 1,
         "reference": 1,

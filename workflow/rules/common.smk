@@ -1,48 +1,43 @@
-# Config and sample sheet: validated once at parse time, with errors that name the key,
-# the sheet line, the sample and the column.
-import json
-import os
+# Config and sample sheet: read and validated once at parse time, with errors that name the
+# key, the sheet line, the sample and the column. Rules get what they need from here as
+# Python objects (script: directive), so no sheet or config value passes through a shell.
 import re
-import sys
+from importlib import metadata
 from pathlib import Path
 
 from snakemake.utils import validate
 
-# Paths of this workflow's own files, whatever the working directory or the calling workflow
-# (when used as a Snakemake module).
-REPO = Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parents[1]
-SCRIPTS = REPO / "scripts"
-sys.path.insert(0, str(REPO / "src"))
-# Jobs run scripts/ with the conda env's python under --use-conda, else with the Python that
-# runs Snakemake (a venv need not be activated). Both reach the jobs through the environment,
-# not as paths in params or in the shell template: Snakemake reruns a job when either changes,
-# and moving the clone or the venv should not rerun the whole workflow.
-from snakemake.settings.types import DeploymentMethod
 
-os.environ.update(
-    KBAGG_SCRIPTS=str(SCRIPTS),
-    KBAGG_PYTHON=(
-        "python"
-        if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
-        else sys.executable
-    ),
-)
+def _require_kbagg():
+    """The kbagg package must be installed, at this workflow's version: its code runs the
+    rules. A module loaded from a git source carries no importable Python package."""
+    source = Path(workflow.source_path("../../src/kbagg/__init__.py")).read_text()
+    wanted = re.search(r'__version__ = "([^"]+)"', source).group(1)
+    install = f'pip install "kbagg @ git+https://github.com/kbagg/kbagg@v{wanted}"'
+    try:
+        installed = metadata.version("kbagg")
+    except metadata.PackageNotFoundError:
+        raise WorkflowError(
+            f"kbagg {wanted}: the kbagg Python package is not installed in the environment "
+            f"that runs Snakemake; install it: {install} (or pip install -e . in a clone)"
+        )
+    if installed != wanted:
+        raise WorkflowError(
+            f"this workflow is kbagg {wanted} but the environment running Snakemake has "
+            f"kbagg {installed}; install the matching version: {install}"
+        )
 
-from kbagg.kb import KbError, onlist_path_in_package
-from kbagg.reference import reference_outputs
-from kbagg.samples import SampleSheetError, load_sample_sheet
-from kbagg.simulate import demo_outputs
+
+_require_kbagg()
+
+from kbagg.config import check_config, count_extra_args
+from kbagg.errors import KbaggError
+from kbagg.kb.technology import paired_technology
+from kbagg.reference.build import reference_outputs
+from kbagg.sheet import load_sample_sheet
+from kbagg.simulate.spec import demo_outputs
 
 DEMO_DIR = "resources/demo"
-
-validate(config, "../schemas/config.schema.yaml")
-if config["workflow"] != "standard" and "index" in config["reference"]:
-    for key in ("c1", "c2"):
-        if key not in config["reference"]:
-            raise WorkflowError(
-                f"config reference.{key}: required with workflow '{config['workflow']}' "
-                "and a prebuilt reference.index"
-            )
 
 
 def _validate_sheet_rows(table):
@@ -50,6 +45,8 @@ def _validate_sheet_rows(table):
 
 
 try:
+    check_config(config)  # clear messages for what the schema would word obscurely
+    validate(config, "../schemas/config.schema.yaml")
     SHEET = load_sample_sheet(
         config["samples"],
         config["technology"],
@@ -57,8 +54,9 @@ try:
         validate_rows=_validate_sheet_rows,
     )
     for _sample in SHEET.names:
-        onlist_path_in_package(SHEET.technology(_sample))
-except (SampleSheetError, KbError) as error:
+        paired_technology(SHEET.technology(_sample))
+    COUNT_EXTRA_ARGS = count_extra_args(config["count"]["extra"])
+except KbaggError as error:
     raise WorkflowError(str(error))
 SAMPLES = SHEET.names
 FILTER = config["filter"]["enabled"]
@@ -102,7 +100,7 @@ def onlist_file(technology):
     """The shared on-list for technologies kb has one for; else none."""
     return (
         f"resources/onlists/{technology.lower()}.txt"
-        if onlist_path_in_package(technology)
+        if paired_technology(technology).onlist
         else None
     )
 
@@ -144,17 +142,21 @@ def max_elems(wildcards, attempt):
     return max(1_000_000, memory_mb * 2**20 // 4 // 16)
 
 
+def _sorted(value):
+    """Dicts with sorted keys, all the way down: reordering the config's keys is no change."""
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    return value
+
+
 def provenance_config():
     """The config as recorded in uns['kbagg'], without the keys that cannot change the
     aggregate (resources, QC warning thresholds): editing those does not rerun it."""
-    kept = {k: v for k, v in config.items() if k not in ("resources", "qc")}
-    return json.dumps(kept, sort_keys=True)
+    return _sorted({k: v for k, v in config.items() if k not in ("resources", "qc")})
 
 
 def provenance_sample_sheet():
-    return json.dumps(
-        {
-            "lanes": SHEET.lanes.drop(columns="line").to_dict("list"),
-            "metadata": SHEET.metadata().to_dict("list"),
-        }
-    )
+    return {
+        "lanes": SHEET.lanes.drop(columns="line").to_dict("list"),
+        "metadata": SHEET.metadata().to_dict("list"),
+    }

@@ -22,5 +22,5 @@ rule simulate_demo:
         runtime=rule_resources("simulate_demo")["runtime"],
     params:
         outdir=lambda wc, output: Path(output.genome).parent,
-    shell:
-        "$KBAGG_PYTHON $KBAGG_SCRIPTS/simulate_demo.py {params.outdir} > {log} 2>&1"
+    script:
+        "../../scripts/simulate_demo.py"

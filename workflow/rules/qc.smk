@@ -35,19 +35,9 @@ rule qc_sample:
         mem_mb=mem_mb("qc"),
         runtime=rule_resources("qc")["runtime"],
     params:
-        filtered=lambda wc, input: (
-            f"--filtered {input.filtered}" if "filtered" in input.keys() else ""
-        ),
-        min_pct=QC["min_pct_pseudoaligned"],
-        min_cells=QC["min_cells"],
-    shell:
-        "$KBAGG_PYTHON $KBAGG_SCRIPTS/qc_sample.py --sample {wildcards.sample}"
-        " --run-info {input.run_info} --inspect {input.inspect} --raw {input.raw} {params.filtered}"
-        " --min-pct-pseudoaligned {params.min_pct} --min-cells {params.min_cells}"
-        " --metrics {output.metrics} --knee {output.knee}"
-        " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}"
-        # warnings also go to the terminal
-        "; grep '^WARNING' {log} >&2 || true"
+        thresholds=QC,
+    script:
+        "../../scripts/qc_sample.py"
 
 
 rule qc_summary:
@@ -86,10 +76,6 @@ rule qc_summary:
         mem_mb=mem_mb("qc"),
         runtime=rule_resources("qc")["runtime"],
     params:
-        min_pct=QC["min_pct_pseudoaligned"],
-        min_cells=QC["min_cells"],
-    shell:
-        "$KBAGG_PYTHON $KBAGG_SCRIPTS/qc_summary.py --table {output.table} --figure {output.figure}"
-        " --html {output.html} --min-pct-pseudoaligned {params.min_pct} --min-cells {params.min_cells}"
-        " {input} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}"
-        "; grep '^WARNING' {log} >&2 || true"
+        thresholds=QC,
+    script:
+        "../../scripts/qc_summary.py"

@@ -19,11 +19,8 @@ if "fasta" in REF_CONFIG:
             runtime=rule_resources("reference")["runtime"],
         params:
             workflow=config["workflow"],
-            outdir=lambda wc, output: Path(output.index).parent,
-        shell:
-            "$KBAGG_PYTHON $KBAGG_SCRIPTS/kb_ref.py --fasta-gtf {input.fasta} {input.gtf}"
-            " --workflow {params.workflow} --outdir {params.outdir}"
-            " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}"
+        script:
+            "../../scripts/reference.py"
 
 elif "download" in REF_CONFIG:
 
@@ -41,13 +38,10 @@ elif "download" in REF_CONFIG:
             mem_mb=mem_mb("reference"),
             runtime=rule_resources("reference")["runtime"],
         params:
-            name=REF_CONFIG["download"],
+            download=REF_CONFIG["download"],
             workflow=config["workflow"],
-            outdir=lambda wc, output: Path(output.index).parent,
-        shell:
-            "$KBAGG_PYTHON $KBAGG_SCRIPTS/kb_ref.py --download {params.name}"
-            " --workflow {params.workflow} --outdir {params.outdir}"
-            " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}"
+        script:
+            "../../scripts/reference.py"
 
 
 rule onlist:
@@ -63,5 +57,5 @@ rule onlist:
     resources:
         mem_mb=mem_mb("onlist"),
         runtime=rule_resources("onlist")["runtime"],
-    shell:
-        "$KBAGG_PYTHON $KBAGG_SCRIPTS/prepare_onlist.py {wildcards.technology} {output} > {log} 2>&1"
+    script:
+        "../../scripts/onlist.py"

@@ -17,7 +17,7 @@ import anndata as ad
 import pandas as pd
 
 from kbagg.atomic import atomic_output
-from kbagg.kb import KbError, read_json_if_present, run_kb
+from kbagg.kb.run import KbError, read_json_if_present, run_kb
 
 WORKFLOWS = ("standard", "nac", "lamanno")
 

@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 from anndata.io import read_elem
 
-from kbagg.concat_matrix import MatrixSource, describe_matrix
+from kbagg.aggregate.matrix import MatrixSource, describe_matrix
+from kbagg.errors import KbaggError
 
 
-class InputError(Exception):
+class InputError(KbaggError):
     """A problem with one input file; the message names the file."""
 
 

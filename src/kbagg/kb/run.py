@@ -15,10 +15,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from kbagg.atomic import atomic_output
+from kbagg.errors import KbaggError
 
 
-class KbError(RuntimeError):
+class KbError(KbaggError):
     """kb failed; the message names the sample or reference and the reason."""
 
 
@@ -61,39 +61,6 @@ def last_error(log: str, max_lines: int = 4) -> str:
             return line
     errors = [ln for ln in lines if "ERROR" in ln or "error" in ln]
     return " | ".join((errors or lines)[-max_lines:]) or "(empty log)"
-
-
-def onlist_path_in_package(technology: str) -> Path | None:
-    """kb's bundled barcode on-list for `technology`, or None when kb has none for it."""
-    from kb_python.config import TECHNOLOGIES_MAPPING
-
-    tech = TECHNOLOGIES_MAPPING.get(technology.upper())
-    if tech is None:
-        raise KbError(
-            f"technology '{technology}' is not known to kb; `kb --list` shows the names "
-            f"({', '.join(sorted(TECHNOLOGIES_MAPPING))})"
-        )
-    path = tech.chemistry.whitelist_path if tech.chemistry.has_whitelist else None
-    return Path(path) if path else None
-
-
-def write_onlist(technology: str, output: str | Path) -> bool:
-    """Decompress kb's on-list for `technology` to `output` once, atomically.
-
-    Returns False (and writes an empty file) when kb has no on-list for the technology,
-    in which case `kb count` builds one from the data itself.
-    """
-    import gzip
-
-    source = onlist_path_in_package(technology)
-    with atomic_output(output) as tmp:
-        if source is None:
-            tmp.write_text("")
-        else:
-            opener = gzip.open if source.suffix == ".gz" else open
-            with opener(source, "rb") as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst, length=1 << 20)
-    return source is not None
 
 
 def read_json_if_present(path: Path) -> dict:

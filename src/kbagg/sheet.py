@@ -15,12 +15,13 @@ from pathlib import Path
 import pandas as pd
 
 from kbagg.atomic import atomic_output
+from kbagg.errors import KbaggError
 
 REQUIRED_COLUMNS = ("sample", "fastq_1", "fastq_2")
 RESERVED_COLUMNS = (*REQUIRED_COLUMNS, "technology")
 
 
-class SampleSheetError(ValueError):
+class SampleSheetError(KbaggError):
     """A problem in the sample sheet; the message names the file, line, sample and column."""
 
 

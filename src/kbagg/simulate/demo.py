@@ -13,7 +13,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import anndata as ad
@@ -22,68 +22,14 @@ import pandas as pd
 import scipy.sparse as sp
 
 from kbagg.atomic import atomic_output
+from kbagg.kb.technology import onlist_barcodes
+from kbagg.simulate.spec import DEMO, DemoSpec, SampleSpec, demo_outputs, fastq_path
 
 BASES = np.frombuffer(b"ACGT", dtype=np.uint8)
 COMPLEMENT = bytes.maketrans(b"ACGT", b"TGCA")
 CHROM = "chrS"
 READ2_LENGTH = 90
 UMI_LENGTH = {"10xv2": 10, "10xv3": 12}
-
-
-@dataclass(frozen=True)
-class SampleSpec:
-    name: str
-    technology: str
-    lanes: int
-    n_cells: int
-    n_empty: int
-    metadata: dict = field(default_factory=dict)
-    # Genes (by index) that no cell of this sample expresses.
-    silent_genes: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class DemoSpec:
-    seed: int = 7
-    n_genes: int = 30
-    samples: tuple[SampleSpec, ...] = (
-        SampleSpec("pbmc_a", "10xv2", 2, 40, 150, {"condition": "control", "donor": "d1"}),
-        SampleSpec("pbmc_b", "10xv3", 2, 30, 120, {"condition": "treated", "donor": "d1"}),
-        SampleSpec(
-            "pbmc_c",
-            "10xv2",
-            1,
-            25,
-            100,
-            {"condition": "treated", "donor": "d2"},
-            silent_genes=tuple(range(24, 30)),
-        ),
-    )
-
-
-DEMO = DemoSpec()
-
-
-def fastq_path(outdir: Path, sample: str, lane: int, read: int) -> Path:
-    return Path(outdir) / "fastq" / f"{sample}_S1_L{lane:03d}_R{read}_001.fastq.gz"
-
-
-def demo_outputs(outdir: str | Path, spec: DemoSpec = DEMO) -> dict[str, list[Path]]:
-    """Every file `write_demo` creates, by kind (so the workflow can declare them as outputs)."""
-    outdir = Path(outdir)
-    fastqs = [
-        fastq_path(outdir, s.name, lane, read)
-        for s in spec.samples
-        for lane in range(1, s.lanes + 1)
-        for read in (1, 2)
-    ]
-    return {
-        "genome": [outdir / "genome.fa"],
-        "gtf": [outdir / "genes.gtf"],
-        "fastq": fastqs,
-        "truth": [outdir / "truth" / f"{s.name}.h5ad" for s in spec.samples],
-        "sheet": [outdir / "samples.tsv"],
-    }
 
 
 def _random_seq(rng: np.random.Generator, n: int) -> bytes:
@@ -166,17 +112,6 @@ def _gtf_lines(genes: list[Gene]) -> list[str]:
     return lines
 
 
-def onlist_barcodes(technology: str, limit: int = 200_000) -> np.ndarray:
-    """The first `limit` barcodes of kb's bundled on-list for `technology`."""
-    from kb_python.config import TECHNOLOGIES_MAPPING
-
-    path = TECHNOLOGIES_MAPPING[technology.upper()].chemistry.whitelist_path
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt") as handle:
-        barcodes = [line.strip() for _, line in zip(range(limit), handle, strict=False)]
-    return np.array(barcodes)
-
-
 def _pick_barcodes(rng: np.random.Generator, pool: np.ndarray, n: int) -> list[str]:
     """n distinct barcodes at Hamming distance >= 3 from each other.
 
@@ -239,7 +174,7 @@ def _simulate_sample(
     profiles: np.ndarray,
 ) -> ad.AnnData:
     umi_len = UMI_LENGTH[sample.technology]
-    pool = onlist_barcodes(sample.technology)
+    pool = np.array(onlist_barcodes(sample.technology))
     barcodes = _pick_barcodes(rng, pool, sample.n_cells + sample.n_empty)
     counts = _simulate_counts(rng, sample, len(genes), profiles)
     tx_seqs = [

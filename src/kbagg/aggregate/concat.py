@@ -21,8 +21,7 @@ import numpy as np
 import pandas as pd
 from natsort import natsorted
 
-from kbagg.atomic import atomic_output
-from kbagg.concat_annot import (
+from kbagg.aggregate.annot import (
     CoalescedVar,
     GeneAxis,
     SameVar,
@@ -31,8 +30,10 @@ from kbagg.concat_annot import (
     ordered_union,
     read_obs_metadata,
 )
-from kbagg.concat_inputs import InputError, InputScan, open_input, scan_input
-from kbagg.concat_matrix import ColumnMap, CsrWriter, iter_csc, iter_csr, iter_dense
+from kbagg.aggregate.inputs import InputError, InputScan, open_input, scan_input
+from kbagg.aggregate.matrix import ColumnMap, CsrWriter, iter_csc, iter_csr, iter_dense
+from kbagg.atomic import atomic_output
+from kbagg.errors import KbaggError
 
 __all__ = ["DEFAULT_MAX_ELEMS", "ConcatError", "concat_on_disk"]
 
@@ -42,7 +43,7 @@ __all__ = ["DEFAULT_MAX_ELEMS", "ConcatError", "concat_on_disk"]
 DEFAULT_MAX_ELEMS = 1 << 22
 
 
-class ConcatError(Exception):
+class ConcatError(KbaggError):
     """An expected failure (bad input, bad sample table, duplicate names): one-line message."""
 
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
-from kbagg.kb import KbError, run_kb
+from kbagg.kb.run import KbError, run_kb
 
 # kb ref flag for each output, by workflow. `cdna`/`nascent` are the FASTAs kb writes on the way.
 OUTPUT_FLAGS = {
@@ -37,7 +38,13 @@ def reference_outputs(outdir: str | Path, workflow: str, *, download: bool = Fal
     return {k: str(Path(outdir) / names[k]) for k in keys}
 
 
-def _run_into_place(args_for: callable, outputs: dict[str, str], workflow: str, label: str):
+def _run_into_place(
+    args_for: Callable[[Path], list[str]],
+    outputs: dict[str, str],
+    workflow: str,
+    label: str,
+    threads: int,
+):
     """Run kb with outputs inside a private folder, then rename each into place."""
     first = Path(next(iter(outputs.values())))
     staging = first.parent / f".kb_ref.partial-{os.getpid()}"
@@ -46,7 +53,8 @@ def _run_into_place(args_for: callable, outputs: dict[str, str], workflow: str, 
     try:
         staged = {k: staging / Path(v).name for k, v in outputs.items()}
         flags = OUTPUT_FLAGS[workflow]
-        args = ["ref", *[x for k, p in staged.items() for x in (flags[k], str(p))]]
+        args = ["ref", "-t", str(threads)]
+        args += [x for k, p in staged.items() for x in (flags[k], str(p))]
         if workflow != "standard":
             args += ["--workflow", workflow]
         log = run_kb([*args, *args_for(staging)], label=label)
@@ -60,7 +68,9 @@ def _run_into_place(args_for: callable, outputs: dict[str, str], workflow: str, 
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def build_reference(fasta: str, gtf: str, workflow: str, outputs: dict[str, str]) -> None:
+def build_reference(
+    fasta: str, gtf: str, workflow: str, outputs: dict[str, str], threads: int = 1
+) -> None:
     for kind, path in (("fasta", fasta), ("gtf", gtf)):
         if not Path(path).is_file():
             raise KbError(f"reference.{kind}: file not found: {path}")
@@ -69,16 +79,18 @@ def build_reference(fasta: str, gtf: str, workflow: str, outputs: dict[str, str]
         outputs,
         workflow,
         label="reference",
+        threads=threads,
     )
 
 
-def download_reference(name: str, workflow: str, outputs: dict[str, str]) -> None:
+def download_reference(name: str, workflow: str, outputs: dict[str, str], threads: int = 1) -> None:
     try:
         _run_into_place(
             lambda staging: ["--tmp", str(staging / "tmp"), "-d", name],
             outputs,
             workflow,
             label=f"reference download {name}",
+            threads=threads,
         )
     except KbError as error:
         if any(hint in str(error) for hint in OFFLINE_HINTS):

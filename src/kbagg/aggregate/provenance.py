@@ -12,11 +12,15 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import sys
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+import kbagg
+
+# The source tree when kbagg runs from a clone (pip install -e .): src/kbagg/aggregate/ -> repo.
+CLONE = Path(__file__).resolve().parents[3]
 
 
 def sha256(path: str | Path) -> str:
@@ -25,11 +29,13 @@ def sha256(path: str | Path) -> str:
 
 
 def workflow_version() -> str:
-    """`git describe` of the kbagg clone, else the installed package version."""
+    """`git describe` of the kbagg clone (when kbagg runs from one), else its version."""
+    if not (CLONE / ".git").exists() or not (CLONE / "workflow" / "Snakefile").is_file():
+        return kbagg.__version__
     try:
         described = subprocess.run(
             ["git", "describe", "--tags", "--always", "--dirty"],
-            cwd=REPO,
+            cwd=CLONE,
             capture_output=True,
             text=True,
             check=True,
@@ -39,12 +45,21 @@ def workflow_version() -> str:
             return f"git {described}"
     except (OSError, subprocess.SubprocessError):
         pass
-    return metadata.version("kbagg")
+    return kbagg.__version__
 
 
 def package_versions() -> dict[str, str]:
-    """kbagg, anndata and snakemake as installed (cheap: no imports)."""
-    return {name: metadata.version(name) for name in ("kbagg", "anndata", "snakemake")}
+    """kbagg, anndata and snakemake as they ran here. A rule's conda env need not install
+    snakemake: its `script:` preamble imports it from the Snakemake that runs the workflow."""
+    return {name: _running_version(name) for name in ("kbagg", "anndata", "snakemake")}
+
+
+def _running_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        version = getattr(sys.modules.get(name), "__version__", None)
+        return version if isinstance(version, str) else "unknown"
 
 
 def kb_versions(kb_info: str | Path) -> dict[str, str]:

@@ -1,7 +1,6 @@
-#!/usr/bin/env python
-"""Concatenate per-sample h5ad files into one, streaming matrices with bounded memory.
+"""`kbagg-concat`: concatenate h5ad files into one, streaming matrices with bounded memory.
 
-    python scripts/concat_on_disk.py -o OUT.h5ad [--join inner|outer] [--label sample]
+    kbagg-concat -o OUT.h5ad [--join inner|outer] [--label sample]
         [--index-unique SEP] [--obs-metadata TABLE.tsv] [--max-elems N] [--quiet]
         NAME=PATH.h5ad [NAME=PATH.h5ad ...]
 
@@ -13,15 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import sys
 from pathlib import Path
 
-try:
-    import kbagg  # noqa: F401
-except ImportError:  # running from a clone without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from kbagg.concat import DEFAULT_MAX_ELEMS, ConcatError, concat_on_disk
+from kbagg.aggregate.concat import DEFAULT_MAX_ELEMS, ConcatError, concat_on_disk
+from kbagg.cli import run_cli
 
 
 def parse_input(arg: str) -> tuple[str, Path]:
@@ -92,34 +86,28 @@ def _exit_on_sigterm(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None) -> None:
+    run_cli(lambda: _concat(build_parser().parse_args(argv)))
+
+
+def _concat(args: argparse.Namespace) -> None:
     names = [name for name, _ in args.inputs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        print(f"error: duplicate sample names: {', '.join(dupes)}", file=sys.stderr)
-        return 1
+        raise ConcatError(f"duplicate sample names: {', '.join(dupes)}")
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    try:
-        concat_on_disk(
-            dict(args.inputs),
-            args.output,
-            join=args.join,
-            label=args.label,
-            index_unique=args.index_unique or None,
-            obs_metadata=args.obs_metadata,
-            max_elems=args.max_elems,
-            progress=not args.quiet,
-            uns=dict(args.uns),
-        )
-    except ConcatError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:  # e.g. output directory not writable, disk full
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    concat_on_disk(
+        dict(args.inputs),
+        args.output,
+        join=args.join,
+        label=args.label,
+        index_unique=args.index_unique or None,
+        obs_metadata=args.obs_metadata,
+        max_elems=args.max_elems,
+        progress=not args.quiet,
+        uns=dict(args.uns),
+    )
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

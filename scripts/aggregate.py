@@ -1,0 +1,29 @@
+"""Rule aggregate: every sample's matrix in one h5ad, with provenance in uns['kbagg']."""
+
+import pandas as pd
+
+from kbagg.aggregate.concat import concat_on_disk
+from kbagg.aggregate.provenance import collect
+from kbagg.rule import run_rule
+
+
+def main(smk) -> None:
+    params = smk.params
+    matrices = dict(zip(params.samples, smk.input.matrices, strict=True))
+    kb_infos = dict(zip(params.samples, smk.input.kb_info, strict=True))
+    provenance = collect(matrices, params.config, params.sample_sheet, kb_infos)
+    metadata = pd.DataFrame(params.metadata).rename(columns={"sample": params.label})
+    concat_on_disk(
+        matrices,
+        smk.output[0],
+        join=params.join,
+        label=params.label,
+        index_unique=params.index_unique or None,
+        obs_metadata=metadata,
+        max_elems=smk.resources.max_elems,
+        uns={"kbagg": provenance},
+    )
+    print(f"{len(matrices)} samples aggregated into {smk.output[0]}")
+
+
+run_rule(snakemake, main)

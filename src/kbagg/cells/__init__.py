@@ -1,0 +1,1 @@
+"""Cells: per-sample raw and filtered matrices from kb's output."""

@@ -1,0 +1,98 @@
+"""Config checks that the JSON schema would word obscurely.
+
+The schema (`workflow/schemas/config.schema.yaml`) holds every key, type and default, and
+`snakemake.utils.validate` checks it. Its `oneOf` for the reference sources, though, reports
+a failed match as a dump of every alternative. `check_config` runs first and names the key
+that is missing or in conflict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from kbagg.errors import KbaggError
+
+# Each way to give the reference, with the keys it needs together.
+REFERENCE_SOURCES = {
+    "fasta": ("fasta", "gtf"),
+    "index": ("index", "t2g"),
+    "download": ("download",),
+}
+PARTNER = {"fasta": "gtf", "gtf": "fasta", "index": "t2g", "t2g": "index"}
+
+
+def check_config(config: Mapping) -> None:
+    reference = config.get("reference")
+    if not isinstance(reference, Mapping):
+        return  # the schema reports a missing or malformed section
+    given = [k for k in ("fasta", "gtf", "index", "t2g", "download") if k in reference]
+    for key in given:
+        partner = PARTNER.get(key)
+        if partner and partner not in reference:
+            raise KbaggError(
+                f"config reference.{key} is set but reference.{partner} is missing; "
+                f"give both (reference.{min(key, partner, key=_order)} and "
+                f"reference.{max(key, partner, key=_order)})"
+            )
+    sources = [s for s, keys in REFERENCE_SOURCES.items() if all(k in reference for k in keys)]
+    if len(sources) > 1:
+        keys = ", ".join(f"reference.{k}" for s in sources for k in REFERENCE_SOURCES[s])
+        raise KbaggError(
+            f"config sets more than one reference source ({keys}); keep one of "
+            "{fasta, gtf}, {index, t2g} or {download}"
+        )
+    if not sources:
+        raise KbaggError(
+            "config reference: give reference.fasta + reference.gtf, "
+            "reference.index + reference.t2g, or reference.download"
+        )
+    workflow = config.get("workflow", "standard")
+    if workflow != "standard" and sources == ["index"]:
+        for key in ("c1", "c2"):
+            if key not in reference:
+                raise KbaggError(
+                    f"config reference.{key}: required with workflow '{workflow}' and a "
+                    "prebuilt reference.index"
+                )
+
+
+def _order(key: str) -> int:
+    return ("fasta", "gtf", "index", "t2g").index(key)
+
+
+# kb count options that kbagg sets itself from the sheet, the config and the rule.
+MANAGED_COUNT_OPTIONS = {
+    "-i": "reference.index",
+    "-g": "reference.t2g",
+    "-x": "the sheet's technology column (or config technology)",
+    "-o": "the workflow's output folders",
+    "--tmp": "the workflow's output folders",
+    "-t": "resources.kb_count.threads",
+    "-m": "resources.kb_count.mem_mb",
+    "-w": "the technology's on-list",
+    "--filter": "filter.enabled",
+    "--filter-threshold": "filter.threshold",
+    "--workflow": "config workflow",
+    "-c1": "reference.c1",
+    "-c2": "reference.c2",
+    "--h5ad": "the workflow (always on)",
+}
+
+
+def count_extra_args(text: str) -> list[str]:
+    """`count.extra` split like a shell would split it (quotes group words), never run by
+    one; options that kbagg sets itself are refused with the key to use instead."""
+    import shlex
+
+    try:
+        args = shlex.split(text)
+    except ValueError as error:
+        raise KbaggError(f"config count.extra {text!r}: {error}") from error
+    for arg in args:
+        option = arg.split("=", 1)[0]
+        if option in MANAGED_COUNT_OPTIONS:
+            raise KbaggError(
+                f"config count.extra: {option} is set by kbagg from "
+                f"{MANAGED_COUNT_OPTIONS[option]}; remove it from count.extra"
+            )
+    return args
