@@ -1,9 +1,12 @@
 """Rule aggregate: every sample's matrix in one h5ad, with provenance in uns['kbagg']."""
 
+from dataclasses import asdict
+
 import pandas as pd
 
 from kbagg.aggregate.concat import concat_on_disk
 from kbagg.aggregate.provenance import collect
+from kbagg.count.fastq_check import read_lane_record
 from kbagg.rule import run_rule
 
 
@@ -11,7 +14,9 @@ def main(smk) -> None:
     params = smk.params
     matrices = dict(zip(params.samples, smk.input.matrices, strict=True))
     kb_infos = dict(zip(params.samples, smk.input.kb_info, strict=True))
-    provenance = collect(matrices, params.config, params.sample_sheet, kb_infos)
+    lanes = [read_lane_record(path) for path in smk.input.checks]
+    fastqs = {s: [asdict(r) for r in lanes if r.sample == s] for s in params.samples}
+    provenance = collect(matrices, params.config, params.sample_sheet, kb_infos, fastqs)
     metadata = pd.DataFrame(params.metadata).rename(columns={"sample": params.label})
     concat_on_disk(
         matrices,
@@ -20,7 +25,7 @@ def main(smk) -> None:
         label=params.label,
         index_unique=params.index_unique or None,
         obs_metadata=metadata,
-        max_elems=smk.resources.max_elems,
+        chunk_entries=smk.resources.chunk_entries,
         uns={"kbagg": provenance},
     )
     print(f"{len(matrices)} samples aggregated into {smk.output[0]}")

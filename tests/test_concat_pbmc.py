@@ -32,11 +32,11 @@ def pbmc_split(tmp_path_factory):
 
 
 @pytest.mark.parametrize("join", ["inner", "outer"])
-@pytest.mark.parametrize("max_elems", [1000, 1 << 24])
-def test_split_and_concat_restores_counts(tmp_path, pbmc_split, join, max_elems):
+@pytest.mark.parametrize("chunk_entries", [500, 1 << 23])
+def test_split_and_concat_restores_counts(tmp_path, pbmc_split, join, chunk_entries):
     full, paths = pbmc_split
     out = tmp_path / "pbmc.h5ad"
-    concat_on_disk(paths, out, join=join, max_elems=max_elems, progress=False)
+    concat_on_disk(paths, out, join=join, chunk_entries=chunk_entries, progress=False)
     res = read_quiet(out)
     assert_matches_reference(out, reference_concat(paths, join=join))
 

@@ -98,8 +98,8 @@ def _write_inputs(tmp: Path, adatas) -> dict[str, Path]:
 
 @pytest.mark.parametrize("join", ["inner", "outer"])
 @SETTINGS
-@given(data=input_sets(), max_elems=st.sampled_from([2, 7, 1 << 20]))
-def test_equals_anndata_concat(join, data, max_elems):
+@given(data=input_sets(), chunk_entries=st.sampled_from([1, 3, 1 << 19]))
+def test_equals_anndata_concat(join, data, chunk_entries):
     adatas, unique_barcodes = data
     index_unique = None if unique_barcodes else "-"
     with tempfile.TemporaryDirectory() as d:
@@ -111,7 +111,7 @@ def test_equals_anndata_concat(join, data, max_elems):
             out,
             join=join,
             index_unique=index_unique,
-            max_elems=max_elems,
+            chunk_entries=chunk_entries,
             progress=False,
         )
         ref = reference_concat(paths, join=join, index_unique=index_unique)

@@ -54,7 +54,7 @@ def test_peak_memory_is_bounded(tmp_path, big_inputs, join):
     write_sparse_h5ad(tiny, 10, GENES[:50], 5)
     status, baseline, err = child_peak_rss_mb(_cli_cmd(tmp_path / "t.h5ad", {"t": tiny}))
     assert status == 0, err
-    budget = ["--max-elems", "1000000", "--join", join]  # 500k entries: ~4 MB per chunk
+    budget = ["--chunk-entries", "500000", "--join", join]  # ~4 MB per chunk
     status, peak, err = child_peak_rss_mb(_cli_cmd(tmp_path / "o.h5ad", big_inputs, *budget))
     assert status == 0, err
     # Any single input matrix is 100 MB; loading one whole would blow through this margin.
@@ -69,7 +69,7 @@ def test_killed_run_leaves_no_output_and_rerun_succeeds(tmp_path, big_inputs):
     out = tmp_path / "out.h5ad"
     # A small budget makes the run (mostly the CSC transpose) take a few seconds.
     cmd = _cli_cmd(out, inputs, "--join", "outer")
-    slow_cmd = cmd + ["--max-elems", "100000"]
+    slow_cmd = cmd + ["--chunk-entries", "50000"]
     proc = subprocess.Popen(slow_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     temp = tmp_path / f".out.h5ad.tmp-{proc.pid}"
     deadline = time.monotonic() + 60
@@ -91,7 +91,7 @@ def test_killed_run_leaves_no_output_and_rerun_succeeds(tmp_path, big_inputs):
 
 def test_sigterm_removes_temp_file(tmp_path, big_inputs):
     out = tmp_path / "out.h5ad"
-    cmd = _cli_cmd(out, {"csc": big_inputs["csc"]}, "--max-elems", "100000")
+    cmd = _cli_cmd(out, {"csc": big_inputs["csc"]}, "--chunk-entries", "50000")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     temp = tmp_path / f".out.h5ad.tmp-{proc.pid}"
     deadline = time.monotonic() + 60

@@ -7,8 +7,10 @@ there are no sequencing errors, so kb has nothing to guess.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
+import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -17,6 +19,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from kbagg.aggregate.concat import concat_on_disk
 from kbagg.simulate.spec import DEMO
@@ -130,6 +133,46 @@ def test_concat_engine_on_demo_matrices_equals_anndata_concat(demo_run, tmp_path
     assert got.n_vars == n_genes
 
 
+def test_fastq_checks_count_every_read_and_match_sha256sum(demo_run):
+    """The fastq_check records: reads as written by the simulator, checksums as sha256sum."""
+    for spec in DEMO.samples:
+        for lane in range(1, spec.lanes + 1):
+            record = json.loads(
+                (
+                    demo_run
+                    / "results"
+                    / "samples"
+                    / spec.name
+                    / "fastq_check"
+                    / f"lane{lane}.json"
+                ).read_text()
+            )
+            assert (record["sample"], record["lane"]) == (spec.name, lane)
+            for read in ("r1", "r2"):
+                path = demo_run / record[read]["path"]
+                n_lines = len(gzip.decompress(path.read_bytes()).splitlines())
+                assert record[read]["reads"] == n_lines // 4 == record["reads"]
+                sha = subprocess.run(
+                    ["sha256sum", str(path)], capture_output=True, text=True, check=True
+                ).stdout.split()[0]
+                assert record[read]["sha256"] == sha
+        run_info = json.loads(
+            (demo_run / "results" / "samples" / spec.name / "kb" / "run_info.json").read_text()
+        )
+        checked = sum(
+            json.loads(p.read_text())["reads"]
+            for p in (demo_run / "results" / "samples" / spec.name / "fastq_check").glob("*.json")
+        )
+        assert run_info["n_processed"] == checked
+
+
+def test_kb_ref_gets_the_rules_threads(demo_run):
+    threads = yaml.safe_load((demo_run / "config" / "config.yaml").read_text())["resources"][
+        "reference"
+    ]["threads"]
+    assert f"$ kb ref -t {threads} " in (demo_run / "logs" / "reference.log").read_text()
+
+
 def assert_same_matrix_and_obs(got: ad.AnnData, expected: ad.AnnData) -> None:
     assert list(got.obs_names) == list(expected.obs_names)
     assert got.X.dtype == expected.X.dtype
@@ -147,7 +190,9 @@ def test_aggregate_records_provenance_of_every_input(demo_run, kind):
         assert int(record["size"]) == path.stat().st_size
         assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
         assert record["kb"]["call"].startswith(str(Path(sys.executable).with_name("kb")))
-        assert f"results/samples/{sample}/kb.partial" in record["kb"]["call"]
+        assert f"results/samples/{sample}/kb.attempt-" in record["kb"]["call"]
+        lanes = json.loads(record["fastqs"])
+        assert [lane["lane"] for lane in lanes] == list(range(1, len(lanes) + 1))
     versions = uns["versions"]
     assert versions["kb_python"] == "0.30.2" and versions["kallisto"] == "0.52.0"
     assert versions["bustools"] == "0.45.1" and versions["anndata"] == metadata.version("anndata")

@@ -10,17 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kbagg.count.kb_count import (
-    CountJob,
-    gene_names_from_t2g,
-    kb_count_args,
-    run_count,
-    why_no_matrix,
-    with_gene_names,
-)
+from kbagg.cells.matrices import gene_names_from_t2g, with_gene_names
+from kbagg.count.kb_count import CountJob, kb_count_args, run_count, why_no_matrix
 from kbagg.errors import KbaggError
 from kbagg.kb.run import KbError, last_error, run_kb
-from kbagg.kb.technology import technology, write_onlist
+from kbagg.kb.technology import paired_technology, technology, write_onlist
 from kbagg.reference.build import reference_outputs
 
 
@@ -32,8 +26,6 @@ def job(tmp_path: Path, **changes) -> CountJob:
         "t2g": "ref/t2g.txt",
         "technology": "10xv3",
         "kb_dir": tmp_path / "kb",
-        "raw_h5ad": tmp_path / "raw.h5ad",
-        "filtered_h5ad": tmp_path / "filtered.h5ad",
         "onlist": "onlists/10xv3.txt",
         "threads": 3,
         "memory_mb": 4000,
@@ -64,7 +56,7 @@ def test_kb_count_threshold_nac_and_no_filter(tmp_path):
     assert args[args.index("-c1") + 1] == "c1.txt" and args[args.index("-c2") + 1] == "c2.txt"
     assert args[args.index("--filter-threshold") + 1] == "50"
     assert "-w" not in args
-    unfiltered = kb_count_args(job(tmp_path, filtered_h5ad=None), tmp_path, tmp_path / "tmp")
+    unfiltered = kb_count_args(job(tmp_path, filter=False), tmp_path, tmp_path / "tmp")
     assert "--filter" not in unfiltered
 
 
@@ -161,8 +153,10 @@ def test_real_kb_count_with_no_alignable_read_fails_and_leaves_no_outputs(tmp_pa
     )
     with pytest.raises(KbError, match="sample 'S1'.*pseudoaligned 0 of 2,000 reads"):
         run_count(count)
-    assert not (tmp_path / "raw.h5ad").exists() and not (tmp_path / "filtered.h5ad").exists()
     assert not (tmp_path / "kb").exists()
+    # The failed attempt's folder stays for a look at kb's files; the next attempt removes it.
+    (attempt,) = tmp_path.glob("kb.attempt-*")
+    assert (attempt / "run_info.json").exists()
 
 
 def test_last_error_prefers_the_exception_line():
@@ -178,6 +172,21 @@ def test_onlist_written_once_matches_kb_bundle(tmp_path):
     lines = out.read_text().splitlines()
     assert lines[0] == first.strip() and len(lines) == 737_280
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+@pytest.mark.parametrize(
+    ("name", "min_lengths", "has_onlist"),
+    [("10xv2", (26, 0), True), ("10xv3", (28, 0), True), ("dropseq", (20, 0), False)],
+)
+def test_technology_table_gives_read_lengths_and_onlist(name, min_lengths, has_onlist):
+    tech = paired_technology(name)
+    assert tech.min_lengths == min_lengths
+    assert (tech.onlist is not None) == has_onlist
+
+
+def test_technologies_with_three_files_per_lane_are_refused():
+    with pytest.raises(KbaggError, match="'10xv1' needs 3 FASTQ files per lane"):
+        paired_technology("10xv1")
 
 
 def test_technology_without_onlist_gets_an_empty_marker(tmp_path):

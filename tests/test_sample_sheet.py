@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import run_snakemake
 
-from kbagg.sheet import SampleSheetError, load_sample_sheet, write_metadata_table
+from kbagg.config import check_config, count_extra_args
+from kbagg.errors import KbaggError
+from kbagg.sheet import SampleSheetError, load_sample_sheet
 
 HEADER = "sample\tfastq_1\tfastq_2\ttechnology\tcondition\n"
 
@@ -101,18 +104,144 @@ def test_missing_column_is_named(tmp_path):
         load_sample_sheet(sheet, "10xv3", workdir=tmp_path)
 
 
-def test_same_fastq_twice_is_an_error(tmp_path):
+def test_same_fastq_in_two_samples_is_an_error(tmp_path):
     make_fastqs(tmp_path, "a.fq", "b.fq", "c.fq")
     sheet = write_sheet(tmp_path, "S1\ta.fq\tb.fq\t10xv2\tx\nS2\ta.fq\tc.fq\t10xv2\tx\n")
-    with pytest.raises(SampleSheetError, match="lines 2, 3.*fastq_1.*a.fq"):
+    with pytest.raises(
+        SampleSheetError,
+        match=r"file a.fq is used twice: line 2 \(sample 'S1', fastq_1\) and line 3 "
+        r"\(sample 'S2', fastq_1\)",
+    ):
         load_sample_sheet(sheet, "10xv3", workdir=tmp_path)
 
 
-def test_metadata_table_uses_the_label_column(tmp_path):
-    frame = write_metadata_table({"sample": ["A"], "donor": ["d1"]}, "batch", tmp_path / "m.tsv")
-    assert list(frame.columns) == ["batch", "donor"]
-    assert (tmp_path / "m.tsv").read_text() == "batch\tdonor\nA\td1\n"
-    assert not list(tmp_path.glob(".*tmp*"))
+def test_same_fastq_as_r1_and_r2_of_two_lanes_is_an_error(tmp_path):
+    make_fastqs(tmp_path, "a.fq", "b.fq", "c.fq")
+    sheet = write_sheet(tmp_path, "S1\ta.fq\tb.fq\t10xv2\tx\nS1\tc.fq\ta.fq\t10xv2\tx\n")
+    with pytest.raises(SampleSheetError, match=r"line 2 \(sample 'S1', fastq_1\) and line 3"):
+        load_sample_sheet(sheet, "10xv3", workdir=tmp_path)
+
+
+def test_fastq_1_equal_to_fastq_2_is_an_error(tmp_path):
+    make_fastqs(tmp_path, "a.fq")
+    sheet = write_sheet(tmp_path, "S1\ta.fq\ta.fq\t10xv2\tx\n")
+    with pytest.raises(
+        SampleSheetError, match=r"line 2, sample 'S1': fastq_1 and fastq_2 are the same file"
+    ):
+        load_sample_sheet(sheet, "10xv3", workdir=tmp_path)
+
+
+def test_the_same_file_under_another_name_is_found(tmp_path):
+    make_fastqs(tmp_path, "a.fq", "b.fq")
+    (tmp_path / "link.fq").symlink_to(tmp_path / "a.fq")
+    sheet = write_sheet(tmp_path, "S1\ta.fq\tlink.fq\t10xv2\tx\n")
+    with pytest.raises(SampleSheetError, match="fastq_1 and fastq_2 are the same file"):
+        load_sample_sheet(sheet, "10xv3", workdir=tmp_path)
+
+
+def test_empty_sheet_names_the_sheet(tmp_path):
+    sheet = tmp_path / "samples.tsv"
+    sheet.write_bytes(b"")
+    with pytest.raises(SampleSheetError, match=f"sample sheet {sheet}: the file is empty"):
+        load_sample_sheet(sheet, "10xv3", workdir=tmp_path)
+
+
+def test_header_only_sheet_names_the_sheet(tmp_path):
+    sheet = write_sheet(tmp_path, "")
+    with pytest.raises(SampleSheetError, match=f"sample sheet {sheet}: only a header line"):
+        load_sample_sheet(sheet, "10xv3", workdir=tmp_path)
+
+
+def test_comma_separated_sheet_says_tab_separated_expected(tmp_path):
+    make_fastqs(tmp_path, "a.fq", "b.fq")
+    sheet = tmp_path / "samples.csv"
+    sheet.write_text("sample,fastq_1,fastq_2\nS1,a.fq,b.fq\n")
+    with pytest.raises(SampleSheetError, match="tab-separated expected.*separated by ','"):
+        load_sample_sheet(sheet, "10xv3", workdir=tmp_path)
+
+
+def test_byte_order_mark_and_windows_line_ends_are_read(tmp_path):
+    make_fastqs(tmp_path, "a.fq", "b.fq")
+    sheet = tmp_path / "samples.tsv"
+    sheet.write_bytes("\ufeffsample\tfastq_1\tfastq_2\r\nS1\ta.fq\tb.fq\r\n".encode())
+    assert load_sample_sheet(sheet, "10xv3", workdir=tmp_path).fastqs("S1") == ["a.fq", "b.fq"]
+
+
+def test_duplicate_column_names_are_an_error(tmp_path):
+    sheet = write_sheet(
+        tmp_path, "S1\ta.fq\tb.fq\tx\ty\n", header="sample\tfastq_1\tfastq_2\tdonor\tdonor\n"
+    )
+    with pytest.raises(SampleSheetError, match="column\\(s\\) donor appear more than once"):
+        load_sample_sheet(sheet, "10xv3", workdir=tmp_path)
+
+
+def test_metadata_column_named_like_the_label_is_an_error(tmp_path):
+    make_fastqs(tmp_path, "a.fq", "b.fq")
+    sheet = write_sheet(
+        tmp_path, "S1\ta.fq\tb.fq\tb1\n", header="sample\tfastq_1\tfastq_2\tbatch\n"
+    )
+    loaded = load_sample_sheet(sheet, "10xv3", workdir=tmp_path)
+    loaded.check_obs_columns("sample")
+    with pytest.raises(SampleSheetError, match="metadata column 'batch'.*aggregate.label"):
+        loaded.check_obs_columns("batch")
+
+
+def test_a_folder_given_as_fastq_is_an_error(tmp_path):
+    make_fastqs(tmp_path, "a.fq")
+    (tmp_path / "dir.fq").mkdir()
+    sheet = write_sheet(tmp_path, "S1\ta.fq\tdir.fq\t10xv2\tx\n")
+    with pytest.raises(SampleSheetError, match="column fastq_2: not a file: dir.fq"):
+        load_sample_sheet(sheet, "10xv3", workdir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("reference", "message"),
+    [
+        ({"index": "x.idx"}, "reference.index is set but reference.t2g is missing"),
+        ({"t2g": "t2g.txt"}, "reference.t2g is set but reference.index is missing"),
+        ({"fasta": "g.fa"}, "reference.fasta is set but reference.gtf is missing"),
+        ({"gtf": "g.gtf"}, "reference.gtf is set but reference.fasta is missing"),
+        (
+            {"fasta": "g.fa", "gtf": "g.gtf", "download": "mouse"},
+            "more than one reference source",
+        ),
+        ({}, "give reference.fasta + reference.gtf"),
+    ],
+)
+def test_reference_keys_are_named(reference, message):
+    with pytest.raises(KbaggError, match=re.escape(message)):
+        check_config({"reference": reference})
+
+
+def test_prebuilt_nac_index_needs_c1_and_c2():
+    config = {"workflow": "nac", "reference": {"index": "i", "t2g": "t", "c1": "c1"}}
+    with pytest.raises(KbaggError, match="reference.c2: required with workflow 'nac'"):
+        check_config(config)
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("--strand forward", ["--strand", "forward"]),
+        ("--strand 'forward'", ["--strand", "forward"]),
+        ("", []),
+    ],
+)
+def test_count_extra_is_split_without_a_shell(extra, expected):
+    assert count_extra_args(extra) == expected
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("--strand 'forward", "No closing quotation"),
+        ("-t 8", "-t is set by kbagg from resources.kb_count.threads"),
+        ("--filter=bustools", "--filter is set by kbagg from filter.enabled"),
+    ],
+)
+def test_count_extra_errors_name_the_key(extra, message):
+    with pytest.raises(KbaggError, match=message):
+        count_extra_args(extra)
 
 
 # --- through Snakemake: what a user sees --------------------------------------------------
@@ -177,7 +306,24 @@ def test_snakemake_reports_ambiguous_reference(tmp_path):
         reference={"fasta": "genome.fa", "gtf": "genes.gtf", "index": "x.idx"},
     )
     assert proc.returncode != 0
-    assert "reference" in output(proc)
+    assert "reference.index is set but reference.t2g is missing" in output(proc)
+
+
+def test_snakemake_reports_index_without_t2g(tmp_path):
+    proc = dry_run_with(tmp_path, "S1\ta.fq\tb.fq\t10xv2\tx\n", reference={"index": "x.idx"})
+    assert proc.returncode != 0
+    assert "config reference.index is set but reference.t2g is missing" in output(proc)
+
+
+def test_snakemake_reports_an_empty_sheet(tmp_path):
+    make_fastqs(tmp_path, "genome.fa", "genes.gtf")
+    (tmp_path / "samples.tsv").write_bytes(b"")
+    config = {"samples": "samples.tsv", "reference": {"fasta": "genome.fa", "gtf": "genes.gtf"}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = run_snakemake(tmp_path, "--configfile", str(tmp_path / "config.yaml"), "-n", check=False)
+    assert proc.returncode != 0
+    assert "sample sheet samples.tsv: the file is empty" in output(proc)
+    assert "EmptyDataError" not in output(proc)
 
 
 def test_valid_sheet_dry_run_plans_one_kb_count_per_sample(tmp_path):

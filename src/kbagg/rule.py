@@ -8,6 +8,8 @@ shell. `run_rule` gives every rule script the same behaviour:
   goes to the rule's log file;
 - an expected failure (`KbaggError`) ends the job with one `error: ...` line, in the log
   and on the terminal, and exit status 1;
+- a signal (SIGTERM, SIGINT, SIGHUP) deletes the job's outputs and temp files and ends it
+  with status 128 + signal;
 - any other exception is a bug: its traceback goes to the log and to the terminal;
 - `to_terminal(line)` shows a line (a QC warning) on the terminal as well as in the log.
 """
@@ -20,6 +22,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from kbagg.atomic import remove_outputs_on_signal
+from kbagg.cli import exit_now, one_line
 from kbagg.errors import KbaggError
 
 _terminal: TextIO | None = None
@@ -32,13 +36,10 @@ def to_terminal(line: str) -> None:
         print(line, file=_terminal, flush=True)
 
 
-def one_line(error: BaseException) -> str:
-    return "error: " + " ".join(str(error).split("\n"))
-
-
 def run_rule(smk: Any, main: Callable[[Any], object]) -> None:
     """Run `main(snakemake)` with its output in the rule's log (`log[0]`, if any)."""
     global _terminal
+    remove_outputs_on_signal()
     sys.stdout.flush()
     sys.stderr.flush()
     _terminal = os.fdopen(os.dup(2), "w", buffering=1)
@@ -53,12 +54,10 @@ def run_rule(smk: Any, main: Callable[[Any], object]) -> None:
         main(smk)
     except KbaggError as error:
         to_terminal(one_line(error))
-        sys.exit(1)
+        exit_now(1)
     except Exception:
         traceback.print_exc()
         if _terminal is not None:
             traceback.print_exc(file=_terminal)
-        sys.exit(1)
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        exit_now(1)
+    exit_now(0)

@@ -7,6 +7,7 @@ Relative FASTQ paths resolve against the sheet's folder.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -39,13 +40,28 @@ class SampleSheet:
     def metadata_columns(self) -> list[str]:
         return [c for c in self.samples.columns if c != "technology"]
 
+    def lane_pairs(self, sample: str) -> list[tuple[str, str]]:
+        """(fastq_1, fastq_2) of lane 1, lane 2, ... of `sample`, in sheet order."""
+        rows = self.lanes[self.lanes["sample"] == sample]
+        return list(zip(rows["fastq_1"], rows["fastq_2"], strict=True))
+
     def fastqs(self, sample: str) -> list[str]:
         """R1, R2 of lane 1, then lane 2, ...: the order `kb count` expects."""
-        rows = self.lanes[self.lanes["sample"] == sample]
-        return [p for _, row in rows.iterrows() for p in (row["fastq_1"], row["fastq_2"])]
+        return [path for pair in self.lane_pairs(sample) for path in pair]
 
     def technology(self, sample: str) -> str:
         return self.samples.loc[sample, "technology"]
+
+    def check_obs_columns(self, label: str, reserved: Iterable[str] = ()) -> None:
+        """Metadata columns become obs columns: none may take the name of the label column
+        (config aggregate.label) or of a column kbagg writes itself."""
+        taken = {label: "config aggregate.label", **dict.fromkeys(reserved, "kbagg")}
+        for column in self.metadata_columns:
+            if column in taken:
+                raise SampleSheetError(
+                    f"sample sheet {self.path}: metadata column '{column}' would replace the obs "
+                    f"column of that name set by {taken[column]}; rename the column"
+                )
 
     def metadata(self) -> pd.DataFrame:
         """One row per sample with a `sample` column and the metadata columns."""
@@ -55,10 +71,40 @@ class SampleSheet:
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read a TSV as strings (so `01` stays `01`), with empty cells as missing."""
     path = Path(path)
+    where = f"sample sheet {path}"
+    if not path.exists():
+        raise SampleSheetError(f"{where}: file not found")
     if not path.is_file():
-        raise SampleSheetError(f"sample sheet {path}: file not found")
-    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment=None)
-    table.columns = [c.strip() for c in table.columns]
+        raise SampleSheetError(f"{where}: not a file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not a column name
+    except UnicodeDecodeError as error:
+        raise SampleSheetError(
+            f"{where}: not UTF-8 text ({error.reason} at byte {error.start})"
+        ) from error
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise SampleSheetError(
+            f"{where}: the file is empty; it needs a header line (sample, fastq_1, fastq_2, ...) "
+            "and one row per lane"
+        )
+    header = lines[0]
+    if "\t" not in header and ("," in header or ";" in header):
+        separator = "," if "," in header else ";"
+        raise SampleSheetError(
+            f"{where}: tab-separated expected, but the header line is separated by "
+            f"'{separator}' ({header.strip()[:60]}); save the sheet as TSV"
+        )
+    columns = [c.strip() for c in header.split("\t")]
+    duplicated = sorted({c for c in columns if columns.count(c) > 1})
+    if duplicated:
+        raise SampleSheetError(f"{where}: column(s) {', '.join(duplicated)} appear more than once")
+    if "" in columns:
+        raise SampleSheetError(
+            f"{where}: column {columns.index('') + 1} of the header is empty; name every column"
+        )
+    table = pd.read_csv(io.StringIO(text), sep="\t", dtype=str, keep_default_na=False, comment=None)
+    table.columns = columns
     return table.apply(lambda col: col.str.strip()).replace("", pd.NA)
 
 
@@ -87,7 +133,10 @@ def load_sample_sheet(
             f"found columns: {', '.join(table.columns)}"
         )
     if table.empty:
-        raise SampleSheetError(f"{where}: no rows (one row per sample lane is needed)")
+        raise SampleSheetError(
+            f"{where}: only a header line, no rows; add one row per lane (sample, fastq_1, "
+            "fastq_2, ...)"
+        )
     if validate_rows is not None:
         validate_rows(table)
 
@@ -99,45 +148,70 @@ def load_sample_sheet(
     workdir = Path(workdir or os.getcwd()).resolve()
     produced = {Path(p).resolve() for p in will_exist}
     for column in ("fastq_1", "fastq_2"):
-        table[column] = [
-            _resolve_fastq(row, column, path, workdir, produced) for _, row in table.iterrows()
-        ]
+        resolved = [_resolve_fastq(row, column, path, produced) for _, row in table.iterrows()]
+        table[f"{column}_resolved"] = resolved
+        table[column] = [_relative_if_inside(p, workdir) for p in resolved]
     _check_duplicate_lanes(table, where)
     samples = _per_sample_table(table, where)
     lanes = table[["sample", "fastq_1", "fastq_2", "technology", "line"]].reset_index(drop=True)
     return SampleSheet(path=path, lanes=lanes, samples=samples)
 
 
-def _resolve_fastq(
-    row: pd.Series, column: str, sheet: Path, workdir: Path, produced: set[Path]
-) -> str:
+def _relative_if_inside(path: Path, workdir: Path) -> str:
+    try:
+        return str(path.relative_to(workdir))
+    except ValueError:
+        return str(path)
+
+
+def _resolve_fastq(row: pd.Series, column: str, sheet: Path, produced: set[Path]) -> Path:
     value = row[column]
     context = f"sample sheet {sheet}, line {row['line']}, sample '{row['sample']}', column {column}"
     if pd.isna(value):
         raise SampleSheetError(f"{context}: empty")
     resolved = Path(os.path.normpath(sheet.resolve().parent / Path(value).expanduser()))
+    if resolved.exists() and not resolved.is_file():
+        raise SampleSheetError(f"{context}: not a file: {value} (resolved to {resolved})")
     if not resolved.is_file() and resolved not in produced:
         raise SampleSheetError(f"{context}: file not found: {value} (resolved to {resolved})")
+    return resolved
+
+
+def _file_identity(path: Path) -> tuple:
+    """The same file under two names (symlink, hard link, ../) has one identity."""
     try:
-        return str(resolved.relative_to(workdir))
-    except ValueError:
-        return str(resolved)
+        stat = path.stat()
+    except OSError:  # a file a rule will write: its resolved path is its identity
+        return ("path", str(path.resolve()))
+    return ("inode", stat.st_dev, stat.st_ino)
 
 
 def _check_duplicate_lanes(table: pd.DataFrame, where: str) -> None:
-    for column in ("fastq_1", "fastq_2"):
-        dup = table[table.duplicated(column, keep=False)]
-        if not dup.empty:
-            lines = ", ".join(map(str, dup["line"]))
+    """Every FASTQ is used once: not as both reads of a lane, not in two lanes or samples."""
+    seen: dict[tuple, tuple[int, str, str]] = {}
+    for _, row in table.iterrows():
+        if _file_identity(row["fastq_1_resolved"]) == _file_identity(row["fastq_2_resolved"]):
             raise SampleSheetError(
-                f"{where}, lines {lines}: the same {column} file {dup[column].iloc[0]} is listed "
-                "more than once"
+                f"{where}, line {row['line']}, sample '{row['sample']}': fastq_1 and fastq_2 are "
+                f"the same file ({row['fastq_1']}); give the barcode read (R1) and the cDNA read "
+                "(R2) of the lane"
             )
+        for column in ("fastq_1", "fastq_2"):
+            key = _file_identity(row[f"{column}_resolved"])
+            if key in seen:
+                line, sample, other_column = seen[key]
+                raise SampleSheetError(
+                    f"{where}: the file {row[column]} is used twice: line {line} (sample "
+                    f"'{sample}', {other_column}) and line {row['line']} (sample "
+                    f"'{row['sample']}', {column}); each FASTQ belongs to one lane"
+                )
+            seen[key] = (row["line"], row["sample"], column)
 
 
 def _per_sample_table(table: pd.DataFrame, where: str) -> pd.DataFrame:
     """Collapse lanes to samples; technology and metadata must agree across a sample's lanes."""
-    per_sample_columns = [c for c in table.columns if c not in ("fastq_1", "fastq_2", "line")]
+    per_lane = ("fastq_1", "fastq_2", "fastq_1_resolved", "fastq_2_resolved", "line")
+    per_sample_columns = [c for c in table.columns if c not in per_lane]
     per_sample_columns.remove("sample")
     rows = {}
     for sample, lanes in table.groupby("sample", sort=False):

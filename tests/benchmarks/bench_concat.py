@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 from concat_helpers import child_peak_rss_mb, write_sparse_h5ad  # noqa: E402
 
-CLI = REPO / "scripts" / "concat_on_disk.py"
+CLI = [sys.executable, "-m", "kbagg.aggregate.cli"]  # kbagg-concat
 
 ANNDATA_ON_DISK = """
 import sys, anndata as ad
@@ -95,7 +95,7 @@ def run_child(cmd: list[str], stdout=subprocess.DEVNULL) -> tuple[float, float]:
     return wall, rss_mb
 
 
-def measure(method: str, paths: dict[str, Path], join: str, out: Path, max_elems) -> tuple:
+def measure(method: str, paths: dict[str, Path], join: str, out: Path, chunk_entries) -> tuple:
     pairs = [f"{k}={v}" for k, v in paths.items()]
     # Flush the previous method's output first, so its writeback does not slow this one.
     os.sync()
@@ -104,8 +104,8 @@ def measure(method: str, paths: dict[str, Path], join: str, out: Path, max_elems
         with open(out, "wb") as fh:
             result = run_child([shutil.which("cat"), *map(str, paths.values())], stdout=fh)
     elif method == "kbagg":
-        extra = ["--max-elems", str(max_elems)] if max_elems else []
-        cmd = [sys.executable, str(CLI), "-o", str(out), "--quiet", "--join", join, *extra]
+        extra = ["--chunk-entries", str(chunk_entries)] if chunk_entries else []
+        cmd = [*CLI, "-o", str(out), "--quiet", "--join", join, *extra]
         result = run_child(cmd + pairs)
     elif method == "h5py-copy":
         result = run_child([sys.executable, "-c", H5PY_COPY, str(out), *map(str, paths.values())])
@@ -125,7 +125,9 @@ def main(argv=None) -> None:
     p.add_argument("--nnz-per-cell", type=int, default=500)
     p.add_argument("--join", choices=("inner", "outer", "both"), default="both")
     p.add_argument("--workdir", type=Path, default=None, help="default: a temp dir")
-    p.add_argument("--max-elems", type=int, default=None, help="engine budget (default: its own)")
+    p.add_argument(
+        "--chunk-entries", type=int, default=None, help="engine budget (default: its own)"
+    )
     p.add_argument(
         "--methods",
         default="cat,h5py-copy,kbagg,anndata.concat_on_disk,anndata.concat",
@@ -170,7 +172,8 @@ def main(argv=None) -> None:
         methods = args.methods.split(",")
         for join in ("inner", "outer") if args.join == "both" else (args.join,):
             rows = {
-                m: measure(m, paths, join, workdir / "out.h5ad", args.max_elems) for m in methods
+                m: measure(m, paths, join, workdir / "out.h5ad", args.chunk_entries)
+                for m in methods
             }
             for m, (wall, rss, size) in rows.items():
                 ratios = [

@@ -9,9 +9,9 @@
 Uses the real 10x v3 PBMC libraries and the human MT reference from ../shared/testdata
 (the reference is built with `kb ref` in the work folder first, not timed in the table).
 Sample i is PBMC library i mod 2. For each sample, `kb count` runs with the workflow's own
-arguments (see kbagg.count.kb_count_args), once without `-w` and once with `-w <prepared
-on-list>`; the one-off preparation is `scripts/prepare_onlist.py 10xv3`, as the workflow's
-`onlist` rule runs it. Each call is a fresh child process, timed by wall clock; disk is what
+arguments (see kbagg.count.kb_count.kb_count_args), once without `-w` and once with `-w <prepared
+on-list>`; the one-off preparation is `kbagg.kb.technology.write_onlist('10xv3', ...)`, as the
+workflow's `onlist` rule runs it. Each call is a fresh child process, timed by wall clock; disk is what
 each sample's kb folder holds afterwards (allocated blocks, like `du`). With --repeats R each
 call runs R times and its median wall time counts. The copy step itself is also read from
 kb's log (time from "Copying pre-packaged" to the next step), which is free of the run-to-run
@@ -75,7 +75,7 @@ def disk_mb(folder: Path) -> float:
 def count_command(
     ref: Path, outdir: Path, fastqs, threads: int, memory: str, onlist: Path | None
 ) -> list[str]:
-    """`kb count` as the workflow's kb_count rule calls it (kbagg.count.kb_count_args)."""
+    """`kb count` as the workflow's kb_count rule calls it (kbagg.count.kb_count.kb_count_args)."""
     command = [KB, "count", "-i", str(ref / "index.idx"), "-g", str(ref / "t2g.txt")]
     command += ["-x", "10xv3", "-o", str(outdir), "--tmp", str(outdir / "tmp")]
     command += ["-t", str(threads), "-m", memory, "--h5ad", "--overwrite"]
@@ -146,7 +146,13 @@ def main() -> None:
         onlist = workdir / "onlists" / "10xv3.txt"
         onlist.unlink(missing_ok=True)
         prep_s = run(
-            [sys.executable, str(REPO / "scripts" / "prepare_onlist.py"), "10xv3", str(onlist)],
+            [
+                sys.executable,
+                "-c",
+                "import sys; from kbagg.kb.technology import write_onlist; "
+                "write_onlist('10xv3', sys.argv[1])",
+                str(onlist),
+            ],
             workdir / "onlist.log",
         )
         onlist_mb = onlist.stat().st_size / 1e6

@@ -6,6 +6,7 @@ rule aggregate:
     input:
         matrices=expand(sample_matrix("{{kind}}"), sample=SAMPLES),
         kb_info=expand("results/samples/{sample}/kb/kb_info.json", sample=SAMPLES),
+        checks=[path for sample in SAMPLES for path in lane_checks(sample)],
     output:
         "results/aggregate/{kind}.h5ad",
     log:
@@ -18,7 +19,7 @@ rule aggregate:
     resources:
         mem_mb=mem_mb("aggregate"),
         runtime=rule_resources("aggregate")["runtime"],
-        max_elems=max_elems,
+        chunk_entries=chunk_entries,
     params:
         samples=SAMPLES,
         join=AGG["join"],

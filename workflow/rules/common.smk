@@ -53,6 +53,7 @@ try:
         will_exist=[p for paths in demo_outputs(DEMO_DIR).values() for p in paths],
         validate_rows=_validate_sheet_rows,
     )
+    SHEET.check_obs_columns(config["aggregate"]["label"])
     for _sample in SHEET.names:
         paired_technology(SHEET.technology(_sample))
     COUNT_EXTRA_ARGS = count_extra_args(config["count"]["extra"])
@@ -65,6 +66,7 @@ FILTER = config["filter"]["enabled"]
 wildcard_constraints:
     sample="|".join(re.escape(s) for s in SAMPLES),
     kind="raw|filtered",
+    lane=r"\d+",
 
 
 def rule_resources(name):
@@ -113,6 +115,39 @@ def count_inputs(wildcards):
     return inputs
 
 
+def lane_fastqs(wildcards):
+    """(fastq_1, fastq_2) of lane `wildcards.lane` (1-based, in sheet order)."""
+    pairs = SHEET.lane_pairs(wildcards.sample)
+    return pairs[int(wildcards.lane) - 1]
+
+
+def lane_checks(sample):
+    """The FASTQ check record of every lane of `sample`."""
+    n_lanes = len(SHEET.lane_pairs(sample))
+    return [
+        f"results/samples/{sample}/fastq_check/lane{lane}.json"
+        for lane in range(1, n_lanes + 1)
+    ]
+
+
+def kb_matrix(kind):
+    """kb's own h5ad of `kind` (raw: counts_unfiltered, filtered: counts_filtered)."""
+    folder = "counts_unfiltered" if kind == "raw" else "counts_filtered"
+    return f"results/samples/{{sample}}/kb/{folder}/adata.h5ad"
+
+
+def cells_inputs(wildcards):
+    inputs = {
+        "raw": kb_matrix("raw").format(sample=wildcards.sample),
+        "run_info": f"results/samples/{wildcards.sample}/kb/run_info.json",
+        "checks": lane_checks(wildcards.sample),
+        "t2g": REFERENCE["t2g"],
+    }
+    if FILTER:
+        inputs["filtered"] = kb_matrix("filtered").format(sample=wildcards.sample)
+    return inputs
+
+
 def sample_matrix(kind):
     return f"results/samples/{{sample}}/{kind}.h5ad"
 
@@ -132,14 +167,15 @@ def qc_outputs():
 
 
 # --- aggregate -------------------------------------------------------------------------
-def max_elems(wildcards, attempt):
-    """Matrix elements the aggregate holds at once: the config's value, else a quarter of
-    the job's memory at 16 bytes per element. A resource, not a param: memory (which grows
-    with the attempt) must not make Snakemake rerun the aggregate."""
-    if config["aggregate"]["max_elems"]:
-        return config["aggregate"]["max_elems"]
+def chunk_entries(wildcards, attempt):
+    """Matrix entries (non-zeros) the aggregate holds at once: the config's value, else a
+    quarter of the job's memory at 32 bytes per entry (the engine's worst path). A resource,
+    not a param: memory (which grows with the attempt) must not make Snakemake rerun it.
+    """
+    if config["aggregate"]["chunk_entries"]:
+        return config["aggregate"]["chunk_entries"]
     memory_mb = mem_mb("aggregate")(wildcards, attempt)
-    return max(1_000_000, memory_mb * 2**20 // 4 // 16)
+    return max(500_000, memory_mb * 2**20 // 4 // 32)
 
 
 def _sorted(value):

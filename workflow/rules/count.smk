@@ -1,12 +1,38 @@
-# kb count once per sample with all of its lanes; raw and (optionally) filtered matrices.
+# Per lane: the FASTQ check, beside kb count (not before it). Per sample: kb count with all of
+# its lanes, into kb's own folder.
+
+
+rule fastq_check:
+    input:
+        r1=lambda wc: lane_fastqs(wc)[0],
+        r2=lambda wc: lane_fastqs(wc)[1],
+    output:
+        "results/samples/{sample}/fastq_check/lane{lane}.json",
+    log:
+        "logs/fastq_check/{sample}/lane{lane}.log",
+    benchmark:
+        "benchmarks/fastq_check/{sample}/lane{lane}.tsv"
+    conda:
+        "../../envs/python.yaml"
+    threads: rule_resources("fastq_check")["threads"]
+    resources:
+        mem_mb=mem_mb("fastq_check"),
+        runtime=rule_resources("fastq_check")["runtime"],
+    params:
+        min_lengths=lambda wc: paired_technology(
+            SHEET.technology(wc.sample)
+        ).min_lengths,
+        technology=lambda wc: SHEET.technology(wc.sample),
+    script:
+        "../../scripts/fastq_check.py"
 
 
 rule kb_count:
     input:
         unpack(count_inputs),
     output:
-        **({"filtered": sample_matrix("filtered")} if FILTER else {}),
-        raw=sample_matrix("raw"),
+        **({"filtered": kb_matrix("filtered")} if FILTER else {}),
+        raw=kb_matrix("raw"),
         run_info="results/samples/{sample}/kb/run_info.json",
         inspect="results/samples/{sample}/kb/inspect.json",
         kb_info="results/samples/{sample}/kb/kb_info.json",
@@ -23,6 +49,7 @@ rule kb_count:
     params:
         technology=lambda wc: SHEET.technology(wc.sample),
         workflow=config["workflow"],
+        filter=FILTER,
         filter_threshold=config["filter"]["threshold"],
         extra_args=COUNT_EXTRA_ARGS,
     script:

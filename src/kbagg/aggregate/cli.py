@@ -1,7 +1,7 @@
 """`kbagg-concat`: concatenate h5ad files into one, streaming matrices with bounded memory.
 
     kbagg-concat -o OUT.h5ad [--join inner|outer] [--label sample]
-        [--index-unique SEP] [--obs-metadata TABLE.tsv] [--max-elems N] [--quiet]
+        [--index-unique SEP] [--obs-metadata TABLE.tsv] [--chunk-entries N] [--quiet]
         NAME=PATH.h5ad [NAME=PATH.h5ad ...]
 
 A bare PATH uses the file's stem as the sample name. Exit code 0 only when OUT is complete.
@@ -14,7 +14,7 @@ import json
 import signal
 from pathlib import Path
 
-from kbagg.aggregate.concat import DEFAULT_MAX_ELEMS, ConcatError, concat_on_disk
+from kbagg.aggregate.concat import DEFAULT_CHUNK_ENTRIES, ConcatError, concat_on_disk
 from kbagg.cli import run_cli
 
 
@@ -62,11 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="TSV with a sample (or --label) column; other columns become categorical obs",
     )
     p.add_argument(
-        "--max-elems",
+        "--chunk-entries",
         type=int,
-        default=DEFAULT_MAX_ELEMS,
+        default=DEFAULT_CHUNK_ENTRIES,
         metavar="N",
-        help=f"matrix elements (values + indices) in memory at once (default {DEFAULT_MAX_ELEMS})",
+        help=f"stored entries (non-zeros) per chunk in memory (default {DEFAULT_CHUNK_ENTRIES})",
     )
     p.add_argument(
         "--uns",
@@ -103,7 +103,7 @@ def _concat(args: argparse.Namespace) -> None:
         label=args.label,
         index_unique=args.index_unique or None,
         obs_metadata=args.obs_metadata,
-        max_elems=args.max_elems,
+        chunk_entries=args.chunk_entries,
         progress=not args.quiet,
         uns=dict(args.uns),
     )

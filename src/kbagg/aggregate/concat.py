@@ -3,7 +3,7 @@
 The result equals ``anndata.concat({name: read_h5ad(path)}, join=..., label=...,
 index_unique=..., merge="same")`` value for value (see docs_fragments/concat.md for the few
 documented deviations), but matrices are streamed in row chunks, so memory stays bounded by
-``max_elems`` plus the obs/var tables however large or numerous the inputs are.
+``chunk_entries`` plus the obs/var tables however large or numerous the inputs are.
 """
 
 from __future__ import annotations
@@ -31,16 +31,24 @@ from kbagg.aggregate.annot import (
     read_obs_metadata,
 )
 from kbagg.aggregate.inputs import InputError, InputScan, open_input, scan_input
-from kbagg.aggregate.matrix import ColumnMap, CsrWriter, iter_csc, iter_csr, iter_dense
+from kbagg.aggregate.matrix import (
+    ColumnMap,
+    CsrWriter,
+    DiskSpace,
+    describe_os_error,
+    iter_csc,
+    iter_csr,
+    iter_dense,
+)
 from kbagg.atomic import atomic_output
 from kbagg.errors import KbaggError
 
-__all__ = ["DEFAULT_MAX_ELEMS", "ConcatError", "concat_on_disk"]
+__all__ = ["DEFAULT_CHUNK_ENTRIES", "ConcatError", "concat_on_disk"]
 
-# Matrix elements (values + column indices) per chunk: 2**22 is 2M stored entries, 16 MB of
-# raw float32/int32 chunk data (~64 MB peak working set in the worst path); larger chunks
-# are no faster, as the benchmark shows.
-DEFAULT_MAX_ELEMS = 1 << 22
+# Stored entries (non-zeros) per chunk: 2**21 entries are 16 MB of float32 values + int32
+# column indices (~64 MB peak working set in the worst path); larger chunks are no faster,
+# as the benchmark shows.
+DEFAULT_CHUNK_ENTRIES = 1 << 21
 
 
 class ConcatError(KbaggError):
@@ -63,7 +71,7 @@ def concat_on_disk(
     label: str | None = "sample",
     index_unique: str | None = "-",
     obs_metadata: str | Path | pd.DataFrame | None = None,
-    max_elems: int = DEFAULT_MAX_ELEMS,
+    chunk_entries: int = DEFAULT_CHUNK_ENTRIES,
     progress: bool = True,
     uns: Mapping | None = None,
 ) -> Path:
@@ -79,12 +87,13 @@ def concat_on_disk(
         raise ValueError(f"join must be 'inner' or 'outer', got {join!r}")
     if not inputs:
         raise ConcatError("no input files given")
-    if max_elems < 2:
-        raise ValueError("max_elems must be at least 2")
+    if chunk_entries < 1:
+        raise ValueError("chunk_entries must be at least 1")
     items = [(str(name), Path(path)) for name, path in inputs.items()]
     if dupes := _duplicates(name for name, _ in items):
         raise ConcatError("duplicate sample names: " + ", ".join(dupes))
     output = Path(output)
+    _refuse_output_among_inputs(output, items)
     try:
         meta = read_obs_metadata(obs_metadata, label) if obs_metadata is not None else None
     except (OSError, ValueError) as e:
@@ -93,12 +102,42 @@ def concat_on_disk(
         try:
             plan = _plan(items, join, label, index_unique or None, meta)
             plan.annotations.uns = dict(uns or {})
+            space = DiskSpace(tmp)
+            space.claim(_annotation_bytes(plan.annotations))
             _write_annotations(tmp, plan.annotations)
             del plan.annotations  # obs/var are on disk; keep only what the matrices need
-            _write_matrices(tmp, plan, max(1, max_elems // 2), progress)
+            _write_matrices(tmp, plan, chunk_entries, progress, space)
         except InputError as e:
             raise ConcatError(str(e)) from e
+        except OSError as e:  # the output side: disk full, quota, I/O error
+            raise ConcatError(f"{output}: cannot write the output: {describe_os_error(e)}") from e
     return output
+
+
+def _annotation_bytes(annotations: ad.AnnData) -> int:
+    """An upper bound of what obs, var and obsm take on disk (their size in memory, twice)."""
+    frames = (
+        annotations.obs.memory_usage(deep=True).sum()
+        + annotations.var.memory_usage(deep=True).sum()
+    )
+    arrays = sum(getattr(v, "nbytes", 0) for v in annotations.obsm.values())
+    return 2 * int(frames + arrays)
+
+
+def _refuse_output_among_inputs(output: Path, items: list[tuple[str, Path]]) -> None:
+    """The output must not be an input (same path, or the same file under another name):
+    renaming the result over it would destroy the input."""
+    out_stat = output.stat() if output.exists() else None
+    for name, path in items:
+        same = output.resolve() == path.resolve()
+        if not same and out_stat is not None and path.exists():
+            in_stat = path.stat()
+            same = (in_stat.st_dev, in_stat.st_ino) == (out_stat.st_dev, out_stat.st_ino)
+        if same:
+            raise ConcatError(
+                f"{output}: the output is also input '{name}' ({path}); writing it would "
+                "replace that input; choose another output path"
+            )
 
 
 def _plan(items, join, label, index_unique, meta) -> _Plan:
@@ -178,7 +217,7 @@ def _categorize_strings_with_missing(df: pd.DataFrame) -> None:
             df[col] = pd.Categorical(values, categories=natsorted(present.unique()))
 
 
-def _write_matrices(tmp: Path, plan: _Plan, budget: int, progress: bool) -> None:
+def _write_matrices(tmp: Path, plan: _Plan, budget: int, progress: bool, space: DiskSpace) -> None:
     scans, n_out = plan.scans, len(plan.axis.merged)
     n_rows = sum(s.n_obs for s in scans)
     shared: dict[int, ColumnMap] = {}  # inputs with the same gene list share one lookup
@@ -189,7 +228,9 @@ def _write_matrices(tmp: Path, plan: _Plan, budget: int, progress: bool) -> None
         maps.append(shared[id(lut)])
     with h5py.File(tmp, "r+") as out:
         writers = {
-            key: _writer(out, key, [s.matrices.get(key) for s in scans], maps, (n_rows, n_out))
+            key: _writer(
+                out, key, [s.matrices.get(key) for s in scans], maps, (n_rows, n_out), space
+            )
             for key in plan.keys
         }
         with _progress_bar(progress, n_rows * len(writers)) as bar:
@@ -212,12 +253,12 @@ def _progress_bar(progress: bool, total: int):
     return tqdm(total=total, unit="row", unit_scale=True, desc="concat", file=sys.stderr)
 
 
-def _writer(out: h5py.File, key: str, sources, maps, shape) -> CsrWriter:
+def _writer(out: h5py.File, key: str, sources, maps, shape, space: DiskSpace) -> CsrWriter:
     present = [(s, m) for s, m in zip(sources, maps, strict=True) if s is not None]
     dtype = np.result_type(*[s.dtype for s, _ in present])
     nnz = sum(s.nnz for s, _ in present)
     parent, name = (out, "X") if key == "X" else (out["layers"], key.removeprefix("layers/"))
-    return CsrWriter(parent, name, shape, dtype, nnz)
+    return CsrWriter(parent, name, shape, dtype, nnz, space)
 
 
 def _stream_input(scan: InputScan, cmap: ColumnMap, writers, budget, tmp: Path, bar) -> None:

@@ -8,6 +8,8 @@ stored entries (a single row larger than the budget is still read whole).
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -311,6 +313,42 @@ class _ScratchRegions:
         return out
 
 
+def describe_os_error(error: OSError) -> str:
+    """One line for an OSError; HDF5's own messages run over several lines."""
+    text = error.strerror or ""
+    if error.errno and (not text or "\n" in text or "Driver" in text):
+        return f"{os.strerror(error.errno)} (errno {error.errno})"
+    return text or (str(error).splitlines() or [type(error).__name__])[0]
+
+
+class DiskSpace:
+    """Refuses a write that would leave less than ``reserve_bytes`` free beside ``path``.
+
+    HDF5 cannot recover from a failed write: the file can no longer be closed, and the
+    library crashes (segmentation fault) when it tries again at interpreter exit. So the
+    writer checks the free space before each chunk and stops with ENOSPC while HDF5 is
+    still healthy, keeping enough room for the file's metadata to be flushed on close.
+    """
+
+    def __init__(self, path: Path, reserve_bytes: int = 16 << 20):
+        self.folder = Path(path).parent
+        self.reserve_bytes = int(reserve_bytes)
+
+    def free_bytes(self) -> int:
+        stat = os.statvfs(self.folder)
+        return stat.f_bavail * stat.f_frsize
+
+    def claim(self, nbytes: int) -> None:
+        free = self.free_bytes()
+        if free - nbytes < self.reserve_bytes:
+            raise OSError(
+                errno.ENOSPC,
+                f"No space left on device: {free / 2**20:,.0f} MB free in {self.folder}, "
+                f"the next {nbytes / 2**20:,.1f} MB would leave less than "
+                f"{self.reserve_bytes / 2**20:,.0f} MB",
+            )
+
+
 class CsrWriter:
     """Appends CSR row chunks to an h5ad ``csr_matrix`` group.
 
@@ -324,7 +362,10 @@ class CsrWriter:
 
     CHUNK = 1 << 18  # entries per HDF5 chunk: 1 MB of float32/int32
 
-    def __init__(self, parent: h5py.Group, name: str, shape, dtype, nnz: int):
+    def __init__(
+        self, parent: h5py.Group, name: str, shape, dtype, nnz: int, space: DiskSpace | None
+    ):
+        self.space = space
         self.group = parent.create_group(name)
         self.shape = (int(shape[0]), int(shape[1]))
         self.nnz_alloc = int(nnz)
@@ -340,6 +381,8 @@ class CsrWriter:
 
     def append(self, chunk: RowChunk) -> None:
         n_rows, n = len(chunk.counts), len(chunk.indices)
+        if self.space is not None:
+            self.space.claim(n * (self.data.dtype.itemsize + 4) + n_rows * 8)
         if n:
             if self.pos + n > self.nnz_alloc:
                 raise RuntimeError("more entries than the inputs declared")

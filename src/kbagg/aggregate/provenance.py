@@ -90,10 +90,26 @@ def collect(
     config: Mapping,
     sample_sheet: Mapping,
     kb_infos: Mapping[str, str | Path] | None = None,
+    fastqs: Mapping[str, list[dict]] | None = None,
 ) -> dict[str, object]:
     """The `uns['kbagg']` record. Config and sheet are kept as JSON text: h5ad cannot store
-    None or ragged lists, and text round-trips exactly."""
+    None or ragged lists, and text round-trips exactly.
+
+    Parameters
+    ----------
+    inputs
+        Sample name -> the h5ad the aggregate is built from (path, size and SHA-256 kept).
+    config, sample_sheet
+        What the run used.
+    kb_infos
+        Sample name -> kb's kb_info.json (kb, kallisto and bustools versions, the kb call).
+    fastqs
+        Sample name -> its lanes' FASTQ check records (reads, size and SHA-256 of each file),
+        stored as JSON text under ``inputs[sample]["fastqs"]``.
+    """
     records = {name: file_record(path) for name, path in inputs.items()}
+    for name, lanes in (fastqs or {}).items():
+        records[name]["fastqs"] = json.dumps(lanes)
     versions = package_versions()
     if kb_infos:
         kb = {name: kb_versions(path) for name, path in kb_infos.items()}

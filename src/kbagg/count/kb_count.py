@@ -1,22 +1,20 @@
 """`kb count` for one sample: all its lanes in one call, raw and filtered matrices kept.
 
-kb writes into `<kb_dir>.partial` with a private `--tmp` (kb's shared default breaks parallel
-runs and refuses to start when it exists); only when the matrices are verified does the
-folder move to `<kb_dir>` and the per-sample h5ad files get renamed into place. A stale
-`.partial` from a killed run is removed first, so no intermediate is ever reused.
+kb runs in a private folder per attempt, `kb.attempt-<pid>`, with a private `--tmp` (kb's
+shared default breaks parallel runs and refuses to start when it exists), while the attempt
+holds the sample's lock (`kbagg.count.attempt`). Only when kb's matrices exist does the folder
+become `kb/`; a rerun never reuses, or shares a folder with, an earlier attempt.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import anndata as ad
-import pandas as pd
-
-from kbagg.atomic import atomic_output
+from kbagg.count.attempt import SampleLock, attempt_folder, remove_old_attempts
 from kbagg.kb.run import KbError, read_json_if_present, run_kb
 
 WORKFLOWS = ("standard", "nac", "lamanno")
@@ -30,8 +28,7 @@ class CountJob:
     t2g: str
     technology: str
     kb_dir: Path
-    raw_h5ad: Path
-    filtered_h5ad: Path | None  # None when filtering is off
+    filter: bool = True  # kb count --filter bustools
     workflow: str = "standard"
     c1: str | None = None
     c2: str | None = None
@@ -59,22 +56,11 @@ def kb_count_args(job: CountJob, outdir: Path, tmpdir: Path) -> list[str]:
         args += ["--workflow", job.workflow, "-c1", job.c1, "-c2", job.c2]
     if job.onlist:
         args += ["-w", job.onlist]
-    if job.filtered_h5ad is not None:
+    if job.filter:
         args += ["--filter", "bustools"]
         if job.filter_threshold is not None:
             args += ["--filter-threshold", str(job.filter_threshold)]
     return [*args, *job.extra_args, *job.fastqs]
-
-
-def gene_names_from_t2g(t2g: str | Path) -> pd.Series:
-    """gene_id -> gene_name from kb's t2g (3rd column; the id itself where there is none)."""
-    table = pd.read_csv(t2g, sep="\t", header=None, dtype=str, keep_default_na=False)
-    if table.shape[1] < 2:
-        raise KbError(f"t2g {t2g}: expected at least 2 tab-separated columns (transcript, gene)")
-    ids = table[1]
-    names = table[2] if table.shape[1] > 2 else ids
-    names = names.where(names != "", ids)
-    return pd.Series(names.to_numpy(), index=pd.Index(ids, name="gene_id")).groupby(level=0).first()
 
 
 def why_no_matrix(sample: str, kb_dir: Path) -> str:
@@ -90,58 +76,37 @@ def why_no_matrix(sample: str, kb_dir: Path) -> str:
     return f"sample '{sample}': kb count exited 0 but wrote no count matrix (see its log above)"
 
 
-def with_gene_names(adata: ad.AnnData, gene_names: pd.Series) -> ad.AnnData:
-    """kb's matrix with `var` = gene_id index + gene_name, `obs` index named barcode."""
-    adata.var.index.name = "gene_id"
-    adata.var["gene_name"] = gene_names.reindex(adata.var_names).fillna(
-        pd.Series(adata.var_names, index=adata.var_names)
-    )
-    adata.obs.index.name = "barcode"
-    return adata
+KB_MATRICES = {"raw": "counts_unfiltered/adata.h5ad", "filtered": "counts_filtered/adata.h5ad"}
 
 
-def write_h5ad_atomic(adata: ad.AnnData, output: Path) -> None:
-    with atomic_output(output) as tmp:
-        adata.write_h5ad(tmp)
-
-
-def run_count(job: CountJob) -> dict[str, ad.AnnData]:
+def run_count(job: CountJob, log: Callable[[str], object] = print) -> Path:
+    """Run kb count for `job` and install its folder as `job.kb_dir`; returns it."""
     kb_dir = Path(job.kb_dir)
-    partial = kb_dir.with_name(kb_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
-        run_kb(kb_count_args(job, partial, partial / "tmp"), label=job.sample)
-    except KbError as error:
-        # kallisto >= 0.51 exits 1 on 0 pseudoaligned reads, which kb reports as a generic
-        # exception; its run_info.json still says why.
-        if read_json_if_present(partial / "run_info.json").get("n_pseudoaligned") == 0:
-            raise KbError(why_no_matrix(job.sample, partial)) from error
-        raise
-
-    matrices = {"raw": (partial / "counts_unfiltered" / "adata.h5ad", job.raw_h5ad)}
-    if job.filtered_h5ad is not None:
-        matrices["filtered"] = (partial / "counts_filtered" / "adata.h5ad", job.filtered_h5ad)
-    if not matrices["raw"][0].exists():
-        raise KbError(why_no_matrix(job.sample, partial))
-    if "filtered" in matrices and not matrices["filtered"][0].exists():
-        raise KbError(
-            f"sample '{job.sample}': kb count wrote the raw matrix but no filtered matrix "
-            "(bustools filter failed; see its log above)"
-        )
-
-    shutil.rmtree(kb_dir, ignore_errors=True)
-    os.replace(partial, kb_dir)
-    names = gene_names_from_t2g(job.t2g)
-    adatas = {
-        kind: with_gene_names(ad.read_h5ad(kb_dir / kb_h5ad.relative_to(partial)), names)
-        for kind, (kb_h5ad, _) in matrices.items()
-    }
-    if "filtered" in adatas and adatas["filtered"].n_obs == 0:
-        raise KbError(
-            f"sample '{job.sample}': the barcode filter kept 0 cells of "
-            f"{adatas['raw'].n_obs} barcodes; set filter.threshold lower or filter.enabled: false"
-        )
-    for kind, (_, output) in matrices.items():
-        write_h5ad_atomic(adatas[kind], output)
-    return adatas
+    with SampleLock(kb_dir.parent, job.sample, log=log) as lock:
+        for old in remove_old_attempts(kb_dir):
+            log(f"sample '{job.sample}': removed {old.name} of an earlier attempt")
+        attempt = attempt_folder(kb_dir)
+        attempt.mkdir(parents=True)
+        try:
+            run_kb(
+                kb_count_args(job, attempt, attempt / "tmp"),
+                label=job.sample,
+                on_start=lock.record_child_group,
+            )
+        except KbError as error:
+            # kallisto >= 0.51 exits 1 on 0 pseudoaligned reads, which kb reports as a
+            # generic exception; its run_info.json still says why.
+            if read_json_if_present(attempt / "run_info.json").get("n_pseudoaligned") == 0:
+                raise KbError(why_no_matrix(job.sample, attempt)) from error
+            raise
+        if not (attempt / KB_MATRICES["raw"]).exists():
+            raise KbError(why_no_matrix(job.sample, attempt))
+        if job.filter and not (attempt / KB_MATRICES["filtered"]).exists():
+            raise KbError(
+                f"sample '{job.sample}': kb count wrote the raw matrix but no filtered matrix "
+                "(bustools filter failed; see its log above)"
+            )
+        shutil.rmtree(attempt / "tmp", ignore_errors=True)
+        shutil.rmtree(kb_dir, ignore_errors=True)
+        os.replace(attempt, kb_dir)
+    return kb_dir

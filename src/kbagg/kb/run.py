@@ -9,12 +9,14 @@ afterwards.
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from kbagg.atomic import child_group_stopped_on_signal
 from kbagg.errors import KbaggError
 
 
@@ -22,18 +24,33 @@ class KbError(KbaggError):
     """kb failed; the message names the sample or reference and the reason."""
 
 
-def run_kb(args: Sequence[str], *, label: str) -> str:
-    """Run `kb ARGS`, echo its log to stderr prefixed by `label`, return the log."""
+def run_kb(
+    args: Sequence[str], *, label: str, on_start: Callable[[int], None] | None = None
+) -> str:
+    """Run `kb ARGS` (an argument list: no shell), echo its log to stderr prefixed by
+    `label`, return the log.
+
+    kb runs in its own process group, which a signal to this process stops too (see
+    `kbagg.atomic.child_group_stopped_on_signal`); `on_start(pgid)` is told that group.
+    """
     command = [kb_executable(), *map(str, args)]
-    print(f"[{label}] $ kb {' '.join(map(str, args))}", file=sys.stderr, flush=True)
+    print(f"[{label}] $ kb {shlex.join(map(str, args))}", file=sys.stderr, flush=True)
     lines = []
     with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        start_new_session=True,
     ) as proc:
+        if on_start is not None:
+            on_start(proc.pid)
         assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            print(f"[{label}] {line}", end="", file=sys.stderr, flush=True)
+        with child_group_stopped_on_signal(proc.pid):
+            for line in proc.stdout:
+                lines.append(line)
+                print(f"[{label}] {line}", end="", file=sys.stderr, flush=True)
     log = "".join(lines)
     if proc.returncode != 0:
         raise KbError(f"{label}: kb exited with code {proc.returncode}: {last_error(log)}")

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kbagg.kb.run import KbError, run_kb
+from kbagg.reference.check import check_reference_inputs
 
 # kb ref flag for each output, by workflow. `cdna`/`nascent` are the FASTAs kb writes on the way.
 OUTPUT_FLAGS = {
@@ -74,6 +75,12 @@ def build_reference(
     for kind, path in (("fasta", fasta), ("gtf", gtf)):
         if not Path(path).is_file():
             raise KbError(f"reference.{kind}: file not found: {path}")
+    shared = check_reference_inputs(fasta, gtf)
+    print(
+        f"reference: {len(shared)} GTF chromosome(s) found in the FASTA, "
+        f"{sum(shared.values()):,} exon/transcript lines on them",
+        flush=True,
+    )
     _run_into_place(
         lambda staging: ["--tmp", str(staging / "tmp"), fasta, gtf],
         outputs,

@@ -1,0 +1,22 @@
+# Per sample: raw.h5ad and filtered.h5ad from kb's output, written only when kallisto
+# processed exactly the reads that the FASTQ checks counted.
+
+
+rule cells:
+    input:
+        unpack(cells_inputs),
+    output:
+        **({"filtered": sample_matrix("filtered")} if FILTER else {}),
+        raw=sample_matrix("raw"),
+    log:
+        "logs/cells/{sample}.log",
+    benchmark:
+        "benchmarks/cells/{sample}.tsv"
+    conda:
+        "../../envs/python.yaml"
+    threads: rule_resources("cells")["threads"]
+    resources:
+        mem_mb=mem_mb("cells"),
+        runtime=rule_resources("cells")["runtime"],
+    script:
+        "../../scripts/cells.py"
