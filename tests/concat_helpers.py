@@ -146,7 +146,8 @@ def assert_canonical_csr(path: Path) -> None:
 
 def run_cli(*args, check=False, **kw) -> subprocess.CompletedProcess:
     """The CLI as a fresh child."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # This checkout's kbagg, whatever the venv's editable install points at.
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.run(
         [*CLI, *map(str, args)],
         capture_output=True,

@@ -93,8 +93,8 @@ def test_disk_full_is_one_error_line_and_leaves_nothing(small_disk, inputs):
 # disk at the same time).
 UNGUARDED = """
 import sys
-from kbagg.aggregate import matrix
-matrix.DiskSpace.claim = lambda self, nbytes: None
+from kbagg.aggregate import output
+output.DiskSpace.claim = lambda self, nbytes: None
 from kbagg.aggregate.cli import main
 main(sys.argv[1:])
 """

@@ -2,7 +2,9 @@
 
 `atomic_output(path)` yields a temporary name beside `path` (same filesystem, so the final
 rename is atomic), renames it into place on success and deletes it on any exception. Temp
-files left by killed runs are removed the next time the same output is written.
+files left by killed runs are removed the next time the same output is written. The output
+may also be a directory (a zarr store): an existing one is moved aside, replaced, then
+deleted.
 
 `remove_outputs_on_signal()` makes SIGTERM, SIGINT and SIGHUP safe at any moment: the handler
 stops the child process groups registered with `child_group_stopped_on_signal`, deletes every
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -52,16 +55,36 @@ def remove_stale_temps(output: Path) -> list[Path]:
     for entry in output.parent.iterdir():
         m = pattern.match(entry.name)
         if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
-            entry.unlink(missing_ok=True)
+            remove_path(entry)
             removed.append(entry)
     return removed
 
 
+def remove_path(path: Path) -> None:
+    """Delete a file, or a directory with its contents (a zarr store); absent is fine."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def _remove_temp(tmp: Path) -> None:
     """The temp file and its scratch files (``<tmp>.<suffix>``)."""
-    tmp.unlink(missing_ok=True)
+    remove_path(tmp)
     for leftover in tmp.parent.glob(f"{glob_escape(tmp.name)}.*"):
-        leftover.unlink(missing_ok=True)
+        remove_path(leftover)
+
+
+def _replace(tmp: Path, output: Path) -> None:
+    """``os.replace``; a directory output that exists is first moved aside (as a temp name
+    of this process, so a crash leaves it to ``remove_stale_temps``) and deleted after."""
+    if not (tmp.is_dir() and output.is_dir() and not output.is_symlink()):
+        os.replace(tmp, output)
+        return
+    old = tmp.with_name(f"{tmp.name}.replaced")
+    os.replace(output, old)
+    os.replace(tmp, output)
+    remove_path(old)
 
 
 def glob_escape(name: str) -> str:
@@ -79,7 +102,7 @@ def atomic_output(output: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         with _signals_blocked():  # the rename and the bookkeeping happen together
-            os.replace(tmp, output)
+            _replace(tmp, output)
             _in_progress.discard(tmp)
             _committed.append(output)
     except BaseException:
@@ -117,7 +140,7 @@ def _on_signal(signum: int, frame) -> None:
     for tmp in list(_in_progress):
         _remove_temp(tmp)
     for output in _committed:
-        output.unlink(missing_ok=True)
+        remove_path(output)
     name = signal.Signals(signum).name
     os.write(2, f"error: interrupted by {name}; no output was kept\n".encode())
     os._exit(128 + signum)

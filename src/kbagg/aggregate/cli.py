@@ -1,7 +1,9 @@
 """`kbagg-concat`: concatenate h5ad files into one, streaming matrices with bounded memory.
 
-    kbagg-concat -o OUT.h5ad [--join inner|outer] [--label sample]
+    kbagg-concat -o OUT.h5ad|OUT.zarr [--join inner|outer] [--label sample]
         [--index-unique SEP] [--obs-metadata TABLE.tsv] [--chunk-entries N] [--quiet]
+        [--format h5ad|zarr] [--compression none|gzip[:LEVEL]|lzf|zstd[:LEVEL]]
+        [--threads N] [--gene-major-output CSC.h5ad]
         NAME=PATH.h5ad [NAME=PATH.h5ad ...]
 
 A bare PATH uses the file's stem as the sample name. Exit code 0 only when OUT is complete.
@@ -14,7 +16,7 @@ import json
 import signal
 from pathlib import Path
 
-from kbagg.aggregate.concat import DEFAULT_CHUNK_ENTRIES, ConcatError, concat_on_disk
+from kbagg.aggregate.concat import DEFAULT_CHUNK_ENTRIES, FORMATS, ConcatError, concat_on_disk
 from kbagg.cli import run_cli
 
 
@@ -42,11 +44,23 @@ def parse_uns(arg: str) -> tuple[str, dict]:
     return key, value
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of at least 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Concatenate h5ad files along cells with bounded memory (see README)."
     )
-    p.add_argument("-o", "--output", required=True, type=Path, help="output .h5ad")
+    p.add_argument(
+        "-o", "--output", required=True, type=Path, help="output .h5ad (or .zarr: a zarr store)"
+    )
     p.add_argument("--join", choices=("inner", "outer"), default="inner")
     p.add_argument("--label", default="sample", help="obs column holding the sample name")
     p.add_argument(
@@ -75,6 +89,33 @@ def build_parser() -> argparse.ArgumentParser:
         type=parse_uns,
         metavar="KEY=FILE.json",
         help="store the JSON object in FILE under uns[KEY] of the output (repeatable)",
+    )
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default=None,
+        help="output format (default: zarr for an OUT ending in .zarr, else h5ad)",
+    )
+    p.add_argument(
+        "--compression",
+        default=None,
+        metavar="METHOD[:LEVEL]",
+        help="h5ad: none (default), gzip[:1-9] (shuffle + deflate, default level 4) or lzf; "
+        "zarr: zstd[:1-22] (default, level 3), gzip[:1-9] or none",
+    )
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="worker threads that remap, sort and compress chunks (default 1)",
+    )
+    p.add_argument(
+        "--gene-major-output",
+        type=Path,
+        default=None,
+        metavar="CSC.h5ad",
+        help="also write the result with X and layers as CSC (gene-major) to this h5ad",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("inputs", nargs="+", type=parse_input, metavar="NAME=PATH.h5ad")
@@ -106,6 +147,10 @@ def _concat(args: argparse.Namespace) -> None:
         chunk_entries=args.chunk_entries,
         progress=not args.quiet,
         uns=dict(args.uns),
+        format=args.format,
+        compression=args.compression,
+        threads=args.threads,
+        gene_major_output=args.gene_major_output,
     )
 
 

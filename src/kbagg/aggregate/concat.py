@@ -1,17 +1,20 @@
 """Memory-bounded on-disk concatenation of h5ad files along cells (obs).
 
 The result equals ``anndata.concat({name: read_h5ad(path)}, join=..., label=...,
-index_unique=..., merge="same")`` value for value (see docs_fragments/concat.md for the few
+index_unique=..., merge="same")`` value for value (see README, "Aggregate", for the few
 documented deviations), but matrices are streamed in row chunks, so memory stays bounded by
-``chunk_entries`` plus the obs/var tables however large or numerous the inputs are.
+``chunk_entries`` plus the obs/var tables however large or numerous the inputs are. The
+output is an h5ad or a zarr store, optionally compressed on worker threads.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,24 +34,26 @@ from kbagg.aggregate.annot import (
     read_obs_metadata,
 )
 from kbagg.aggregate.inputs import InputError, InputScan, open_input, scan_input
-from kbagg.aggregate.matrix import (
-    ColumnMap,
-    CsrWriter,
+from kbagg.aggregate.matrix import ColumnMap, iter_csc, iter_csr, iter_dense
+from kbagg.aggregate.output import (
+    Compression,
     DiskSpace,
+    H5Array,
+    Pipeline,
+    SparseWriter,
+    ZarrArray,
     describe_os_error,
-    iter_csc,
-    iter_csr,
-    iter_dense,
 )
 from kbagg.atomic import atomic_output
 from kbagg.errors import KbaggError
 
-__all__ = ["DEFAULT_CHUNK_ENTRIES", "ConcatError", "concat_on_disk"]
+__all__ = ["DEFAULT_CHUNK_ENTRIES", "FORMATS", "ConcatError", "concat_on_disk", "output_format"]
 
-# Stored entries (non-zeros) per chunk: 2**21 entries are 16 MB of float32 values + int32
-# column indices (~64 MB peak working set in the worst path); larger chunks are no faster,
-# as the benchmark shows.
+# Stored entries (non-zeros) in memory at once, over all chunks in flight: 2**21 entries are
+# 16 MB of float32 values + int32 column indices (~64 MB peak working set in the worst
+# path); larger chunks are no faster, as the benchmark shows.
 DEFAULT_CHUNK_ENTRIES = 1 << 21
+FORMATS = ("h5ad", "zarr")
 
 
 class ConcatError(KbaggError):
@@ -74,14 +79,51 @@ def concat_on_disk(
     chunk_entries: int = DEFAULT_CHUNK_ENTRIES,
     progress: bool = True,
     uns: Mapping | None = None,
+    format: str | None = None,  # noqa: A002 - the natural name, as in anndata
+    compression: str | None = None,
+    threads: int = 1,
+    gene_major_output: str | Path | None = None,
 ) -> Path:
     """Concatenate h5ad files (sample name -> path) into ``output`` (written atomically).
 
-    ``index_unique`` of None or "" keeps the barcodes as they are; ``obs_metadata`` is a
-    TSV path or DataFrame whose ``label`` (else ``sample``) column names the samples and
-    whose other columns become categorical obs columns. ``uns`` (nested dicts of strings,
-    numbers and arrays) is written as the output's ``uns``; anndata.concat's default keeps
-    none.
+    Parameters
+    ----------
+    inputs
+        Sample name -> input h5ad path, in output order.
+    output
+        The h5ad file or zarr store to write; it appears only once complete.
+    join
+        ``"inner"``: genes in every input; ``"outer"``: genes in any input.
+    label
+        obs column that holds the sample name (None: no such column).
+    index_unique
+        obs names become ``<barcode><index_unique><name>``; None or "" keeps the barcodes.
+    obs_metadata
+        TSV path or DataFrame whose ``label`` (else ``sample``) column names the samples;
+        its other columns become categorical obs columns.
+    chunk_entries
+        Stored entries (non-zeros) held in memory at once, over all chunks in flight.
+    progress
+        Show a tqdm progress bar on stderr.
+    uns
+        Nested dicts of strings, numbers and arrays written as the output's ``uns``
+        (anndata.concat's default keeps none).
+    format
+        ``"h5ad"`` or ``"zarr"``; None: zarr when ``output`` ends in ``.zarr``, else h5ad.
+    compression
+        ``"none"``, ``"gzip[:LEVEL]"`` (shuffle + deflate, level 1-9, default 4) or
+        ``"lzf"`` for h5ad; ``"zstd[:LEVEL]"`` (default 3), ``"gzip[:LEVEL]"`` or ``"none"``
+        for zarr. None: ``"none"`` for h5ad, ``"zstd"`` for zarr.
+    threads
+        Worker threads that remap, sort and compress chunks while the calling thread reads
+        and writes (1: everything on the calling thread).
+    gene_major_output
+        Also write the same content with X and layers as CSC (gene-major) h5ad to this path
+        (see ``write_gene_major``).
+
+    Returns
+    -------
+    The output path.
     """
     if join not in ("inner", "outer"):
         raise ValueError(f"join must be 'inner' or 'outer', got {join!r}")
@@ -89,11 +131,20 @@ def concat_on_disk(
         raise ConcatError("no input files given")
     if chunk_entries < 1:
         raise ValueError("chunk_entries must be at least 1")
+    if threads < 1:
+        raise ValueError("threads must be at least 1")
     items = [(str(name), Path(path)) for name, path in inputs.items()]
     if dupes := _duplicates(name for name, _ in items):
         raise ConcatError("duplicate sample names: " + ", ".join(dupes))
     output = Path(output)
+    fmt = output_format(output, format)
+    try:
+        codec = Compression.parse(compression, fmt)
+    except ValueError as e:
+        raise ConcatError(f"{output}: {e}") from e
     _refuse_output_among_inputs(output, items)
+    if gene_major_output is not None:
+        _refuse_output_among_inputs(Path(gene_major_output), items + [("output", output)])
     try:
         meta = read_obs_metadata(obs_metadata, label) if obs_metadata is not None else None
     except (OSError, ValueError) as e:
@@ -104,14 +155,51 @@ def concat_on_disk(
             plan.annotations.uns = dict(uns or {})
             space = DiskSpace(tmp)
             space.claim(_annotation_bytes(plan.annotations))
-            _write_annotations(tmp, plan.annotations)
+            _write_annotations(tmp, plan.annotations, fmt)
             del plan.annotations  # obs/var are on disk; keep only what the matrices need
-            _write_matrices(tmp, plan, chunk_entries, progress, space)
+            with _open_output(tmp, fmt) as out:
+                _write_matrices(out, tmp, fmt, plan, chunk_entries, progress, space, codec, threads)
         except InputError as e:
             raise ConcatError(str(e)) from e
         except OSError as e:  # the output side: disk full, quota, I/O error
             raise ConcatError(f"{output}: cannot write the output: {describe_os_error(e)}") from e
+    if gene_major_output is not None:
+        from kbagg.aggregate.gene_major import write_gene_major
+
+        if fmt != "h5ad":
+            raise ConcatError(f"{gene_major_output}: the gene-major copy is made from an h5ad")
+        write_gene_major(
+            output,
+            gene_major_output,
+            chunk_entries=chunk_entries,
+            compression=compression,
+            threads=threads,
+            progress=progress,
+        )
     return output
+
+
+def output_format(output: Path, format: str | None) -> str:  # noqa: A002
+    """The output format: ``format`` if given, else zarr for a ``.zarr`` path, else h5ad."""
+    if format is None:
+        return "zarr" if Path(output).suffix.lower() == ".zarr" else "h5ad"
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    return format
+
+
+@contextlib.contextmanager
+def _open_output(tmp: Path, fmt: str) -> Iterator:
+    """The output written so far (obs, var...), open for adding the matrices."""
+    if fmt == "zarr":
+        import zarr
+
+        yield zarr.open_group(tmp, mode="r+")
+        # anndata reads the consolidated metadata in the root: it must list the matrices.
+        zarr.consolidate_metadata(tmp)
+    else:
+        with h5py.File(tmp, "r+") as f:
+            yield f
 
 
 def _annotation_bytes(annotations: ad.AnnData) -> int:
@@ -194,14 +282,17 @@ def _check_unique_obs_names(names: pd.Index, index_unique: str | None) -> None:
     raise ConcatError(f"{len(dupes)} duplicate obs names in the result (e.g. {example}); {hint}")
 
 
-def _write_annotations(tmp: Path, annotations: ad.AnnData) -> None:
+def _write_annotations(tmp: Path, annotations: ad.AnnData, fmt: str) -> None:
     """obs, var, obsm (and empty layers/uns groups) via anndata's own writer."""
     annotations.strings_to_categoricals()  # what write_h5ad does anyway
     for df in (annotations.obs, annotations.var):
         _categorize_strings_with_missing(df)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        annotations.write_h5ad(tmp)
+        if fmt == "zarr":
+            annotations.write_zarr(tmp)
+        else:
+            annotations.write_h5ad(tmp)
 
 
 def _categorize_strings_with_missing(df: pd.DataFrame) -> None:
@@ -217,7 +308,9 @@ def _categorize_strings_with_missing(df: pd.DataFrame) -> None:
             df[col] = pd.Categorical(values, categories=natsorted(present.unique()))
 
 
-def _write_matrices(tmp: Path, plan: _Plan, budget: int, progress: bool, space: DiskSpace) -> None:
+def _write_matrices(
+    out, tmp: Path, fmt, plan: _Plan, budget: int, progress, space, codec, threads: int
+) -> None:
     scans, n_out = plan.scans, len(plan.axis.merged)
     n_rows = sum(s.n_obs for s in scans)
     shared: dict[int, ColumnMap] = {}  # inputs with the same gene list share one lookup
@@ -226,18 +319,34 @@ def _write_matrices(tmp: Path, plan: _Plan, budget: int, progress: bool, space: 
         if id(lut) not in shared:
             shared[id(lut)] = ColumnMap(lut, n_out)
         maps.append(shared[id(lut)])
-    with h5py.File(tmp, "r+") as out:
-        writers = {
-            key: _writer(
-                out, key, [s.matrices.get(key) for s in scans], maps, (n_rows, n_out), space
+    pipeline = Pipeline(threads)
+    # The budget is shared by the chunks in flight: one per worker plus the one being written.
+    task_budget = max(1, budget // (threads + 1)) if threads > 1 else budget
+    array_type = ZarrArray if fmt == "zarr" else H5Array
+    try:
+        writers = {}
+        for key in plan.keys:
+            sources = [s.matrices.get(key) for s in scans]
+            present = [s for s in sources if s is not None]
+            parent, name = (out, "X") if key == "X" else (out["layers"], key[len("layers/") :])
+            writers[key] = SparseWriter(
+                parent,
+                name,
+                (n_rows, n_out),
+                np.result_type(*[s.dtype for s in present]),
+                sum(s.nnz for s in present),
+                array_type=array_type,
+                compression=codec,
+                space=space,
+                pipeline=pipeline,
             )
-            for key in plan.keys
-        }
         with _progress_bar(progress, n_rows * len(writers)) as bar:
             for scan, cmap in zip(scans, maps, strict=True):
-                _stream_input(scan, cmap, writers, budget, tmp, bar)
+                _stream_input(scan, cmap, writers, task_budget, tmp, bar, pipeline, space)
         for w in writers.values():
             w.close()
+    finally:
+        pipeline.close()
 
 
 class _NoBar:
@@ -253,33 +362,51 @@ def _progress_bar(progress: bool, total: int):
     return tqdm(total=total, unit="row", unit_scale=True, desc="concat", file=sys.stderr)
 
 
-def _writer(out: h5py.File, key: str, sources, maps, shape, space: DiskSpace) -> CsrWriter:
-    present = [(s, m) for s, m in zip(sources, maps, strict=True) if s is not None]
-    dtype = np.result_type(*[s.dtype for s, _ in present])
-    nnz = sum(s.nnz for s, _ in present)
-    parent, name = (out, "X") if key == "X" else (out["layers"], key.removeprefix("layers/"))
-    return CsrWriter(parent, name, shape, dtype, nnz, space)
+@contextlib.contextmanager
+def _raw_fd(path: Path) -> Iterator[int | None]:
+    """A plain read-only descriptor of an input, for ``pread`` of contiguous datasets."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        yield None
+        return
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
-def _stream_input(scan: InputScan, cmap: ColumnMap, writers, budget, tmp: Path, bar) -> None:
-    with open_input(scan.path) as f:
+def _stream_input(scan: InputScan, cmap: ColumnMap, writers, budget, tmp, bar, pipeline, space):
+    with open_input(scan.path) as f, _raw_fd(scan.path) as fd:
         for key, writer in writers.items():
             src = scan.matrices.get(key)
             if src is None:
-                writer.append_empty_rows(scan.n_obs)
+                writer.append_empty(scan.n_obs)
                 bar.update(scan.n_obs)
                 continue
-            dtype = writer.data.dtype
-            elem = f[key]
-            try:
-                if src.fmt == "csr":
-                    chunks = iter_csr(elem, src, cmap, budget, dtype)
-                elif src.fmt == "csc":
-                    chunks = iter_csc(elem, src, cmap, budget, dtype, Path(f"{tmp}.csc"))
-                else:
-                    chunks = iter_dense(elem, src, cmap, budget, dtype)
-                for chunk in chunks:
-                    writer.append(chunk)
-                    bar.update(len(chunk.counts))
-            except (OSError, KeyError, ValueError) as e:
-                raise InputError(f"{scan.path}: cannot read {key} ({e})") from e
+            dtype = writer.dtype
+            if src.fmt == "csr":
+                tasks = iter_csr(f[key], src, cmap, budget, dtype, fd)
+            elif src.fmt == "csc":
+                scratch = Path(f"{tmp}.csc")
+                tasks = iter_csc(f[key], src, cmap, budget, dtype, scratch, space.claim)
+            else:
+                tasks = iter_dense(f[key], src, cmap, budget, dtype)
+            for chunk in _read_errors_named(pipeline.ordered(tasks, pipeline.threads), scan, key):
+                writer.append(chunk)  # errors here are the output's
+                bar.update(len(chunk.counts))
+
+
+def _read_errors_named(chunks: Iterator, scan: InputScan, key: str) -> Iterator:
+    """The chunks; a failure to read one becomes an InputError naming the file and matrix.
+    A full disk (the CSC scratch file) stays an output error."""
+    while True:
+        try:
+            chunk = next(chunks)
+        except StopIteration:
+            return
+        except (OSError, KeyError, ValueError) as e:
+            if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+                raise
+            raise InputError(f"{scan.path}: cannot read {key} ({e})") from e
+        yield chunk
