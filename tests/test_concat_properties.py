@@ -21,11 +21,14 @@ from kbagg.aggregate.concat import concat_on_disk
 GENES = [f"G{i}" for i in range(8)]
 CHROM = {g: f"chr{i % 3}" for i, g in enumerate(GENES)}
 DTYPES = [np.int32, np.int64, np.float32, np.float64]
+EXAMPLES = int(os.environ.get("KBAGG_CONCAT_EXAMPLES", "60"))
 SETTINGS = settings(
-    max_examples=int(os.environ.get("KBAGG_CONCAT_EXAMPLES", "60")),
+    max_examples=EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+# The other output formats share all the code above the stored chunks: fewer examples.
+OTHER_OUTPUTS_SETTINGS = settings(SETTINGS, max_examples=max(1, EXAMPLES // 4))
 
 
 @st.composite
@@ -117,6 +120,39 @@ def test_equals_anndata_concat(join, data, chunk_entries):
         ref = reference_concat(paths, join=join, index_unique=index_unique)
         assert_matches_reference(out, ref)
         assert not list(tmp.glob(".out.h5ad.tmp-*")), "temp files left behind"
+
+
+@pytest.mark.parametrize(
+    ("suffix", "compression", "threads"),
+    [(".h5ad", "gzip:1", 2), (".h5ad", "lzf", 1), (".zarr", "zstd", 2), (".zarr", "none", 1)],
+)
+@OTHER_OUTPUTS_SETTINGS
+@given(
+    data=input_sets(),
+    join=st.sampled_from(["inner", "outer"]),
+    chunk_entries=st.sampled_from([1, 3, 1 << 19]),
+)
+def test_compressed_and_zarr_outputs_equal_anndata_concat(
+    suffix, compression, threads, data, join, chunk_entries
+):
+    adatas, unique_barcodes = data
+    index_unique = None if unique_barcodes else "-"
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        paths = _write_inputs(tmp, adatas)
+        out = tmp / f"out{suffix}"
+        concat_on_disk(
+            paths,
+            out,
+            join=join,
+            index_unique=index_unique,
+            chunk_entries=chunk_entries,
+            compression=compression,
+            threads=threads,
+            progress=False,
+        )
+        assert_matches_reference(out, reference_concat(paths, join=join, index_unique=index_unique))
+        assert not list(tmp.glob(f".out{suffix}.tmp-*")), "temp files left behind"
 
 
 def test_outer_join_coalesces_gene_annotations(tmp_path):

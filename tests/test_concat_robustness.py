@@ -45,23 +45,43 @@ def _cli_cmd(out, inputs, *extra):
     return [*CLI, "-o", str(out), "--quiet", *extra] + [f"{n}={p}" for n, p in inputs.items()]
 
 
-@pytest.mark.parametrize("join", ["inner", "outer"])
-def test_peak_memory_is_bounded(tmp_path, big_inputs, join):
-    total_mb = sum(p.stat().st_size for p in big_inputs.values()) / 2**20
+def _assert_peak_bounded(tmp_path, inputs, out, *options) -> None:
+    total_mb = sum(p.stat().st_size for p in inputs.values()) / 2**20
     assert total_mb > 280
     # Baseline: the same CLI (all imports, same code paths) on a tiny input.
     tiny = tmp_path / "tiny.h5ad"
     write_sparse_h5ad(tiny, 10, GENES[:50], 5)
-    status, baseline, err = child_peak_rss_mb(_cli_cmd(tmp_path / "t.h5ad", {"t": tiny}))
+    tiny_out = tmp_path / f"t{out.suffix}"
+    status, baseline, err = child_peak_rss_mb(_cli_cmd(tiny_out, {"t": tiny}, *options))
     assert status == 0, err
-    budget = ["--chunk-entries", "500000", "--join", join]  # ~4 MB per chunk
-    status, peak, err = child_peak_rss_mb(_cli_cmd(tmp_path / "o.h5ad", big_inputs, *budget))
+    budget = ["--chunk-entries", "500000", *options]  # ~4 MB per chunk
+    status, peak, err = child_peak_rss_mb(_cli_cmd(out, inputs, *budget))
     assert status == 0, err
     # Any single input matrix is 100 MB; loading one whole would blow through this margin.
     assert peak < baseline + 60, f"peak {peak:.0f} MB vs baseline {baseline:.0f} MB"
-    out = read_quiet(tmp_path / "o.h5ad", backed="r")
+
+
+@pytest.mark.parametrize("join", ["inner", "outer"])
+def test_peak_memory_is_bounded(tmp_path, big_inputs, join):
+    out = tmp_path / "o.h5ad"
+    _assert_peak_bounded(tmp_path, big_inputs, out, "--join", join)
+    out = read_quiet(out, backed="r")
     assert out.n_obs == 37_500
     assert out.X.shape[1] == (3000 if join == "inner" else 4000)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("suffix", "options"),
+    [
+        (".h5ad", ["--compression", "gzip:1", "--threads", "3"]),
+        (".zarr", ["--threads", "2"]),
+    ],
+)
+def test_peak_memory_is_bounded_with_compression(tmp_path, big_inputs, suffix, options):
+    out = tmp_path / f"o{suffix}"
+    _assert_peak_bounded(tmp_path, big_inputs, out, "--join", "outer", *options)
+    assert read_quiet(out).X.shape == (37_500, 4000)
 
 
 def test_killed_run_leaves_no_output_and_rerun_succeeds(tmp_path, big_inputs):

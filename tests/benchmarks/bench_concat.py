@@ -128,6 +128,22 @@ print(f"{time.perf_counter() - t0:.3f}")
 """
 
 
+def inputs_for(args, workdir: Path, layout: str) -> dict[str, Path]:
+    """The inputs of a layout: generated into ``workdir``, or kept under ``--inputs DIR`` and
+    reused by later runs with the same sizes."""
+    size = (args.files, args.cells, args.genes, args.nnz_per_cell)
+    if args.inputs is None:
+        folder = workdir / layout
+    else:
+        folder = args.inputs / f"{layout}-{'x'.join(map(str, size))}"
+        if (folder / "complete").exists():
+            return {p.stem: p for p in sorted(folder.glob("s*.h5ad"))}
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = generate(folder, layout, *size)
+    (folder / "complete").touch()
+    return paths
+
+
 def generate(workdir: Path, layout: str, n_files: int, cells: int, genes: int, nnz: int):
     rng = np.random.default_rng(42)
     names = np.array([f"ENSG{i:011d}" for i in range(genes)])
@@ -296,9 +312,9 @@ def suite_layouts(args, workdir: Path) -> None:
     layouts = LAYOUTS if args.layout == "all" else args.layout.split(",")
     joins = ("inner", "outer") if args.join == "both" else (args.join,)
     for layout in layouts:
-        lay_dir = workdir / layout
+        lay_dir = workdir / f"run-{layout}"
         lay_dir.mkdir()
-        paths = generate(lay_dir, layout, args.files, args.cells, args.genes, args.nnz_per_cell)
+        paths = inputs_for(args, workdir, layout)
         mb = warm(paths.values())
         anndata_ref = (
             "anndata.concat_on_disk"
@@ -329,7 +345,7 @@ def suite_layouts(args, workdir: Path) -> None:
 
 
 def suite_compression(args, workdir: Path) -> None:
-    paths = generate(workdir, "same", args.files, args.cells, args.genes, args.nnz_per_cell)
+    paths = inputs_for(args, workdir, "same")
     mb = warm(paths.values())
     for level in args.levels.split(","):
         codec = f"gzip:{level}"
@@ -365,9 +381,7 @@ def check_same_values(paths, workdir: Path, args) -> None:
 
 
 def suite_zarr(args, workdir: Path) -> None:
-    paths = generate(
-        workdir, args.zarr_layout, args.files, args.cells, args.genes, args.nnz_per_cell
-    )
+    paths = inputs_for(args, workdir, args.zarr_layout)
     mb = warm(paths.values())
     for join in ("inner", "outer") if args.join == "both" else (args.join,):
         commands = {}
@@ -395,11 +409,9 @@ def suite_zarr(args, workdir: Path) -> None:
 
 
 def suite_gene_major(args, workdir: Path) -> None:
-    paths = generate(workdir, "same", args.files, args.cells, args.genes, args.nnz_per_cell)
+    paths = inputs_for(args, workdir, "same")
     agg = workdir / "agg.h5ad"
     run_child(method_command("kbagg:t2", paths, "inner", agg, args))
-    for p in paths.values():
-        p.unlink()
     mb = warm([agg])
     out = workdir / "gm.h5ad"
     commands = {
@@ -453,6 +465,13 @@ def main(argv=None) -> None:
     p.add_argument("--zarr-layout", default="same", choices=LAYOUTS[:3])
     p.add_argument("--with-in-memory", action="store_true", help="also run anndata.concat")
     p.add_argument("--workdir", type=Path, default=None, help="default: a temp dir")
+    p.add_argument(
+        "--inputs",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep generated inputs under DIR and reuse them in later runs of the same sizes",
+    )
     p.add_argument("--chunk-entries", type=int, default=None, help="engine budget")
     args = p.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="bench_concat_", dir=args.workdir))

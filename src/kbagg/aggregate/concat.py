@@ -196,7 +196,9 @@ def _open_output(tmp: Path, fmt: str) -> Iterator:
 
         yield zarr.open_group(tmp, mode="r+")
         # anndata reads the consolidated metadata in the root: it must list the matrices.
-        zarr.consolidate_metadata(tmp)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "not part of the zarr v3 spec": anndata uses it
+            zarr.consolidate_metadata(tmp)
     else:
         with h5py.File(tmp, "r+") as f:
             yield f

@@ -25,6 +25,7 @@ from kbagg.aggregate.matrix import (
     plan_chunks,
 )
 from kbagg.aggregate.output import (
+    GENE_MAJOR_CHUNK_ENTRIES,
     Compression,
     DiskSpace,
     H5Array,
@@ -85,6 +86,8 @@ def write_gene_major(
         codec = Compression.parse(compression, "h5ad")
     except ValueError as e:
         raise GeneMajorError(f"{output}: {e}") from e
+    # The budget is shared by the blocks in flight: one per worker plus the one being written.
+    budget = max(1, chunk_entries // (threads + 1)) if threads > 1 else chunk_entries
     with open_input_errors(aggregate), open_input(aggregate) as src:
         keys = ["X"] + [f"layers/{k}" for k in src.get("layers", ())]
         sources = {key: describe_matrix(src[key]) for key in keys}
@@ -111,8 +114,9 @@ def write_gene_major(
                                     space=space,
                                     pipeline=pipeline,
                                     encoding="csc_matrix",
+                                    chunk_entries=GENE_MAJOR_CHUNK_ENTRIES,
                                 )
-                                blocks = _gene_blocks(src[key], source, chunk_entries, tmp, space)
+                                blocks = _gene_blocks(src[key], source, budget, tmp, space)
                                 for chunk in pipeline.ordered(blocks, pipeline.threads):
                                     writer.append(chunk)
                                     bar.update(len(chunk.counts))

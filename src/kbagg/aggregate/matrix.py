@@ -22,6 +22,9 @@ import numpy as np
 import scipy.sparse as sp
 
 INDEX_DTYPE = np.int32  # output columns always fit: a gene axis is far below 2**31
+# Entries per task at most: 1-2 MB per array, so a task's remap and counting sorts work in
+# the CPU's L2 cache (a 2M-entry sort took twice as long per entry as 256K-entry ones).
+TASK_ENTRIES = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -57,13 +60,13 @@ class ColumnMap:
     The remap picks the cheapest correct path once per input:
 
     * ``identity``: the input's genes are the output's, in order: no remap at all.
-    * ``kept_in_place``: every kept column keeps its number (``lut[c] in (c, -1)``), as for an
-      inner join of inputs that share a reference: only dropped entries are filtered out,
-      and when the dropped columns are all past the kept ones (``cut``) the filter is a
-      single comparison.
-    * otherwise a lookup (``np.take``) per entry. When the kept columns keep their relative
-      order (``monotone``) sorted rows stay sorted; otherwise every chunk is re-sorted by a
-      linear counting sort (``sort_rows``).
+    * ``monotone``: the kept columns keep their relative order (``lut`` increases over
+      them), so sorted rows stay sorted. Without dropped columns that is one lookup
+      (``np.take``) per entry; with them, scipy's column selection (a slice when the dropped
+      columns all come after the kept ones, ``cut``, as for an inner join of inputs that
+      share a reference).
+    * otherwise every chunk is re-sorted by a linear counting sort (``sort_rows``), which
+      also drops the entries.
     """
 
     def __init__(self, lut: np.ndarray, n_out: int):
@@ -72,13 +75,18 @@ class ColumnMap:
         kept = self.lut >= 0
         self.drops = not bool(kept.all())
         cols = np.arange(len(self.lut), dtype=INDEX_DTYPE)
-        self.kept_in_place = bool(np.all(~kept | (self.lut == cols)))
-        self.identity = self.kept_in_place and not self.drops and len(self.lut) == self.n_out
+        kept_in_place = bool(np.all(~kept | (self.lut == cols)))
+        self.identity = kept_in_place and not self.drops and len(self.lut) == self.n_out
         n_kept = int(kept.sum())
         # Dropped columns all come after the kept ones: "keep" is just "index < cut".
-        self.cut = n_kept if self.kept_in_place and bool(kept[:n_kept].all()) else None
-        self.keep_lut = kept
+        self.cut = n_kept if kept_in_place and bool(kept[:n_kept].all()) else None
         self.monotone = bool(np.all(np.diff(self.lut[kept]) > 0))
+        # For sort_rows: dropped columns go to the extra column n_out.
+        self.sort_lut = np.where(kept, self.lut, self.n_out).astype(INDEX_DTYPE)
+        # For a monotone map: the kept columns, their targets, and whether those are 0, 1, ...
+        self.kept_columns = np.flatnonzero(kept).astype(INDEX_DTYPE)
+        self.kept_targets = self.lut[self.kept_columns]
+        self.kept_compact = bool(np.array_equal(self.kept_targets, np.arange(n_kept)))
 
     def kept_by_output_position(self) -> tuple[np.ndarray, np.ndarray]:
         """(input columns, output columns) of kept columns, ordered by output column."""
@@ -129,11 +137,21 @@ def canonical_chunk(
 def sort_rows(counts: np.ndarray, indices: np.ndarray, data: np.ndarray, n_cols: int) -> RowChunk:
     """Canonical CSR of any row chunk in linear time: a stable counting sort by column, then
     by row (scipy's CSR -> CSC -> CSR conversions, in C), instead of a comparison sort of
-    every row. Duplicates (non-canonical input) end up adjacent and are summed."""
-    m = sp.csr_matrix((data, indices, _indptr(counts)), shape=(len(counts), n_cols))
-    m = m.tocsc().tocsr()  # scipy flags the result sorted
+    every row. Entries in column ``n_cols`` (a remap's "dropped") are left out between the
+    two sorts, at no cost. Duplicates (non-canonical input) end up adjacent and are summed."""
+    indptr = np.zeros(len(counts) + 1, dtype=_index_dtype(indices.size))
+    np.cumsum(counts, out=indptr[1:])
+    m = sp.csr_matrix((data, indices, indptr), shape=(len(counts), n_cols + 1)).tocsc()
+    # Columns 0..n_cols-1 only: the dropped column's entries are simply not converted.
+    m = sp.csc_matrix((m.data, m.indices, m.indptr[: n_cols + 1]), shape=(len(counts), n_cols))
+    m = m.tocsr()  # scipy flags the result sorted
     m.sum_duplicates()  # a linear check; sums adjacent duplicates if there are any
     return RowChunk(np.diff(m.indptr).astype(np.int64), m.indices.astype(INDEX_DTYPE), m.data)
+
+
+def _index_dtype(n: int):
+    """int32 while it can hold ``n``: scipy would otherwise widen the indices to int64."""
+    return np.int32 if n < 2**31 else np.int64
 
 
 def _rows_strictly_increasing(counts: np.ndarray, indices: np.ndarray) -> bool:
@@ -153,23 +171,24 @@ def _remap(cmap: ColumnMap, counts: np.ndarray, indices: np.ndarray, data: np.nd
     """Translate input columns to output columns, dropping the ones the output lacks."""
     if cmap.identity:
         return canonical_chunk(counts, indices, data, cmap.n_out)
-    if cmap.kept_in_place:
-        new = indices  # kept columns keep their numbers: only filter
-        keep = (indices < cmap.cut) if cmap.cut is not None else cmap.keep_lut[indices]
+    if not cmap.monotone:  # re-sorted anyway: the sort drops the entries too
+        return sort_rows(counts, np.take(cmap.sort_lut, indices), data, cmap.n_out)
+    if not cmap.drops:  # a lookup that keeps the order of every row
+        return canonical_chunk(counts, np.take(cmap.lut, indices), data, cmap.n_out)
+    # Kept columns in their order: scipy's column selection (two linear passes in C) keeps
+    # the order of every row; it numbers the kept columns 0, 1, ...
+    indptr = np.zeros(len(counts) + 1, dtype=_index_dtype(indices.size))
+    np.cumsum(counts, out=indptr[1:])
+    m = sp.csr_matrix((data, indices, indptr), shape=(len(counts), len(cmap.lut)))
+    if cmap.cut is not None:
+        m = m[:, : cmap.cut]
+        new = m.indices
     else:
-        new = np.take(cmap.lut, indices)
-        keep = (new >= 0) if cmap.drops else None
-    if keep is not None:
-        n_kept = int(np.count_nonzero(keep))
-        if n_kept < keep.size:
-            # Per-row losses from the (usually few) dropped entries: no pass over all entries.
-            dropped = np.flatnonzero(~keep)
-            rows = np.searchsorted(np.cumsum(counts), dropped, side="right")
-            counts = counts - np.bincount(rows, minlength=len(counts))
-            new, data = new[keep], data[keep]
-    if cmap.monotone:
-        return canonical_chunk(counts, new, data, cmap.n_out)
-    return sort_rows(counts, new, data, cmap.n_out)
+        m = m[:, cmap.kept_columns]
+        new = m.indices if cmap.kept_compact else np.take(cmap.kept_targets, m.indices)
+    return canonical_chunk(
+        np.diff(m.indptr).astype(np.int64), new.astype(INDEX_DTYPE, copy=False), m.data, cmap.n_out
+    )
 
 
 class SliceReader:
@@ -214,7 +233,7 @@ def iter_csr(
     indptr = grp["indptr"][:].astype(np.int64)
     read_data = SliceReader(grp["data"], fd, out_dtype)
     read_indices = SliceReader(grp["indices"], fd, INDEX_DTYPE)
-    for r0, r1 in plan_chunks(indptr, budget):
+    for r0, r1 in plan_chunks(indptr, min(budget, TASK_ENTRIES)):
         a, b = int(indptr[r0]), int(indptr[r1])
         counts = np.diff(indptr[r0 : r1 + 1])
         yield partial(_csr_task, read_data, read_indices, a, b, counts, cmap)

@@ -25,6 +25,7 @@ import numpy as np
 from kbagg.aggregate.matrix import INDEX_DTYPE, RowChunk
 
 CHUNK_ENTRIES = 1 << 18  # values per stored chunk: 1 MB of float32/int32, 2 MB of int64 indptr
+GENE_MAJOR_CHUNK_ENTRIES = 1 << 16  # 256 KB: what reading one gene of a CSC matrix costs
 METHODS = {"h5ad": ("none", "gzip", "lzf"), "zarr": ("none", "gzip", "zstd")}
 LEVELS = {"gzip": range(1, 10), "zstd": range(1, 23)}
 DEFAULT_LEVEL = {"gzip": 4, "zstd": 3}
@@ -140,13 +141,17 @@ class Pipeline:
         self.max_pending = 2 * self.threads
         self.pending: deque[tuple[Future, object, int]] = deque()
 
-    def submit(self, array, index: int, values: np.ndarray) -> None:
-        if self.pool is None:
+    def submit(self, array, index: int, values: np.ndarray) -> bool:
+        """Store chunk ``index`` of ``array``; True while ``values`` is still in use (the
+        caller must not refill it)."""
+        if self.pool is None or array.inline:
+            self.flush()  # keeps the writes in order
             array.store(index, array.encode(index, values))
-            return
+            return False
         self.pending.append((self.pool.submit(array.encode, index, values), array, index))
         while len(self.pending) > self.max_pending:
             self._write_oldest()
+        return True
 
     def _write_oldest(self) -> None:
         future, array, index = self.pending.popleft()
@@ -183,6 +188,13 @@ class Pipeline:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+def chunk_length(length: int, chunk_entries: int) -> int:
+    """Stored chunk length of a 1-d array: ``chunk_entries``, or the array's length when that
+    is shorter (HDF5 and zarr store whole chunks: a 1,000-entry indptr in a 256K-entry chunk
+    would take 2 MB)."""
+    return max(1, min(int(chunk_entries), int(length)))
+
+
 class H5Array:
     """A chunked 1-d HDF5 dataset written one whole chunk at a time (``write_direct_chunk``).
 
@@ -191,21 +203,25 @@ class H5Array:
     through HDF5's filter pipeline.
     """
 
-    def __init__(self, parent: h5py.Group, name: str, length: int, dtype, compression, space):
+    def __init__(
+        self, parent: h5py.Group, name: str, length: int, dtype, compression, space, chunk_len
+    ):
         self.compression, self.space = compression, space
+        self.chunk_len = chunk_length(length, chunk_len)
         self.ds = parent.create_dataset(
             name,
             (int(length),),
             dtype,
-            chunks=(CHUNK_ENTRIES,),
+            chunks=(self.chunk_len,),
             maxshape=(None,),
             **compression.h5py_options(),
         )
-        self.itemsize = self.ds.dtype.itemsize
+        # Nothing to encode on a worker: the chunk is stored by the calling thread at once.
+        self.inline = compression.method != "gzip"
 
     def encode(self, index: int, values: np.ndarray):
-        if len(values) < CHUNK_ENTRIES and self.compression.method != "lzf":
-            full = np.zeros(CHUNK_ENTRIES, dtype=values.dtype)  # HDF5 stores whole chunks
+        if len(values) < self.chunk_len and self.compression.method != "lzf":
+            full = np.zeros(self.chunk_len, dtype=values.dtype)  # HDF5 stores whole chunks
             full[: len(values)] = values
             values = full
         if self.compression.method == "gzip":
@@ -213,7 +229,7 @@ class H5Array:
         return values
 
     def store(self, index: int, payload) -> None:
-        start = index * CHUNK_ENTRIES
+        start = index * self.chunk_len
         if self.compression.method == "lzf":
             self.space.claim(payload.nbytes)
             self.ds[start : start + len(payload)] = payload
@@ -229,19 +245,22 @@ class H5Array:
 class ZarrArray:
     """A 1-d zarr array; chunks are encoded and written by zarr itself, on the worker threads."""
 
-    def __init__(self, parent, name: str, length: int, dtype, compression, space):
+    inline = False
+
+    def __init__(self, parent, name: str, length: int, dtype, compression, space, chunk_len):
         self.space = space
+        self.chunk_len = chunk_length(length, chunk_len)
         self.arr = parent.create_array(
             name,
             shape=(int(length),),
-            chunks=(CHUNK_ENTRIES,),
+            chunks=(self.chunk_len,),
             dtype=np.dtype(dtype),
             compressors=compression.zarr_compressors(),
             fill_value=0,
         )
 
     def encode(self, index: int, values: np.ndarray):
-        start = index * CHUNK_ENTRIES
+        start = index * self.chunk_len
         self.space.claim(values.nbytes)
         self.arr[start : start + len(values)] = values
         return None
@@ -260,30 +279,31 @@ class ChunkedColumn:
     def __init__(self, array, dtype, pipeline: Pipeline):
         self.array, self.pipeline = array, pipeline
         self.dtype = np.dtype(dtype)
-        self.buffer = np.empty(CHUNK_ENTRIES, dtype=self.dtype)
+        self.chunk_len = array.chunk_len
+        self.buffer = np.empty(self.chunk_len, dtype=self.dtype)
         self.filled = 0  # values in the open chunk
         self.index = 0  # number of the open chunk
 
     def append(self, values: np.ndarray) -> None:
         pos = 0
         while pos < len(values):
-            n = min(CHUNK_ENTRIES - self.filled, len(values) - pos)
+            n = min(self.chunk_len - self.filled, len(values) - pos)
             self.buffer[self.filled : self.filled + n] = values[pos : pos + n]
             self.filled += n
             pos += n
-            if self.filled == CHUNK_ENTRIES:
+            if self.filled == self.chunk_len:
                 self._emit()
 
     def _emit(self) -> None:
         values = self.buffer[: self.filled]
-        self.pipeline.submit(self.array, self.index, values)
-        self.buffer = np.empty(CHUNK_ENTRIES, dtype=self.dtype)  # the old one is in flight
+        if self.pipeline.submit(self.array, self.index, values):
+            self.buffer = np.empty(self.chunk_len, dtype=self.dtype)  # the old one is in flight
         self.index += 1
         self.filled = 0
 
     @property
     def length(self) -> int:
-        return self.index * CHUNK_ENTRIES + self.filled
+        return self.index * self.chunk_len + self.filled
 
     def close(self) -> int:
         length = self.length
@@ -313,6 +333,7 @@ class SparseWriter:
         space: DiskSpace,
         pipeline: Pipeline,
         encoding: str = "csr_matrix",
+        chunk_entries: int = CHUNK_ENTRIES,
     ):
         self.group = parent.create_group(name)
         self.shape = (int(shape[0]), int(shape[1]))
@@ -322,7 +343,7 @@ class SparseWriter:
         self.pipeline = pipeline
 
         def column(key, length, dt):
-            array = array_type(self.group, key, length, dt, compression, space)
+            array = array_type(self.group, key, length, dt, compression, space, chunk_entries)
             return array, ChunkedColumn(array, dt, pipeline)
 
         self._data_array, self.data = column("data", self.nnz_bound, dtype)
