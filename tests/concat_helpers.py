@@ -190,13 +190,14 @@ pid = os.fork()
 if pid == 0:
     os.execv(sys.argv[1], sys.argv[1:])
 _, status, usage = os.wait4(pid, 0)
-sys.stderr.write(f"\\nMAXRSS_KB={usage.ru_maxrss}\\n")
+sys.stderr.write(f"\\nCPU_S={usage.ru_utime + usage.ru_stime}\\nMAXRSS_KB={usage.ru_maxrss}\\n")
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
-def child_peak_rss_mb(cmd: list[str], stdout=subprocess.DEVNULL) -> tuple[int, float, str]:
-    """Run ``cmd``; return (exit status, its own peak RSS in MB, its stderr)."""
+def child_usage(cmd: list[str], stdout=subprocess.DEVNULL) -> tuple[int, float, float, str]:
+    """Run ``cmd``; return (exit status, its own peak RSS in MB, its CPU seconds (user +
+    system, all threads), its stderr)."""
     proc = subprocess.run(
         [sys.executable, "-c", _TRAMPOLINE, *cmd],
         stdout=stdout,
@@ -204,8 +205,15 @@ def child_peak_rss_mb(cmd: list[str], stdout=subprocess.DEVNULL) -> tuple[int, f
         text=True,
         check=False,
     )
-    err, _, tail = proc.stderr.rpartition("MAXRSS_KB=")
-    return proc.returncode, int(tail.strip()) / 1024, err
+    err, _, tail = proc.stderr.rpartition("CPU_S=")
+    cpu, _, rss = tail.partition("MAXRSS_KB=")
+    return proc.returncode, int(rss.strip()) / 1024, float(cpu.strip()), err
+
+
+def child_peak_rss_mb(cmd: list[str], stdout=subprocess.DEVNULL) -> tuple[int, float, str]:
+    """Run ``cmd``; return (exit status, its own peak RSS in MB, its stderr)."""
+    status, rss_mb, _, err = child_usage(cmd, stdout)
+    return status, rss_mb, err
 
 
 def write_sparse_h5ad(

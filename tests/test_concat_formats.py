@@ -82,6 +82,8 @@ def _datasets(path):
         ("gzip:1", 1, ("gzip", 1, True)),
         ("gzip:6", 3, ("gzip", 6, True)),
         ("gzip", 2, ("gzip", 4, True)),
+        ("isal", 2, ("gzip", 1, True)),  # the standard deflate filter, encoded by ISA-L
+        ("isal:3", 1, ("gzip", 1, True)),
         ("lzf", 2, ("lzf", None, True)),
         ("none", 2, (None, None, False)),
     ],
@@ -98,10 +100,11 @@ def test_compressed_h5ad_equals_the_aggregate(
         assert chunks == (min(CHUNK_ENTRIES, shape[0]),), name
 
 
-def test_gzip_chunks_are_standard_shuffle_and_deflate(tmp_path, inputs):
-    """A stored chunk is zlib's deflate of HDF5's byte shuffle: any HDF5 reader decodes it."""
+@pytest.mark.parametrize("compression", ["gzip:5", "isal:2"])
+def test_deflate_chunks_are_standard_shuffle_and_deflate(tmp_path, inputs, compression):
+    """A stored chunk is a zlib stream of HDF5's byte shuffle: any HDF5 reader decodes it."""
     out = tmp_path / "out.h5ad"
-    concat_on_disk(inputs, out, compression="gzip:5", threads=2, progress=False)
+    concat_on_disk(inputs, out, compression=compression, threads=2, progress=False)
     with h5py.File(out, "r") as f:
         ds = f["X/data"]
         assert ds.shape[0] > CHUNK_ENTRIES  # a full chunk and a partial last one
@@ -166,6 +169,8 @@ def test_cli_writes_zarr_by_suffix_or_format(tmp_path, inputs, references):
         ("out.h5ad", "gzip:12", "level must be 1-9"),
         ("out.h5ad", "zstd", "not available for h5ad"),
         ("out.zarr", "lzf", "not available for zarr"),
+        ("out.zarr", "isal", "not available for zarr"),
+        ("out.h5ad", "isal:4", "level must be 0-3"),
         ("out.h5ad", "lzf:3", "takes no level"),
     ],
 )

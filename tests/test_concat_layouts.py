@@ -8,13 +8,14 @@ from __future__ import annotations
 import warnings
 
 import anndata as ad
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from concat_helpers import assert_matches_reference, reference_concat
+from concat_helpers import assert_matches_reference, reference_concat, write_sparse_h5ad
 
-from kbagg.aggregate.concat import concat_on_disk
+from kbagg.aggregate.concat import ConcatError, concat_on_disk
 
 GENES = [f"G{i:04d}" for i in range(300)]
 LAYOUTS = ("same", "subset", "shuffled", "csc", "dense")
@@ -95,3 +96,16 @@ def test_non_canonical_rows_in_a_shuffled_input_are_summed_and_sorted(tmp_path, 
     assert x[1:].indices.tolist() == [0, 2, 1]
     assert x[1:].data.tolist() == [4, 2, 9]
     assert x[1:].indptr.tolist() == [0, 2, 3]
+
+
+@pytest.mark.parametrize("genes_of_second", [GENES, GENES[::-1]])
+def test_column_index_outside_the_genes_names_the_file(tmp_path, genes_of_second):
+    """A corrupt input (a column index past its genes) fails by name, identity remap or not."""
+    good, bad = tmp_path / "good.h5ad", tmp_path / "bad.h5ad"
+    write_sparse_h5ad(good, 20, GENES, 5)
+    write_sparse_h5ad(bad, 20, list(genes_of_second), 5, seed=1)
+    with h5py.File(bad, "r+") as f:
+        f["X/indices"][7] = len(GENES) + 3
+    with pytest.raises(ConcatError, match=r"bad\.h5ad: cannot read X \(column indices outside"):
+        concat_on_disk({"good": good, "bad": bad}, tmp_path / "out.h5ad", progress=False)
+    assert not list(tmp_path.glob("*out.h5ad*"))

@@ -124,7 +124,13 @@ def test_equals_anndata_concat(join, data, chunk_entries):
 
 @pytest.mark.parametrize(
     ("suffix", "compression", "threads"),
-    [(".h5ad", "gzip:1", 2), (".h5ad", "lzf", 1), (".zarr", "zstd", 2), (".zarr", "none", 1)],
+    [
+        (".h5ad", "gzip:1", 2),
+        (".h5ad", "isal:0", 3),
+        (".h5ad", "lzf", 1),
+        (".zarr", "zstd", 2),
+        (".zarr", "none", 1),
+    ],
 )
 @OTHER_OUTPUTS_SETTINGS
 @given(

@@ -41,7 +41,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
-from concat_helpers import child_peak_rss_mb, write_sparse_h5ad  # noqa: E402
+from concat_helpers import child_usage, write_sparse_h5ad  # noqa: E402
 
 CLI = [sys.executable, "-m", "kbagg.aggregate.cli"]  # kbagg-concat
 LAYOUTS = ("same", "subset", "shuffled", "csc", "dense")
@@ -74,6 +74,8 @@ filters = {"gzip": dict(compression="gzip", compression_opts=int(level or 4), sh
 step = 1 << 21
 with h5py.File(paths[0], "r") as f:
     keys = ["X"] if isinstance(f["X"], h5py.Dataset) else ["X/data", "X/indices"]
+    if keys == ["X"]:  # dense: whole rows per step
+        step -= step % f["X"].shape[1]
 sizes = []
 for p in paths:
     with h5py.File(p, "r") as f:
@@ -185,14 +187,14 @@ def _write_dense(path: Path, cells: int, genes: list[str], nnz: int, seed: int) 
     sparse.unlink()
 
 
-def run_child(cmd: list[str], stdout=subprocess.DEVNULL) -> tuple[float, float]:
-    """Wall seconds and the child's own peak RSS in MB."""
+def run_child(cmd: list[str], stdout=subprocess.DEVNULL) -> tuple[float, float, float]:
+    """Wall seconds, the child's own peak RSS in MB and its CPU seconds (all threads)."""
     t0 = time.perf_counter()
-    status, rss_mb, err = child_peak_rss_mb(cmd, stdout=stdout)
+    status, rss_mb, cpu_s, err = child_usage(cmd, stdout=stdout)
     wall = time.perf_counter() - t0
     if status != 0:
         raise RuntimeError(f"{cmd[:4]} failed: {err[-2000:]}")
-    return wall, rss_mb
+    return wall, rss_mb, cpu_s
 
 
 def output_mb(path: Path) -> float:
@@ -254,10 +256,10 @@ def measure_rounds(commands: dict[str, tuple[list, Path]], repeats: int) -> dict
             time.sleep(0.5)
             if cmd[0] == shutil.which("cat"):
                 with open(out, "wb") as fh:
-                    wall, rss = run_child(cmd, stdout=fh)
+                    wall, rss, cpu = run_child(cmd, stdout=fh)
             else:
-                wall, rss = run_child(cmd)
-            runs[method].append((wall, rss, output_mb(out)))
+                wall, rss, cpu = run_child(cmd)
+            runs[method].append((wall, rss, output_mb(out), cpu))
             remove(out)
     return {
         m: {
@@ -266,6 +268,7 @@ def measure_rounds(commands: dict[str, tuple[list, Path]], repeats: int) -> dict
             "rss": statistics.median(r[1] for r in rs),
             "rss_max": max(r[1] for r in rs),
             "mb": statistics.median(r[2] for r in rs),
+            "cpu": statistics.median(r[3] for r in rs),
         }
         for m, rs in runs.items()
     }
@@ -286,10 +289,10 @@ def load() -> str:
 
 def print_table(title: str, results: dict, refs: list[str]) -> None:
     print(f"\n{title}\n")
-    head = "| method | wall s (median) | runs | peak RSS MB | out MB |"
+    head = "| method | wall s (median) | runs | CPU s | peak RSS MB | out MB |"
     head += "".join(f" vs {r} |" for r in refs)
     print(head)
-    print("|---|---:|---|---:|---:|" + "---:|" * len(refs))
+    print("|---|---:|---|---:|---:|---:|" + "---:|" * len(refs))
     for m, r in results.items():
         cells = []
         for ref in refs:
@@ -302,7 +305,7 @@ def print_table(title: str, results: dict, refs: list[str]) -> None:
                 )
         runs = " ".join(f"{w:.2f}" for w in r["walls"])
         print(
-            f"| {m} | {r['wall']:.2f} | {runs} | {r['rss']:,.0f} | {r['mb']:,.0f} |"
+            f"| {m} | {r['wall']:.2f} | {runs} | {r['cpu']:.2f} | {r['rss']:,.0f} | {r['mb']:,.0f} |"
             + "".join(f" {c} |" for c in cells),
             flush=True,
         )
@@ -345,39 +348,54 @@ def suite_layouts(args, workdir: Path) -> None:
 
 
 def suite_compression(args, workdir: Path) -> None:
+    """Per gzip level: h5py writing the filter itself, then the engine at each thread count;
+    then ISA-L levels against h5py's gzip:1 (the nearest ratio), in the same rounds."""
     paths = inputs_for(args, workdir, "same")
     mb = warm(paths.values())
-    for level in args.levels.split(","):
-        codec = f"gzip:{level}"
-        methods = [f"h5py-copy:{codec}"] + [f"kbagg:t{t}:{codec}" for t in args.threads.split(",")]
+    threads = args.threads.split(",")
+    tables = [(f"gzip:{level}", [f"gzip:{level}"]) for level in args.levels.split(",") if level]
+    isal = [f"isal:{level}" for level in args.isal_levels.split(",") if level]
+    if isal:
+        tables.append(("gzip:1", isal))
+    for reference, codecs in tables:
+        methods = [f"h5py-copy:{reference}"]
+        methods += [f"kbagg:t{t}:{codec}" for codec in codecs for t in threads]
         before = load()
-        commands = {
-            m: (method_command(m, paths, "inner", workdir / "out.h5ad", args), workdir / "out.h5ad")
-            for m in methods
-        }
+        out = workdir / "out.h5ad"
+        commands = {m: (method_command(m, paths, "inner", out, args), out) for m in methods}
         results = measure_rounds(commands, args.repeats)
         print_table(
-            f"### {codec} (shuffle + deflate): {len(paths)} files, {mb:,.0f} MB of input; "
-            f"load average {before} before, {load()} after",
+            f"### {', '.join(codecs)} (shuffle + deflate) against h5py's own {reference}: "
+            f"{len(paths)} files, {mb:,.0f} MB of input; load average {before} before, "
+            f"{load()} after",
             results,
-            [f"h5py-copy:{codec}"],
+            [f"h5py-copy:{reference}"],
         )
     check_same_values(paths, workdir, args)
 
 
 def check_same_values(paths, workdir: Path, args) -> None:
-    """kbagg's gzip output reads back equal to h5py's gzip copy (X/data and X/indices)."""
-    level = args.levels.split(",")[0]
-    a, b = workdir / "kb.h5ad", workdir / "h5.h5ad"
-    run_child(method_command(f"kbagg:t2:gzip:{level}", paths, "inner", a, args))
-    run_child(method_command(f"h5py-copy:gzip:{level}", paths, "inner", b, args))
-    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
-        same = all(np.array_equal(fa[f"X/{k}"][:], fb[f"X_{k}"][:]) for k in ("data", "indices"))
-    print(
-        f"\nkbagg gzip:{level} and h5py gzip:{level} read back identical X/data, X/indices: {same}"
-    )
-    a.unlink()
-    b.unlink()
+    """The engine's deflate outputs read back equal to h5py's gzip copy (X/data, X/indices);
+    with zlib, its stored chunks are even byte for byte HDF5's own."""
+    level = args.levels.split(",")[0] or "1"
+    reference = workdir / "h5.h5ad"
+    run_child(method_command(f"h5py-copy:gzip:{level}", paths, "inner", reference, args))
+    isal = [f"isal:{lv}" for lv in args.isal_levels.split(",") if lv]
+    for codec in [f"gzip:{level}", *isal[:1]]:
+        out = workdir / "kb.h5ad"
+        run_child(method_command(f"kbagg:t2:{codec}", paths, "inner", out, args))
+        with h5py.File(out, "r") as fa, h5py.File(reference, "r") as fb:
+            same = all(
+                np.array_equal(fa[f"X/{k}"][:], fb[f"X_{k}"][:]) for k in ("data", "indices")
+            )
+            chunk = fa["X/data"].id.read_direct_chunk((0,))[1]
+            same_bytes = chunk == fb["X_data"].id.read_direct_chunk((0,))[1]
+        print(
+            f"\nkbagg {codec} vs h5py gzip:{level}: X/data and X/indices read back identical: "
+            f"{same}; first stored chunk byte-identical: {same_bytes}"
+        )
+        out.unlink()
+    reference.unlink()
 
 
 def suite_zarr(args, workdir: Path) -> None:
@@ -462,6 +480,7 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", default="1,2", help="engine thread counts to run, e.g. 1,2,4")
     p.add_argument("--levels", default="1,4,6", help="gzip levels (compression suite)")
+    p.add_argument("--isal-levels", default="1", help="ISA-L levels (compression suite)")
     p.add_argument("--zarr-layout", default="same", choices=LAYOUTS[:3])
     p.add_argument("--with-in-memory", action="store_true", help="also run anndata.concat")
     p.add_argument("--workdir", type=Path, default=None, help="default: a temp dir")

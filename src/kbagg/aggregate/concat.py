@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import sys
 import warnings
 from collections.abc import Iterator, Mapping
@@ -33,8 +32,8 @@ from kbagg.aggregate.annot import (
     ordered_union,
     read_obs_metadata,
 )
-from kbagg.aggregate.inputs import InputError, InputScan, open_input, scan_input
-from kbagg.aggregate.matrix import ColumnMap, iter_csc, iter_csr, iter_dense
+from kbagg.aggregate.inputs import InputError, InputScan, open_input, raw_fd, scan_input
+from kbagg.aggregate.matrix import ColumnMap, Scratch, iter_csc, iter_csr, iter_dense
 from kbagg.aggregate.output import (
     Compression,
     DiskSpace,
@@ -50,8 +49,9 @@ from kbagg.errors import KbaggError
 __all__ = ["DEFAULT_CHUNK_ENTRIES", "FORMATS", "ConcatError", "concat_on_disk", "output_format"]
 
 # Stored entries (non-zeros) in memory at once, over all chunks in flight: 2**21 entries are
-# 16 MB of float32 values + int32 column indices (~64 MB peak working set in the worst
-# path); larger chunks are no faster, as the benchmark shows.
+# 16 MB of float32 values + int32 column indices. CSR and dense inputs are read in tasks of
+# at most matrix.TASK_ENTRIES (2**18) entries anyway; CSC inputs (and the gene-major copy)
+# transpose blocks of up to this many entries.
 DEFAULT_CHUNK_ENTRIES = 1 << 21
 FORMATS = ("h5ad", "zarr")
 
@@ -111,9 +111,10 @@ def concat_on_disk(
     format
         ``"h5ad"`` or ``"zarr"``; None: zarr when ``output`` ends in ``.zarr``, else h5ad.
     compression
-        ``"none"``, ``"gzip[:LEVEL]"`` (shuffle + deflate, level 1-9, default 4) or
-        ``"lzf"`` for h5ad; ``"zstd[:LEVEL]"`` (default 3), ``"gzip[:LEVEL]"`` or ``"none"``
-        for zarr. None: ``"none"`` for h5ad, ``"zstd"`` for zarr.
+        ``"none"``, ``"gzip[:LEVEL]"`` (shuffle + deflate by zlib, level 1-9, default 4),
+        ``"isal[:LEVEL]"`` (the same standard filters encoded by ISA-L, level 0-3, default 1)
+        or ``"lzf"`` for h5ad; ``"zstd[:LEVEL]"`` (default 3), ``"gzip[:LEVEL]"`` or
+        ``"none"`` for zarr. None: ``"none"`` for h5ad, ``"zstd"`` for zarr.
     threads
         Worker threads that remap, sort and compress chunks while the calling thread reads
         and writes (1: everything on the calling thread).
@@ -325,6 +326,7 @@ def _write_matrices(
     # The budget is shared by the chunks in flight: one per worker plus the one being written.
     task_budget = max(1, budget // (threads + 1)) if threads > 1 else budget
     array_type = ZarrArray if fmt == "zarr" else H5Array
+    scratch = Scratch(Path(f"{tmp}.csc"))  # for CSC inputs, created on first use
     try:
         writers = {}
         for key in plan.keys:
@@ -344,11 +346,12 @@ def _write_matrices(
             )
         with _progress_bar(progress, n_rows * len(writers)) as bar:
             for scan, cmap in zip(scans, maps, strict=True):
-                _stream_input(scan, cmap, writers, task_budget, tmp, bar, pipeline, space)
+                _stream_input(scan, cmap, writers, task_budget, scratch, bar, pipeline, space)
         for w in writers.values():
             w.close()
     finally:
         pipeline.close()
+        scratch.close()
 
 
 class _NoBar:
@@ -364,22 +367,10 @@ def _progress_bar(progress: bool, total: int):
     return tqdm(total=total, unit="row", unit_scale=True, desc="concat", file=sys.stderr)
 
 
-@contextlib.contextmanager
-def _raw_fd(path: Path) -> Iterator[int | None]:
-    """A plain read-only descriptor of an input, for ``pread`` of contiguous datasets."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        yield None
-        return
-    try:
-        yield fd
-    finally:
-        os.close(fd)
-
-
-def _stream_input(scan: InputScan, cmap: ColumnMap, writers, budget, tmp, bar, pipeline, space):
-    with open_input(scan.path) as f, _raw_fd(scan.path) as fd:
+def _stream_input(
+    scan: InputScan, cmap: ColumnMap, writers, budget, scratch, bar, pipeline, space
+) -> None:
+    with open_input(scan.path) as f, raw_fd(scan.path) as fd:
         for key, writer in writers.items():
             src = scan.matrices.get(key)
             if src is None:
@@ -390,8 +381,7 @@ def _stream_input(scan: InputScan, cmap: ColumnMap, writers, budget, tmp, bar, p
             if src.fmt == "csr":
                 tasks = iter_csr(f[key], src, cmap, budget, dtype, fd)
             elif src.fmt == "csc":
-                scratch = Path(f"{tmp}.csc")
-                tasks = iter_csc(f[key], src, cmap, budget, dtype, scratch, space.claim)
+                tasks = iter_csc(f[key], src, cmap, budget, dtype, scratch, space.claim, fd)
             else:
                 tasks = iter_dense(f[key], src, cmap, budget, dtype)
             for chunk in _read_errors_named(pipeline.ordered(tasks, pipeline.threads), scan, key):

@@ -16,10 +16,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from kbagg.aggregate.inputs import InputError, open_input
+from kbagg.aggregate.inputs import InputError, open_input, raw_fd
 from kbagg.aggregate.matrix import (
     BucketTranspose,
     RowChunk,
+    Scratch,
     SliceReader,
     describe_matrix,
     plan_chunks,
@@ -65,7 +66,8 @@ def write_gene_major(
         on-disk bucket transpose (a scratch file of 12 bytes per float32 entry beside
         ``output``, deleted at the end).
     compression
-        ``"none"`` (default), ``"gzip[:LEVEL]"`` or ``"lzf"``, as for ``concat_on_disk``.
+        ``"none"`` (default), ``"gzip[:LEVEL]"``, ``"isal[:LEVEL]"`` or ``"lzf"``, as for
+        ``concat_on_disk``.
     threads
         Worker threads that convert and compress blocks (1: all on the calling thread).
     progress
@@ -88,7 +90,7 @@ def write_gene_major(
         raise GeneMajorError(f"{output}: {e}") from e
     # The budget is shared by the blocks in flight: one per worker plus the one being written.
     budget = max(1, chunk_entries // (threads + 1)) if threads > 1 else chunk_entries
-    with open_input_errors(aggregate), open_input(aggregate) as src:
+    with open_input_errors(aggregate), open_input(aggregate) as src, raw_fd(aggregate) as fd:
         keys = ["X"] + [f"layers/{k}" for k in src.get("layers", ())]
         sources = {key: describe_matrix(src[key]) for key in keys}
         with atomic_output(output) as tmp:
@@ -97,6 +99,7 @@ def write_gene_major(
                 with h5py.File(tmp, "w") as out:
                     _copy_annotations(src, out, space)
                     pipeline = Pipeline(threads)
+                    scratch = Scratch(Path(f"{tmp}.transpose"))
                     try:
                         bar_total = sum(s.shape[1] for s in sources.values())
                         with _progress_bar(progress, bar_total) as bar:
@@ -116,13 +119,14 @@ def write_gene_major(
                                     encoding="csc_matrix",
                                     chunk_entries=GENE_MAJOR_CHUNK_ENTRIES,
                                 )
-                                blocks = _gene_blocks(src[key], source, budget, tmp, space)
+                                blocks = _gene_blocks(src[key], source, budget, scratch, space, fd)
                                 for chunk in pipeline.ordered(blocks, pipeline.threads):
                                     writer.append(chunk)
                                     bar.update(len(chunk.counts))
                                 writer.close()
                     finally:
                         pipeline.close()
+                        scratch.close()
             except OSError as e:
                 raise GeneMajorError(
                     f"{output}: cannot write the gene-major copy: {describe_os_error(e)}"
@@ -161,20 +165,22 @@ def _stored_bytes(obj) -> int:
     return sum(_stored_bytes(child) for child in obj.values())
 
 
-def _gene_blocks(elem, source, budget: int, tmp: Path, space: DiskSpace):
+def _gene_blocks(elem, source, budget: int, scratch: Scratch, space: DiskSpace, fd):
     """Tasks returning consecutive gene blocks of one matrix in CSC form (genes as majors)."""
     if source.fmt == "csc":  # already gene-major: stream the columns as they are
-        yield from _csc_columns(elem, budget)
+        yield from _csc_columns(elem, budget, fd)
         return
-    rows = _dense_rows(elem, source) if source.fmt == "dense" else _csr_rows(elem)
-    transpose = BucketTranspose(rows, source.shape[1], None, source.shape[0], budget, source.dtype)
-    yield from transpose.tasks(Path(f"{tmp}.transpose"), space.claim)
+    rows = _dense_rows(elem, source) if source.fmt == "dense" else _csr_rows(elem, fd)
+    transpose = BucketTranspose(
+        rows, source.shape[1], None, source.shape[0], budget, source.dtype, sorted_major=True
+    )
+    yield from transpose.tasks(scratch, space.claim)
 
 
-def _csr_rows(grp: h5py.Group):
+def _csr_rows(grp: h5py.Group, fd):
     indptr = grp["indptr"][:].astype(np.int64)
-    read_indices = SliceReader(grp["indices"], None, np.int32)
-    read_data = SliceReader(grp["data"], None, grp["data"].dtype)
+    read_indices = SliceReader(grp["indices"], fd, np.int32)
+    read_data = SliceReader(grp["data"], fd, grp["data"].dtype)
 
     def rows(step: int, with_values: bool) -> Iterator[tuple[int, RowChunk]]:
         for r0, r1 in plan_chunks(indptr, step):
@@ -199,13 +205,13 @@ def _dense_rows(ds: h5py.Dataset, source):
     return rows
 
 
-def _csc_columns(grp: h5py.Group, budget: int):
+def _csc_columns(grp: h5py.Group, budget: int, fd):
     from kbagg.aggregate.matrix import canonical_chunk
 
     indptr = grp["indptr"][:].astype(np.int64)
     n_rows = int(grp.attrs["shape"][0])
-    read_indices = SliceReader(grp["indices"], None, np.int32)
-    read_data = SliceReader(grp["data"], None, grp["data"].dtype)
+    read_indices = SliceReader(grp["indices"], fd, np.int32)
+    read_data = SliceReader(grp["data"], fd, grp["data"].dtype)
     for c0, c1 in plan_chunks(indptr, budget):
         a, b = int(indptr[c0]), int(indptr[c1])
         counts = np.diff(indptr[c0 : c1 + 1])

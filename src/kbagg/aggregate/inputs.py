@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,6 +54,21 @@ def open_input(path: Path) -> Iterator[h5py.File]:
         raise InputError(f"{path}: not a readable h5ad/HDF5 file ({e})") from e
     with f:
         yield f
+
+
+@contextmanager
+def raw_fd(path: Path) -> Iterator[int | None]:
+    """A plain read-only descriptor of an input, for ``pread`` of its contiguous datasets
+    beside h5py's handle (None if it cannot be opened: h5py then reads everything)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        yield None
+        return
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def scan_input(name: str, path: Path, f: h5py.File) -> tuple[InputScan, InputAnnotations]:

@@ -169,12 +169,13 @@ def _rows_strictly_increasing(counts: np.ndarray, indices: np.ndarray) -> bool:
 
 def _remap(cmap: ColumnMap, counts: np.ndarray, indices: np.ndarray, data: np.ndarray) -> RowChunk:
     """Translate input columns to output columns, dropping the ones the output lacks."""
+    _check_range(indices, len(cmap.lut))
     if cmap.identity:
         return canonical_chunk(counts, indices, data, cmap.n_out)
     if not cmap.monotone:  # re-sorted anyway: the sort drops the entries too
-        return sort_rows(counts, np.take(cmap.sort_lut, indices), data, cmap.n_out)
+        return sort_rows(counts, _lookup(cmap.sort_lut, indices), data, cmap.n_out)
     if not cmap.drops:  # a lookup that keeps the order of every row
-        return canonical_chunk(counts, np.take(cmap.lut, indices), data, cmap.n_out)
+        return canonical_chunk(counts, _lookup(cmap.lut, indices), data, cmap.n_out)
     # Kept columns in their order: scipy's column selection (two linear passes in C) keeps
     # the order of every row; it numbers the kept columns 0, 1, ...
     indptr = np.zeros(len(counts) + 1, dtype=_index_dtype(indices.size))
@@ -185,10 +186,22 @@ def _remap(cmap: ColumnMap, counts: np.ndarray, indices: np.ndarray, data: np.nd
         new = m.indices
     else:
         m = m[:, cmap.kept_columns]
-        new = m.indices if cmap.kept_compact else np.take(cmap.kept_targets, m.indices)
+        new = m.indices if cmap.kept_compact else _lookup(cmap.kept_targets, m.indices)
     return canonical_chunk(
         np.diff(m.indptr).astype(np.int64), new.astype(INDEX_DTYPE, copy=False), m.data, cmap.n_out
     )
+
+
+def _check_range(indices: np.ndarray, n_cols: int) -> None:
+    """ValueError when a column index is outside the input's genes (a corrupt file)."""
+    if indices.size and not (int(indices.min()) >= 0 and int(indices.max()) < n_cols):
+        raise ValueError(f"column indices outside 0-{n_cols - 1}")
+
+
+def _lookup(table: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """``table[indices]`` for indices already checked to be in range: numpy's ``wrap`` mode
+    skips the per-entry bounds check (twice as fast as the default)."""
+    return np.take(table, indices, mode="wrap")
 
 
 class SliceReader:
@@ -270,16 +283,17 @@ def iter_csc(
     cmap: ColumnMap,
     budget: int,
     out_dtype,
-    scratch: Path,
+    scratch: Scratch,
     claim: Callable[[int], None] | None = None,
+    fd: int | None = None,
 ) -> Iterator[Task]:
     """CSC input: in memory when small, else an on-disk bucket transpose."""
     if src.nnz <= budget:
         yield partial(_small_csc_task, grp, src, cmap, out_dtype)
         return
     col_indptr = grp["indptr"][:].astype(np.int64)
-    read_rows = SliceReader(grp["indices"], None, INDEX_DTYPE)
-    read_data = SliceReader(grp["data"], None, out_dtype)
+    read_rows = SliceReader(grp["indices"], fd, INDEX_DTYPE)
+    read_data = SliceReader(grp["data"], fd, out_dtype)
 
     def columns(step: int, with_values: bool) -> Iterator[tuple[int, RowChunk]]:
         for c0, c1 in plan_chunks(col_indptr, step):
@@ -287,7 +301,9 @@ def iter_csc(
             data = read_data(a, b) if with_values else None
             yield c0, RowChunk(np.diff(col_indptr[c0 : c1 + 1]), read_rows(a, b), data)
 
-    transpose = BucketTranspose(columns, src.shape[0], cmap.lut, cmap.n_out, budget, out_dtype)
+    transpose = BucketTranspose(
+        columns, src.shape[0], cmap.lut, cmap.n_out, budget, out_dtype, cmap.monotone
+    )
     yield from transpose.tasks(scratch, claim)
 
 
@@ -308,18 +324,20 @@ class BucketTranspose:
 
     The source is read as chunks of its major axis (``columns(step, with_values)`` yields
     ``(major0, RowChunk)``: the entries of consecutive majors, each a minor index and, when
-    asked for, a value). The
-    result comes out in canonical chunks of the minor axis, each entry carrying
-    ``major_map[major]`` as its index (-1: dropped). It is used for CSC inputs (majors are
-    input columns, mapped to output columns) and for the gene-major copy of an aggregate
-    (majors are cells, kept as they are).
+    asked for, a value). The result comes out in canonical chunks of the minor axis, each
+    entry carrying ``major_map[major]`` as its index (-1: dropped). It is used for CSC inputs
+    (majors are input columns, mapped to output columns) and for the gene-major copy of an
+    aggregate (majors are cells, kept as they are).
 
-    Pass 1 counts kept entries per minor and cuts the minors into blocks of at most
-    ``budget`` entries. Pass 2 appends each entry (minor, mapped major, value) to its
-    block's region of a scratch file; a stable counting sort (numpy's radix sort of the
-    block numbers) groups a source chunk by block. Each block is then read back and turned
-    into CSR by counting sorts (``tasks``), in linear time. Source chunks are a quarter of
-    the budget because this pass keeps several per-entry arrays alive at once.
+    Pass 1 counts kept entries per minor and cuts the minors into blocks of at most half the
+    budget (a block and its conversion take about 24 bytes per entry). Pass 2 appends each
+    entry (minor, mapped major, value) to its block's region of a scratch file: a table
+    gives each minor's block, and a stable counting sort (numpy's radix sort of the 8- or
+    16-bit block numbers) groups a source chunk by block. Each block is then read back and
+    turned into CSR (``tasks``) by one counting sort by minor when the mapped majors grow
+    with the source order (``sorted_major``: entries then reach a block sorted within each
+    minor), else by two; both linear. Source chunks are a quarter of the budget because
+    pass 2 keeps several per-entry arrays alive at once.
     """
 
     def __init__(
@@ -330,13 +348,15 @@ class BucketTranspose:
         n_mapped: int,
         budget: int,
         out_dtype,
+        sorted_major: bool,
     ):
         self.columns = columns
         self.n_minor, self.n_mapped = int(n_minor), int(n_mapped)
         self.major_map = major_map
-        self.budget = int(budget)
         self.dtype = np.dtype(out_dtype)
-        self.step = max(1, self.budget // 4)
+        self.block_budget = max(1, int(budget) // 2)
+        self.step = max(1, int(budget) // 4)
+        self.sorted_major = sorted_major
 
     def _mapped(self, major0: int, chunk: RowChunk) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Minor indices, mapped majors and values of a source chunk's kept entries."""
@@ -356,64 +376,82 @@ class BucketTranspose:
         counts = np.zeros(self.n_minor, dtype=np.int64)
         for major0, chunk in self.columns(self.step, False):
             minors, _, _ = self._mapped(major0, chunk)
-            if minors.size and not 0 <= int(minors.min()) <= int(minors.max()) < self.n_minor:
-                raise ValueError(f"an index is out of range 0-{self.n_minor - 1}")
+            _check_range(minors, self.n_minor)
             counts += np.bincount(minors, minlength=self.n_minor)
         return counts
 
     def tasks(
-        self, scratch: Path, claim: Callable[[int], None] | None
+        self, scratch: Scratch, claim: Callable[[int], None] | None
     ) -> Iterator[Callable[[], RowChunk]]:
         """Tasks that each return one block of the transpose, in minor order."""
         counts = self._minor_counts()
         minor_ptr = _indptr(counts)
-        blocks = plan_chunks(minor_ptr, self.budget)
+        blocks = plan_chunks(minor_ptr, self.block_budget)
         regions = ScratchRegions(int(minor_ptr[-1]), self.dtype)
-        fh = open(scratch, "w+b")  # noqa: SIM115 - closed by the generator's finally
-        try:
-            self._scatter(fh, regions, minor_ptr, blocks, claim)
-            for r0, r1 in blocks:
-                a, b = int(minor_ptr[r0]), int(minor_ptr[r1])
-                minors, mapped, data = regions.read(fh, a, b - a)
-                yield partial(_block_to_csr, minors - r0, mapped, data, r1 - r0, self.n_mapped)
-        finally:
-            fh.close()
-            scratch.unlink(missing_ok=True)
+        fh = scratch.file()
+        self._scatter(fh, regions, minor_ptr, blocks, claim)
+        for r0, r1 in blocks:
+            a, b = int(minor_ptr[r0]), int(minor_ptr[r1])
+            minors, mapped, data = regions.read(fh, a, b - a)
+            yield partial(
+                _block_to_csr, minors - r0, mapped, data, r1 - r0, self.n_mapped, self.sorted_major
+            )
 
     def _scatter(self, fh, regions, minor_ptr, blocks, claim) -> None:
+        n_blocks = len(blocks)
         starts = np.array([r0 for r0, _ in blocks], dtype=np.int64)
         cursor = minor_ptr[starts].copy()
-        block_dtype = np.uint8 if len(blocks) <= 256 else np.uint16
+        # Block of each minor; 8 or 16 bits, so that numpy's stable argsort is a radix sort.
+        block_dtype = np.uint8 if n_blocks <= 256 else np.uint16 if n_blocks <= 65536 else np.int64
+        sizes = np.diff(np.append(starts, self.n_minor))
+        block_of_minor = np.repeat(np.arange(n_blocks, dtype=block_dtype), sizes)
         for major0, chunk in self.columns(self.step, True):
             minors, mapped, data = self._mapped(major0, chunk)
             if claim is not None:
                 claim(minors.size * (8 + self.dtype.itemsize))
-            if len(blocks) == 1:
-                block_of = None
-            else:
-                block_of = np.searchsorted(starts, minors, side="right") - 1
-                if len(blocks) <= 65536:  # numpy's stable sort of <= 16-bit ints is a radix sort
-                    block_of = block_of.astype(block_dtype)
-                order = np.argsort(block_of, kind="stable")  # keeps source order inside a block
-                minors, mapped, data = minors[order], mapped[order], data[order]
-                block_of = block_of[order]
-            if block_of is None:
+            if n_blocks == 1:
                 edges = np.array([0, minors.size])
             else:
-                edges = np.searchsorted(block_of, np.arange(len(blocks) + 1))
+                block_of = _lookup(block_of_minor, minors)
+                order = np.argsort(block_of, kind="stable")  # keeps source order in a block
+                minors, mapped, data = minors[order], mapped[order], data[order]
+                edges = _indptr(np.bincount(block_of, minlength=n_blocks))
             for blk in np.flatnonzero(np.diff(edges)):
                 s, e = edges[blk], edges[blk + 1]
                 regions.write(fh, int(cursor[blk]), minors[s:e], mapped[s:e], data[s:e])
                 cursor[blk] += e - s
 
 
-def _block_to_csr(minors, mapped, data, n_rows: int, n_cols: int) -> RowChunk:
-    """(row, column, value) triples -> canonical CSR in linear time: COO -> CSC is a
-    counting sort by column, CSC -> CSR one by row (duplicates, from a non-canonical
-    source, are summed)."""
-    m = sp.csc_matrix((data, (minors, mapped)), shape=(n_rows, n_cols)).tocsr()
-    m.sum_duplicates()  # a linear check; sums adjacent duplicates if there are any
+def _block_to_csr(minors, mapped, data, n_rows: int, n_cols: int, sorted_major: bool) -> RowChunk:
+    """(row, column, value) triples -> canonical CSR in linear time. COO -> CSR is a stable
+    counting sort by row: enough when each row's columns arrive in order. Otherwise COO ->
+    CSC -> CSR sorts by column first. Duplicates (a non-canonical source) are summed."""
+    if sorted_major:
+        m = sp.coo_matrix((data, (minors, mapped)), shape=(n_rows, n_cols)).tocsr()
+    else:
+        m = sp.csc_matrix((data, (minors, mapped)), shape=(n_rows, n_cols)).tocsr()
+    m.sum_duplicates()  # a linear check; sorts and sums only a non-canonical source's rows
     return RowChunk(np.diff(m.indptr).astype(np.int64), m.indices.astype(INDEX_DTYPE), m.data)
+
+
+class Scratch:
+    """One scratch file beside the output, reused by every transpose of a run (rewriting it
+    in place is cheaper than truncating and growing it again), deleted by ``close``."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fh = None
+
+    def file(self):
+        if self._fh is None:
+            self._fh = open(self.path, "w+b")  # noqa: SIM115 - closed by close()
+        return self._fh
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        self.path.unlink(missing_ok=True)
 
 
 class ScratchRegions:

@@ -2,7 +2,7 @@
 
 Every 1-d output array (``data``, ``indices``, ``indptr``) is filled one chunk at a time in
 memory. A full chunk is handed to a ``Pipeline``: with worker threads it is encoded there
-(zlib and zstd release the GIL) and written in order by the calling thread, so HDF5 is only
+(zlib, ISA-L and zstd release the GIL) and written in order by the calling thread, so HDF5 is only
 ever called from one thread. In h5ad files the encoded bytes go straight into the file with
 ``write_direct_chunk`` (no HDF5 filter pipeline, no chunk cache); the filters declared on the
 dataset are the standard ones (shuffle + deflate), so h5py and anndata read the file with
@@ -21,19 +21,23 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from isal import isal_zlib
 
 from kbagg.aggregate.matrix import INDEX_DTYPE, RowChunk
 
 CHUNK_ENTRIES = 1 << 18  # values per stored chunk: 1 MB of float32/int32, 2 MB of int64 indptr
 GENE_MAJOR_CHUNK_ENTRIES = 1 << 16  # 256 KB: what reading one gene of a CSC matrix costs
-METHODS = {"h5ad": ("none", "gzip", "lzf"), "zarr": ("none", "gzip", "zstd")}
-LEVELS = {"gzip": range(1, 10), "zstd": range(1, 23)}
-DEFAULT_LEVEL = {"gzip": 4, "zstd": 3}
+METHODS = {"h5ad": ("none", "gzip", "isal", "lzf"), "zarr": ("none", "gzip", "zstd")}
+LEVELS = {"gzip": range(1, 10), "isal": range(4), "zstd": range(1, 23)}
+DEFAULT_LEVEL = {"gzip": 4, "isal": 1, "zstd": 3}
+DEFLATE = ("gzip", "isal")  # both stored as HDF5's standard shuffle + deflate filters
 
 
 @dataclass(frozen=True)
 class Compression:
-    """How output chunks are compressed: ``none``, ``gzip`` (shuffle + deflate, levels 1-9),
+    """How output chunks are compressed: ``none``; ``gzip`` (shuffle + deflate, levels 1-9,
+    encoded by zlib exactly as HDF5 would); ``isal`` (h5ad only: the same standard shuffle +
+    deflate filters, encoded by ISA-L, levels 0-3, several times faster than zlib);
     ``lzf`` (shuffle + h5py's LZF, h5ad only) or ``zstd`` (levels 1-22, zarr only)."""
 
     method: str
@@ -69,6 +73,8 @@ class Compression:
     def h5py_options(self) -> dict:
         if self.method == "gzip":
             return {"compression": "gzip", "compression_opts": self.level, "shuffle": True}
+        if self.method == "isal":  # the level HDF5 records is only used by later HDF5 writes
+            return {"compression": "gzip", "compression_opts": 1, "shuffle": True}
         if self.method == "lzf":
             return {"compression": "lzf", "shuffle": True}
         return {}
@@ -198,8 +204,8 @@ def chunk_length(length: int, chunk_entries: int) -> int:
 class H5Array:
     """A chunked 1-d HDF5 dataset written one whole chunk at a time (``write_direct_chunk``).
 
-    ``none`` and ``gzip`` chunks are encoded here (zlib, like HDF5's deflate filter, after
-    the shuffle), so HDF5 only copies bytes. ``lzf`` has no Python encoder: those chunks go
+    ``none``, ``gzip`` and ``isal`` chunks are encoded here (zlib, like HDF5's deflate filter,
+    or ISA-L's deflate, after the shuffle), so HDF5 only copies bytes. ``lzf`` has no Python encoder: those chunks go
     through HDF5's filter pipeline.
     """
 
@@ -217,7 +223,7 @@ class H5Array:
             **compression.h5py_options(),
         )
         # Nothing to encode on a worker: the chunk is stored by the calling thread at once.
-        self.inline = compression.method != "gzip"
+        self.inline = compression.method not in DEFLATE
 
     def encode(self, index: int, values: np.ndarray):
         if len(values) < self.chunk_len and self.compression.method != "lzf":
@@ -226,6 +232,8 @@ class H5Array:
             values = full
         if self.compression.method == "gzip":
             return zlib.compress(shuffle_bytes(values), self.compression.level)
+        if self.compression.method == "isal":
+            return isal_zlib.compress(shuffle_bytes(values), self.compression.level)
         return values
 
     def store(self, index: int, payload) -> None:
