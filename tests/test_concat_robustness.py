@@ -75,7 +75,8 @@ def test_peak_memory_is_bounded(tmp_path, big_inputs, join):
     ("suffix", "options"),
     [
         (".h5ad", ["--compression", "gzip:1", "--threads", "3"]),
-        (".zarr", ["--threads", "2"]),
+        (".zarr", ["--threads", "2"]),  # blosc
+        (".zarr", ["--compression", "zstd", "--threads", "2"]),
     ],
 )
 def test_peak_memory_is_bounded_with_compression(tmp_path, big_inputs, suffix, options):

@@ -2,7 +2,7 @@
 
     kbagg-concat -o OUT.h5ad|OUT.zarr [--join inner|outer] [--label sample]
         [--index-unique SEP] [--obs-metadata TABLE.tsv] [--chunk-entries N] [--quiet]
-        [--format h5ad|zarr] [--compression none|gzip[:L]|isal[:L]|lzf|zstd[:L]]
+        [--format h5ad|zarr] [--compression METHOD[:LEVEL]]
         [--threads N] [--gene-major-output CSC.h5ad]
         NAME=PATH.h5ad [NAME=PATH.h5ad ...]
 
@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="METHOD[:LEVEL]",
         help="h5ad: none (default), gzip[:1-9] (shuffle + deflate by zlib, default level 4), "
         "isal[:0-3] (the same standard filters, encoded by ISA-L: several times faster, "
-        "default level 1) or lzf; zarr: zstd[:1-22] (default, level 3), gzip[:1-9] or none",
+        "default level 1) or lzf; zarr: blosc[:1-9] (default: zstd after a byte shuffle, "
+        "level 1), zstd[:1-22] (default level 3), gzip[:1-9] or none",
     )
     p.add_argument(
         "--threads",

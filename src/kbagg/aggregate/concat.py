@@ -111,10 +111,11 @@ def concat_on_disk(
     format
         ``"h5ad"`` or ``"zarr"``; None: zarr when ``output`` ends in ``.zarr``, else h5ad.
     compression
-        ``"none"``, ``"gzip[:LEVEL]"`` (shuffle + deflate by zlib, level 1-9, default 4),
-        ``"isal[:LEVEL]"`` (the same standard filters encoded by ISA-L, level 0-3, default 1)
-        or ``"lzf"`` for h5ad; ``"zstd[:LEVEL]"`` (default 3), ``"gzip[:LEVEL]"`` or
-        ``"none"`` for zarr. None: ``"none"`` for h5ad, ``"zstd"`` for zarr.
+        h5ad: ``"none"``, ``"gzip[:LEVEL]"`` (shuffle + deflate by zlib, level 1-9,
+        default 4), ``"isal[:LEVEL]"`` (the same standard filters encoded by ISA-L, level
+        0-3, default 1) or ``"lzf"``. zarr: ``"blosc[:LEVEL]"`` (Blosc: zstd after a byte
+        shuffle, level 1-9, default 1), ``"zstd[:LEVEL]"`` (default 3), ``"gzip[:LEVEL]"`` or
+        ``"none"``. None: ``"none"`` for h5ad, ``"blosc"`` for zarr.
     threads
         Worker threads that remap, sort and compress chunks while the calling thread reads
         and writes (1: everything on the calling thread).
@@ -323,8 +324,6 @@ def _write_matrices(
             shared[id(lut)] = ColumnMap(lut, n_out)
         maps.append(shared[id(lut)])
     pipeline = Pipeline(threads)
-    # The budget is shared by the chunks in flight: one per worker plus the one being written.
-    task_budget = max(1, budget // (threads + 1)) if threads > 1 else budget
     array_type = ZarrArray if fmt == "zarr" else H5Array
     scratch = Scratch(Path(f"{tmp}.csc"))  # for CSC inputs, created on first use
     try:
@@ -346,7 +345,7 @@ def _write_matrices(
             )
         with _progress_bar(progress, n_rows * len(writers)) as bar:
             for scan, cmap in zip(scans, maps, strict=True):
-                _stream_input(scan, cmap, writers, task_budget, scratch, bar, pipeline, space)
+                _stream_input(scan, cmap, writers, budget, scratch, bar, pipeline, space)
         for w in writers.values():
             w.close()
     finally:
@@ -370,6 +369,9 @@ def _progress_bar(progress: bool, total: int):
 def _stream_input(
     scan: InputScan, cmap: ColumnMap, writers, budget, scratch, bar, pipeline, space
 ) -> None:
+    # CSR and dense tasks share the budget: one per worker plus the one being written.
+    threads = pipeline.threads
+    task_budget = max(1, budget // (threads + 1)) if threads > 1 else budget
     with open_input(scan.path) as f, raw_fd(scan.path) as fd:
         for key, writer in writers.items():
             src = scan.matrices.get(key)
@@ -377,14 +379,17 @@ def _stream_input(
                 writer.append_empty(scan.n_obs)
                 bar.update(scan.n_obs)
                 continue
-            dtype = writer.dtype
+            dtype, lookahead = writer.dtype, pipeline.threads
             if src.fmt == "csr":
-                tasks = iter_csr(f[key], src, cmap, budget, dtype, fd)
+                tasks = iter_csr(f[key], src, cmap, task_budget, dtype, fd)
             elif src.fmt == "csc":
+                # Blocks of half the budget, one converted while the next is read.
                 tasks = iter_csc(f[key], src, cmap, budget, dtype, scratch, space.claim, fd)
+                lookahead = 1
             else:
-                tasks = iter_dense(f[key], src, cmap, budget, dtype)
-            for chunk in _read_errors_named(pipeline.ordered(tasks, pipeline.threads), scan, key):
+                tasks = iter_dense(f[key], src, cmap, task_budget, dtype)
+            chunks = pipeline.ordered(tasks, lookahead)
+            for chunk in _read_errors_named(chunks, scan, key):
                 writer.append(chunk)  # errors here are the output's
                 bar.update(len(chunk.counts))
 

@@ -88,8 +88,7 @@ def write_gene_major(
         codec = Compression.parse(compression, "h5ad")
     except ValueError as e:
         raise GeneMajorError(f"{output}: {e}") from e
-    # The budget is shared by the blocks in flight: one per worker plus the one being written.
-    budget = max(1, chunk_entries // (threads + 1)) if threads > 1 else chunk_entries
+    budget = chunk_entries  # blocks of half of it: one converted while the next is read
     with open_input_errors(aggregate), open_input(aggregate) as src, raw_fd(aggregate) as fd:
         keys = ["X"] + [f"layers/{k}" for k in src.get("layers", ())]
         sources = {key: describe_matrix(src[key]) for key in keys}
@@ -120,7 +119,7 @@ def write_gene_major(
                                     chunk_entries=GENE_MAJOR_CHUNK_ENTRIES,
                                 )
                                 blocks = _gene_blocks(src[key], source, budget, scratch, space, fd)
-                                for chunk in pipeline.ordered(blocks, pipeline.threads):
+                                for chunk in pipeline.ordered(blocks, lookahead=1):
                                     writer.append(chunk)
                                     bar.update(len(chunk.counts))
                                 writer.close()
