@@ -242,11 +242,6 @@ def method_command(method: str, paths: dict[str, Path], join: str, out: Path, ar
     raise ValueError(f"unknown method {method!r}")
 
 
-def out_path(workdir: Path, method: str) -> Path:
-    zarr = method.startswith("kbagg") and ":zstd" in method or method.endswith("->zarr")
-    return workdir / ("out.zarr" if zarr else "out.h5ad")
-
-
 def measure_rounds(commands: dict[str, tuple[list, Path]], repeats: int) -> dict[str, dict]:
     """Run every command once per round, ``repeats`` rounds; per method the runs' figures."""
     runs: dict[str, list] = {m: [] for m in commands}
@@ -403,10 +398,12 @@ def suite_zarr(args, workdir: Path) -> None:
     mb = warm(paths.values())
     for join in ("inner", "outer") if args.join == "both" else (args.join,):
         commands = {}
-        for t in args.threads.split(","):
-            m = f"kbagg:t{t}:zstd"
-            cmd = method_command(f"kbagg:t{t}", paths, join, workdir / "out.zarr", args)
-            commands[m] = (cmd, workdir / "out.zarr")
+        out = workdir / "out.zarr"
+        # The default (blosc:1), and zstd:3, anndata's own zarr codec.
+        for codec in ("blosc:1", "zstd:3"):
+            for t in args.threads.split(","):
+                m = f"kbagg:t{t}:{codec}"
+                commands[m] = (method_command(m, paths, join, out, args), out)
         pairs = [f"{k}={v}" for k, v in paths.items()]
         commands["anndata.concat_on_disk->zarr"] = (
             [sys.executable, "-c", ANNDATA_ON_DISK, str(workdir / "ad.zarr"), join, *pairs],
