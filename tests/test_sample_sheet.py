@@ -315,6 +315,23 @@ def test_snakemake_reports_index_without_t2g(tmp_path):
     assert "config reference.index is set but reference.t2g is missing" in output(proc)
 
 
+@pytest.mark.parametrize(
+    ("header", "body", "message"),
+    [
+        (HEADER, "S1\ta.fq\ta.fq\t10xv2\tx\n", "fastq_1 and fastq_2 are the same file (a.fq)"),
+        (HEADER, "", "only a header line, no rows"),
+        ("sample,fastq_1,fastq_2\n", "S1,a.fq,b.fq\n", "tab-separated expected"),
+        (HEADER, "S1\ta.fq\tb.fq\t10xv2\tx\nS2\tb.fq\tc.fq\t10xv2\tx\n", "used twice"),
+    ],
+)
+def test_snakemake_stops_on_sheet_errors_before_any_job(tmp_path, header, body, message):
+    proc = dry_run_with(tmp_path, body, header)
+    assert proc.returncode == 1
+    assert message in output(proc)
+    assert "Traceback" not in output(proc)
+    assert not (tmp_path / "results").exists()
+
+
 def test_snakemake_reports_an_empty_sheet(tmp_path):
     make_fastqs(tmp_path, "genome.fa", "genes.gtf")
     (tmp_path / "samples.tsv").write_bytes(b"")
