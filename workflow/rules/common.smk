@@ -13,7 +13,7 @@ def _require_kbagg():
     rules. A module loaded from a git source carries no importable Python package."""
     source = Path(workflow.source_path("../../src/kbagg/__init__.py")).read_text()
     wanted = re.search(r'__version__ = "([^"]+)"', source).group(1)
-    install = f'pip install "kbagg @ git+https://github.com/kbagg/kbagg@v{wanted}"'
+    install = f'pip install "kbagg[workflow] @ git+https://github.com/kbagg/kbagg.git@v{wanted}"'
     try:
         installed = metadata.version("kbagg")
     except metadata.PackageNotFoundError:
