@@ -397,7 +397,7 @@ def _observed_log_probs(
     rows: sp.csr_matrix, totals: np.ndarray, proportions: np.ndarray, alpha: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """(data-dependent part, full log-probability) of each row under the ambient null."""
-    log_factorial = gammaln(np.arange(int(rows.data.max(initial=0)) + 2, dtype=float))
+    log_factorial = gammaln(np.arange(int(rows.data.max(initial=0)) + 1) + 1.0)  # log(k!)
     data_part = np.zeros(rows.shape[0])
     for first, end in _row_blocks(rows.indptr):
         lo, hi = rows.indptr[first], rows.indptr[end]

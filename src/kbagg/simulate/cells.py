@@ -162,6 +162,7 @@ def simulate_droplets(
             "is_cell": kind_code[order] != KINDS.index("empty"),
             "cell_type": np.array(["", *names], dtype=object)[type_code[order] + 1],
             "doublet_of": doublet_of[order],
-        }
+        },
+        index=pd.RangeIndex(n_rows).astype(str),
     )
     return SimulatedDroplets(counts[order], obs, profiles, ambient)
