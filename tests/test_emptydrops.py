@@ -296,6 +296,7 @@ def test_tiny_real_library_warns_and_does_not_crash(testdata, tmp_path):
     kb = str(Path(sys.executable).with_name("kb"))
     mt, pbmc = testdata / "human_mt", testdata / "human_pbmc_cellplex_10xv3"
     ref, out = tmp_path / "ref", tmp_path / "count"
+    ref.mkdir()  # kb ref does not create the index's folder
 
     def run(*args):
         proc = subprocess.run([kb, *map(str, args)], capture_output=True, text=True)
