@@ -73,8 +73,10 @@ def test_threshold_minimum_splits_two_modes():
 def test_too_few_cells_give_missing_values_and_a_reason():
     adata = ad.AnnData(sp.csr_matrix(np.ones((MIN_CELLS - 1, 50))))
     result = score_doublets(adata)
-    assert np.isnan(result.doublet_score).all() and len(result.doublet_score) == MIN_CELLS - 1
-    assert result.predicted_doublet.isna().all() and len(result.predicted_doublet) == MIN_CELLS - 1
+    score, predicted = result
+    assert np.isnan(score).all() and len(score) == MIN_CELLS - 1
+    assert predicted.isna().all() and len(predicted) == MIN_CELLS - 1
+    assert score is result.doublet_score and predicted is result.predicted_doublet
     assert (
         result.reason
         == f"{MIN_CELLS - 1} cells: scrublet embeds cells in 30 principal components and needs at least {MIN_CELLS}"

@@ -9,8 +9,6 @@ missing values and a reason, never an exception: one odd sample must not stop a 
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -24,17 +22,27 @@ MIN_CELLS = N_PRINCIPAL_COMPONENTS + 1
 MITO_PREFIXES = ("MT-", "mt-")
 
 
-class DoubletScores(NamedTuple):
-    """Per-cell scrublet results, in the order of `adata.obs`.
+class DoubletScores(tuple):
+    """`(doublet_score, predicted_doublet)` per cell, in the order of `adata.obs`, plus
+    `reason` (why values are missing, else None) and the scrublet `threshold` used.
 
-    `doublet_score` is NaN and `predicted_doublet` <NA> where scrublet gave none (all
-    cells when `reason` is set; also cells scrublet itself filtered out, with < 3 genes).
+    `doublet_score` is a float array, NaN where scrublet gave none; `predicted_doublet` a
+    pandas nullable boolean array, <NA> there. Unpacks as a pair:
+    `score, predicted = score_doublets(adata)`.
     """
 
-    doublet_score: np.ndarray
-    predicted_doublet: pd.arrays.BooleanArray
-    reason: str | None
-    threshold: float | None = None
+    def __new__(cls, doublet_score, predicted_doublet, reason=None, threshold=None):
+        pair = super().__new__(cls, (doublet_score, predicted_doublet))
+        pair.reason, pair.threshold = reason, threshold
+        return pair
+
+    @property
+    def doublet_score(self) -> np.ndarray:
+        return self[0]
+
+    @property
+    def predicted_doublet(self) -> pd.arrays.BooleanArray:
+        return self[1]
 
 
 def _missing(n: int, reason: str, scores: np.ndarray | None = None) -> DoubletScores:
@@ -100,10 +108,11 @@ def score_doublets(
 
     Returns
     -------
-    DoubletScores(doublet_score, predicted_doublet, reason, threshold). With fewer than
-    MIN_CELLS cells, or when scrublet raises, all values are missing and `reason` says
-    why; when scrublet's score histogram has no two modes the scores are kept and only
-    the calls are missing.
+    DoubletScores: the pair (doublet_score, predicted_doublet), with `.reason` and
+    `.threshold`. With fewer than MIN_CELLS cells, or when scrublet raises, all values are
+    missing and `reason` says why; when scrublet's simulated-doublet scores have no two
+    modes the scores are kept and only the calls are missing (cells scrublet filters out,
+    with < 3 genes, are missing too).
     """
     n_cells = adata.n_obs
     if n_cells < MIN_CELLS:

@@ -261,7 +261,7 @@ def _ambient_stats(raw: sp.csr_matrix, totals: np.ndarray, lower: int) -> _Ambie
     )
 
 
-def estimate_alpha(ambient: _Ambient) -> float:
+def _estimate_alpha(ambient: _Ambient) -> float:
     """Maximum-likelihood DM concentration over the ambient barcodes (on ALPHA_BOUNDS)."""
     t = np.flatnonzero(ambient.totals_hist)
     t_n = ambient.totals_hist[t]
@@ -607,7 +607,7 @@ def empty_drops(
         force=True,
     )
     ambient = _ambient_stats(raw, totals, lower)
-    alpha_used = estimate_alpha(ambient) if alpha is None else float(alpha)
+    alpha_used = _estimate_alpha(ambient) if alpha is None else float(alpha)
     progress(f"ambient from {ambient.n_barcodes:,} barcodes; alpha={alpha_used:.4g}", force=True)
 
     tested = np.flatnonzero(totals > lower)
