@@ -5,7 +5,9 @@ sample paired 10x FASTQs split across lanes: read 1 holds a barcode taken from k
 on-list plus a UMI, read 2 a 90 bp sense-strand slice near the transcript's 3' end. Every
 (barcode, UMI) belongs to exactly one gene and reads carry no sequencing errors, so the UMI
 counts that kb should report are known exactly and are written next to the reads as
-`truth/<sample>.h5ad` (all barcodes, with `obs['is_cell']` marking real cells).
+`truth/<sample>.h5ad` (all barcodes, with `obs['is_cell']` marking real cells). Samples with
+`SampleSpec.hard` set (see `spec.HARD`) take their counts from `kbagg.simulate.cells` and
+their truth also holds `kind`, `cell_type` and `doublet_of`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import scipy.sparse as sp
 
 from kbagg.atomic import atomic_output
 from kbagg.kb.technology import onlist_barcodes
+from kbagg.simulate.cells import simulate_droplets
 from kbagg.simulate.spec import DEMO, DemoSpec, SampleSpec, demo_outputs, fastq_path
 
 BASES = np.frombuffer(b"ACGT", dtype=np.uint8)
@@ -118,14 +121,18 @@ def _pick_barcodes(rng: np.random.Generator, pool: np.ndarray, n: int) -> list[s
     bustools corrects barcodes within one mismatch of the filter list, so barcodes closer
     than that could be merged and the truth would no longer be exact.
     """
-    chosen: list[np.ndarray] = []
+    if n == 0 or len(pool) == 0:
+        return []
+    chosen = np.zeros((n, len(pool[0])), dtype=np.uint8)
+    n_chosen = 0
     for idx in rng.permutation(len(pool)):
         candidate = np.frombuffer(pool[idx].encode(), dtype=np.uint8)
-        if all(np.count_nonzero(candidate != c) >= 3 for c in chosen):
-            chosen.append(candidate)
-            if len(chosen) == n:
+        if n_chosen == 0 or (chosen[:n_chosen] != candidate).sum(axis=1).min() >= 3:
+            chosen[n_chosen] = candidate
+            n_chosen += 1
+            if n_chosen == n:
                 break
-    return [c.tobytes().decode() for c in chosen]
+    return [c.tobytes().decode() for c in chosen[:n_chosen]]
 
 
 def _simulate_counts(
@@ -175,8 +182,15 @@ def _simulate_sample(
 ) -> ad.AnnData:
     umi_len = UMI_LENGTH[sample.technology]
     pool = np.array(onlist_barcodes(sample.technology))
-    barcodes = _pick_barcodes(rng, pool, sample.n_cells + sample.n_empty)
-    counts = _simulate_counts(rng, sample, len(genes), profiles)
+    if sample.hard is None:
+        barcodes = _pick_barcodes(rng, pool, sample.n_cells + sample.n_empty)
+        counts = _simulate_counts(rng, sample, len(genes), profiles)
+        truth_obs = pd.DataFrame({"is_cell": np.arange(len(barcodes)) < sample.n_cells})
+    else:  # hard cases, with their own cell types (kbagg.simulate.cells)
+        droplets = simulate_droplets(rng, len(genes), sample.n_cells, sample.n_empty, sample.hard)
+        barcodes = _pick_barcodes(rng, pool, droplets.counts.shape[0])
+        counts = droplets.counts.toarray()
+        truth_obs = droplets.obs
     tx_seqs = [
         [_transcript_seq(genome, g, exon_ids) for exon_ids in g.transcripts.values()] for g in genes
     ]
@@ -207,9 +221,7 @@ def _simulate_sample(
         _write_gz(fastq_path(outdir, sample.name, lane, 1), r1.getvalue())
         _write_gz(fastq_path(outdir, sample.name, lane, 2), r2.getvalue())
 
-    obs = pd.DataFrame(
-        {"is_cell": np.arange(len(barcodes)) < sample.n_cells}, index=pd.Index(barcodes)
-    )
+    obs = truth_obs.set_axis(pd.Index(barcodes))
     var = pd.DataFrame(
         {"gene_name": [g.gene_name for g in genes]}, index=pd.Index([g.gene_id for g in genes])
     )

@@ -11,6 +11,24 @@ from pathlib import Path
 
 
 @dataclass(frozen=True)
+class HardCells:
+    """Hard cases for cell calling (see `kbagg.simulate.cells`): small cells at a fraction
+    of normal depth, empty droplets of ambient RNA at realistic depth, and doublets."""
+
+    n_small_cells: int
+    doublet_fraction: float = 0.08  # of non-empty droplets
+    n_cell_types: int = 6  # normal types; small cells are one more type of their own
+    cell_umis_median: float = 2500.0
+    cell_umis_sigma: float = 0.35  # log-normal spread of cell depth
+    small_cell_depth: float = 0.2  # small cells' depth relative to normal cells
+    empty_umis_median: float = 3.0
+    empty_umis_sigma: float = 0.9
+    empty_umis_max: int = 50
+    program_fraction: float = 0.1  # genes of each type's own programme ...
+    program_off: float = 0.02  # ... at this relative level in the other types
+
+
+@dataclass(frozen=True)
 class SampleSpec:
     name: str
     technology: str
@@ -20,6 +38,8 @@ class SampleSpec:
     metadata: dict = field(default_factory=dict)
     # Genes (by index) that no cell of this sample expresses.
     silent_genes: tuple[int, ...] = ()
+    # None: the easy demo model (cells far above empty droplets); else hard cases.
+    hard: HardCells | None = None
 
 
 @dataclass(frozen=True)
@@ -42,6 +62,23 @@ class DemoSpec:
 
 
 DEMO = DemoSpec()
+
+# Hard cases with truth: small cells below the knee, many empty droplets, ~8% doublets.
+HARD = DemoSpec(
+    seed=11,
+    n_genes=60,
+    samples=(
+        SampleSpec(
+            "hard_a",
+            "10xv3",
+            1,
+            n_cells=150,
+            n_empty=2000,
+            metadata={"condition": "hard", "donor": "d3"},
+            hard=HardCells(n_small_cells=40, cell_umis_median=1200.0),
+        ),
+    ),
+)
 
 
 def fastq_path(outdir: Path, sample: str, lane: int, read: int) -> Path:
