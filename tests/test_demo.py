@@ -167,9 +167,9 @@ def test_fastq_checks_count_every_read_and_match_sha256sum(demo_run):
 
 
 def test_kb_ref_gets_the_rules_threads(demo_run):
-    threads = yaml.safe_load((demo_run / "config" / "config.yaml").read_text())["resources"][
-        "reference"
-    ]["threads"]
+    schema = yaml.safe_load((demo_run / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    reference = schema["properties"]["resources"]["properties"]["reference"]["properties"]
+    threads = reference["threads"]["default"]  # the demo config keeps the default
     assert f"$ kb ref -t {threads} " in (demo_run / "logs" / "reference.log").read_text()
 
 

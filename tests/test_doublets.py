@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from kbagg.cells.doublets import MIN_CELLS, cell_qc, score_doublets, threshold_minimum
+from kbagg.cells.doublets import MIN_CELLS, score_doublets, threshold_minimum
+from kbagg.cells.metrics import cell_qc
 from kbagg.simulate.cells import simulate_droplets
 from kbagg.simulate.spec import HardCells
 

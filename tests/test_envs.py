@@ -38,6 +38,7 @@ RULE_ORDER = [
     "qc_sample",
     "qc_summary",
     "aggregate",
+    "multiqc",
 ]
 
 
@@ -62,7 +63,7 @@ def rules_by_env() -> dict[str, dict[str, str]]:
     for smk in (REPO / "workflow" / "rules").glob("*.smk"):
         for rule, body in RULE_BLOCK.findall(smk.read_text()):
             env = re.search(r'conda:\s*\n\s*"\.\./\.\./envs/([\w.]+)"', body)
-            script = re.search(r'script:\s*\n\s*"\.\./\.\./scripts/([\w.]+)"', body)
+            script = re.search(r'script:\s*\n\s*script_path\("([\w.]+)"\)', body)
             if env and script:
                 found.setdefault(env[1], {})[rule] = script[1]
     return found

@@ -73,7 +73,11 @@ def test_pct_mito_is_na_without_mito_gene_names():
 # The shipped defaults, from the one place that holds them: the config schema.
 SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
 DEFAULTS = qc.Thresholds(
-    **{k: v["default"] for k, v in SCHEMA["properties"]["qc"]["properties"].items()}
+    **{
+        k: v["default"]
+        for k, v in SCHEMA["properties"]["qc"]["properties"].items()
+        if k in qc.Thresholds.__dataclass_fields__
+    }
 )
 
 
@@ -115,8 +119,17 @@ def test_sample_metrics_from_hand_made_matrices():
         "median_genes_per_cell": 3.0,
         "fraction_umis_in_cells": pytest.approx(42 / 44),
         "pct_mito": pytest.approx(100 * 13 / 42),
+        "pct_doublets": None,  # no predicted_doublet column
         "warnings": "only 3 cells called (< 10): check the filter threshold and the knee plot",
     }
+
+
+def test_pct_doublets_counts_only_cells_with_a_call():
+    cells = make_adata(RAW_COUNTS[:4], gene_names=["MT-CO1", "B", "C", "D"])
+    cells.obs["predicted_doublet"] = pd.array([True, False, None, False], dtype="boolean")
+    assert qc.pct_doublets(cells) == pytest.approx(100 / 3)
+    cells.obs["predicted_doublet"] = pd.array([None] * 4, dtype="boolean")
+    assert qc.pct_doublets(cells) is None
 
 
 def test_sample_metrics_without_filter_has_na_cell_metrics():
@@ -289,14 +302,18 @@ def test_bad_samples_get_warnings_not_failures(demo_run, tmp_path):
     run = tmp_path / "kbagg"
     shutil.copytree(demo_run, run, symlinks=True)
     config = run / "config" / "config.yaml"
-    config.write_text(
-        config.read_text()
-        .replace("min_pct_pseudoaligned: 30", "min_pct_pseudoaligned: 100")
-        .replace("min_cells: 10", "min_cells: 35")
-    )
+    settings = yaml.safe_load(config.read_text())
+    settings["qc"] = {"min_pct_pseudoaligned": 100, "min_cells": 35}
+    config.write_text(yaml.safe_dump(settings))
     dry = snakemake_in(run, "--dry-run").stdout
     planned = dict(re.findall(r"^(\w+)\s+(\d+)$", dry.split("Job stats:", 1)[1], re.M))
-    assert planned == {"all": "1", "qc_sample": "3", "qc_summary": "1", "total": "5"}, dry
+    assert planned == {
+        "all": "1",
+        "qc_sample": "3",
+        "qc_summary": "1",
+        "multiqc": "1",
+        "total": "6",
+    }, dry
     proc = snakemake_in(run)
 
     # 100.0% pseudoaligned is not < 100: only the cell count warns, and only below 35

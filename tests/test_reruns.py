@@ -19,9 +19,18 @@ pytestmark = pytest.mark.slow
 EVERYTHING_AFTER_THE_REFERENCE = {
     "reference": 1,
     "kb_count": 3,
+    "cells": 3,
     "aggregate": 2,
     "qc_sample": 3,
     "qc_summary": 1,
+    "multiqc": 1,
+}
+EVERYTHING_AFTER_THE_CELLS = {
+    "cells": 3,
+    "aggregate": 2,
+    "qc_sample": 3,
+    "qc_summary": 1,
+    "multiqc": 1,
 }
 
 
@@ -103,10 +112,13 @@ def test_a_adding_a_sample_counts_only_that_sample(finished_demo):
     with sheet_path.open("a") as sheet:
         sheet.write("pbmc_d\t../extra_R1.fastq.gz\t../extra_R2.fastq.gz\t10xv2\tcontrol\td3\n")
     assert planned_jobs(finished_demo) == {
+        "fastq_check": 1,
         "kb_count": 1,
+        "cells": 1,
         "aggregate": 2,
         "qc_sample": 1,
         "qc_summary": 1,
+        "multiqc": 1,
     }
 
     samples = finished_demo / "results" / "samples"
@@ -117,8 +129,20 @@ def test_a_adding_a_sample_counts_only_that_sample(finished_demo):
     assert planned_jobs(finished_demo) == {}
 
 
+def test_changing_the_cell_calling_method_recalls_cells_but_does_not_recount(finished_demo):
+    edit_config(finished_demo, lambda c: c.setdefault("filter", {}).update(method="emptydrops"))
+    assert planned_jobs(finished_demo) == EVERYTHING_AFTER_THE_CELLS
+
+
+def test_turning_doublet_scores_off_redoes_the_cells_only(finished_demo):
+    edit_config(finished_demo, lambda c: c.setdefault("qc", {}).update(doublets=False))
+    assert planned_jobs(finished_demo) == EVERYTHING_AFTER_THE_CELLS
+
+
 def test_changing_memory_reruns_nothing(finished_demo):
     """Resources are not results: more memory (also what a retry gets) changes no output."""
-    edit_config(finished_demo, lambda c: c["resources"]["aggregate"].update(mem_mb=8000))
+    edit_config(
+        finished_demo, lambda c: c["resources"].setdefault("aggregate", {}).update(mem_mb=8000)
+    )
     edit_config(finished_demo, lambda c: c["resources"]["kb_count"].update(mem_mb=8000))
     assert planned_jobs(finished_demo) == {}

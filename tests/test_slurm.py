@@ -64,7 +64,7 @@ def slurm_demo(slurm_cluster, tmp_path_factory):
     config = yaml.safe_load(config_path.read_text())
     # SLURM kills attempt 1: the job step (Snakemake inside the job + the aggregate) needs
     # more than 150 MB; attempts 2-4 ask for 300, 450, 600 MB.
-    config["resources"]["aggregate"]["mem_mb"] = 150
+    config["resources"].setdefault("aggregate", {})["mem_mb"] = 150
     config_path.write_text(yaml.safe_dump(config))
 
     before = slurm_jobs_after(-1)

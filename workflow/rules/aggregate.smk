@@ -31,4 +31,4 @@ rule aggregate:
         config=provenance_config(),
         sample_sheet=provenance_sample_sheet(),
     script:
-        "../../scripts/aggregate.py"
+        script_path("aggregate.py")

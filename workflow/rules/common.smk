@@ -30,6 +30,7 @@ def _require_kbagg():
 
 _require_kbagg()
 
+from kbagg.cells import CELL_COLUMNS
 from kbagg.config import check_config, count_extra_args
 from kbagg.errors import KbaggError
 from kbagg.kb.technology import paired_technology
@@ -38,6 +39,8 @@ from kbagg.sheet import load_sample_sheet
 from kbagg.simulate.spec import demo_outputs
 
 DEMO_DIR = "resources/demo"
+# obs columns kbagg writes itself: a metadata column of the sheet may not take these names
+OBS_COLUMNS = CELL_COLUMNS
 
 
 def _validate_sheet_rows(table):
@@ -53,7 +56,7 @@ try:
         will_exist=[p for paths in demo_outputs(DEMO_DIR).values() for p in paths],
         validate_rows=_validate_sheet_rows,
     )
-    SHEET.check_obs_columns(config["aggregate"]["label"])
+    SHEET.check_obs_columns(config["aggregate"]["label"], reserved=OBS_COLUMNS)
     for _sample in SHEET.names:
         paired_technology(SHEET.technology(_sample))
     COUNT_EXTRA_ARGS = count_extra_args(config["count"]["extra"])
@@ -67,6 +70,22 @@ wildcard_constraints:
     sample="|".join(re.escape(s) for s in SAMPLES),
     kind="raw|filtered",
     lane=r"\d+",
+
+
+RULES_DIR = workflow.current_basedir  # this file's folder, as a source (local or git)
+
+
+def script_path(name):
+    """scripts/<name> for a rule's script: directive. Relative to the rule files, except in a
+    module loaded with gitfile(...): there Snakemake 9.27 fails to join a relative script
+    path to the git source when it compares script and output times (TypeError in
+    LocalGitFile.join), so the script is named by its git URI, which Snakemake fetches
+    through its source cache like any remote script. Snakemake evaluates this when the job
+    runs, so the folder is taken at parse time (RULES_DIR)."""
+    relative = f"../../scripts/{name}"
+    if type(RULES_DIR).__name__ == "LocalGitFile":
+        return RULES_DIR.join(relative).get_path_or_uri(secret_free=False)
+    return relative
 
 
 def rule_resources(name):
@@ -163,7 +182,8 @@ def qc_outputs():
     """Per-sample metrics and knee plots, and the cross-sample summary (rules in qc.smk)."""
     per_sample = ["results/qc/{sample}/metrics.tsv", "results/qc/{sample}/knee.png"]
     summary = [f"results/qc/summary.{ext}" for ext in ("tsv", "png", "html")]
-    return expand(per_sample, sample=SAMPLES) + summary
+    multiqc = ["results/qc/multiqc_report.html"] if config["qc"]["multiqc"] else []
+    return expand(per_sample, sample=SAMPLES) + summary + multiqc
 
 
 # --- aggregate -------------------------------------------------------------------------

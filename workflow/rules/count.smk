@@ -24,7 +24,7 @@ rule fastq_check:
         ).min_lengths,
         technology=lambda wc: SHEET.technology(wc.sample),
     script:
-        "../../scripts/fastq_check.py"
+        script_path("fastq_check.py")
 
 
 rule kb_count:
@@ -53,4 +53,4 @@ rule kb_count:
         filter_threshold=config["filter"]["threshold"],
         extra_args=COUNT_EXTRA_ARGS,
     script:
-        "../../scripts/kb_count.py"
+        script_path("kb_count.py")

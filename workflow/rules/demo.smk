@@ -23,4 +23,4 @@ rule simulate_demo:
     params:
         outdir=lambda wc, output: Path(output.genome).parent,
     script:
-        "../../scripts/simulate_demo.py"
+        script_path("simulate_demo.py")

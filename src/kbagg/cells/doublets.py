@@ -1,4 +1,4 @@
-"""Per-cell doublet scores (Scrublet, through scanpy) and QC metrics.
+"""Per-cell doublet scores (Scrublet, through scanpy).
 
 `score_doublets` runs `scanpy.pp.scrublet` with a fixed seed and exact nearest neighbours.
 Scrublet's automatic threshold needs scikit-image (`skimage.filters.threshold_minimum`); it
@@ -19,7 +19,6 @@ N_PRINCIPAL_COMPONENTS = 30  # scrublet's default embedding
 # Scrublet's PCA (ARPACK) needs more cells than components, and its kNN graph uses
 # round(sqrt(n) / 2) neighbours: below this many cells it cannot run.
 MIN_CELLS = N_PRINCIPAL_COMPONENTS + 1
-MITO_PREFIXES = ("MT-", "mt-")
 
 
 class DoubletScores(tuple):
@@ -151,39 +150,3 @@ def score_doublets(
     called = pd.array(scores > threshold, dtype="boolean")
     called[np.isnan(scores)] = pd.NA
     return DoubletScores(scores, called, None, threshold)
-
-
-def cell_qc(adata: ad.AnnData) -> pd.DataFrame:
-    """Per-cell QC: total UMIs, detected genes and percent mitochondrial UMIs.
-
-    Parameters
-    ----------
-    adata
-        Cells x genes UMI counts. Mitochondrial genes are those whose `var['gene_name']`
-        (else var name) starts with "MT-" or "mt-".
-
-    Returns
-    -------
-    DataFrame indexed like `adata.obs` with `n_umis` (int64 unless counts are fractional),
-    `n_genes` (int64) and `pct_mito`
-    (float64: NaN for every cell when no gene is mitochondrial, and for cells with 0 UMIs).
-    """
-    x = adata.X if sp.issparse(adata.X) else sp.csr_matrix(np.asarray(adata.X))
-    x = sp.csr_matrix(x)
-    names = adata.var["gene_name"] if "gene_name" in adata.var else adata.var_names.to_series()
-    mito = names.astype(str).str.startswith(MITO_PREFIXES).to_numpy()
-    n_umis = np.asarray(x.sum(axis=1)).ravel()
-    if mito.any():
-        mito_umis = np.asarray(x[:, np.flatnonzero(mito)].sum(axis=1)).ravel()
-        with np.errstate(invalid="ignore", divide="ignore"):
-            pct_mito = np.where(n_umis > 0, 100.0 * mito_umis / n_umis, np.nan)
-    else:
-        pct_mito = np.full(adata.n_obs, np.nan)
-    return pd.DataFrame(
-        {
-            "n_umis": n_umis.astype(np.int64) if np.all(n_umis % 1 == 0) else n_umis,
-            "n_genes": np.asarray((x > 0).sum(axis=1)).ravel().astype(np.int64),
-            "pct_mito": pct_mito.astype(np.float64),
-        },
-        index=adata.obs_names.copy(),
-    )
