@@ -173,13 +173,14 @@ def _nb_log_pmf(values: np.ndarray, mean: float, variance: float) -> np.ndarray:
 
 def _class_probability(probability, n_positive, positive) -> np.ndarray:
     """Probability of the called class, treating hashtags as independent."""
+    n_tags = probability.shape[1]
     negative = np.prod(1 - probability, axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        odds = probability / (1 - probability)
-    odds = np.where(np.isfinite(odds), odds, np.finfo(float).max)
-    singlet_each = negative[:, None] * odds  # P(only hashtag h)
-    singlet_called = singlet_each[np.arange(len(probability)), np.argmax(positive, axis=1)]
-    doublet = np.clip(1 - negative - singlet_each.sum(axis=1), 0, 1)
+    only = np.column_stack(  # P(hashtag h and no other)
+        [np.prod(np.where(np.arange(n_tags) == h, probability, 1 - probability), axis=1)
+         for h in range(n_tags)]
+    )  # fmt: skip
+    singlet_called = only[np.arange(len(probability)), np.argmax(positive, axis=1)]
+    doublet = np.clip(1 - negative - only.sum(axis=1), 0, 1)
     return np.where(n_positive == 1, singlet_called, np.where(n_positive == 0, negative, doublet))
 
 

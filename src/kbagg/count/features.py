@@ -44,6 +44,7 @@ from kbagg.atomic import atomic_output
 from kbagg.errors import KbaggError
 from kbagg.kb.run import KbError, read_json_if_present, run_kb
 from kbagg.reference.features import (
+    FEATURE_TYPES,
     GENE_EXPRESSION,
     check_feature_type,
     features_of_type,
@@ -154,8 +155,14 @@ def check_feature_libraries(libraries: pd.DataFrame) -> None:
         ``line`` (the sample sheet's line, named in the error).
     """
     types = libraries["feature_type"].fillna(GENE_EXPRESSION)
-    for value in types.unique():
-        check_feature_type(value, "sample sheet column feature_type", allow_gene_expression=True)
+    unknown = libraries[~types.isin(FEATURE_TYPES)]
+    if len(unknown):
+        row = unknown.iloc[0]
+        at = f"line {row['line']}: " if "line" in unknown.columns else ""
+        raise FeatureCountError(
+            f"sample sheet {at}sample '{row['sample']}': feature_type '{row['feature_type']}' "
+            "is not one of " + ", ".join(f"'{t}'" for t in FEATURE_TYPES)
+        )
     with_gex = set(libraries.loc[types == GENE_EXPRESSION, "sample"])
     orphans = libraries[(types != GENE_EXPRESSION) & ~libraries["sample"].isin(with_gex)]
     if len(orphans):
