@@ -292,7 +292,6 @@ def build_feature_index(
     feature_type: str,
     outputs: dict[str, str],
     *,
-    default_feature_type: str | None = None,
     threads: int = 1,
 ) -> pd.DataFrame:
     """`kb ref --workflow kite` for one feature type; outputs appear only when all exist.
@@ -300,15 +299,14 @@ def build_feature_index(
     Parameters
     ----------
     reference
-        Feature reference in any format `read_feature_reference` reads.
+        Feature reference in any format `read_feature_reference` reads (a file without a
+        ``feature_type`` column is taken to hold `feature_type` features only).
     feature_type
         Which features to index (one index per feature type).
     outputs
         Paths for ``features`` (kb's TSV, written first), ``index``, ``t2g`` and
         ``mismatch_fasta`` (the barcodes and Hamming-1 variants kb indexes); see
         `feature_index_outputs`.
-    default_feature_type
-        Passed to `read_feature_reference` for files without a ``feature_type`` column.
     threads
         kb ref's ``-t``.
 
@@ -316,7 +314,7 @@ def build_feature_index(
     -------
     The features of `feature_type` (rows of `read_feature_reference`).
     """
-    table = read_feature_reference(reference, default_feature_type)
+    table = read_feature_reference(reference, default_feature_type=feature_type)
     features = features_of_type(table, feature_type, f"feature reference {reference}")
     tsv = write_kb_features(features, outputs["features"])
     staged = {k: outputs[k] for k in ("index", "t2g", "mismatch_fasta")}
