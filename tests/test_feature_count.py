@@ -111,6 +111,8 @@ def test_a_feature_library_without_gene_expression_is_an_error(tmp_path):
     # And the count itself refuses before running kb.
     with pytest.raises(FeatureCountError, match=r"sample 'S1' has a 'Antibody Capture' library"):
         count_features(job(tmp_path, gex_filtered_h5ad=None))
+    with pytest.raises(FeatureCountError, match=r"sample 'S1': the gene-expression cells .*gex"):
+        count_features(job(tmp_path))  # the GEX matrix does not exist (yet)
     assert not (tmp_path / "kb.partial").exists()
 
 

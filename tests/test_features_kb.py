@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from kbagg.count.features import (
+    FeatureCountError,
     FeatureCountJob,
     count_features,
     feature_barcode_translation,
@@ -33,7 +34,12 @@ from kbagg.reference.features import (
     build_feature_index,
     feature_index_outputs,
 )
-from kbagg.simulate.features import _random_seq, _Read2Maker, write_feature_libraries
+from kbagg.simulate.features import (
+    DEFAULT_FEATURES,
+    _random_seq,
+    _Read2Maker,
+    write_feature_libraries,
+)
 
 pytestmark = pytest.mark.slow
 N_CELLS, N_CELLS_WITHOUT_FEATURES = 60, 5
@@ -204,3 +210,32 @@ def test_kb_counts_unequal_lengths_but_not_a_barcode_inside_another(tmp_path):
     truth, counted = count(inside, tmp_path / "inside")
     assert counted[0] == 0 < truth[0]  # short0's reads all went to the longer barcode
     assert counted[-1] == truth[0] + truth[-1]
+
+
+def test_untranslated_10xv3_barcodes_match_no_cell_and_say_so(simulated):
+    """Plain `kite` on 10x v3 feature barcoding leaves the barcodes in the feature-barcode
+    space (the README's 2 of 2,708 on real data): an error, not an empty matrix."""
+    folder, files, onlist, _, _ = simulated
+    outputs = feature_index_outputs(folder / "ref_plain", MULTIPLEXING_CAPTURE)
+    build_feature_index(files["reference"], MULTIPLEXING_CAPTURE, outputs)
+    job = FeatureCountJob(
+        sample="s1",
+        feature_type=MULTIPLEXING_CAPTURE,
+        fastqs=[str(p) for p in files["fastq"][MULTIPLEXING_CAPTURE]],
+        index=outputs["index"],
+        t2g=outputs["t2g"],
+        technology="10xv3",
+        kb_dir=folder / "kb_plain",
+        output_h5ad=folder / "plain.h5ad",
+        gex_filtered_h5ad=folder / "gex_filtered.h5ad",
+        translate=False,
+        onlist=str(onlist),  # the feature-space barcodes, so kb keeps them
+    )
+    with pytest.raises(
+        FeatureCountError,
+        match=rf"sample 's1' \(Multiplexing Capture\): none of the {N_CELLS + DEFAULT_FEATURES.n_empty} feature "
+        rf"barcodes is one of the {N_CELLS + N_CELLS_WITHOUT_FEATURES} gene-expression cells; "
+        r"check the technology and translation \(kb ran --workflow kite\)",
+    ):
+        count_features(job)
+    assert not (folder / "plain.h5ad").exists()

@@ -115,3 +115,13 @@ def test_the_simulator_is_deterministic(tmp_path, cells, simulated):
                 hashlib.sha256(second.read_bytes()).digest()
             )
     assert files["reference"].read_bytes() == again["reference"].read_bytes()
+
+
+def test_10xv2_libraries_carry_the_gex_barcode(tmp_path):
+    rng = np.random.default_rng(1)
+    barcodes = [str(b) for b in rng.choice(onlist_barcodes("10xv2", 5000), 5, replace=False)]
+    files = write_feature_libraries(tmp_path, "v2", barcodes, np.zeros(5, int), technology="10xv2")
+    truth = ad.read_h5ad(files["truth"][ANTIBODY_CAPTURE])
+    reads = read_fastq(files["fastq"][ANTIBODY_CAPTURE][0])
+    assert {len(r) for r in reads} == {26}  # 16 + a 10-base UMI
+    assert {r[:16] for r in reads} == set(truth.obs_names[truth.X.sum(axis=1).A1 > 0])

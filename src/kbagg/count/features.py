@@ -225,6 +225,12 @@ def count_features(job: FeatureCountJob) -> ad.AnnData:
             f"sample '{job.sample}' has a '{job.feature_type}' library but no gene-expression "
             "library to take the cells from"
         )
+    if not Path(job.gex_filtered_h5ad).is_file():
+        raise FeatureCountError(
+            f"sample '{job.sample}': the gene-expression cells {job.gex_filtered_h5ad} do not "
+            "exist; count the sample's gene-expression library first"
+        )
+    mode = kite_mode(job.technology, job.translate)
     cells = called_cells(job.gex_filtered_h5ad)
     raw = run_kite(job)
     var = _feature_var(job, raw.var_names)
@@ -236,10 +242,10 @@ def count_features(job: FeatureCountJob) -> ad.AnnData:
         raise FeatureCountError(
             f"sample '{job.sample}' ({job.feature_type}): none of the {raw.n_obs:,} feature "
             f"barcodes is one of the {len(cells):,} gene-expression cells; check the technology "
-            f"and translation (kb ran --workflow {kite_mode(job.technology, job.translate).workflow})"
+            f"and translation (kb ran --workflow {mode.workflow})"
         )
     features.uns["feature_counts"] = {
-        "workflow": kite_mode(job.technology, job.translate).workflow,
+        "workflow": mode.workflow,
         "barcodes_counted": raw.n_obs,
         "barcodes_in_cells": in_cells,
         "umi_fraction_in_cells": float(features.X.sum()) / total if total else 0.0,
