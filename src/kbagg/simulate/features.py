@@ -79,8 +79,10 @@ class FeatureSimSpec:
     antibody_positive_umis: float = 40.0
     antibody_background_umis: float = 2.0
     # Hashtags: mean UMIs of the cell's own hashtag(s) (times a labelling efficiency drawn
-    # from 0.5-1) and of ambient background in every hashtag. Real HTO data (Stoeckius et
-    # al. 2018) show positives of about 50-400 UMIs over a background of about 3-12.
+    # from 0.5-1; negative binomial, size 8) and of ambient background in every hashtag
+    # (size 10), both times the cell's size factor (log-normal, sd 0.3). Chosen by hand so
+    # that positives stand well above the background, with a tail of weak singlets that
+    # every method in tests/benchmarks/bench_demux.py misses in part (0.1-0.6 %).
     hashtag_signal_umis: float = 150.0
     hashtag_background_umis: float = 4.0
     doublet_fraction: float = 0.08
