@@ -26,7 +26,7 @@ import anndata as ad
 import h5py
 import pandas as pd
 
-from kbagg.aggregate.concat import DEFAULT_MAX_ELEMS, ConcatError, concat_on_disk
+from kbagg.aggregate.concat import DEFAULT_CHUNK_ENTRIES, ConcatError, concat_on_disk
 from kbagg.aggregate.inputs import read_dataframe
 from kbagg.atomic import atomic_output
 from kbagg.reference.features import MODALITY
@@ -90,7 +90,7 @@ def concat_h5mu(
     label: str | None = "sample",
     index_unique: str | None = "-",
     obs_metadata: str | Path | pd.DataFrame | None = None,
-    max_elems: int = DEFAULT_MAX_ELEMS,
+    chunk_entries: int = DEFAULT_CHUNK_ENTRIES,
     progress: bool = True,
     uns: Mapping | None = None,
 ) -> Path:
@@ -103,7 +103,7 @@ def concat_h5mu(
         A modality may be missing from some samples; it then holds the others' cells.
     output
         The ``.h5mu`` to write (atomically).
-    join, label, index_unique, obs_metadata, max_elems, progress
+    join, label, index_unique, obs_metadata, chunk_entries, progress
         As for `concat_on_disk`, applied to every modality (so obs_names agree).
     uns
         `concat_on_disk`'s ``uns`` for the ``rna`` modality (the provenance), also written
@@ -126,7 +126,7 @@ def concat_h5mu(
                 label=label,
                 index_unique=index_unique,
                 obs_metadata=obs_metadata,
-                max_elems=max_elems,
+                chunk_entries=chunk_entries,
                 progress=progress,
                 uns=uns if modality == "rna" else None,
             )
