@@ -289,10 +289,25 @@ def test_report_has_every_sample_metrics_table_and_knee_plot(report_run):
             assert entry["labels"] == {"sample": sample, "result": label}
             assert sample in entry["caption"]
             assert embedded_bytes(entry) == (report_run / path).read_bytes()
-    for name in ("summary.tsv", "summary.html", "summary.png"):
+    for name in ("summary.tsv", "summary.html", "summary.png", "multiqc_report.html"):
         path = f"results/qc/{name}"
         assert embedded_bytes(results[path]) == (report_run / path).read_bytes()
     assert results["results/qc/summary.html"]["mime_type"] == "text/html"
+
+
+def test_multiqc_report_lists_every_sample(demo_run):
+    """MultiQC's own tables: every sample, named as in the sheet, from both sources."""
+    data = demo_run / "results" / "qc" / "multiqc_data"
+    general = pd.read_csv(data / "multiqc_general_stats.txt", sep="\t")
+    assert sorted(general["Sample"]) == sorted(SAMPLES)
+    assert any(c.startswith("bustools") for c in general.columns)
+    kbagg = [c for c in general.columns if c.startswith("custom_content_kbagg_qc")]
+    cells = general.set_index("Sample")[
+        next(c for c in kbagg if c.endswith("cells_called"))
+    ].to_dict()
+    assert cells == {s.name: s.n_cells for s in DEMO.samples}
+    report = (demo_run / "results" / "qc" / "multiqc_report.html").read_text()
+    assert all(sample in report for sample in SAMPLES)
 
 
 @pytest.mark.slow
