@@ -278,7 +278,9 @@ def test_snakemake_reports_schema_violation_with_row_and_key(tmp_path):
 def test_snakemake_reports_conflicting_technology(tmp_path):
     proc = dry_run_with(tmp_path, "S1\ta.fq\tb.fq\t10xv2\tx\nS1\tc.fq\td.fq\t10xv3\tx\n")
     assert proc.returncode != 0
-    assert "sample 'S1' has conflicting values in column technology" in output(proc)
+    assert "sample 'S1' (Gene Expression library) has conflicting values in column technology" in (
+        output(proc)
+    )
 
 
 def test_snakemake_reports_missing_fastq(tmp_path):

@@ -96,3 +96,36 @@ def count_extra_args(text: str) -> list[str]:
                 f"{MANAGED_COUNT_OPTIONS[option]}; remove it from count.extra"
             )
     return args
+
+
+def check_feature_config(config: Mapping, sheet, will_exist=()) -> None:
+    """Feature-barcode libraries need `feature_reference`; `hashtags` names libraries with
+    a Multiplexing Capture library only. A reference that exists already is read, so its
+    errors (with line numbers) come before any job."""
+    from pathlib import Path
+
+    from kbagg.feature_types import MULTIPLEXING_CAPTURE
+
+    types = {t for s in sheet.names for t in sheet.feature_libraries(s)}
+    reference = config.get("feature_reference")
+    if types and not reference:
+        raise KbaggError(
+            f"the sample sheet has {', '.join(sorted(types))} libraries: set "
+            "config feature_reference to their feature reference (10x CSV or kb TSV)"
+        )
+    if reference and Path(reference).is_file():
+        from kbagg.reference.features import features_of_type, read_feature_reference
+
+        table = read_feature_reference(reference)
+        for feature_type in sorted(types):
+            features_of_type(table, feature_type, f"feature reference {reference}")
+    elif reference and Path(reference).resolve() not in {Path(p).resolve() for p in will_exist}:
+        raise KbaggError(f"config feature_reference: file not found: {reference}")
+    pooled = {s for s in sheet.names if MULTIPLEXING_CAPTURE in sheet.feature_libraries(s)}
+    for sample in config.get("hashtags") or {}:
+        if sample not in pooled:
+            raise KbaggError(
+                f"config hashtags.{sample}: the sample sheet has no sample '{sample}' with a "
+                "'Multiplexing Capture' library"
+                + (f" (samples with one: {', '.join(sorted(pooled))})" if pooled else "")
+            )

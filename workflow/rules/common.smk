@@ -31,7 +31,9 @@ def _require_kbagg():
 _require_kbagg()
 
 from kbagg.cells import CELL_COLUMNS
-from kbagg.config import check_config, count_extra_args
+from kbagg.feature_types import FEATURE_TYPE_OF
+from kbagg.config import check_config, check_feature_config, count_extra_args
+from kbagg.count.kite import kite_mode
 from kbagg.errors import KbaggError
 from kbagg.kb.technology import paired_technology
 from kbagg.reference.build import reference_outputs
@@ -50,16 +52,18 @@ def _validate_sheet_rows(table):
 try:
     check_config(config)  # clear messages for what the schema would word obscurely
     validate(config, "../schemas/config.schema.yaml")
+    _demo_files = [p for paths in demo_outputs(DEMO_DIR).values() for p in paths]
     SHEET = load_sample_sheet(
         config["samples"],
         config["technology"],
-        will_exist=[p for paths in demo_outputs(DEMO_DIR).values() for p in paths],
+        will_exist=_demo_files,
         validate_rows=_validate_sheet_rows,
     )
     SHEET.check_obs_columns(config["aggregate"]["label"], reserved=OBS_COLUMNS)
     for _sample in SHEET.names:
         paired_technology(SHEET.technology(_sample))
     COUNT_EXTRA_ARGS = count_extra_args(config["count"]["extra"])
+    check_feature_config(config, SHEET, will_exist=_demo_files)
 except KbaggError as error:
     raise WorkflowError(str(error))
 SAMPLES = SHEET.names
@@ -70,6 +74,8 @@ wildcard_constraints:
     sample="|".join(re.escape(s) for s in SAMPLES),
     kind="raw|filtered",
     lane=r"\d+",
+    library="rna|prot|hashtag|crispr",
+    modality="prot|hashtag|crispr",
 
 
 RULES_DIR = workflow.current_basedir  # this file's folder, as a source (local or git)
@@ -134,19 +140,28 @@ def count_inputs(wildcards):
     return inputs
 
 
+def library_type(wildcards):
+    """The feature type of library `wildcards.library` (rna, prot, hashtag, crispr)."""
+    return FEATURE_TYPE_OF[wildcards.library]
+
+
 def lane_fastqs(wildcards):
-    """(fastq_1, fastq_2) of lane `wildcards.lane` (1-based, in sheet order)."""
-    pairs = SHEET.lane_pairs(wildcards.sample)
+    """(fastq_1, fastq_2) of lane `wildcards.lane` (1-based, in sheet order) of a library."""
+    pairs = SHEET.lane_pairs(wildcards.sample, library_type(wildcards))
     return pairs[int(wildcards.lane) - 1]
 
 
-def lane_checks(sample):
-    """The FASTQ check record of every lane of `sample`."""
-    n_lanes = len(SHEET.lane_pairs(sample))
+def lane_checks(sample, library="rna"):
+    """The FASTQ check record of every lane of one library of `sample`."""
+    n_lanes = len(SHEET.lane_pairs(sample, FEATURE_TYPE_OF[library]))
     return [
-        f"results/samples/{sample}/fastq_check/lane{lane}.json"
+        f"results/samples/{sample}/fastq_check/{library}_lane{lane}.json"
         for lane in range(1, n_lanes + 1)
     ]
+
+
+def all_lane_checks(sample):
+    return [path for library in SHEET.modalities(sample) for path in lane_checks(sample, library)]
 
 
 def kb_matrix(kind):
@@ -167,6 +182,33 @@ def cells_inputs(wildcards):
     return inputs
 
 
+def feature_count_inputs(wildcards):
+    """kb count of one feature library: its FASTQs, its type's index, the on-list kite
+    needs, the gene-expression cells to keep, and the library's FASTQ checks."""
+    feature_type = FEATURE_TYPE_OF[wildcards.modality]
+    technology = SHEET.technology(wildcards.sample, feature_type)
+    inputs = {
+        "fastqs": SHEET.fastqs(wildcards.sample, feature_type),
+        "index": f"resources/features/{wildcards.modality}/index.idx",
+        "t2g": f"resources/features/{wildcards.modality}/t2g.txt",
+        "reference": config["feature_reference"],
+        "cells": f"results/samples/{wildcards.sample}/filtered.h5ad",
+        "checks": lane_checks(wildcards.sample, wildcards.modality),
+    }
+    onlist = onlist_file(kite_mode(technology).onlist_technology)
+    if onlist:
+        inputs["onlist"] = onlist
+    return inputs
+
+
+def sample_modalities(wildcards):
+    """Every modality's cells x features of a sample, for its .h5mu."""
+    return {
+        m: (f"results/samples/{wildcards.sample}/" + ("filtered" if m == "rna" else m) + ".h5ad")
+        for m in SHEET.modalities(wildcards.sample)
+    }
+
+
 def sample_matrix(kind):
     return f"results/samples/{{sample}}/{kind}.h5ad"
 
@@ -175,7 +217,13 @@ def final_outputs():
     kinds = (["filtered"] if FILTER else []) + (
         ["raw"] if config["aggregate"]["raw"] or not FILTER else []
     )
-    return [f"results/aggregate/{kind}.h5ad" for kind in kinds] + qc_outputs()
+    h5mu = []
+    if SHEET.has_features and FILTER:
+        h5mu = ["results/aggregate/filtered.h5mu"]
+        h5mu += [
+            f"results/samples/{s}/filtered.h5mu" for s in SAMPLES if SHEET.feature_libraries(s)
+        ]
+    return [f"results/aggregate/{kind}.h5ad" for kind in kinds] + h5mu + qc_outputs()
 
 
 def qc_outputs():
@@ -183,7 +231,13 @@ def qc_outputs():
     per_sample = ["results/qc/{sample}/metrics.tsv", "results/qc/{sample}/knee.png"]
     summary = [f"results/qc/summary.{ext}" for ext in ("tsv", "png", "html")]
     multiqc = ["results/qc/multiqc_report.html"] if config["qc"]["multiqc"] else []
-    return expand(per_sample, sample=SAMPLES) + summary + multiqc
+    hashtags = [
+        f"results/qc/{s}/hashtags.{ext}"
+        for s in SAMPLES
+        if "hashtag" in SHEET.modalities(s)
+        for ext in ("tsv", "png")
+    ]
+    return expand(per_sample, sample=SAMPLES) + summary + multiqc + hashtags
 
 
 # --- aggregate -------------------------------------------------------------------------

@@ -5,7 +5,8 @@ script and kb go on as orphans. A rerun must never share a folder with such an o
 
 - every attempt runs kb in its own folder, `kb.attempt-<pid>`, and only a finished,
   verified attempt is renamed to `kb/`;
-- an attempt holds an exclusive lock on `.kb_count.lock` in the sample folder while it runs,
+- an attempt holds an exclusive lock on `.kb_count.lock` in the sample folder while it runs
+  (`.kb_<modality>.lock` for a feature-barcode library),
   and records there its host, its pid and kb's process group;
 - a new attempt that finds the lock held by a live process on this host stops it (SIGTERM,
   then SIGKILL), and likewise stops a kb process group left behind by an attempt that was
@@ -66,12 +67,15 @@ def _is_kb_group(pgid: int) -> bool:
 
 
 class SampleLock:
-    """Exclusive lock of a sample folder for one kb count attempt (a context manager)."""
+    """Exclusive lock of a sample folder for one kb count attempt (a context manager).
 
-    def __init__(self, folder: str | Path, sample: str, log=print):
+    `name` is the lock file: one per kb output folder (gene expression and each
+    feature-barcode library of a sample count at the same time, each under its own lock)."""
+
+    def __init__(self, folder: str | Path, sample: str, log=print, name: str = LOCK_NAME):
         self.folder = Path(folder)
         self.sample = sample
-        self.path = self.folder / LOCK_NAME
+        self.path = self.folder / name
         self.log = log
         self._fd: int | None = None
         self._record: dict = {}

@@ -41,6 +41,13 @@ import scipy.sparse as sp
 from anndata.io import read_elem
 
 from kbagg.atomic import atomic_output
+from kbagg.count.attempt import SampleLock, attempt_folder, remove_old_attempts
+from kbagg.count.kite import (  # noqa: F401  (re-exported)
+    TRANSLATED_TECHNOLOGIES,
+    FeatureCountError,
+    KiteMode,
+    kite_mode,
+)
 from kbagg.errors import KbaggError
 from kbagg.kb.run import KbError, read_json_if_present, run_kb
 from kbagg.reference.features import (
@@ -51,52 +58,7 @@ from kbagg.reference.features import (
     read_feature_reference,
 )
 
-TRANSLATED_TECHNOLOGIES = ("10XV3", "10XFB")  # run as -x 10xv3 --workflow kite:10xFB
 KB_LARGE_FILES = ("10x_feature_barcode_map.txt", "10x_fb_whitelist.txt")  # ~230 + 115 MB
-
-
-class FeatureCountError(KbaggError):
-    """A feature library cannot be counted; the message names the sample."""
-
-
-@dataclass(frozen=True)
-class KiteMode:
-    """How kb counts a feature library: its ``-x``, ``--workflow`` and on-list technology."""
-
-    technology: str  # kb's -x
-    workflow: str  # "kite:10xFB" or "kite"
-    onlist_technology: str  # whose bundled on-list `-w` takes (write_onlist(name, ...))
-
-
-def kite_mode(technology: str, translate: bool | None = None) -> KiteMode:
-    """The kb arguments for a feature library of `technology`.
-
-    Parameters
-    ----------
-    technology
-        The library's technology as the sample sheet names it (any case).
-    translate
-        Map feature barcodes to the gene-expression space with ``kite:10xFB``. None: yes
-        for ``10xv3``/``10xFB`` (capture-sequence libraries), no otherwise. False for 10x v3
-        libraries captured by poly(dT) (TotalSeq-A). True is an error for other
-        technologies: kb has no translation for them.
-    """
-    upper = technology.upper()
-    translatable = upper in TRANSLATED_TECHNOLOGIES
-    if translate is None:
-        translate = translatable
-    if translate and not translatable:
-        raise FeatureCountError(
-            f"technology '{technology}': kb 0.30.2 translates feature barcodes "
-            "(--workflow kite:10xFB) for 10x 3' v3 only (technology 10xv3)"
-        )
-    if translate:
-        return KiteMode("10xv3", "kite:10xFB", "10xFB")
-    if upper == "10XFB":
-        raise FeatureCountError(
-            "technology '10xFB' is 10x v3 feature barcoding, which needs translate=True"
-        )
-    return KiteMode(technology, "kite", technology)
 
 
 @dataclass(frozen=True)
@@ -116,7 +78,7 @@ class FeatureCountJob:
     t2g: str
     technology: str
     kb_dir: Path
-    output_h5ad: Path
+    output_h5ad: Path | None  # None: count_features returns the matrix without writing it
     gex_filtered_h5ad: Path | None  # None: the sample has no gene-expression library
     reference: str | None = None
     translate: bool | None = None
@@ -209,7 +171,8 @@ def _selector(have: pd.Index, want: pd.Index) -> sp.csr_matrix:
 
 
 def count_features(job: FeatureCountJob) -> ad.AnnData:
-    """Run kb on the library, keep the GEX cells, write ``job.output_h5ad`` atomically.
+    """Run kb on the library, keep the GEX cells, write ``job.output_h5ad`` atomically
+    (unless it is None).
 
     Returns
     -------
@@ -255,37 +218,45 @@ def count_features(job: FeatureCountJob) -> ad.AnnData:
         f"gene-expression cells ({len(cells):,} cells)",
         file=sys.stderr,
     )
-    with atomic_output(job.output_h5ad) as tmp:
-        features.write_h5ad(tmp)
+    if job.output_h5ad is not None:
+        with atomic_output(job.output_h5ad) as tmp:
+            features.write_h5ad(tmp)
     return features
 
 
-def run_kite(job: FeatureCountJob) -> ad.AnnData:
-    """`kb count` into ``<kb_dir>.partial``, moved to ``kb_dir`` once the matrix exists.
+def run_kite(job: FeatureCountJob, log=print) -> ad.AnnData:
+    """`kb count` into a private attempt folder, renamed to ``kb_dir`` once the matrix
+    exists, under the library's lock (as `kbagg.count.kb_count.run_count`).
 
     Returns kb's unfiltered matrix (all barcodes x features). kb's 10x barcode map and
     on-list copy (together ~350 MB per run) are deleted.
     """
     kb_dir = Path(job.kb_dir)
-    partial = kb_dir.with_name(kb_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
     label = f"{job.sample} {job.feature_type}"
-    try:
-        run_kb(feature_count_args(job, partial, partial / "tmp"), label=label)
-    except KbError as error:
-        info = read_json_if_present(partial / "run_info.json")
-        if info.get("n_pseudoaligned") == 0:
-            raise FeatureCountError(_no_reads(job, info)) from error
-        raise
-    matrix = partial / "counts_unfiltered" / "adata.h5ad"
-    if not matrix.exists():
-        raise FeatureCountError(_no_reads(job, read_json_if_present(partial / "run_info.json")))
-    for name in KB_LARGE_FILES:
-        (partial / name).unlink(missing_ok=True)
-    shutil.rmtree(partial / "tmp", ignore_errors=True)
-    shutil.rmtree(kb_dir, ignore_errors=True)
-    os.replace(partial, kb_dir)
+    with SampleLock(kb_dir.parent, job.sample, log=log, name=f".{kb_dir.name}.lock") as lock:
+        for old in remove_old_attempts(kb_dir):
+            log(f"[{label}] removed {old.name} of an earlier attempt")
+        attempt = attempt_folder(kb_dir)
+        attempt.mkdir(parents=True)
+        try:
+            run_kb(
+                feature_count_args(job, attempt, attempt / "tmp"),
+                label=label,
+                on_start=lock.record_child_group,
+            )
+        except KbError as error:
+            info = read_json_if_present(attempt / "run_info.json")
+            if info.get("n_pseudoaligned") == 0:
+                raise FeatureCountError(_no_reads(job, info)) from error
+            raise
+        matrix = attempt / "counts_unfiltered" / "adata.h5ad"
+        if not matrix.exists():
+            raise FeatureCountError(_no_reads(job, read_json_if_present(attempt / "run_info.json")))
+        for name in KB_LARGE_FILES:
+            (attempt / name).unlink(missing_ok=True)
+        shutil.rmtree(attempt / "tmp", ignore_errors=True)
+        shutil.rmtree(kb_dir, ignore_errors=True)
+        os.replace(attempt, kb_dir)
     return ad.read_h5ad(kb_dir / "counts_unfiltered" / "adata.h5ad")
 
 

@@ -38,21 +38,16 @@ import pandas as pd
 
 from kbagg.atomic import atomic_output
 from kbagg.errors import KbaggError
+from kbagg.feature_types import (  # noqa: F401  (re-exported)
+    ANTIBODY_CAPTURE,
+    BARCODED_FEATURE_TYPES,
+    CRISPR_GUIDE_CAPTURE,
+    FEATURE_TYPES,
+    GENE_EXPRESSION,
+    MODALITY,
+    MULTIPLEXING_CAPTURE,
+)
 from kbagg.reference.build import run_ref_into_place
-
-GENE_EXPRESSION = "Gene Expression"
-ANTIBODY_CAPTURE = "Antibody Capture"
-MULTIPLEXING_CAPTURE = "Multiplexing Capture"
-CRISPR_GUIDE_CAPTURE = "CRISPR Guide Capture"
-# Cell Ranger multi's library types, and the MuData modality each becomes.
-MODALITY = {
-    GENE_EXPRESSION: "rna",
-    ANTIBODY_CAPTURE: "prot",
-    MULTIPLEXING_CAPTURE: "hashtag",
-    CRISPR_GUIDE_CAPTURE: "crispr",
-}
-FEATURE_TYPES = tuple(MODALITY)
-BARCODED_FEATURE_TYPES = FEATURE_TYPES[1:]  # the types a feature reference holds
 
 TENX_COLUMNS = ("id", "name", "read", "pattern", "sequence", "feature_type")
 KITE_COLUMNS = ("feature barcode names", "feature barcode sequences")

@@ -24,9 +24,18 @@ import pandas as pd
 import scipy.sparse as sp
 
 from kbagg.atomic import atomic_output
+from kbagg.feature_types import GENE_EXPRESSION
 from kbagg.kb.technology import onlist_barcodes
 from kbagg.simulate.cells import simulate_droplets
-from kbagg.simulate.spec import DEMO, DemoSpec, SampleSpec, demo_outputs, fastq_path
+from kbagg.simulate.spec import (
+    DEMO,
+    DemoSpec,
+    SampleSpec,
+    demo_outputs,
+    fastq_path,
+    feature_fastq_path,
+    libraries,
+)
 
 BASES = np.frombuffer(b"ACGT", dtype=np.uint8)
 COMPLEMENT = bytes.maketrans(b"ACGT", b"TGCA")
@@ -185,7 +194,10 @@ def _simulate_sample(
     if sample.hard is None:
         barcodes = _pick_barcodes(rng, pool, sample.n_cells + sample.n_empty)
         counts = _simulate_counts(rng, sample, len(genes), profiles)
-        truth_obs = pd.DataFrame({"is_cell": np.arange(len(barcodes)) < sample.n_cells})
+        is_cell = np.arange(len(barcodes)) < sample.n_cells
+        # cells follow the expression programmes in turn (see _simulate_counts); -1: empty
+        cell_type = np.where(is_cell, np.arange(len(barcodes)) % len(profiles), -1)
+        truth_obs = pd.DataFrame({"is_cell": is_cell, "cell_type": cell_type})
     else:  # hard cases, with their own cell types (kbagg.simulate.cells)
         droplets = simulate_droplets(rng, len(genes), sample.n_cells, sample.n_empty, sample.hard)
         barcodes = _pick_barcodes(rng, pool, droplets.counts.shape[0])
@@ -229,19 +241,29 @@ def _simulate_sample(
 
 
 def sample_sheet(outdir: Path, spec: DemoSpec = DEMO, relative_to: Path | None = None) -> str:
-    """The sample sheet for the demo FASTQs (paths relative to `relative_to` when given)."""
+    """The sample sheet for the demo FASTQs (paths relative to `relative_to` when given);
+    with a `feature_type` column when a sample has feature-barcode libraries."""
     meta_cols = sorted({k for s in spec.samples for k in s.metadata})
+    with_types = any(s.feature_libraries for s in spec.samples)
     rows = []
     for s in spec.samples:
-        for lane in range(1, s.lanes + 1):
-            paths = [fastq_path(outdir, s.name, lane, r) for r in (1, 2)]
-            if relative_to is not None:
-                paths = [Path(_relpath(p, relative_to)) for p in paths]
-            rows.append(
-                [s.name, *map(str, paths), s.technology, *(s.metadata[k] for k in meta_cols)]
-            )
-    header = ["sample", "fastq_1", "fastq_2", "technology", *meta_cols]
-    return "\n".join("\t".join(r) for r in [header, *rows]) + "\n"
+        for feature_type in libraries(s):
+            if feature_type == GENE_EXPRESSION:
+                pairs = [
+                    [fastq_path(outdir, s.name, lane, r) for r in (1, 2)]
+                    for lane in range(1, s.lanes + 1)
+                ]
+            else:
+                pairs = [[feature_fastq_path(outdir, s.name, feature_type, r) for r in (1, 2)]]
+            for paths in pairs:
+                if relative_to is not None:
+                    paths = [Path(_relpath(p, relative_to)) for p in paths]
+                row = [s.name, *map(str, paths), s.technology]
+                row += [feature_type] if with_types else []
+                rows.append(row + [s.metadata[k] for k in meta_cols])
+    header = ["sample", "fastq_1", "fastq_2", "technology"]
+    header += ["feature_type"] if with_types else []
+    return "\n".join("\t".join(r) for r in [header + meta_cols, *rows]) + "\n"
 
 
 def _relpath(path: Path, start: Path) -> str:
@@ -264,5 +286,18 @@ def write_demo(outdir: str | Path, spec: DemoSpec = DEMO) -> dict[str, list[Path
         truth = _simulate_sample(rng, outdir, sample, genome, genes, profiles)
         with atomic_output(outdir / "truth" / f"{sample.name}.h5ad") as tmp:
             truth.write_h5ad(tmp)
+        if sample.feature_libraries:
+            from kbagg.simulate.features import DEMO_FEATURES, write_feature_libraries
+
+            cells = truth.obs["is_cell"].to_numpy(dtype=bool)
+            write_feature_libraries(
+                outdir,
+                sample.name,
+                list(truth.obs_names[cells]),
+                truth.obs["cell_type"].to_numpy()[cells],
+                DEMO_FEATURES,
+                technology=sample.technology,
+                feature_types=sample.feature_libraries,
+            )
     _write_text(outdir / "samples.tsv", sample_sheet(outdir, spec, relative_to=outdir))
     return demo_outputs(outdir, spec)

@@ -43,6 +43,7 @@ from kbagg.reference.features import (
     MODALITY,
     MULTIPLEXING_CAPTURE,
 )
+from kbagg.simulate.spec import feature_fastq_path
 
 BASES = np.frombuffer(b"ACGT", dtype=np.uint8)
 COMPLEMENT = bytes.maketrans(b"ACGT", b"TGCA")
@@ -98,6 +99,8 @@ class FeatureSimSpec:
 
 
 DEFAULT_FEATURES = FeatureSimSpec()
+# The demo's libraries: antibodies (CITE-seq) and hashtags; one reference for both.
+DEMO_FEATURES = FeatureSimSpec(libraries=DEFAULT_FEATURES.libraries[:2])
 
 
 def _random_seq(rng: np.random.Generator, n: int) -> bytes:
@@ -336,12 +339,6 @@ def _write_gz(path: Path, payload: bytes) -> None:
         gz.write(payload)
 
 
-def feature_fastq_path(outdir: Path, sample: str, feature_type: str, read: int) -> Path:
-    """``fastq/<sample>_<modality>_S1_L001_R<read>_001.fastq.gz`` under `outdir`."""
-    name = f"{sample}_{MODALITY[feature_type]}_S1_L001_R{read}_001.fastq.gz"
-    return Path(outdir) / "fastq" / name
-
-
 def write_feature_libraries(
     outdir: str | Path,
     sample: str,
@@ -349,6 +346,7 @@ def write_feature_libraries(
     cell_types: np.ndarray,
     spec: FeatureSimSpec = DEFAULT_FEATURES,
     technology: str = "10xv3",
+    feature_types: tuple[str, ...] | None = None,
 ) -> dict:
     """Write feature reference, FASTQs and truth for the cells of one sample.
 
@@ -367,6 +365,9 @@ def write_feature_libraries(
     technology
         ``10xv3``: feature-barcoding reads (barcodes in the feature-barcode space,
         counted with ``kite:10xFB``); ``10xv2``: barcodes as in gene expression (``kite``).
+    feature_types
+        The libraries to write FASTQs and truth for (default: all of `spec`); the reference
+        lists the features of all of them.
 
     Returns
     -------
@@ -389,6 +390,8 @@ def write_feature_libraries(
         read1_barcodes = [translation[b] for b in barcodes]
     result: dict = {"reference": reference, "fastq": {}, "truth": {}}
     for lib in spec.libraries:
+        if feature_types is not None and lib.feature_type not in feature_types:
+            continue
         truth = truths[lib.feature_type]
         lib_features = features[features["feature_type"] == lib.feature_type]
         counts = np.vstack([truth.X.toarray(), _empty_counts(rng, len(empties), len(lib_features))])

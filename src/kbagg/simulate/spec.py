@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kbagg.feature_types import ANTIBODY_CAPTURE, GENE_EXPRESSION, MODALITY, MULTIPLEXING_CAPTURE
+
 
 @dataclass(frozen=True)
 class HardCells:
@@ -40,6 +42,8 @@ class SampleSpec:
     silent_genes: tuple[int, ...] = ()
     # None: the easy demo model (cells far above empty droplets); else hard cases.
     hard: HardCells | None = None
+    # Feature-barcode libraries of the same cells (kbagg.simulate.features), by feature type.
+    feature_libraries: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -48,15 +52,26 @@ class DemoSpec:
     n_genes: int = 30
     samples: tuple[SampleSpec, ...] = (
         SampleSpec("pbmc_a", "10xv2", 2, 40, 150, {"condition": "control", "donor": "d1"}),
-        SampleSpec("pbmc_b", "10xv3", 2, 30, 120, {"condition": "treated", "donor": "d1"}),
+        # CITE-seq: antibody counts of the same cells
+        SampleSpec(
+            "pbmc_b",
+            "10xv3",
+            2,
+            30,
+            120,
+            {"condition": "treated", "donor": "d1"},
+            feature_libraries=(ANTIBODY_CAPTURE,),
+        ),
+        # cell hashing: cells of 4 donors pooled, told apart by their hashtag
         SampleSpec(
             "pbmc_c",
-            "10xv2",
+            "10xv3",
             1,
-            25,
+            60,
             100,
-            {"condition": "treated", "donor": "d2"},
+            {"condition": "treated", "donor": "pool"},
             silent_genes=tuple(range(24, 30)),
+            feature_libraries=(MULTIPLEXING_CAPTURE,),
         ),
     )
 
@@ -87,6 +102,12 @@ def fastq_path(outdir: Path, sample: str, lane: int, read: int) -> Path:
     return Path(outdir) / "fastq" / f"{sample}_S1_L{lane:03d}_R{read}_001.fastq.gz"
 
 
+def feature_fastq_path(outdir: str | Path, sample: str, feature_type: str, read: int) -> Path:
+    """``fastq/<sample>_<modality>_S1_L001_R<read>_001.fastq.gz`` under `outdir`."""
+    name = f"{sample}_{MODALITY[feature_type]}_S1_L001_R{read}_001.fastq.gz"
+    return Path(outdir) / "fastq" / name
+
+
 def demo_outputs(outdir: str | Path, spec: DemoSpec = DEMO) -> dict[str, list[Path]]:
     """Every file `write_demo` creates, by kind (so the workflow can declare them as outputs)."""
     outdir = Path(outdir)
@@ -96,10 +117,30 @@ def demo_outputs(outdir: str | Path, spec: DemoSpec = DEMO) -> dict[str, list[Pa
         for lane in range(1, s.lanes + 1)
         for read in (1, 2)
     ]
-    return {
+    fastqs += [
+        feature_fastq_path(outdir, s.name, feature_type, read)
+        for s in spec.samples
+        for feature_type in s.feature_libraries
+        for read in (1, 2)
+    ]
+    truth = [outdir / "truth" / f"{s.name}.h5ad" for s in spec.samples]
+    truth += [
+        outdir / "truth" / f"{s.name}_{MODALITY[t]}.h5ad"
+        for s in spec.samples
+        for t in s.feature_libraries
+    ]
+    outputs = {
         "genome": [outdir / "genome.fa"],
         "gtf": [outdir / "genes.gtf"],
         "fastq": fastqs,
-        "truth": [outdir / "truth" / f"{s.name}.h5ad" for s in spec.samples],
+        "truth": truth,
         "sheet": [outdir / "samples.tsv"],
     }
+    if any(s.feature_libraries for s in spec.samples):
+        outputs["feature_reference"] = [outdir / "feature_reference.csv"]
+    return outputs
+
+
+def libraries(sample: SampleSpec) -> list[str]:
+    """The sample's library types, gene expression first."""
+    return [GENE_EXPRESSION, *sample.feature_libraries]
