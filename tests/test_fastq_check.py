@@ -26,15 +26,19 @@ PBMC = TESTDATA / "human_pbmc_cellplex_10xv3"
 BASES = "ACGT"
 
 
-def records(n: int, *, mate: int, lengths=None, suffix: str | None = None, start: int = 0) -> bytes:
+def records(
+    n: int, *, mate: int, lengths=None, suffix: str | None = None, varied: bool = False
+) -> bytes:
     """n FASTQ records named like Illumina's, with the mate in the comment ("1:N:0:...")
-    or, with `suffix`, appended to the name ("/1"); lengths default to 28 (R1) or 90 (R2)."""
+    or, with `suffix`, appended to the name ("/1"); lengths default to 28 (R1) or 90 (R2).
+    `varied`: comments of 0 to 119 extra characters, so header lengths differ."""
     out = []
-    for i in range(start, start + n):
-        length = (lengths[i - start] if lengths else None) or (28 if mate == 1 else 90)
+    for i in range(n):
+        length = (lengths[i] if lengths else None) or (28 if mate == 1 else 90)
         seq = "".join(BASES[(i * 7 + j * 3) % 4] for j in range(length))
         name = f"A00519:758:HTCCHDSXY:1:1101:{1000 + i}:{2000 + 3 * i}"
         header = f"@{name}{suffix}" if suffix else f"@{name} {mate}:N:0:NAATCCCGAC"
+        header += "X" * (i * 37 % 120) if varied else ""
         out.append(f"{header}\n{seq}\n+\n{'F' * length}\n")
     return "".join(out).encode()
 
@@ -107,10 +111,10 @@ def test_good_pair(tmp_path, compress, compression, members):
 
 
 def test_block_size_does_not_change_the_result(tmp_path):
-    # Records straddle blocks and gzip members; every read length differs.
+    # Records straddle blocks and gzip members; read and header lengths vary.
     n = 200
-    r1_text = records(n, mate=1, lengths=[28 + i % 17 for i in range(n)])
-    r2_text = records(n, mate=2, lengths=[60 + i % 31 for i in range(n)])
+    r1_text = records(n, mate=1, lengths=[28 + i % 17 for i in range(n)], varied=True)
+    r2_text = records(n, mate=2, lengths=[60 + i % 31 for i in range(n)], varied=True)
     r1, r2 = pair(tmp_path, r1_text, r2_text, compress=lambda t: bgzip_like(t, 777))
     expected = check_lane(r1, r2)
     assert (expected.reads, expected.r1.min_length, expected.r1.max_length) == (n, 28, 44)
@@ -472,3 +476,21 @@ def test_plain_file_ends_inside_the_last_quality_line(tmp_path):
         f"sample 'S1', lane 1: R2 {r2}: the file ends in the middle of read 3 (line 12: "
         "quality has 80 of 90 characters)"
     )
+
+
+def test_read_name_longer_than_sam_allows(tmp_path):
+    r1_text, r2_text = good_text(4)
+    long_name = b"N" * 255
+    r1_text = r1_text.replace(b"A00519:758:HTCCHDSXY:1:1101:1002:2006", long_name)
+    r2_text = r2_text.replace(b"A00519:758:HTCCHDSXY:1:1101:1002:2006", long_name)
+    r1, r2 = pair(tmp_path, r1_text, r2_text)
+    assert fails(r1, r2) == (
+        f"sample 'S1', lane 1: R1 {r1}: read 3 (line 9): the read name has more than 254 "
+        f"characters (SAM's limit): '{'N' * 60}...'"
+    )
+    ok = b"N" * 254  # the longest accepted, in a header longer than the 256-byte name rows
+    r1.write_bytes(gz(r1_text.replace(long_name, ok).replace(b" 1:N:0:", b" 1:N:0:" + b"C" * 300)))
+    r2.write_bytes(gz(r2_text.replace(long_name, ok)))
+    assert check_lane(r1, r2).reads == 4
+    r2.write_bytes(gz(r2_text.replace(long_name, ok[:-1] + b"M")))
+    assert "read 3: names differ between R1 and R2" in fails(r1, r2)

@@ -11,11 +11,12 @@ number and/or compressed byte offset. What it checks:
   concatenated `.gz`) are read fully. A file without the gzip magic is read as plain FASTQ.
 - FASTQ records of exactly 4 lines: header starts with `@`, third line starts with `+`,
   sequence and quality have the same length. A carriage return anywhere is an error (Windows
-  line ends; kallisto would keep the `\\r` in the read). The last line may lack its newline,
+  line ends are not handled: convert with dos2unix). The last line may lack its newline,
   and blank lines after the last record are ignored; a file that ends inside a record is an
   error. Sequence and quality characters are not checked.
 - pairs: R1 and R2 have the same number of reads, and the names agree read by read, compared
-  up to the first space or tab (any byte <= 0x20) without a trailing `/1` or `/2`.
+  up to the first space or tab (any byte <= 0x20) without a trailing `/1` or `/2`; a name
+  may have at most 254 characters (SAM's limit).
 - every R1 read has at least `min_lengths[0]` bases, every R2 read at least `min_lengths[1]`.
 - neither file is empty; R1 and R2 are not the same file (path, inode or identical bytes).
 
@@ -25,14 +26,15 @@ reported instead.
 
 How: each file is read in compressed chunks of `block_bytes // 4`, hashed (SHA-256 of the
 stored bytes) and inflated with ISA-L (`isal.isal_zlib`; inflating alone is 1.7x faster than
-zlib here, the whole check 1.5x) into text blocks of at most `block_bytes`. Records are parsed with numpy on whole blocks (newline
-positions, line starts and lengths, names gathered into fixed-width rows and compared as
-uint64 words); R1 and R2 are consumed in lock-step by complete records, the partial record at
-a block's end carried over. Memory is bounded: about 4 x `block_bytes` per file (compressed
-chunk, text block and its copy, newline index, name rows) plus the longest record; peak RSS
-measured with the default 4 MiB blocks is 60 MB, interpreter and numpy included. One thread:
-the check costs about 3% of the CPU time of `kb count` on the same lane
-(tests/benchmarks/bench_fastq_check.py), so it runs beside kb without slowing it much.
+zlib here, the whole check 1.5x) into text blocks of at most `block_bytes`. Records are parsed
+with numpy on whole blocks (newline positions, line starts and lengths; names gathered into
+fixed-width rows and compared as uint64 words). R1 and R2 are consumed in lock-step by
+complete records, the partial record at a block's end carried over. Memory is bounded: about
+4 x `block_bytes` per file (compressed chunk, text block and its copy, newline index, name
+rows) plus the longest record; peak RSS with the default 4 MiB blocks is 60 MB, interpreter
+and numpy included. It runs in one thread: the check costs about 3% of the CPU time of
+`kb count` on the same lane (tests/benchmarks/bench_fastq_check.py), and inflating in a
+thread per file gave no clear gain on a shared 2-core machine.
 """
 
 from __future__ import annotations
@@ -62,7 +64,9 @@ DEFAULT_BLOCK_BYTES = 4 << 20  # decompressed text parsed at once, per file
 PROGRESS_INTERVAL_S = 0.5  # progress(...) is called at most this often (plus once at the end)
 GZIP_MAGIC = b"\x1f\x8b"
 _AT, _PLUS, _NEWLINE, _SLASH, _ONE, _TWO = (ord(c) for c in "@+\n/12")
-_PAD_BYTES = 8  # zeros after each text block, so name rows rounded up to 8 bytes stay inside
+MAX_NAME_BYTES = 254  # longest read name accepted (SAM's limit for QNAME)
+_NAME_ROW_BYTES = 256  # names are compared in rows of at most this many bytes
+_PAD_BYTES = _NAME_ROW_BYTES  # zeros after each text block: every header's row stays inside
 
 
 class FastqError(KbaggError):
@@ -475,6 +479,9 @@ class _Side:
         carriage_return = text.find(b"\r", 0, int(ends[-1, 3]))
         if carriage_return >= 0:
             bad[np.searchsorted(header_start, carriage_return, side="right") - 1] = True
+        if need_names:
+            self.names, self.name_lengths = _name_rows(data, header_start, header_end)
+            bad |= self.name_lengths > MAX_NAME_BYTES
         if bad.any():
             i = int(bad.argmax())
             self.bad = (i, self._describe(text, i, ends[i], int(header_start[i])))
@@ -484,8 +491,6 @@ class _Side:
             if self.min_length_seen is None or low < self.min_length_seen:
                 self.min_length_seen = low
             self.max_length_seen = max(self.max_length_seen, high)
-        if need_names:
-            self.names, self.name_lengths = _name_rows(data, header_start, header_end)
         self.n, self.pos = n, 0
 
     def _describe(self, text: bytes, i: int, ends, header_start: int) -> str:
@@ -498,6 +503,12 @@ class _Side:
         seq_length, qual_length = ends[1] - ends[0] - 1, ends[3] - ends[2] - 1
         if not header.startswith(b"@"):
             return f"read {read:,} (line {line:,}): the header does not start with '@': {_show(header)}"
+        name = re.match(rb"[^\x00-\x20]*", header[1:])[0]
+        if len(name) > MAX_NAME_BYTES:
+            return (
+                f"read {read:,} (line {line:,}): the read name has more than {MAX_NAME_BYTES} "
+                f"characters (SAM's limit): {_show(name)}"
+            )
         if not plus.startswith(b"+"):
             return f"read {read:,} (line {line + 2:,}): the third line does not start with '+': {_show(plus)}"
         if b"\r" in record:
@@ -556,10 +567,10 @@ def _name_rows(data, header_start, header_end):
     """Each read's name (after '@', up to the first byte <= 0x20, without '/1' or '/2') as a
     row of uint64 words, zero padded; and the name lengths in bytes."""
     width = int((header_end - header_start).max())  # the header after '@' and its newline
-    width = -(-width // 8) * 8
+    width = min(-(-width // 8) * 8, _NAME_ROW_BYTES)
     name_start = header_start + 1
     rows = np.lib.stride_tricks.sliding_window_view(data, width)[name_start]
-    lengths = _first_true(rows <= 32)  # the newline ends the row at the latest
+    lengths = _first_true(rows <= 32)  # the newline, at the latest; `width` if none
     name_end = name_start + lengths
     mate = data[name_end - 1]
     lengths -= 2 * (
@@ -571,13 +582,17 @@ def _name_rows(data, header_start, header_end):
 
 
 def _first_true(flags: np.ndarray) -> np.ndarray:
-    """Column of the first True of each row of a bool matrix (width a multiple of 8, at least
-    one True per row), 8 columns at a time: about twice as fast as argmax(axis=1)."""
+    """Column of the first True of each row of a bool matrix whose width is a multiple of 8
+    (the width for a row without any), 8 columns at a time: twice as fast as argmax(axis=1)."""
     words = flags.view(np.uint64)  # little-endian: column 8w + b is byte b of word w
     first_word = (words != 0).argmax(axis=1)
     word = words[np.arange(len(words)), first_word]
+    none = word == 0
+    word[none] = 1
     lowest_bit = word & (~word + np.uint64(1))  # a power of two: 1 << (8 * byte)
-    return first_word * 8 + (np.log2(lowest_bit.astype(np.float64)).astype(np.int64) >> 3)
+    first = first_word * 8 + (np.log2(lowest_bit.astype(np.float64)).astype(np.int64) >> 3)
+    first[none] = flags.shape[1]
+    return first
 
 
 @cache
