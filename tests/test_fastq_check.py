@@ -494,3 +494,16 @@ def test_read_name_longer_than_sam_allows(tmp_path):
     assert check_lane(r1, r2).reads == 4
     r2.write_bytes(gz(r2_text.replace(long_name, ok[:-1] + b"M")))
     assert "read 3: names differ between R1 and R2" in fails(r1, r2)
+
+
+def test_name_mismatch_caused_by_corrupt_gzip_reports_the_gzip_damage(tmp_path):
+    r1_text, r2_text = good_text(10)
+    r2_text = r2_text.replace(b"1101:1001:2003 2", b"1101:1001:2004 2")  # read 2
+    bad = bytearray(gz(r2_text))
+    bad[-7] ^= 0x01  # the CRC
+    r1, r2 = write(tmp_path / "R1.fq.gz", gz(r1_text)), write(tmp_path / "R2.fq.gz", bytes(bad))
+    assert fails(r1, r2) == (
+        f"sample 'S1', lane 1: R2 {r2}: corrupt gzip data (the CRC-32 or length in the "
+        "member's trailer does not match its data) in the member that starts at byte 0, "
+        f"detected before byte {len(bad):,}"
+    )

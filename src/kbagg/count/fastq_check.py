@@ -673,24 +673,23 @@ def _check_pairs(sides: list[_Side], progress: _Progress) -> None:
 
 
 def _compare_names(first: _Side, second: _Side, a: _Batch, b: _Batch) -> None:
-    words = min(a.names.shape[1], b.names.shape[1])
+    """Raise for the first pair of the batches whose names differ."""
+    words = min(a.names.shape[1], b.names.shape[1])  # equal names fit in both
     if np.array_equal(a.name_lengths, b.name_lengths) and np.array_equal(
         a.names[:, :words], b.names[:, :words]
     ):
         return
     differ = a.name_lengths != b.name_lengths
     differ |= (a.names[:, :words] != b.names[:, :words]).any(axis=1)
-    if differ.any():
-        i = int(differ.argmax())
-        read = a.first_read + i
-        message = (
-            f"read {read:,}: names differ between R1 and R2 (R1 {first.name(a, i)}, "
-            f"R2 {second.name(b, i)}); the files are not the two reads of one lane, or "
-            "not in the same order"
-        )
-        for side in (first, second):
-            try:
-                side.stream.drain()
-            except _Problem as p:
-                raise FastqError(f"{side.where}: {side.label} {side.path}: {p}") from None
-        raise FastqError(f"{first.where}: R1 {first.path} and R2 {second.path}: {message}")
+    i = int(differ.argmax())
+    message = (
+        f"read {a.first_read + i:,}: names differ between R1 and R2 (R1 {first.name(a, i)}, "
+        f"R2 {second.name(b, i)}); the files are not the two reads of one lane, or not in "
+        "the same order"
+    )
+    for side in (first, second):  # a damaged gzip stream would be the cause
+        try:
+            side.stream.drain()
+        except _Problem as p:
+            raise FastqError(f"{side.where}: {side.label} {side.path}: {p}") from None
+    raise FastqError(f"{first.where}: R1 {first.path} and R2 {second.path}: {message}")
