@@ -386,6 +386,7 @@ class _Side:
         self.max_length_seen = 0
         self.at_end = False
         self._tail = b""  # the partial record after the last complete one
+        self._buffer = np.empty(0, np.uint8)  # the text being parsed
         self._clear()
 
     def close(self):
@@ -425,12 +426,10 @@ class _Side:
                 raise self.fail(f"{p}{after}", drain=False) from None
             if not block:
                 return self._finish(tail, need_names)
-            if tail:
-                block = tail + block
-            if _has_lines(block, 4):
-                self._parse(block, need_names)
+            if _has_lines(block, 4 - tail.count(b"\n")):
+                self._parse(tail, block, need_names)
                 return True
-            tail = block
+            tail += block  # no complete record yet (tiny blocks or a huge record)
 
     def _finish(self, tail: bytes, need_names: bool) -> bool:
         """The end of the file: the last record may lack its final newline; blank lines after
@@ -441,7 +440,7 @@ class _Side:
         if tail.strip(b"\n") and tail.count(b"\n") == 3 and not tail.endswith(b"\n"):
             _, seq, _, qual = tail.split(b"\n")
             if len(qual) >= len(seq):
-                self._parse(tail + b"\n", need_names)
+                self._parse(tail, b"\n", need_names)
                 return True
             raise self.fail(
                 f"the file ends in the middle of read {read:,} (line {4 * read:,}: quality "
@@ -458,13 +457,20 @@ class _Side:
             raise self.fail(f"no reads: the file is empty{empty}")
         return False
 
-    def _parse(self, text: bytes, need_names: bool) -> None:
-        data = np.zeros(len(text) + _PAD_BYTES, np.uint8)
-        data[: len(text)] = np.frombuffer(text, np.uint8)
-        newlines = np.flatnonzero(data[: len(text)] == _NEWLINE)
+    def _parse(self, tail: bytes, block: bytes, need_names: bool) -> None:
+        """Parse the complete records of tail + block (at least one), keep the rest."""
+        size = len(tail) + len(block)
+        if len(self._buffer) < size + _PAD_BYTES:  # reused: no new pages for every block
+            self._buffer = np.empty(size + _PAD_BYTES, np.uint8)
+        data = self._buffer[: size + _PAD_BYTES]
+        data[: len(tail)] = np.frombuffer(tail, np.uint8)
+        data[len(tail) : size] = np.frombuffer(block, np.uint8)
+        data[size:] = 0
+        newlines = np.flatnonzero(data[:size] == _NEWLINE)
         n = len(newlines) // 4
         ends = newlines[: 4 * n].reshape(n, 4)
-        self._tail = text[ends[-1, 3] + 1 :]
+        end = int(ends[-1, 3])  # the last complete record's final newline
+        self._tail = data[end + 1 : size].tobytes()
         header_end, seq_end, plus_end, qual_end = ends.T
         header_start = np.empty(n, np.int64)
         header_start[0] = 0
@@ -476,7 +482,10 @@ class _Side:
         bad |= seq_length != qual_length
         if self.min_length:
             bad |= seq_length < self.min_length
-        carriage_return = text.find(b"\r", 0, int(ends[-1, 3]))
+        carriage_return = tail.find(b"\r", 0, end)
+        if carriage_return < 0 and end > len(tail):
+            carriage_return = block.find(b"\r", 0, end - len(tail))
+            carriage_return += len(tail) if carriage_return >= 0 else 0
         if carriage_return >= 0:
             bad[np.searchsorted(header_start, carriage_return, side="right") - 1] = True
         if need_names:
@@ -484,7 +493,7 @@ class _Side:
             bad |= self.name_lengths > MAX_NAME_BYTES
         if bad.any():
             i = int(bad.argmax())
-            self.bad = (i, self._describe(text, i, ends[i], int(header_start[i])))
+            self.bad = (i, self._describe(data, i, ends[i], int(header_start[i])))
             seq_length = seq_length[:i]  # the reads before the bad one are handed out
         if len(seq_length):
             low, high = int(seq_length.min()), int(seq_length.max())
@@ -493,13 +502,13 @@ class _Side:
             self.max_length_seen = max(self.max_length_seen, high)
         self.n, self.pos = n, 0
 
-    def _describe(self, text: bytes, i: int, ends, header_start: int) -> str:
-        """What is wrong with record i of `text` (checks in the order of its lines)."""
+    def _describe(self, data: np.ndarray, i: int, ends, header_start: int) -> str:
+        """What is wrong with record i of the block (checks in the order of its lines)."""
         read = self.reads_done + i + 1
         line = 4 * (read - 1) + 1
-        header = text[header_start : ends[0]]
-        plus = text[ends[1] + 1 : ends[2]]
-        record = text[header_start : ends[3]]
+        header = data[header_start : ends[0]].tobytes()
+        plus = data[ends[1] + 1 : ends[2]].tobytes()
+        record = data[header_start : ends[3]].tobytes()
         seq_length, qual_length = ends[1] - ends[0] - 1, ends[3] - ends[2] - 1
         if not header.startswith(b"@"):
             return f"read {read:,} (line {line:,}): the header does not start with '@': {_show(header)}"
