@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import re
+import struct
 import zlib
 from pathlib import Path
 
@@ -21,8 +22,6 @@ from kbagg.count.fastq_check import (
     write_lane_record,
 )
 
-TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata"
-PBMC = TESTDATA / "human_pbmc_cellplex_10xv3"
 BASES = "ACGT"
 
 
@@ -47,11 +46,22 @@ def gz(text: bytes) -> bytes:
     return gzip.compress(text, compresslevel=6, mtime=0)
 
 
+def bgzf_block(text: bytes) -> bytes:
+    """One BGZF block as bgzip writes it: a gzip member whose header has the FEXTRA field
+    'BC' holding the block size."""
+    deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+    body = deflate.compress(text) + deflate.flush()
+    block_size = 18 + len(body) + 8  # header with extra field, data, CRC-32 and size
+    header = b"\x1f\x8b\x08\x04" + b"\0\0\0\0" + b"\0\xff" + struct.pack("<H", 6)
+    header += b"BC" + struct.pack("<HH", 2, block_size - 1)
+    return header + body + struct.pack("<II", zlib.crc32(text), len(text))
+
+
 def bgzip_like(text: bytes, member_bytes: int = 300) -> bytes:
-    """Several gzip members of at most `member_bytes` of text each, then an empty member
-    (bgzip's end-of-file marker)."""
-    parts = [gz(text[i : i + member_bytes]) for i in range(0, len(text), member_bytes)]
-    return b"".join(parts) + gz(b"")
+    """BGZF blocks of at most `member_bytes` of text each, then bgzip's end-of-file marker
+    (an empty block)."""
+    blocks = [bgzf_block(text[i : i + member_bytes]) for i in range(0, len(text), member_bytes)]
+    return b"".join(blocks) + bgzf_block(b"")
 
 
 def write(path: Path, data: bytes) -> Path:
@@ -450,11 +460,12 @@ def test_missing_file(tmp_path):
 # --- real data -----------------------------------------------------------------------------
 
 
-def test_real_10xv3_lane():
-    if not PBMC.is_dir():
-        pytest.skip(f"real test data not found at {PBMC} (it sits beside the repo in CI)")
-    r1 = PBMC / "PBMC1_S2_L001_R1_001.fastq.gz"
-    r2 = PBMC / "PBMC1_S2_L001_R2_001.fastq.gz"
+def test_real_10xv3_lane(testdata):
+    pbmc = testdata / "human_pbmc_cellplex_10xv3"
+    if not pbmc.is_dir():
+        pytest.skip(f"real test data not found at {pbmc}")
+    r1 = pbmc / "PBMC1_S2_L001_R1_001.fastq.gz"
+    r2 = pbmc / "PBMC1_S2_L001_R2_001.fastq.gz"
     with gzip.open(r1, "rb") as handle:
         reference_reads = sum(1 for _ in handle) // 4
     record = check_lane(r1, r2, min_lengths=(28, 0), sample="PBMC1")
@@ -465,7 +476,7 @@ def test_real_10xv3_lane():
     assert record.r2.size_bytes == r2.stat().st_size
     assert check_lane(r1, r2, sample="PBMC1", block_bytes=1024) == record
     # R1 of one library with R2 of the other: same read count, different names.
-    other = PBMC / "PBMC2_S1_L001_R2_001.fastq.gz"
+    other = pbmc / "PBMC2_S1_L001_R2_001.fastq.gz"
     assert "read 1: names differ between R1 and R2" in fails(r1, other)
 
 
