@@ -32,9 +32,10 @@ fixed-width rows and compared as uint64 words). R1 and R2 are consumed in lock-s
 complete records, the partial record at a block's end carried over. Memory is bounded: about
 4 x `block_bytes` per file (compressed chunk, text block and its copy, newline index, name
 rows) plus the longest record; peak RSS with the default 4 MiB blocks is 60 MB, interpreter
-and numpy included. It runs in one thread: the check costs about 3% of the CPU time of
-`kb count` on the same lane (tests/benchmarks/bench_fastq_check.py), and inflating in a
-thread per file gave no clear gain on a shared 2-core machine.
+and numpy included. It runs in one thread: the check costs 2.3% (1M read pairs) to 3.5% (4M)
+of the CPU time of `kb count` on the same lane with a tiny (human MT) index, less with a real
+one (tests/benchmarks/bench_fastq_check.py); inflating in a thread per file gave no gain on a
+shared 2-core machine.
 """
 
 from __future__ import annotations
