@@ -161,7 +161,11 @@ def lane_checks(sample, library="rna"):
 
 
 def all_lane_checks(sample):
-    return [path for library in SHEET.modalities(sample) for path in lane_checks(sample, library)]
+    return [
+        path
+        for library in SHEET.modalities(sample)
+        for path in lane_checks(sample, library)
+    ]
 
 
 def kb_matrix(kind):
@@ -201,11 +205,24 @@ def feature_count_inputs(wildcards):
     return inputs
 
 
-def sample_modalities(wildcards):
-    """Every modality's cells x features of a sample, for its .h5mu."""
+def modality_files(sample):
+    """Every modality's cells x features of a sample (rna: its filtered.h5ad)."""
     return {
-        m: (f"results/samples/{wildcards.sample}/" + ("filtered" if m == "rna" else m) + ".h5ad")
-        for m in SHEET.modalities(wildcards.sample)
+        m: f"results/samples/{sample}/" + ("filtered" if m == "rna" else m) + ".h5ad"
+        for m in SHEET.modalities(sample)
+    }
+
+
+def sample_modalities(wildcards):
+    return modality_files(wildcards.sample)
+
+
+def aggregate_h5mu_inputs(wildcards):
+    """Per sample, its modality files in the order of SHEET.modalities (params.modalities)."""
+    return {
+        "modalities": [p for s in SAMPLES for p in modality_files(s).values()],
+        "kb_info": [f"results/samples/{s}/kb/kb_info.json" for s in SAMPLES],
+        "checks": [path for s in SAMPLES for path in all_lane_checks(s)],
     }
 
 
@@ -221,7 +238,9 @@ def final_outputs():
     if SHEET.has_features and FILTER:
         h5mu = ["results/aggregate/filtered.h5mu"]
         h5mu += [
-            f"results/samples/{s}/filtered.h5mu" for s in SAMPLES if SHEET.feature_libraries(s)
+            f"results/samples/{s}/filtered.h5mu"
+            for s in SAMPLES
+            if SHEET.feature_libraries(s)
         ]
     return [f"results/aggregate/{kind}.h5ad" for kind in kinds] + h5mu + qc_outputs()
 

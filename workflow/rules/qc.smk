@@ -109,3 +109,35 @@ rule multiqc:
         samples=SAMPLES,
     script:
         script_path("multiqc.py")
+
+
+rule hashtag_qc:
+    input:
+        "results/samples/{sample}/hashtag.h5ad",
+    output:
+        table=report(
+            "results/qc/{sample}/hashtags.tsv",
+            caption="../report/hashtags.rst",
+            category="QC",
+            subcategory="{sample}",
+            labels={"sample": "{sample}", "result": "hashtag assignments"},
+        ),
+        figure=report(
+            "results/qc/{sample}/hashtags.png",
+            caption="../report/hashtags.rst",
+            category="QC",
+            subcategory="{sample}",
+            labels={"sample": "{sample}", "result": "hashtag figure"},
+        ),
+    log:
+        "logs/qc/{sample}_hashtags.log",
+    benchmark:
+        "benchmarks/qc/{sample}_hashtags.tsv"
+    conda:
+        "../../envs/python.yaml"
+    threads: rule_resources("qc")["threads"]
+    resources:
+        mem_mb=mem_mb("qc"),
+        runtime=rule_resources("qc")["runtime"],
+    script:
+        script_path("hashtag_qc.py")

@@ -190,3 +190,48 @@ def _assemble(aggregates: dict[str, Path], tmp: Path, uns: dict) -> None:
                 _copy_group(f, group)
             for key, value in attrs.items():
                 group.attrs[key] = value
+
+
+def label_demultiplexed_cells(
+    h5mu: str | Path, label: str, *, modality: str = "hashtag", column: str = "hashtag_sample"
+) -> pd.DataFrame:
+    """Give the MuData's global obs the cells' samples, demultiplexed where hashtags say so.
+
+    The global obs gets ``library`` (the sample sheet's sample, the label of every modality)
+    and `label`: the same, except for cells of libraries with hashtags, whose `label` is
+    their hashtag's sample (`column` of the `modality`'s obs), missing for doublets and
+    negatives. Only obs tables are read; the file is rewritten in place (its caller writes it
+    under a temporary name).
+
+    Parameters
+    ----------
+    h5mu
+        The aggregate written by `concat_h5mu`.
+    label
+        The label column (config aggregate.label).
+    modality, column
+        Where the demultiplexed sample of each cell is.
+    """
+    from anndata.io import write_elem
+
+    with h5py.File(h5mu, "r+") as f:
+        global_obs = read_dataframe(f["obs"])
+        library = read_dataframe(f["mod"]["rna"]["obs"])[label]
+        labels = pd.Series(library.astype(str).to_numpy(), index=library.index, dtype=object)
+        if modality in f["mod"]:
+            mod_obs = read_dataframe(f["mod"][modality]["obs"])
+            if column in mod_obs:
+                pooled = mod_obs.index
+                labels.loc[pooled] = (
+                    mod_obs[column].astype(object).where(mod_obs[column].notna(), None)
+                )
+        library = library.reindex(global_obs.index)
+        labels = labels.reindex(global_obs.index)
+        order = list(dict.fromkeys([*library.cat.categories, *labels.dropna().unique()]))
+        global_obs["library"] = library
+        global_obs[label] = pd.Categorical(
+            labels, categories=[c for c in order if c in set(labels.dropna())]
+        )
+        del f["obs"]
+        write_elem(f, "obs", global_obs)
+    return global_obs
