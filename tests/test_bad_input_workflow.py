@@ -130,7 +130,7 @@ def test_gtf_naming_that_matches_no_fasta_header_fails_before_kb_ref(tmp_path, d
             "pbmc_c",
             str(fastq_path(demo_data, "pbmc_c", 1, 1)),
             str(fastq_path(demo_data, "pbmc_c", 1, 2)),
-            "10xv2",
+            "10xv3",
             "x",
         ]
     ]
@@ -167,7 +167,7 @@ def test_damaged_fastqs_fail_their_sample_by_name(tmp_path, demo_data):
         return f"fq/{name}"
 
     rows = [["good", copy("pbmc_c", 1, 1, "good_R1.fq.gz"), copy("pbmc_c", 1, 2, "good_R2.fq.gz")]]
-    rows[0] += ["10xv2", "ok"]
+    rows[0] += ["10xv3", "ok"]
     # truncated: lane 2's R2 cut to half its bytes
     trunc = [
         copy("pbmc_a", lane, read, f"trunc_L{lane}_R{read}.fq.gz")
@@ -186,8 +186,8 @@ def test_damaged_fastqs_fail_their_sample_by_name(tmp_path, demo_data):
     rows.append(
         [
             "wrongtech",
-            copy("pbmc_c", 1, 1, "v2_R1.fq.gz"),
-            copy("pbmc_c", 1, 2, "v2_R2.fq.gz"),
+            copy("pbmc_a", 1, 1, "v2_R1.fq.gz"),
+            copy("pbmc_a", 1, 2, "v2_R2.fq.gz"),
             "10xv3",
             "bad",
         ]

@@ -16,12 +16,14 @@ from importlib import metadata
 from pathlib import Path
 
 import anndata as ad
+import mudata
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from kbagg.aggregate.concat import concat_on_disk
+from kbagg.feature_types import MODALITY
 from kbagg.simulate.spec import DEMO
 
 pytestmark = pytest.mark.slow
@@ -144,7 +146,7 @@ def test_fastq_checks_count_every_read_and_match_sha256sum(demo_run):
                     / "samples"
                     / spec.name
                     / "fastq_check"
-                    / f"lane{lane}.json"
+                    / f"rna_lane{lane}.json"
                 ).read_text()
             )
             assert (record["sample"], record["lane"]) == (spec.name, lane)
@@ -161,7 +163,9 @@ def test_fastq_checks_count_every_read_and_match_sha256sum(demo_run):
         )
         checked = sum(
             json.loads(p.read_text())["reads"]
-            for p in (demo_run / "results" / "samples" / spec.name / "fastq_check").glob("*.json")
+            for p in (demo_run / "results" / "samples" / spec.name / "fastq_check").glob(
+                "rna_*.json"
+            )
         )
         assert run_info["n_processed"] == checked
 
@@ -203,3 +207,62 @@ def test_aggregate_records_provenance_of_every_input(demo_run, kind):
     sheet = json.loads(uns["sample_sheet"])
     assert sheet["metadata"]["sample"] == SAMPLES
     assert len(sheet["lanes"]["fastq_1"]) == sum(s.lanes for s in DEMO.samples)
+
+
+# --- feature-barcode libraries: CITE-seq antibodies (pbmc_b), hashtags (pbmc_c) ------------
+FEATURE_SAMPLES = [(s.name, t) for s in DEMO.samples for t in s.feature_libraries]
+
+
+@pytest.mark.parametrize(("sample", "feature_type"), FEATURE_SAMPLES)
+def test_feature_counts_equal_the_truth_for_every_cell(demo_run, sample, feature_type):
+    modality = MODALITY[feature_type]
+    got = ad.read_h5ad(demo_run / "results" / "samples" / sample / f"{modality}.h5ad")
+    cells = ad.read_h5ad(demo_run / "results" / "samples" / sample / "filtered.h5ad")
+    assert list(got.obs_names) == list(cells.obs_names)  # the gene-expression cells
+    truth = ad.read_h5ad(demo_run / "resources" / "demo" / "truth" / f"{sample}_{modality}.h5ad")
+    expected = truth[got.obs_names, got.var_names]
+    np.testing.assert_array_equal(dense(got.X), dense(expected.X))
+    assert (got.var["feature_type"] == feature_type).all()
+
+
+def test_hashtags_are_demultiplexed_as_simulated(demo_run):
+    sample = next(s for s, t in FEATURE_SAMPLES if t == "Multiplexing Capture")
+    got = ad.read_h5ad(demo_run / "results" / "samples" / sample / "hashtag.h5ad").obs
+    truth = ad.read_h5ad(demo_run / "resources" / "demo" / "truth" / f"{sample}_hashtag.h5ad")
+    truth = truth.obs.loc[got.index]
+    singlets = (truth["hashtag_class"] == "singlet").to_numpy()
+    right = got["hashtag"].astype(str).to_numpy() == truth["hashtag"].astype(str).to_numpy()
+    assert right[singlets].mean() >= 0.99
+    for kind in ("doublet", "negative"):
+        wanted = (truth["hashtag_class"] == kind).to_numpy()
+        assert wanted.any() and (got["hashtag_class"].astype(str).to_numpy()[wanted] == kind).all()
+    mapping = yaml.safe_load((demo_run / "config" / "config.yaml").read_text())["hashtags"][sample]
+    expected = truth["hashtag"].astype(str).map(mapping).where(singlets)
+    pd.testing.assert_series_equal(
+        got["hashtag_sample"].astype(object), expected.astype(object), check_names=False
+    )
+    table = pd.read_csv(demo_run / "results" / "qc" / sample / "hashtags.tsv", sep="\t")
+    assert table.set_index("call")["cells"].sum() == len(got)
+    assert (demo_run / "results" / "qc" / sample / "hashtags.png").stat().st_size > 10_000
+
+
+def test_mudata_aggregate_rna_equals_the_h5ad_aggregate_and_cells_carry_their_sample(demo_run):
+    mdata = mudata.read_h5mu(demo_run / "results" / "aggregate" / "filtered.h5mu")
+    agg = ad.read_h5ad(demo_run / "results" / "aggregate" / "filtered.h5ad")
+    rna = mdata.mod["rna"]
+    assert list(rna.obs_names) == list(agg.obs_names)
+    np.testing.assert_array_equal(dense(rna.X), dense(agg.X))
+    pd.testing.assert_frame_equal(rna.obs, agg.obs)
+    pd.testing.assert_frame_equal(rna.var, agg.var)
+    assert set(mdata.mod) == {"rna", "prot", "hashtag"}
+    assert set(mdata.mod["prot"].obs["sample"]) == {"pbmc_b"}
+    # pbmc_c's cells are labelled with their hashtag's sample; doublets and negatives not.
+    obs = mdata.obs
+    pooled = obs["library"] == "pbmc_c"
+    hashtags = mdata.mod["hashtag"].obs["hashtag_sample"].reindex(obs.index[pooled])
+    pd.testing.assert_series_equal(
+        obs.loc[pooled, "sample"].astype(object), hashtags.astype(object), check_names=False
+    )
+    assert (obs.loc[~pooled, "sample"].astype(str) == obs.loc[~pooled, "library"].astype(str)).all()
+    per_sample = mudata.read_h5mu(demo_run / "results" / "samples" / "pbmc_b" / "filtered.h5mu")
+    assert set(per_sample.mod) == {"rna", "prot"}

@@ -32,12 +32,17 @@ RULE_ORDER = [
     "simulate_demo",
     "reference",
     "onlist",
+    "feature_index",
     "fastq_check",
     "kb_count",
     "cells",
+    "count_features",
+    "sample_h5mu",
     "qc_sample",
     "qc_summary",
+    "hashtag_qc",
     "aggregate",
+    "aggregate_h5mu",
     "multiqc",
 ]
 

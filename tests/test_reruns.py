@@ -16,22 +16,19 @@ from conftest import run_snakemake
 
 pytestmark = pytest.mark.slow
 
-EVERYTHING_AFTER_THE_REFERENCE = {
-    "reference": 1,
-    "kb_count": 3,
-    "cells": 3,
-    "aggregate": 2,
-    "qc_sample": 3,
-    "qc_summary": 1,
-    "multiqc": 1,
-}
 EVERYTHING_AFTER_THE_CELLS = {
     "cells": 3,
+    "count_features": 2,  # feature counts are kept for the called cells
+    "hashtag_qc": 1,
+    "sample_h5mu": 2,
     "aggregate": 2,
+    "aggregate_h5mu": 1,
     "qc_sample": 3,
     "qc_summary": 1,
     "multiqc": 1,
 }
+EVERYTHING_AFTER_THE_REFERENCE = {"reference": 1, "kb_count": 3, **EVERYTHING_AFTER_THE_CELLS}
+THE_AGGREGATES = {"aggregate": 2, "aggregate_h5mu": 1}
 
 
 @pytest.fixture
@@ -70,7 +67,7 @@ def test_e_nothing_changed_nothing_runs(finished_demo):
 
 def test_d_changing_the_join_reruns_only_the_aggregates(finished_demo):
     edit_config(finished_demo, lambda c: c["aggregate"].update(join="inner"))
-    assert planned_jobs(finished_demo) == {"aggregate": 2}
+    assert planned_jobs(finished_demo) == THE_AGGREGATES
 
 
 def test_b_changing_sample_metadata_reruns_only_the_aggregate_side(finished_demo):
@@ -78,14 +75,14 @@ def test_b_changing_sample_metadata_reruns_only_the_aggregate_side(finished_demo
     sheet = pd.read_csv(sheet_path, sep="\t", dtype=str)
     sheet.loc[sheet["sample"] == "pbmc_b", "donor"] = "d9"
     sheet.to_csv(sheet_path, sep="\t", index=False)
-    assert planned_jobs(finished_demo) == {"aggregate": 2}
+    assert planned_jobs(finished_demo) == THE_AGGREGATES
 
 
 def test_b_renaming_a_metadata_column_reruns_the_aggregates(finished_demo):
     sheet_path = finished_demo / "config" / "samples.tsv"
     sheet = pd.read_csv(sheet_path, sep="\t", dtype=str).rename(columns={"donor": "patient"})
     sheet.to_csv(sheet_path, sep="\t", index=False)
-    assert planned_jobs(finished_demo) == {"aggregate": 2}
+    assert planned_jobs(finished_demo) == THE_AGGREGATES
 
 
 def test_c_changing_the_reference_reruns_everything_downstream(finished_demo):
@@ -105,17 +102,20 @@ def test_a_adding_a_sample_counts_only_that_sample(finished_demo):
     fastq_dir = finished_demo / "resources" / "demo" / "fastq"
     for read in (1, 2):
         shutil.copy(
-            fastq_dir / f"pbmc_c_S1_L001_R{read}_001.fastq.gz",
+            fastq_dir / f"pbmc_a_S1_L001_R{read}_001.fastq.gz",
             finished_demo / f"extra_R{read}.fastq.gz",
         )
     sheet_path = finished_demo / "config" / "samples.tsv"
     with sheet_path.open("a") as sheet:
-        sheet.write("pbmc_d\t../extra_R1.fastq.gz\t../extra_R2.fastq.gz\t10xv2\tcontrol\td3\n")
+        sheet.write(
+            "pbmc_d\t../extra_R1.fastq.gz\t../extra_R2.fastq.gz\t10xv2\tGene Expression"
+            "\tcontrol\td3\n"
+        )
     assert planned_jobs(finished_demo) == {
         "fastq_check": 1,
         "kb_count": 1,
         "cells": 1,
-        "aggregate": 2,
+        **THE_AGGREGATES,
         "qc_sample": 1,
         "qc_summary": 1,
         "multiqc": 1,

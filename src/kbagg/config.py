@@ -116,7 +116,9 @@ def check_feature_config(config: Mapping, sheet, will_exist=()) -> None:
     if reference and Path(reference).is_file():
         from kbagg.reference.features import features_of_type, read_feature_reference
 
-        table = read_feature_reference(reference)
+        # A file without a feature_type column (kb's TSV) holds the sheet's one feature type.
+        default = next(iter(types)) if len(types) == 1 else None
+        table = read_feature_reference(reference, default_feature_type=default)
         for feature_type in sorted(types):
             features_of_type(table, feature_type, f"feature reference {reference}")
     elif reference and Path(reference).resolve() not in {Path(p).resolve() for p in will_exist}:

@@ -124,24 +124,28 @@ def _gtf_lines(genes: list[Gene]) -> list[str]:
     return lines
 
 
-def _pick_barcodes(rng: np.random.Generator, pool: np.ndarray, n: int) -> list[str]:
-    """n distinct barcodes at Hamming distance >= 3 from each other.
+def _pick_barcodes(
+    rng: np.random.Generator, pool: np.ndarray, n: int, taken: list[str] = ()
+) -> list[str]:
+    """n distinct barcodes at Hamming distance >= 3 from each other and from `taken`.
 
     bustools corrects barcodes within one mismatch of the filter list, so barcodes closer
     than that could be merged and the truth would no longer be exact.
     """
     if n == 0 or len(pool) == 0:
         return []
-    chosen = np.zeros((n, len(pool[0])), dtype=np.uint8)
-    n_chosen = 0
+    chosen = np.zeros((len(taken) + n, len(pool[0])), dtype=np.uint8)
+    for i, barcode in enumerate(taken):
+        chosen[i] = np.frombuffer(barcode.encode(), dtype=np.uint8)
+    n_chosen = len(taken)
     for idx in rng.permutation(len(pool)):
         candidate = np.frombuffer(pool[idx].encode(), dtype=np.uint8)
         if n_chosen == 0 or (chosen[:n_chosen] != candidate).sum(axis=1).min() >= 3:
             chosen[n_chosen] = candidate
             n_chosen += 1
-            if n_chosen == n:
+            if n_chosen == len(chosen):
                 break
-    return [c.tobytes().decode() for c in chosen[:n_chosen]]
+    return [c.tobytes().decode() for c in chosen[len(taken) : n_chosen]]
 
 
 def _simulate_counts(
@@ -191,7 +195,15 @@ def _simulate_sample(
 ) -> ad.AnnData:
     umi_len = UMI_LENGTH[sample.technology]
     pool = np.array(onlist_barcodes(sample.technology))
-    if sample.hard is None:
+    if sample.hard is None and sample.cell_barcodes:  # cells with given barcodes
+        cells = list(sample.cell_barcodes)
+        assert len(cells) == sample.n_cells, "n_cells must equal len(cell_barcodes)"
+        barcodes = cells + _pick_barcodes(rng, pool, sample.n_empty, taken=cells)
+        counts = _simulate_counts(rng, sample, len(genes), profiles)
+        is_cell = np.arange(len(barcodes)) < sample.n_cells
+        cell_type = np.where(is_cell, np.arange(len(barcodes)) % len(profiles), -1)
+        truth_obs = pd.DataFrame({"is_cell": is_cell, "cell_type": cell_type})
+    elif sample.hard is None:
         barcodes = _pick_barcodes(rng, pool, sample.n_cells + sample.n_empty)
         counts = _simulate_counts(rng, sample, len(genes), profiles)
         is_cell = np.arange(len(barcodes)) < sample.n_cells

@@ -44,6 +44,8 @@ class SampleSpec:
     hard: HardCells | None = None
     # Feature-barcode libraries of the same cells (kbagg.simulate.features), by feature type.
     feature_libraries: tuple[str, ...] = ()
+    # The cells' barcodes, when they must be given ones (n_cells of them); else drawn.
+    cell_barcodes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
