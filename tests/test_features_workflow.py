@@ -71,7 +71,7 @@ def test_real_crispr_library_through_the_workflow_equals_kb_by_hand(testdata, tm
     }
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     run_snakemake(
-        workdir, "--configfile", str(workdir / "config.yaml"), "results/samples/crispr/crispr.h5ad"
+        workdir, "results/samples/crispr/crispr.h5ad", "--configfile", str(workdir / "config.yaml")
     )
 
     counted = ad.read_h5ad(workdir / "results" / "samples" / "crispr" / "crispr.h5ad")
