@@ -375,21 +375,22 @@ def _rollback(uri: str, measurement: str, pending: dict, log: Log) -> None:
     """Delete everything a killed append could have written: obs rows, X and obsm cells of
     its joinid range, and var rows numbered from the var count it started from."""
     start, stop = pending["obs_joinids"]
-    rows = (slice(start, stop - 1),)
+    targets = []  # (class, uri, first row, last row) to delete, within the current domain
     with soma.Experiment.open(uri) as exp:
-        targets = [(soma.DataFrame, exp.obs.uri, rows)]
+        targets.append((soma.DataFrame, exp.obs.uri, start, min(stop, exp.obs.domain[0][1] + 1)))
         if measurement in exp.ms:
             ms = exp.ms[measurement]
-            if "var" in ms and _max_joinid(ms.var) > pending["n_vars_before"]:
-                targets.append(
-                    (soma.DataFrame, ms.var.uri, (slice(pending["n_vars_before"], None),))
-                )
+            if "var" in ms:
+                n_vars = _max_joinid(ms.var)
+                targets.append((soma.DataFrame, ms.var.uri, pending["n_vars_before"], n_vars))
             for coll in ("X", "obsm"):
                 if coll in ms:
-                    targets += [(type(arr), arr.uri, rows) for arr in ms[coll].values()]
-    for cls, member, coords in targets:
-        with cls.open(member, "d") as arr:
-            arr.delete_cells(coords)
+                    for arr in ms[coll].values():
+                        targets.append((type(arr), arr.uri, start, min(stop, arr.shape[0])))
+    for cls, member, first, end in targets:
+        if end > first:  # a killed append may not have grown this array yet
+            with cls.open(member, "d") as arr:
+                arr.delete_cells((slice(first, end - 1),))
     # A later write in the same millisecond as a delete would be deleted too.
     time.sleep(0.005)
     log(
