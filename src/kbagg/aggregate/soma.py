@@ -55,6 +55,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import scipy.sparse as sp
 import tiledbsoma as soma
 import tiledbsoma.io as soma_io
 from anndata.io import read_elem
@@ -407,6 +408,10 @@ def _load_matrices(sample: _Sample, dtypes: Mapping[str, np.dtype]) -> dict:
             target = dtypes[layer]
             if matrix.dtype != target:
                 matrix = matrix.astype(target)
+            if sp.issparse(matrix) and matrix.indices.dtype != matrix.indptr.dtype:
+                # h5ad files often pair int32 indices with int64 indptr; scipy then slices
+                # (tiledbsoma's chunking) 3x slower and cannot make COO of it at all.
+                matrix.indices = matrix.indices.astype(matrix.indptr.dtype)
             out[layer] = matrix
     return out
 
