@@ -1,5 +1,7 @@
 """The appendable SOMA store: equal to the h5ad aggregate, append-only, crash-safe, locked."""
 
+# ruff: noqa: E402  (the module is skipped, before importing it, where tiledbsoma is absent)
+
 from __future__ import annotations
 
 import json
@@ -15,7 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-import tiledbsoma as soma
+
+soma = pytest.importorskip("tiledbsoma", reason="the SOMA store needs tiledbsoma (extra 'soma')")
 import tiledbsoma.io as soma_io
 from concat_helpers import REPO, dense, read_quiet
 
@@ -230,6 +233,17 @@ def test_changed_or_removed_sample_rebuilds(inputs, tmp_path):
     assert_same_cells(read_store(store), aggregate(inputs, ["s1", "s3", "s4"], tmp_path))
     assert not list(tmp_path.glob(".store.*-*"))  # no build or old directories left
 
+    # a new sample-table column changes every row, and adds an obs column
+    batch = META.assign(batch=["b1", "b1", "b2", "b2"])
+    manifest = update(store, inputs, ["s1", "s3", "s4"], tmp_path, run="r4", obs_metadata=batch)
+    assert manifest["action"] == "rebuilt"
+    assert "sample s1 sample-table row changed" in manifest["reason"]
+    assert list(read_store(store).obs["batch"].unique()) == ["b1", "b2"]
+
+    manifest = update(store, inputs, ["s1"], tmp_path, run="r5", index_unique="_")
+    assert manifest["reason"].startswith("index_unique changed from '-' to '_'")
+    assert read_store(store).obs_names[0] == "AAAC0000_s1"
+
 
 KILLER = """
 import os, signal, sys
@@ -264,6 +278,7 @@ def run_killed(store, inputs, tmp_path, target, after) -> subprocess.CompletedPr
     return subprocess.run(cmd + pairs, capture_output=True, text=True, env=env, check=False)
 
 
+@pytest.mark.slow  # a child process per case: ~10 s each on a loaded machine
 @pytest.mark.parametrize(
     ("start", "target", "after", "repaired"),
     [

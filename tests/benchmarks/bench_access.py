@@ -113,11 +113,12 @@ a.write_h5ad(sys.argv[2])
 """
 
 UPDATE = """
-import sys
+import json, sys
 from kbagg.aggregate.soma import update_store
-store, manifest, *pairs = sys.argv[1:]
+config, store, manifest, *pairs = sys.argv[1:]
 update_store(store, dict(p.split("=", 1) for p in pairs), run_id="bench",
-             manifest_path=manifest, project="bench", log=lambda line: None)
+             manifest_path=manifest, project="bench", log=lambda line: None,
+             platform_config=json.loads(config))
 """
 
 
@@ -177,6 +178,15 @@ def main(argv=None) -> None:
     p.add_argument("--workdir", type=Path, default=None, help="default: a temp dir")
     p.add_argument("--keep", action="store_true", help="keep the generated files")
     p.add_argument(
+        "--platform-config",
+        default="null",
+        metavar="JSON",
+        help="tiledbsoma platform_config for the store's arrays (default: tiledbsoma's)",
+    )
+    p.add_argument(
+        "--queries", default="abcde", help="which queries to run, e.g. 'ab' (default: all)"
+    )
+    p.add_argument(
         "--rebuild",
         action="store_true",
         help="also time a real rebuild (a new store of samples + 1); by default the create "
@@ -204,7 +214,9 @@ def main(argv=None) -> None:
         build = {
             "concat_on_disk -> CSR h5ad": run_child(CONCAT, csr, *pairs),
             "anndata CSR -> CSC h5ad": run_child(TO_CSC, csr, csc),
-            "update_store (create)": run_child(UPDATE, store, workdir / "m0.json", *pairs),
+            "update_store (create)": run_child(
+                UPDATE, args.platform_config, store, workdir / "m0.json", *pairs
+            ),
         }
         sizes = {
             "CSR h5ad": csr.stat().st_size,
@@ -224,6 +236,8 @@ def main(argv=None) -> None:
             "SOMA vs CSR |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
         )
         for label, (query, arg) in queries(args.cells, genes, args.samples).items():
+            if label[1] not in args.queries:
+                continue
             times = {f: [] for f in formats}
             rss = {f: [] for f in formats}
             results = {}
@@ -249,11 +263,13 @@ def main(argv=None) -> None:
         n = args.samples + 1
         update = {
             f"append 1 sample to the {args.samples}-sample store": run_child(
-                UPDATE, store, workdir / "m1.json", *every
+                UPDATE, args.platform_config, store, workdir / "m1.json", *every
             )
         }
         if args.rebuild:
-            rebuild = run_child(UPDATE, workdir / "store2", workdir / "m2.json", *every)
+            rebuild = run_child(
+                UPDATE, args.platform_config, workdir / "store2", workdir / "m2.json", *every
+            )
             update[f"rebuild: a new store of {n} samples"] = rebuild
         else:  # a rebuild writes every sample into a new store, as the create above did
             update[f"rebuild (the create of {args.samples} samples above)"] = build[

@@ -428,6 +428,7 @@ def _append_sample(
     run_id: str,
     project: str,
     log: Log,
+    platform_config: Mapping | None,
 ) -> None:
     """Register, journal as pending, write, journal as committed: one sample, one step."""
     n = len(sample.obs)
@@ -488,6 +489,7 @@ def _append_sample(
         var_id_name=VAR_ID,
         X_layer_name=COUNTS_LAYER,
         uns_keys=[],
+        platform_config=platform_config,
     )
     del adata
     journal["samples"][sample.name] = {**entry, "obs_joinids": [start, start + n]}
@@ -720,6 +722,7 @@ def update_store(
     checksums: Mapping[str, str] | None = None,
     project: str | None = None,
     lock_timeout_s: float | None = None,
+    platform_config: Mapping | None = None,
     log: Log | None = None,
 ) -> dict:
     """Bring the SOMA store at ``uri`` up to date with ``samples``; write a JSON manifest.
@@ -760,6 +763,9 @@ def update_store(
     lock_timeout_s
         Seconds to wait for another update of the same store; None waits indefinitely,
         0 fails at once.
+    platform_config
+        tiledbsoma ``platform_config`` for the arrays this update creates (tile extents,
+        cell order, capacity...); existing arrays keep theirs.
     log
         Called with each log line; defaults to printing to stderr.
 
@@ -781,7 +787,13 @@ def update_store(
     settings = {"measurement": measurement, "label": label, "index_unique": index_unique}
     wanted = _read_samples(samples, checksums, obs_metadata, label, index_unique, run_id)
     _check_unique_obs_ids(wanted)
-    ctx = {"measurement": measurement, "run_id": run_id, "project": project, "log": log}
+    ctx = {
+        "measurement": measurement,
+        "run_id": run_id,
+        "project": project,
+        "log": log,
+        "platform_config": platform_config,
+    }
     with store_lock(path, lock_timeout_s, log):
         _clean_siblings(path, log)
         uri = str(path)
