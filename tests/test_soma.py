@@ -24,14 +24,9 @@ from concat_helpers import REPO, dense, read_quiet
 
 from kbagg.aggregate.concat import concat_on_disk
 from kbagg.aggregate.provenance import sha256
-from kbagg.aggregate.soma import (
-    RUN_COLUMN,
-    StoreError,
-    add_obsm,
-    read_store,
-    update_store,
-)
+from kbagg.aggregate.soma import RUN_COLUMN, StoreError, read_store, update_store
 from kbagg.aggregate.soma_cli import main as obsm_cli
+from kbagg.aggregate.soma_obsm import add_obsm
 
 GENES = [f"ENSG{i:04d}" for i in range(12)]
 KB_LAYERS = ("mature", "nascent", "ambiguous")
@@ -324,7 +319,7 @@ def test_kill_during_append_then_rerun_equals_one_shot(
 
 HOLDER = """
 import sys, time
-from kbagg.aggregate.soma import store_lock
+from kbagg.aggregate.soma_common import store_lock
 with store_lock(sys.argv[1], None, print):
     print("locked", flush=True)
     time.sleep(float(sys.argv[2]))

@@ -30,6 +30,10 @@ How an update stays correct (all under a lock file beside the store, ``.<name>.l
   as the aggregate's outer join does; a column the store lacks is an error (or, in a store
   of this project alone, a reason to rebuild).
 
+Beside this module: ``soma_samples`` (the inputs as the store holds them, column types),
+``soma_common`` (names, `StoreError`, the lock), ``soma_obsm`` (`add_obsm`) and
+``soma_cli`` (its command line).
+
 tiledbsoma 2.3 with anndata 0.13: ``AnnData.layers`` lists X under the key None, which
 ``from_anndata`` cannot write, so samples are handed over with X=None and every matrix
 (``counts`` included) as a layer.
@@ -37,15 +41,12 @@ tiledbsoma 2.3 with anndata 0.13: ``AnnData.layers`` lists X under the key None,
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
-import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,187 +55,29 @@ import anndata as ad
 import h5py
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import scipy.sparse as sp
 import tiledbsoma as soma
 import tiledbsoma.io as soma_io
 from anndata.io import read_elem
-from tiledbsoma.io import conversions
 
 import kbagg
-from kbagg.aggregate.annot import read_obs_metadata
-from kbagg.aggregate.inputs import open_input, scan_input
-from kbagg.aggregate.provenance import sha256
+from kbagg.aggregate.soma_common import (
+    COUNTS_LAYER,
+    OBS_ID,
+    RUN_COLUMN,
+    VAR_ID,
+    Log,
+    StoreError,
+    stderr_log,
+    store_lock,
+)
+from kbagg.aggregate.soma_samples import Sample, column_kinds, conform, read_samples, union_kinds
 from kbagg.atomic import atomic_output
-from kbagg.errors import KbaggError
 
-__all__ = [
-    "COUNTS_LAYER",
-    "RUN_COLUMN",
-    "StoreError",
-    "add_obsm",
-    "read_store",
-    "update_store",
-]
+__all__ = ["COUNTS_LAYER", "RUN_COLUMN", "StoreError", "read_store", "update_store"]
 
-RUN_COLUMN = "kbagg_run"
-COUNTS_LAYER = "counts"
 JOURNAL_KEY = "kbagg_store"
-OBS_ID = "obs_id"
-VAR_ID = "gene_id"
 _FORMAT = 1
-
-
-class StoreError(KbaggError):
-    """An update the store cannot take; the message names the store, sample or column."""
-
-
-Log = Callable[[str], None]
-
-
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------------------- the inputs
-
-
-@dataclass
-class _Sample:
-    """One input as the store will hold it; matrices are read only when it is written."""
-
-    name: str
-    path: Path
-    sha256: str
-    metadata: dict[str, str | None]
-    obs: pd.DataFrame  # index obs_id; input columns, label, sample-table columns, run
-    var: pd.DataFrame  # index gene_id
-    layers: dict[str, str]  # store layer name -> h5ad key ("X" or "layers/<name>")
-    dtypes: dict[str, np.dtype] = field(default_factory=dict)  # store layer -> input dtype
-
-    @property
-    def fingerprint(self) -> dict:
-        return {"sha256": self.sha256, "metadata": self.metadata}
-
-
-def _read_samples(
-    samples: Mapping[str, str | Path],
-    checksums: Mapping[str, str] | None,
-    obs_metadata,
-    label: str,
-    index_unique: str | None,
-    run_id: str,
-) -> list[_Sample]:
-    """obs/var of every input as the store will hold them (no matrix is read)."""
-    names = [str(n) for n in samples]
-    meta = None
-    if obs_metadata is not None:
-        try:
-            meta, where = read_obs_metadata(obs_metadata, label)
-        except (OSError, ValueError) as e:
-            raise StoreError(str(e)) from e
-        missing = [n for n in names if n not in meta.index]
-        if missing:
-            raise StoreError(f"{where}: no row for sample(s) {', '.join(missing)}")
-        meta = meta.loc[names]
-        # Categories over the whole set, as the aggregate has them (sorted, like pandas).
-        categories = {c: pd.Categorical(meta[c].to_numpy()).categories for c in meta.columns}
-    out = []
-    for name, path in zip(names, samples.values(), strict=True):
-        path = Path(path)
-        with open_input(path) as f:
-            scan, annot = scan_input(name, path, f)
-        obs, var = annot.obs.copy(), annot.var.copy()
-        for reserved in (label, RUN_COLUMN, OBS_ID):
-            if reserved in obs.columns:
-                raise StoreError(f"{path}: obs already has a column {reserved!r}")
-        if index_unique:
-            obs.index = obs.index.astype(str) + index_unique + name
-        obs.index = pd.Index(obs.index.astype(str), name=OBS_ID)
-        obs[label] = pd.Categorical([name] * len(obs), categories=names)
-        row: dict[str, str | None] = {}
-        if meta is not None:
-            for col in meta.columns:
-                if col in obs.columns:
-                    raise StoreError(f"{path}: sample-table column {col!r} already exists in obs")
-                value = meta.at[name, col]
-                row[str(col)] = None if pd.isna(value) else str(value)
-                obs[col] = pd.Categorical([value] * len(obs), categories=categories[col])
-        obs[RUN_COLUMN] = pd.Categorical([run_id] * len(obs))
-        if VAR_ID in var.columns:
-            raise StoreError(f"{path}: var has a column {VAR_ID!r} besides its index")
-        var.index = pd.Index(var.index.astype(str), name=VAR_ID)
-        layers = {COUNTS_LAYER: "X"}
-        for key in scan.matrices:
-            if key != "X":
-                layer = key.removeprefix("layers/")
-                if layer == COUNTS_LAYER:
-                    raise StoreError(f"{path}: a layer named {COUNTS_LAYER!r} clashes with X")
-                layers[layer] = key
-        dtypes = {layer: scan.matrices[key].dtype for layer, key in layers.items()}
-        digest = (checksums or {}).get(name) or sha256(path)
-        out.append(_Sample(name, path, digest, row, obs, var, layers, dtypes))
-    return out
-
-
-# ---------------------------------------------------------------------------- schemas
-
-
-def _arrow_schema(df: pd.DataFrame, id_name: str) -> pa.Schema:
-    """The schema tiledbsoma.io gives this dataframe when it ingests it."""
-    prepared = conversions.obs_or_var_to_tiledb_supported_array_type(df)
-    prepared.index = df.index
-    return conversions.df_to_arrow_schema(prepared, id_name)
-
-
-def _kind(arrow_type: pa.DataType) -> str:
-    """A column's value type, whether stored as a dictionary (categorical) or not."""
-    if pa.types.is_dictionary(arrow_type):
-        arrow_type = arrow_type.value_type
-    text = str(arrow_type)
-    return {"large_string": "string", "large_binary": "binary", "large_utf8": "string"}.get(
-        text, text
-    )
-
-
-def _kinds(schema: pa.Schema) -> dict[str, str]:
-    return {f.name: _kind(f.type) for f in schema if f.name != "soma_joinid"}
-
-
-def _union_kinds(frames: list[tuple[str, pd.DataFrame]], id_name: str, axis: str) -> dict:
-    """Column -> kind over all samples; StoreError when two samples disagree on a type."""
-    kinds: dict[str, tuple[str, str]] = {}
-    for name, df in frames:
-        for col, kind in _kinds(_arrow_schema(df, id_name)).items():
-            seen = kinds.setdefault(col, (kind, name))
-            if seen[0] != kind:
-                raise StoreError(
-                    f"{axis} column {col!r} is {seen[0]} in sample {seen[1]} but {kind} in "
-                    f"sample {name}; make the inputs agree"
-                )
-    return {col: kind for col, (kind, _) in kinds.items()}
-
-
-def _null_column(kind: str, n: int, column: str, where: str):
-    """A column of n missing values that ingests as ``kind``."""
-    if kind == "string":
-        return pd.Categorical([None] * n)
-    if kind == "bool":
-        return pd.array([None] * n, dtype="boolean")
-    if kind in ("float", "double", "halffloat"):
-        return np.full(n, np.nan, dtype={"float": np.float32}.get(kind, np.float64))
-    if kind.startswith(("int", "uint")):
-        return pd.array([None] * n, dtype=kind.replace("u", "U").replace("i", "I", 1))
-    raise StoreError(f"{where}: cannot fill {column!r} ({kind}) with missing values")
-
-
-def _conform(df: pd.DataFrame, target: dict[str, str], id_name: str, where: str) -> pd.DataFrame:
-    """Add the target's columns df lacks, as missing values, in the target's order."""
-    df = df.copy()
-    for col, kind in target.items():
-        if col != id_name and col not in df.columns:
-            df[col] = _null_column(kind, len(df), col, where)
-    return df[[c for c in target if c != id_name]]
 
 
 # ---------------------------------------------------------------------------- the journal
@@ -266,46 +109,6 @@ def _new_journal(measurement: str, label: str, index_unique: str | None) -> dict
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-# ---------------------------------------------------------------------------- the lock
-
-
-def lock_path(uri: str | Path) -> Path:
-    """The lock file that serializes updates of the store at ``uri``: ``.<name>.lock``."""
-    path = Path(uri)
-    return path.parent / f".{path.name}.lock"
-
-
-@contextmanager
-def store_lock(uri: str | Path, timeout_s: float | None, log: Log) -> Iterator[None]:
-    """Hold the store's lock (``fcntl.flock``); wait for it, or raise `StoreError` after
-    ``timeout_s`` seconds (None: wait as long as it takes; 0: do not wait)."""
-    path = lock_path(uri)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        start, told = time.monotonic(), False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-                if timeout_s is not None and time.monotonic() - start >= timeout_s:
-                    raise StoreError(
-                        f"{uri}: another kbagg run (pid {holder}) is updating this store "
-                        f"(lock {path}); wait for it to finish and run again"
-                    ) from None
-                if not told:
-                    log(f"soma: waiting for the lock on {uri} (held by pid {holder})")
-                    told = True
-                time.sleep(0.1)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 # ---------------------------------------------------------------------------- the store
@@ -348,11 +151,11 @@ def _read_state(uri: str, measurement: str) -> _State:
             journal=None if raw is None else json.loads(raw),
             n_obs=exp.obs.count,
             measurements=list(exp.ms.keys()) if "ms" in exp else [],
-            obs_kinds=_kinds(exp.obs.schema),
+            obs_kinds=column_kinds(exp.obs.schema),
         )
         if measurement in state.measurements:
             ms = exp.ms[measurement]
-            state.var_kinds = _kinds(ms.var.schema) if "var" in ms else {}
+            state.var_kinds = column_kinds(ms.var.schema) if "var" in ms else {}
             if "X" in ms:
                 for layer in ms.X:
                     arr_type = ms.X[layer].schema.field("soma_data").type
@@ -400,7 +203,7 @@ def _rollback(uri: str, measurement: str, pending: dict, log: Log) -> None:
     )
 
 
-def _load_matrices(sample: _Sample, dtypes: Mapping[str, np.dtype]) -> dict:
+def _load_matrices(sample: Sample, dtypes: Mapping[str, np.dtype]) -> dict:
     out = {}
     with h5py.File(sample.path, "r") as f:
         for layer, key in sample.layers.items():
@@ -418,7 +221,7 @@ def _load_matrices(sample: _Sample, dtypes: Mapping[str, np.dtype]) -> dict:
 
 def _append_sample(
     uri: str,
-    sample: _Sample,
+    sample: Sample,
     journal: dict,
     *,
     obs_kinds: dict[str, str],
@@ -433,8 +236,8 @@ def _append_sample(
     """Register, journal as pending, write, journal as committed: one sample, one step."""
     n = len(sample.obs)
     where = f"sample {sample.name}"
-    obs = _conform(sample.obs, obs_kinds, OBS_ID, where)
-    var = _conform(sample.var, var_kinds, VAR_ID, where)
+    obs = conform(sample.obs, obs_kinds, OBS_ID, where)
+    var = conform(sample.var, var_kinds, VAR_ID, where)
     exists = Path(uri).exists()
     entry = {
         **sample.fingerprint,
@@ -503,13 +306,13 @@ class _Plan:
 
     action: str  # "unchanged", "appended", "created" or "rebuilt"
     reason: str | None
-    append: list[_Sample]
+    append: list[Sample]
     obs_kinds: dict[str, str]
     var_kinds: dict[str, str]
     dtypes: dict[str, np.dtype]
 
 
-def _layer_dtypes(samples: list[_Sample], existing: Mapping[str, np.dtype], uri: str) -> dict:
+def _layer_dtypes(samples: list[Sample], existing: Mapping[str, np.dtype], uri: str) -> dict:
     """Store dtype of each layer: the existing array's, else the samples' common type."""
     out = dict(existing)
     for layer in {layer for s in samples for layer in s.dtypes}:
@@ -526,7 +329,7 @@ def _layer_dtypes(samples: list[_Sample], existing: Mapping[str, np.dtype], uri:
     return out
 
 
-def _stale_reasons(state: _State, samples: list[_Sample], project: str, settings: dict) -> list:
+def _stale_reasons(state: _State, samples: list[Sample], project: str, settings: dict) -> list:
     """Why the samples this project already has in the store no longer match the inputs."""
     reasons = []
     journal = state.journal or {}
@@ -548,14 +351,14 @@ def _stale_reasons(state: _State, samples: list[_Sample], project: str, settings
 def _plan(
     uri: str,
     state: _State,
-    samples: list[_Sample],
+    samples: list[Sample],
     project: str,
     settings: dict,
     pending: dict | None,
 ) -> _Plan:
     measurement = settings["measurement"]
-    obs_kinds = _union_kinds([(s.name, s.obs) for s in samples], OBS_ID, "obs")
-    var_kinds = _union_kinds([(s.name, s.var) for s in samples], VAR_ID, "var")
+    obs_kinds = union_kinds([(s.name, s.obs) for s in samples], OBS_ID, "obs")
+    var_kinds = union_kinds([(s.name, s.var) for s in samples], VAR_ID, "var")
     build = _Plan("created", None, samples, obs_kinds, var_kinds, _layer_dtypes(samples, {}, uri))
     if not state.exists:
         return build
@@ -598,7 +401,7 @@ def _plan(
     )
 
 
-def _check_store_accepts(uri, state: _State, new: list[_Sample], measurement, obs_kinds, var_kinds):
+def _check_store_accepts(uri, state: _State, new: list[Sample], measurement, obs_kinds, var_kinds):
     """Every conflict between the store and the samples to append, before anything is written."""
     if not new:
         return
@@ -641,7 +444,7 @@ def _check_store_accepts(uri, state: _State, new: list[_Sample], measurement, ob
             )
 
 
-def _check_unique_obs_ids(samples: list[_Sample]) -> None:
+def _check_unique_obs_ids(samples: list[Sample]) -> None:
     ids = pd.Index(np.concatenate([s.obs.index.to_numpy() for s in samples]))
     if not ids.is_unique:
         dupes = ids[ids.duplicated()].unique()
@@ -651,7 +454,7 @@ def _check_unique_obs_ids(samples: list[_Sample]) -> None:
         )
 
 
-def _extension_dtypes(samples: list[_Sample]) -> dict[str, str]:
+def _extension_dtypes(samples: list[Sample]) -> dict[str, str]:
     """Nullable pandas dtypes (boolean, Int64, ...) that to_anndata returns as object."""
     out = {}
     for s in samples:
@@ -774,7 +577,7 @@ def update_store(
     dict
         The manifest.
     """
-    log = log or _stderr
+    log = log or stderr_log
     if not samples:
         raise StoreError(f"{uri}: no samples given")
     if not label:
@@ -785,7 +588,7 @@ def update_store(
     project = project or str(Path.cwd().resolve())
     index_unique = index_unique or None
     settings = {"measurement": measurement, "label": label, "index_unique": index_unique}
-    wanted = _read_samples(samples, checksums, obs_metadata, label, index_unique, run_id)
+    wanted = read_samples(samples, checksums, obs_metadata, label, index_unique, run_id)
     _check_unique_obs_ids(wanted)
     ctx = {
         "measurement": measurement,
@@ -905,119 +708,3 @@ def read_store(uri: str | Path, measurement: str = "RNA") -> ad.AnnData:
         if col in adata.obs.columns:
             adata.obs[col] = adata.obs[col].astype(dtype)
     return adata
-
-
-# ---------------------------------------------------------------------------- obsm
-
-
-def add_obsm(
-    uri: str | Path,
-    key: str,
-    values,
-    obs_ids: Sequence[str],
-    *,
-    measurement: str = "RNA",
-    columns: Sequence[str] | None = None,
-    lock_timeout_s: float | None = None,
-    log: Log | None = None,
-) -> int:
-    """Add a per-cell matrix (an embedding, a QC table) to ``obsm[key]`` for the named cells.
-
-    Written as a sparse array ``ms[measurement].obsm[key]`` of shape (cells, columns): rows
-    of cells not named stay empty (``to_anndata`` reads them as zeros). Adding to an
-    existing key writes (or overwrites) the named cells' rows; the width must match. A
-    rebuild of the store starts without obsm: add it again after one.
-
-    Parameters
-    ----------
-    uri
-        The store.
-    key
-        obsm key, e.g. ``X_umap``.
-    values
-        Numeric 2-D array (or DataFrame) with one row per entry of ``obs_ids``.
-    obs_ids
-        The cells, by the store's ``obs_id``; every one must be in the store.
-    measurement
-        The measurement whose obsm receives the matrix.
-    columns
-        Column names, kept in the array's metadata (``kbagg_columns``); a DataFrame's own.
-    lock_timeout_s
-        As for `update_store`: the store's lock is held while writing.
-    log
-        Called with each log line; defaults to printing to stderr.
-
-    Returns
-    -------
-    int
-        The number of cells written.
-    """
-    log = log or _stderr
-    if isinstance(values, pd.DataFrame):
-        columns = list(map(str, values.columns)) if columns is None else columns
-        values = values.to_numpy()
-    values = np.asarray(values)
-    if values.ndim == 1:
-        values = values[:, None]
-    ids = pd.Index(list(map(str, obs_ids)))
-    if values.ndim != 2 or values.shape[0] != len(ids):
-        raise StoreError(
-            f"obsm {key!r}: {values.shape[0]} rows of values for {len(ids)} obs_ids"
-            if values.ndim == 2
-            else f"obsm {key!r}: values must be 2-d, got {values.ndim}-d"
-        )
-    if values.dtype.kind not in "iuf":
-        raise StoreError(f"obsm {key!r}: values must be numeric, got {values.dtype}")
-    if not ids.is_unique:
-        raise StoreError(f"obsm {key!r}: obs_ids repeat, e.g. {ids[ids.duplicated()][0]}")
-    if columns is not None and len(columns) != values.shape[1]:
-        raise StoreError(f"obsm {key!r}: {len(columns)} column names for {values.shape[1]}")
-    uri = str(uri)
-    if not Path(uri).exists():
-        raise StoreError(f"{uri}: no store here")
-    with store_lock(uri, lock_timeout_s, log):
-        with soma.Experiment.open(uri) as exp:
-            if measurement not in exp.ms:
-                raise StoreError(f"{uri}: no measurement {measurement!r}")
-            table = exp.obs.read(column_names=["soma_joinid", OBS_ID]).concat().to_pandas()
-            n_rows = int(exp.obs.domain[0][1]) + 1
-        where = pd.Index(table[OBS_ID]).get_indexer(ids)
-        unknown = ids[where < 0]
-        if len(unknown):
-            raise StoreError(
-                f"{uri}: {len(unknown)} of {len(ids)} obs_ids are not in the store (e.g. "
-                f"{', '.join(unknown[:5])}); its obs_ids look like {table[OBS_ID].iloc[0]}"
-            )
-        joinids = table["soma_joinid"].to_numpy()[where]
-        _write_obsm(uri, measurement, key, values, joinids, n_rows, columns)
-    log(f"soma: wrote obsm[{key!r}] ({values.shape[1]} columns) for {len(ids)} cells of {uri}")
-    return len(ids)
-
-
-def _write_obsm(uri, measurement, key, values, joinids, n_rows, columns) -> None:
-    n, k = values.shape
-    arrow_type = pa.from_numpy_dtype(values.dtype)
-    with soma.Experiment.open(uri, "w") as exp:
-        ms = exp.ms[measurement]
-        obsm = ms["obsm"] if "obsm" in ms else ms.add_new_collection("obsm")
-        if key in obsm:
-            arr = obsm[key]
-            width = arr.shape[1]
-            stored = arr.schema.field("soma_data").type
-            if width != k or stored != arrow_type:
-                raise StoreError(
-                    f"{uri}: obsm {key!r} exists with {width} columns of {stored}; these "
-                    f"values have {k} of {arrow_type}: choose another key"
-                )
-        else:
-            arr = obsm.add_new_sparse_ndarray(key, type=arrow_type, shape=(n_rows, k))
-        coo = pa.Table.from_pydict(
-            {
-                "soma_dim_0": np.repeat(joinids.astype(np.int64), k),
-                "soma_dim_1": np.tile(np.arange(k, dtype=np.int64), n),
-                "soma_data": values.reshape(-1),
-            }
-        )
-        arr.write(coo)
-        if columns is not None:
-            arr.metadata["kbagg_columns"] = json.dumps(list(map(str, columns)))

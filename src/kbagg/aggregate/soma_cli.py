@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kbagg.aggregate.soma import StoreError, add_obsm
+from kbagg.aggregate.soma_common import StoreError
+from kbagg.aggregate.soma_obsm import add_obsm
 from kbagg.cli import run_cli
 
 
