@@ -468,6 +468,18 @@ def test_add_obsm_round_trips_and_refuses_unknown_cells(inputs, tmp_path, capsys
             "score",
         ]
 
+    # a .npy and its obs_ids, for the last three cells, integer values
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(cells[-3:]) + "\n")
+    np.save(tmp_path / "emb.npy", np.array([[1, 2, 3], [4, 5, 6], [7, 8, 9]], dtype=np.int32))
+    argv = ["--store", str(store), "--key", "X_int", "--npy", str(tmp_path / "emb.npy")]
+    with pytest.raises(SystemExit) as done:
+        obsm_cli([*argv, "--obs-ids", str(ids)])
+    assert done.value.code == 0
+    got = dense(read_store(store).obsm["X_int"])
+    np.testing.assert_array_equal(got[-3:], [[1, 2, 3], [4, 5, 6], [7, 8, 9]])
+    assert not got[:-3].any()
+
     pd.DataFrame({"obs_id": ["ghost"], "x": [1.0]}).to_csv(table, sep="\t", index=False)
     capsys.readouterr()
     with pytest.raises(SystemExit) as done:
