@@ -181,7 +181,8 @@ def main(argv=None) -> None:
         "--platform-config",
         default="null",
         metavar="JSON",
-        help="tiledbsoma platform_config for the store's arrays (default: tiledbsoma's)",
+        help="tiledbsoma platform_config for the store's arrays (default: kbagg's "
+        "GENE_QUERY_LAYOUT; '{}': tiledbsoma's defaults)",
     )
     p.add_argument(
         "--queries", default="abcde", help="which queries to run, e.g. 'ab' (default: all)"
