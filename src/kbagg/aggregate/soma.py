@@ -90,7 +90,8 @@ _FORMAT = 1
 # 64 genes, cells are stored gene by gene, 2,000 to a data tile, so a query for a few genes
 # reads a few data tiles per 2,048 cells instead of a 2,048-gene-wide block (tiledbsoma's
 # default). tests/benchmarks/bench_access.py, 200,000 cells x 30,000 genes: one gene 1.5 s
-# instead of 5.5 s, 100 genes 5.9 s instead of 36 s; 1,000 random cells ~20 s either way.
+# instead of 5.5 s, 100 genes 5.9 s instead of 36 s; 1,000 scattered cells and the build are
+# slower (at 50,000 cells: 5.3 s instead of 2.5 s, and a 1.2-1.5x longer build).
 GENE_QUERY_LAYOUT = {
     "tiledb": {
         "create": {
