@@ -266,3 +266,23 @@ def test_mudata_aggregate_rna_equals_the_h5ad_aggregate_and_cells_carry_their_sa
     assert (obs.loc[~pooled, "sample"].astype(str) == obs.loc[~pooled, "library"].astype(str)).all()
     per_sample = mudata.read_h5mu(demo_run / "results" / "samples" / "pbmc_b" / "filtered.h5mu")
     assert set(per_sample.mod) == {"rna", "prot"}
+
+
+def test_soma_store_equals_the_aggregate(demo_run):
+    """The demo keeps a TileDB-SOMA store (aggregate.soma.enabled): read back, it holds the
+    outer-join aggregate's cells, genes, counts and obs, plus the run that added each cell."""
+    from kbagg.aggregate.soma import read_store
+
+    store = read_store(demo_run / "results" / "aggregate" / "filtered.soma")
+    agg = ad.read_h5ad(demo_run / "results" / "aggregate" / "filtered.h5ad")
+    store = store[agg.obs_names, agg.var_names]
+    np.testing.assert_array_equal(dense(store.X), dense(agg.X))
+    assert store.obs["kbagg_run"].str.startswith("kbagg ").all()
+    for column in agg.obs.columns:
+        pd.testing.assert_series_equal(
+            store.obs[column], agg.obs[column], check_categorical=False, check_names=False
+        )
+    assert (store.var["gene_name"] == agg.var["gene_name"]).all()
+    manifest = json.loads((demo_run / "results/aggregate/soma_manifest.json").read_text())
+    assert manifest["action"] == "created"
+    assert list(manifest["samples"]) == SAMPLES

@@ -43,6 +43,7 @@ RULE_ORDER = [
     "hashtag_qc",
     "aggregate",
     "aggregate_h5mu",
+    "soma",
     "multiqc",
 ]
 

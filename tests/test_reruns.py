@@ -6,6 +6,7 @@ metadata) and checks which jobs a dry run plans; adding a sample is also run for
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -23,12 +24,13 @@ EVERYTHING_AFTER_THE_CELLS = {
     "sample_h5mu": 2,
     "aggregate": 2,
     "aggregate_h5mu": 1,
+    "soma": 1,
     "qc_sample": 3,
     "qc_summary": 1,
     "multiqc": 1,
 }
 EVERYTHING_AFTER_THE_REFERENCE = {"reference": 1, "kb_count": 3, **EVERYTHING_AFTER_THE_CELLS}
-THE_AGGREGATES = {"aggregate": 2, "aggregate_h5mu": 1}
+THE_AGGREGATES = {"aggregate": 2, "aggregate_h5mu": 1, "soma": 1}
 
 
 @pytest.fixture
@@ -67,7 +69,8 @@ def test_e_nothing_changed_nothing_runs(finished_demo):
 
 def test_d_changing_the_join_reruns_only_the_aggregates(finished_demo):
     edit_config(finished_demo, lambda c: c["aggregate"].update(join="inner"))
-    assert planned_jobs(finished_demo) == THE_AGGREGATES
+    # The SOMA store always holds every gene (an outer join): the join does not touch it.
+    assert planned_jobs(finished_demo) == {"aggregate": 2, "aggregate_h5mu": 1}
 
 
 def test_b_changing_sample_metadata_reruns_only_the_aggregate_side(finished_demo):
@@ -127,6 +130,9 @@ def test_a_adding_a_sample_counts_only_that_sample(finished_demo):
     assert {p: p.stat().st_mtime_ns for p in before} == before, "existing samples were recounted"
     assert (samples / "pbmc_d" / "filtered.h5ad").exists()
     assert planned_jobs(finished_demo) == {}
+    # The SOMA store got the new sample's cells appended; the others were not rewritten.
+    manifest = json.loads((finished_demo / "results/aggregate/soma_manifest.json").read_text())
+    assert manifest["action"] == "appended" and manifest["appended"] == ["pbmc_d"]
 
 
 def test_changing_the_cell_calling_method_recalls_cells_but_does_not_recount(finished_demo):

@@ -61,3 +61,29 @@ rule aggregate_h5mu:
         sample_sheet=provenance_sample_sheet(),
     script:
         script_path("aggregate_h5mu.py")
+
+
+rule soma:
+    input:
+        matrices=expand(sample_matrix("filtered"), sample=SAMPLES),
+    output:
+        "results/aggregate/soma_manifest.json",
+    log:
+        "logs/aggregate/soma.log",
+    benchmark:
+        "benchmarks/aggregate/soma.tsv"
+    conda:
+        "../../envs/soma.yaml"
+    threads: rule_resources("aggregate")["threads"]
+    resources:
+        mem_mb=mem_mb("aggregate"),
+        runtime=rule_resources("aggregate")["runtime"],
+    params:
+        samples=SAMPLES,
+        uri=AGG["soma"]["uri"],
+        measurement=AGG["soma"]["measurement"],
+        label=AGG["label"],
+        index_unique=AGG["index_unique"],
+        metadata=SHEET.metadata().to_dict("list"),
+    script:
+        script_path("soma.py")

@@ -242,7 +242,17 @@ def final_outputs():
             for s in SAMPLES
             if SHEET.feature_libraries(s)
         ]
-    return [f"results/aggregate/{kind}.h5ad" for kind in kinds] + h5mu + qc_outputs()
+    soma = (
+        ["results/aggregate/soma_manifest.json"]
+        if config["aggregate"]["soma"]["enabled"] and FILTER
+        else []
+    )
+    return (
+        [f"results/aggregate/{kind}.h5ad" for kind in kinds]
+        + h5mu
+        + soma
+        + qc_outputs()
+    )
 
 
 def qc_outputs():
