@@ -276,7 +276,8 @@ def _per_sample_table(table: pd.DataFrame, where: str) -> pd.DataFrame:
         sample: {c: _agreed(lanes, c, f"sample '{sample}'", where) for c in columns}
         for sample, lanes in table.groupby("sample", sort=False)
     }
-    samples = pd.DataFrame.from_dict(rows, orient="index", columns=columns)
+    # Built row by row: from_dict(orient="index") drops the index when there are no columns.
+    samples = pd.DataFrame(list(rows.values()), index=list(rows), columns=columns)
     samples.index.name = "sample"
     return samples
 
