@@ -1,14 +1,11 @@
 """Rule aggregate_h5mu: every sample's modalities in one .h5mu, one chunked concat per
 modality, with provenance, and each cell labelled with its (demultiplexed) sample."""
 
-from dataclasses import asdict
-
 import pandas as pd
 
 from kbagg.aggregate.mudata import concat_h5mu, label_demultiplexed_cells
-from kbagg.aggregate.provenance import cell_calling_record, collect
+from kbagg.aggregate.provenance import collect_for_run
 from kbagg.atomic import atomic_output
-from kbagg.count.fastq_check import read_lane_record
 from kbagg.rule import run_rule
 
 
@@ -16,13 +13,11 @@ def main(smk) -> None:
     params = smk.params
     files = iter(smk.input.modalities)
     modalities = {s: {m: next(files) for m in params.modalities[s]} for s in params.samples}
-    rna = {s: files["rna"] for s, files in modalities.items()}
+    rna = {s: per_sample["rna"] for s, per_sample in modalities.items()}
     kb_infos = dict(zip(params.samples, smk.input.kb_info, strict=True))
-    lanes = [read_lane_record(path) for path in smk.input.checks]
-    fastqs = {s: [asdict(r) for r in lanes if r.sample == s] for s in params.samples}
-    cells = {s: cell_calling_record(p) for s, p in rna.items()}
-    cells = {s: text for s, text in cells.items() if text is not None}
-    provenance = collect(rna, params.config, params.sample_sheet, kb_infos, fastqs, cells)
+    provenance = collect_for_run(
+        rna, params.config, params.sample_sheet, kb_infos, list(smk.input.checks)
+    )
     metadata = pd.DataFrame(params.metadata).rename(columns={"sample": params.label})
     with atomic_output(smk.output[0]) as tmp:
         concat_h5mu(

@@ -141,3 +141,22 @@ def collect(
         "sample_sheet": json.dumps(sample_sheet),
         "inputs": records,
     }
+
+
+def collect_for_run(
+    matrices: Mapping[str, str | Path],
+    config: Mapping,
+    sample_sheet: Mapping,
+    kb_infos: Mapping[str, str | Path],
+    lane_checks: list[str | Path],
+) -> dict[str, object]:
+    """`collect` from what a workflow run has on disk: the per-sample matrices, kb's
+    kb_info.json, the FASTQ check records and each matrix's cell-calling record."""
+    from dataclasses import asdict
+
+    from kbagg.count.fastq_check import read_lane_record
+
+    lanes = [read_lane_record(path) for path in lane_checks]
+    fastqs = {s: [asdict(r) for r in lanes if r.sample == s] for s in matrices}
+    cells = {s: text for s, path in matrices.items() if (text := cell_calling_record(path))}
+    return collect(matrices, config, sample_sheet, kb_infos, fastqs, cells)

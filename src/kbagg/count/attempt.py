@@ -24,9 +24,10 @@ import shutil
 import signal
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from kbagg.kb.run import KbError
+from kbagg.kb.run import KbError, run_kb
 
 LOCK_NAME = ".kb_count.lock"
 STOP_TIMEOUT_S = 30.0
@@ -197,3 +198,59 @@ def remove_old_attempts(kb_dir: Path) -> list[Path]:
             shutil.rmtree(old, ignore_errors=True)
             removed.append(old)
     return removed
+
+
+def count_in_attempt(
+    kb_dir: Path,
+    sample: str,
+    kb_args: Callable[[Path], list[str]],
+    check: Callable[[Path, KbError | None], None],
+    *,
+    label: str,
+    lock_name: str = LOCK_NAME,
+    remove: tuple[str, ...] = (),
+    log: Callable[[str], object] = print,
+) -> Path:
+    """Run `kb kb_args(attempt)` in a private attempt folder under the lock of `kb_dir`, and
+    make the attempt `kb_dir` once `check` passes.
+
+    Parameters
+    ----------
+    kb_dir
+        kb's output folder of the library (``results/samples/<sample>/kb``).
+    sample
+        Sample name, for messages.
+    kb_args
+        The kb arguments, given the attempt folder (kb's ``-o``; ``<attempt>/tmp`` is its
+        ``--tmp``).
+    check
+        Called with the attempt folder and kb's error (None when kb succeeded); raises when
+        kb's outputs are missing, preferably saying why. When kb failed and `check` does
+        not raise, kb's own error is raised.
+    label
+        Prefix of kb's log lines.
+    lock_name
+        The lock file beside `kb_dir`: one per library, so libraries of a sample can count
+        at the same time.
+    remove
+        Files of kb's output not kept (large copies kb makes).
+    log
+        Receives what the attempt does (stopping an orphan, removing old attempts).
+    """
+    with SampleLock(kb_dir.parent, sample, log=log, name=lock_name) as lock:
+        for old in remove_old_attempts(kb_dir):
+            log(f"[{label}] removed {old.name} of an earlier attempt")
+        attempt = attempt_folder(kb_dir)
+        attempt.mkdir(parents=True)
+        try:
+            run_kb(kb_args(attempt), label=label, on_start=lock.record_child_group)
+        except KbError as error:
+            check(attempt, error)
+            raise
+        check(attempt, None)
+        for name in remove:
+            (attempt / name).unlink(missing_ok=True)
+        shutil.rmtree(attempt / "tmp", ignore_errors=True)
+        shutil.rmtree(kb_dir, ignore_errors=True)
+        os.replace(attempt, kb_dir)
+    return kb_dir

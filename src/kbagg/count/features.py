@@ -26,8 +26,6 @@ get zero rows, feature barcodes that are not cells are dropped.
 from __future__ import annotations
 
 import gzip
-import os
-import shutil
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -41,7 +39,7 @@ import scipy.sparse as sp
 from anndata.io import read_elem
 
 from kbagg.atomic import atomic_output
-from kbagg.count.attempt import SampleLock, attempt_folder, remove_old_attempts
+from kbagg.count.attempt import count_in_attempt
 from kbagg.count.kite import (  # noqa: F401  (re-exported)
     TRANSLATED_TECHNOLOGIES,
     FeatureCountError,
@@ -49,7 +47,7 @@ from kbagg.count.kite import (  # noqa: F401  (re-exported)
     kite_mode,
 )
 from kbagg.errors import KbaggError
-from kbagg.kb.run import KbError, read_json_if_present, run_kb
+from kbagg.kb.run import KbError, read_json_if_present
 from kbagg.reference.features import (
     FEATURE_TYPES,
     GENE_EXPRESSION,
@@ -225,38 +223,30 @@ def count_features(job: FeatureCountJob) -> ad.AnnData:
 
 
 def run_kite(job: FeatureCountJob, log=print) -> ad.AnnData:
-    """`kb count` into a private attempt folder, renamed to ``kb_dir`` once the matrix
-    exists, under the library's lock (as `kbagg.count.kb_count.run_count`).
+    """`kb count` in a private attempt folder under the library's lock, renamed to
+    ``kb_dir`` once the matrix exists (`kbagg.count.attempt.count_in_attempt`).
 
     Returns kb's unfiltered matrix (all barcodes x features). kb's 10x barcode map and
     on-list copy (together ~350 MB per run) are deleted.
     """
     kb_dir = Path(job.kb_dir)
-    label = f"{job.sample} {job.feature_type}"
-    with SampleLock(kb_dir.parent, job.sample, log=log, name=f".{kb_dir.name}.lock") as lock:
-        for old in remove_old_attempts(kb_dir):
-            log(f"[{label}] removed {old.name} of an earlier attempt")
-        attempt = attempt_folder(kb_dir)
-        attempt.mkdir(parents=True)
-        try:
-            run_kb(
-                feature_count_args(job, attempt, attempt / "tmp"),
-                label=label,
-                on_start=lock.record_child_group,
-            )
-        except KbError as error:
-            info = read_json_if_present(attempt / "run_info.json")
-            if info.get("n_pseudoaligned") == 0:
-                raise FeatureCountError(_no_reads(job, info)) from error
-            raise
+
+    def check(attempt: Path, error: KbError | None) -> None:
+        info = read_json_if_present(attempt / "run_info.json")
         matrix = attempt / "counts_unfiltered" / "adata.h5ad"
-        if not matrix.exists():
-            raise FeatureCountError(_no_reads(job, read_json_if_present(attempt / "run_info.json")))
-        for name in KB_LARGE_FILES:
-            (attempt / name).unlink(missing_ok=True)
-        shutil.rmtree(attempt / "tmp", ignore_errors=True)
-        shutil.rmtree(kb_dir, ignore_errors=True)
-        os.replace(attempt, kb_dir)
+        if info.get("n_pseudoaligned") == 0 or (error is None and not matrix.exists()):
+            raise FeatureCountError(_no_reads(job, info)) from error
+
+    count_in_attempt(
+        kb_dir,
+        job.sample,
+        lambda attempt: feature_count_args(job, attempt, attempt / "tmp"),
+        check,
+        label=f"{job.sample} {job.feature_type}",
+        lock_name=f".{kb_dir.name}.lock",
+        remove=KB_LARGE_FILES,
+        log=log,
+    )
     return ad.read_h5ad(kb_dir / "counts_unfiltered" / "adata.h5ad")
 
 

@@ -12,7 +12,6 @@ their truth also holds `kind`, `cell_type` and `doublet_of`.
 
 from __future__ import annotations
 
-import gzip
 import io
 import os
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from kbagg.atomic import atomic_output
 from kbagg.feature_types import GENE_EXPRESSION
 from kbagg.kb.technology import onlist_barcodes
 from kbagg.simulate.cells import simulate_droplets
+from kbagg.simulate.reads import fastq_record, random_seq, revcomp, write_gz
 from kbagg.simulate.spec import (
     DEMO,
     DemoSpec,
@@ -37,19 +37,9 @@ from kbagg.simulate.spec import (
     libraries,
 )
 
-BASES = np.frombuffer(b"ACGT", dtype=np.uint8)
-COMPLEMENT = bytes.maketrans(b"ACGT", b"TGCA")
 CHROM = "chrS"
 READ2_LENGTH = 90
 UMI_LENGTH = {"10xv2": 10, "10xv3": 12}
-
-
-def _random_seq(rng: np.random.Generator, n: int) -> bytes:
-    return BASES[rng.integers(0, 4, n)].tobytes()
-
-
-def _revcomp(seq: bytes) -> bytes:
-    return seq.translate(COMPLEMENT)[::-1]
 
 
 @dataclass
@@ -75,13 +65,13 @@ def _make_genes(rng: np.random.Generator, n_genes: int) -> tuple[bytes, list[Gen
         return start, pos
 
     for g in range(n_genes):
-        add(_random_seq(rng, int(rng.integers(300, 600))))  # intergenic
+        add(random_seq(rng, int(rng.integers(300, 600))))  # intergenic
         n_exons = int(rng.integers(2, 4))
         exons = []
         for e in range(n_exons):
-            exons.append(add(_random_seq(rng, int(rng.integers(150, 400)))))
+            exons.append(add(random_seq(rng, int(rng.integers(150, 400)))))
             if e < n_exons - 1:
-                intron = bytearray(_random_seq(rng, int(rng.integers(120, 300))))
+                intron = bytearray(random_seq(rng, int(rng.integers(120, 300))))
                 intron[:2], intron[-2:] = b"GT", b"AG"
                 add(bytes(intron))
         strand = "+" if g % 2 == 0 else "-"
@@ -91,13 +81,13 @@ def _make_genes(rng: np.random.Generator, n_genes: int) -> tuple[bytes, list[Gen
             # A second isoform skipping the middle exon: reads still map to one gene only.
             transcripts[f"SIMT{g + 1:05d}.2"] = [0, 2]
         genes.append(Gene(gene_id, f"Sim{g + 1}", strand, exons, transcripts))
-    add(_random_seq(rng, 500))
+    add(random_seq(rng, 500))
     return b"".join(pieces), genes
 
 
 def _transcript_seq(genome: bytes, gene: Gene, exon_ids: list[int]) -> bytes:
     seq = b"".join(genome[gene.exons[i][0] - 1 : gene.exons[i][1]] for i in exon_ids)
-    return seq if gene.strand == "+" else _revcomp(seq)
+    return seq if gene.strand == "+" else revcomp(seq)
 
 
 def _gtf_lines(genes: list[Gene]) -> list[str]:
@@ -165,21 +155,6 @@ def _simulate_counts(
     return counts
 
 
-def _fastq_record(name: str, seq: bytes) -> bytes:
-    return b"@%s\n%s\n+\n%s\n" % (name.encode(), seq, b"I" * len(seq))
-
-
-def _write_gz(path: Path, payload: bytes) -> None:
-    # mtime=0 and no file name in the header (the temp name holds a pid) make the gzip
-    # bytes, and so the demo, identical on every run.
-    with (
-        atomic_output(path) as tmp,
-        open(tmp, "wb") as raw,
-        gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz,
-    ):
-        gz.write(payload)
-
-
 def _write_text(path: Path, text: str) -> None:
     with atomic_output(path) as tmp:
         tmp.write_text(text)
@@ -226,7 +201,7 @@ def _simulate_sample(
         n_umis = int(counts[b].sum())
         umis: set[bytes] = set()
         while len(umis) < n_umis:
-            umis.add(_random_seq(rng, umi_len))
+            umis.add(random_seq(rng, umi_len))
         umi_iter = iter(sorted(umis))
         for g in np.repeat(np.arange(len(genes)), counts[b]):
             umi = next(umi_iter)
@@ -238,12 +213,12 @@ def _simulate_sample(
                 read1 = barcode.encode() + umi
                 r1, r2 = lanes[int(rng.integers(sample.lanes))]
                 name = f"{sample.name}:{read_no}"
-                r1.write(_fastq_record(name, read1))
-                r2.write(_fastq_record(name, read2))
+                r1.write(fastq_record(name, read1))
+                r2.write(fastq_record(name, read2))
                 read_no += 1
     for lane, (r1, r2) in enumerate(lanes, start=1):
-        _write_gz(fastq_path(outdir, sample.name, lane, 1), r1.getvalue())
-        _write_gz(fastq_path(outdir, sample.name, lane, 2), r2.getvalue())
+        write_gz(fastq_path(outdir, sample.name, lane, 1), r1.getvalue())
+        write_gz(fastq_path(outdir, sample.name, lane, 2), r2.getvalue())
 
     obs = truth_obs.set_axis(pd.Index(barcodes))
     var = pd.DataFrame(

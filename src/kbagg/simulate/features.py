@@ -23,7 +23,6 @@ the true `hashtag` / `hashtag_class`), with a 10x feature-reference CSV for all 
 
 from __future__ import annotations
 
-import gzip
 import io
 import re
 from dataclasses import dataclass
@@ -43,10 +42,9 @@ from kbagg.reference.features import (
     MODALITY,
     MULTIPLEXING_CAPTURE,
 )
+from kbagg.simulate.reads import BASES, fastq_record, random_seq, revcomp, write_gz
 from kbagg.simulate.spec import feature_fastq_path
 
-BASES = np.frombuffer(b"ACGT", dtype=np.uint8)
-COMPLEMENT = bytes.maketrans(b"ACGT", b"TGCA")
 UMI_LENGTH = {"10XV2": 10, "10XV3": 12}
 # 10x feature-reference patterns: TotalSeq-B/C antibodies, CellPlex CMOs, CRISPR capture 1.
 TOTALSEQ_B_PATTERN = "^NNNNNNNNNN(BC)NNNNNNNNN"
@@ -103,14 +101,6 @@ DEFAULT_FEATURES = FeatureSimSpec()
 DEMO_FEATURES = FeatureSimSpec(libraries=DEFAULT_FEATURES.libraries[:2])
 
 
-def _random_seq(rng: np.random.Generator, n: int) -> bytes:
-    return BASES[rng.integers(0, 4, n)].tobytes()
-
-
-def _revcomp(seq: bytes) -> bytes:
-    return seq.translate(COMPLEMENT)[::-1]
-
-
 def _negative_binomial(rng: np.random.Generator, mean: np.ndarray, size: float) -> np.ndarray:
     """Counts with the given means and variance mean + mean**2 / size."""
     mean = np.asarray(mean, dtype=float)
@@ -123,7 +113,7 @@ def feature_barcodes(rng: np.random.Generator, spec: FeatureSimSpec) -> pd.DataF
     for lib in spec.libraries:
         n = 0
         while n < lib.n_features:
-            seq = _random_seq(rng, lib.barcode_bases)
+            seq = random_seq(rng, lib.barcode_bases)
             if re.search(rb"(.)\1\1\1", seq):  # no homopolymer runs of 4
                 continue
             if any(
@@ -252,7 +242,7 @@ def _indexed_kmers(sequences: list[str]) -> set[bytes]:
         for v in variants:
             for i in range(len(v) - k + 1):
                 kmers.add(v[i : i + k])
-                kmers.add(_revcomp(v[i : i + k]))
+                kmers.add(revcomp(v[i : i + k]))
     return kmers
 
 
@@ -285,9 +275,9 @@ class _Read2Maker:
         for _ in range(1000):
             start = lay.before if lay.anchored else int(rng.integers(0, MAX_GUIDE_OFFSET + 1))
             after = bytes(b if b != ord("N") else BASES[rng.integers(4)] for b in lay.after)
-            head = _random_seq(rng, start)
+            head = random_seq(rng, start)
             body = head + barcode + after
-            read = body + _random_seq(rng, max(0, self.read2_bases - len(body)))
+            read = body + random_seq(rng, max(0, self.read2_bases - len(body)))
             read = read[: self.read2_bases]
             if self._only_barcode_hits(read, start, len(barcode)):
                 return read
@@ -323,20 +313,6 @@ def pick_empty_barcodes(
 def _empty_counts(rng: np.random.Generator, n_empty: int, n_features: int) -> np.ndarray:
     totals = rng.integers(1, 4, n_empty)
     return np.array([rng.multinomial(t, np.full(n_features, 1 / n_features)) for t in totals])
-
-
-def _fastq_record(name: str, seq: bytes) -> bytes:
-    return b"@%s\n%s\n+\n%s\n" % (name.encode(), seq, b"I" * len(seq))
-
-
-def _write_gz(path: Path, payload: bytes) -> None:
-    # mtime=0 and no name in the header: the same bytes on every run.
-    with (
-        atomic_output(path) as tmp,
-        open(tmp, "wb") as raw,
-        gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz,
-    ):
-        gz.write(payload)
 
 
 def write_feature_libraries(
@@ -398,8 +374,8 @@ def write_feature_libraries(
         maker = _Read2Maker(lib.pattern, lib_features["sequence"].tolist(), spec.read2_bases)
         r1, r2 = _library_reads(rng, sample, lib, read1_barcodes, counts, lib_features, maker, tech)
         paths = [feature_fastq_path(outdir, sample, lib.feature_type, r) for r in (1, 2)]
-        _write_gz(paths[0], r1)
-        _write_gz(paths[1], r2)
+        write_gz(paths[0], r1)
+        write_gz(paths[1], r2)
         obs = pd.concat(
             [truth.obs.set_axis(list(cell_barcodes)), pd.DataFrame(index=empties)], axis=0
         )
@@ -425,13 +401,13 @@ def _library_reads(rng, sample, lib, read1_barcodes, counts, lib_features, maker
         n_umis = int(counts[b].sum())
         umis: set[bytes] = set()
         while len(umis) < n_umis:
-            umis.add(_random_seq(rng, umi_len))
+            umis.add(random_seq(rng, umi_len))
         umi_iter = iter(sorted(umis))
         for f in np.repeat(np.arange(len(sequences)), counts[b]):
             umi = next(umi_iter)
             for _ in range(int(rng.integers(1, 3))):  # PCR duplicates of one molecule
                 name = f"{sample}:{MODALITY[lib.feature_type]}:{read_no}"
-                r1.write(_fastq_record(name, barcode.encode() + umi))
-                r2.write(_fastq_record(name, maker.make(rng, sequences[f])))
+                r1.write(fastq_record(name, barcode.encode() + umi))
+                r2.write(fastq_record(name, maker.make(rng, sequences[f])))
                 read_no += 1
     return r1.getvalue(), r2.getvalue()
