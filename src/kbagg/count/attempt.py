@@ -27,30 +27,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from kbagg.atomic import process_alive
 from kbagg.kb.run import KbError, run_kb
 
 LOCK_NAME = ".kb_count.lock"
 STOP_TIMEOUT_S = 30.0
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return process_alive(pgid, group=True)
 
 
 def _is_kb_group(pgid: int) -> bool:
@@ -146,10 +131,10 @@ class SampleLock:
         )
         self._stop_group(holder.get("kb_pgid"))
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            if _alive(pid):
+            if process_alive(pid):
                 os.kill(pid, sig)
             deadline = time.monotonic() + STOP_TIMEOUT_S / 2
-            while _alive(pid) and time.monotonic() < deadline:
+            while process_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
                 _reap(pid)
 
