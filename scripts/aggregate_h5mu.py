@@ -30,7 +30,12 @@ def main(smk) -> None:
             chunk_entries=smk.resources.chunk_entries,
             uns={"kbagg": provenance},
         )
-        obs = label_demultiplexed_cells(tmp, params.label)
+        obs = label_demultiplexed_cells(
+            tmp,
+            params.label,
+            metadata_columns=[c for c in params.metadata if c != "sample"],
+            demultiplexed_metadata=params.demultiplexed_metadata,
+        )
     counts = obs[params.label].value_counts(dropna=False).to_dict()
     print(f"{len(obs):,} cells in {smk.output[0]}: {counts}")
 

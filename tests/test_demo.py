@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from kbagg.aggregate.concat import concat_on_disk
+from kbagg.config import hashtag_samples
 from kbagg.feature_types import MODALITY
 from kbagg.simulate.spec import DEMO
 
@@ -236,7 +237,8 @@ def test_hashtags_are_demultiplexed_as_simulated(demo_run):
     for kind in ("doublet", "negative"):
         wanted = (truth["hashtag_class"] == kind).to_numpy()
         assert wanted.any() and (got["hashtag_class"].astype(str).to_numpy()[wanted] == kind).all()
-    mapping = yaml.safe_load((demo_run / "config" / "config.yaml").read_text())["hashtags"][sample]
+    config = yaml.safe_load((demo_run / "config" / "config.yaml").read_text())
+    mapping = hashtag_samples(config)[sample]
     expected = truth["hashtag"].astype(str).map(mapping).where(singlets)
     pd.testing.assert_series_equal(
         got["hashtag_sample"].astype(object), expected.astype(object), check_names=False
@@ -264,6 +266,14 @@ def test_mudata_aggregate_rna_equals_the_h5ad_aggregate_and_cells_carry_their_sa
         obs.loc[pooled, "sample"].astype(object), hashtags.astype(object), check_names=False
     )
     assert (obs.loc[~pooled, "sample"].astype(str) == obs.loc[~pooled, "library"].astype(str)).all()
+    # and with the metadata config hashtags gives them (donor), else the sheet's (condition)
+    config = yaml.safe_load((demo_run / "config" / "config.yaml").read_text())
+    donors = {e["sample"]: e["donor"] for e in config["hashtags"]["pbmc_c"].values()}
+    expected = obs.loc[pooled, "sample"].astype(object).map(donors)
+    assigned = expected.notna()
+    assert (obs.loc[pooled, "donor"][assigned].astype(str) == expected[assigned]).all()
+    assert (obs.loc[pooled, "donor"][~assigned].astype(str) == "pool").all()
+    assert (obs.loc[pooled, "condition"].astype(str) == "treated").all()
     per_sample = mudata.read_h5mu(demo_run / "results" / "samples" / "pbmc_b" / "filtered.h5mu")
     assert set(per_sample.mod) == {"rna", "prot"}
 

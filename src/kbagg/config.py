@@ -131,3 +131,39 @@ def check_feature_config(config: Mapping, sheet, will_exist=()) -> None:
                 "'Multiplexing Capture' library"
                 + (f" (samples with one: {', '.join(sorted(pooled))})" if pooled else "")
             )
+
+
+def hashtag_samples(config: Mapping) -> dict[str, dict[str, str]]:
+    """Per library, hashtag id -> the name of the sample it marks (config `hashtags`, whose
+    entries are a name or a mapping with `sample` and metadata columns)."""
+    return {
+        library: {h: e if isinstance(e, str) else e["sample"] for h, e in entries.items()}
+        for library, entries in (config.get("hashtags") or {}).items()
+    }
+
+
+def demultiplexed_metadata(config: Mapping, metadata_columns: list[str]) -> dict[str, dict]:
+    """Demultiplexed sample -> its own metadata values (config `hashtags` entries given as
+    mappings), which replace the library's sheet values for its cells. The columns must be
+    the sheet's metadata columns, and a sample named in two places must agree."""
+    found: dict[str, dict] = {}
+    for library, entries in (config.get("hashtags") or {}).items():
+        for hashtag, entry in entries.items():
+            if isinstance(entry, str):
+                continue
+            where = f"config hashtags.{library}.{hashtag}"
+            unknown = [k for k in entry if k != "sample" and k not in metadata_columns]
+            if unknown:
+                raise KbaggError(
+                    f"{where}: {', '.join(unknown)} is not a metadata column of the sample "
+                    f"sheet (its metadata columns: {', '.join(metadata_columns) or 'none'})"
+                )
+            values = {k: str(v) for k, v in entry.items() if k != "sample"}
+            name = entry["sample"]
+            if name in found and found[name] != values:
+                raise KbaggError(
+                    f"{where}: sample '{name}' has other metadata elsewhere in config "
+                    f"hashtags ({found[name]} vs {values}); give one sample one set of values"
+                )
+            found[name] = values
+    return found

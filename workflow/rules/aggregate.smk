@@ -57,6 +57,7 @@ rule aggregate_h5mu:
         label=AGG["label"],
         index_unique=AGG["index_unique"],
         metadata=SHEET.metadata().to_dict("list"),
+        demultiplexed_metadata=DEMULTIPLEXED_METADATA,
         config=provenance_config(),
         sample_sheet=provenance_sample_sheet(),
     script:

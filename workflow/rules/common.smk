@@ -32,7 +32,13 @@ _require_kbagg()
 
 from kbagg.cells import CELL_COLUMNS
 from kbagg.feature_types import FEATURE_TYPE_OF
-from kbagg.config import check_config, check_feature_config, count_extra_args
+from kbagg.config import (
+    check_config,
+    check_feature_config,
+    count_extra_args,
+    demultiplexed_metadata,
+    hashtag_samples,
+)
 from kbagg.count.kite import kite_mode
 from kbagg.errors import KbaggError
 from kbagg.kb.technology import paired_technology
@@ -64,6 +70,8 @@ try:
         paired_technology(SHEET.technology(_sample))
     COUNT_EXTRA_ARGS = count_extra_args(config["count"]["extra"])
     check_feature_config(config, SHEET, will_exist=_demo_files)
+    HASHTAG_SAMPLES = hashtag_samples(config)
+    DEMULTIPLEXED_METADATA = demultiplexed_metadata(config, SHEET.metadata_columns)
 except KbaggError as error:
     raise WorkflowError(str(error))
 SAMPLES = SHEET.names

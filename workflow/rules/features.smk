@@ -46,7 +46,7 @@ rule count_features:
     params:
         feature_type=lambda wc: FEATURE_TYPE_OF[wc.modality],
         technology=lambda wc: SHEET.technology(wc.sample, FEATURE_TYPE_OF[wc.modality]),
-        hashtags=lambda wc: config["hashtags"].get(wc.sample, {}),
+        hashtags=lambda wc: HASHTAG_SAMPLES.get(wc.sample, {}),
         extra_args=COUNT_EXTRA_ARGS,
     script:
         script_path("count_features.py")

@@ -25,6 +25,7 @@ from pathlib import Path
 import anndata as ad
 import h5py
 import pandas as pd
+from natsort import natsorted
 
 from kbagg.aggregate.concat import DEFAULT_CHUNK_ENTRIES, ConcatError, concat_on_disk
 from kbagg.aggregate.inputs import read_dataframe
@@ -193,15 +194,23 @@ def _assemble(aggregates: dict[str, Path], tmp: Path, uns: dict) -> None:
 
 
 def label_demultiplexed_cells(
-    h5mu: str | Path, label: str, *, modality: str = "hashtag", column: str = "hashtag_sample"
+    h5mu: str | Path,
+    label: str,
+    *,
+    modality: str = "hashtag",
+    column: str = "hashtag_sample",
+    metadata_columns: list[str] = (),
+    demultiplexed_metadata: Mapping[str, Mapping[str, str]] | None = None,
 ) -> pd.DataFrame:
-    """Give the MuData's global obs the cells' samples, demultiplexed where hashtags say so.
+    """Give the MuData's global obs each cell's sample, demultiplexed where hashtags say so.
 
-    The global obs gets ``library`` (the sample sheet's sample, the label of every modality)
-    and `label`: the same, except for cells of libraries with hashtags, whose `label` is
-    their hashtag's sample (`column` of the `modality`'s obs), missing for doublets and
-    negatives. Only obs tables are read; the file is rewritten in place (its caller writes it
-    under a temporary name).
+    The global obs gets ``library`` (the sample sheet's sample, the label of every modality),
+    `label`: the same, except for cells of libraries with hashtags, whose `label` is their
+    hashtag's sample (`column` of the `modality`'s obs; missing for doublets and negatives),
+    and the sheet's `metadata_columns`: the library's values, replaced for the cells of a
+    demultiplexed sample by its own (`demultiplexed_metadata`, from config `hashtags`). Only
+    obs tables are read; the file is rewritten in place (its caller writes it under a
+    temporary name).
 
     Parameters
     ----------
@@ -211,27 +220,34 @@ def label_demultiplexed_cells(
         The label column (config aggregate.label).
     modality, column
         Where the demultiplexed sample of each cell is.
+    metadata_columns
+        The sample sheet's metadata columns (in the rna modality's obs).
+    demultiplexed_metadata
+        Demultiplexed sample -> {metadata column: value}.
     """
     from anndata.io import write_elem
 
     with h5py.File(h5mu, "r+") as f:
         global_obs = read_dataframe(f["obs"])
-        library = read_dataframe(f["mod"]["rna"]["obs"])[label]
-        labels = pd.Series(library.astype(str).to_numpy(), index=library.index, dtype=object)
+        rna_obs = read_dataframe(f["mod"]["rna"]["obs"]).reindex(global_obs.index)
+        library = rna_obs[label]
+        labels = library.astype(object).where(library.notna(), None)
         if modality in f["mod"]:
             mod_obs = read_dataframe(f["mod"][modality]["obs"])
             if column in mod_obs:
-                pooled = mod_obs.index
-                labels.loc[pooled] = (
-                    mod_obs[column].astype(object).where(mod_obs[column].notna(), None)
-                )
-        library = library.reindex(global_obs.index)
-        labels = labels.reindex(global_obs.index)
-        order = list(dict.fromkeys([*library.cat.categories, *labels.dropna().unique()]))
+                samples = mod_obs[column].astype(object)
+                labels.loc[samples.index] = samples.where(samples.notna(), None)
         global_obs["library"] = library
-        global_obs[label] = pd.Categorical(
-            labels, categories=[c for c in order if c in set(labels.dropna())]
-        )
+        present = [str(v) for v in labels.dropna().unique()]
+        order = [*[c for c in library.cat.categories if c in present], *present]
+        global_obs[label] = pd.Categorical(labels, categories=list(dict.fromkeys(order)))
+        for name in metadata_columns:
+            values = rna_obs[name].astype(object)
+            for sample, own in (demultiplexed_metadata or {}).items():
+                if name in own:
+                    values[(labels == sample).to_numpy()] = own[name]
+            present = [str(v) for v in values.dropna().unique()]
+            global_obs[name] = pd.Categorical(values, categories=natsorted(present))
         del f["obs"]
         write_elem(f, "obs", global_obs)
     return global_obs

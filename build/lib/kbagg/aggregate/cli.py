@@ -1,0 +1,113 @@
+"""`kbagg-concat`: concatenate h5ad files into one, streaming matrices with bounded memory.
+
+    kbagg-concat -o OUT.h5ad [--join inner|outer] [--label sample]
+        [--index-unique SEP] [--obs-metadata TABLE.tsv] [--chunk-entries N] [--quiet]
+        NAME=PATH.h5ad [NAME=PATH.h5ad ...]
+
+A bare PATH uses the file's stem as the sample name. Exit code 0 only when OUT is complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+from pathlib import Path
+
+from kbagg.aggregate.concat import DEFAULT_CHUNK_ENTRIES, ConcatError, concat_on_disk
+from kbagg.cli import run_cli
+
+
+def parse_input(arg: str) -> tuple[str, Path]:
+    """``NAME=PATH`` -> (NAME, PATH); a bare PATH (or one whose '=' is in a directory) -> stem."""
+    name, sep, path = arg.partition("=")
+    if sep and name and "/" not in name:
+        if not path:
+            raise argparse.ArgumentTypeError(f"{arg!r}: empty path after '='")
+        return name, Path(path)
+    return Path(arg).stem, Path(arg)
+
+
+def parse_uns(arg: str) -> tuple[str, dict]:
+    """``KEY=FILE.json`` -> (KEY, the JSON object in FILE)."""
+    key, sep, path = arg.partition("=")
+    if not (sep and key and path):
+        raise argparse.ArgumentTypeError(f"{arg!r}: expected KEY=FILE.json")
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise argparse.ArgumentTypeError(f"--uns {arg}: {e}") from e
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"--uns {arg}: {path} must hold a JSON object")
+    return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Concatenate h5ad files along cells with bounded memory (see README)."
+    )
+    p.add_argument("-o", "--output", required=True, type=Path, help="output .h5ad")
+    p.add_argument("--join", choices=("inner", "outer"), default="inner")
+    p.add_argument("--label", default="sample", help="obs column holding the sample name")
+    p.add_argument(
+        "--index-unique",
+        default="-",
+        metavar="SEP",
+        help="obs names become <barcode><SEP><NAME>; '' keeps barcodes unchanged (default '-')",
+    )
+    p.add_argument(
+        "--obs-metadata",
+        type=Path,
+        metavar="TABLE.tsv",
+        help="TSV with a sample (or --label) column; other columns become categorical obs",
+    )
+    p.add_argument(
+        "--chunk-entries",
+        type=int,
+        default=DEFAULT_CHUNK_ENTRIES,
+        metavar="N",
+        help=f"stored entries (non-zeros) per chunk in memory (default {DEFAULT_CHUNK_ENTRIES})",
+    )
+    p.add_argument(
+        "--uns",
+        action="append",
+        default=[],
+        type=parse_uns,
+        metavar="KEY=FILE.json",
+        help="store the JSON object in FILE under uns[KEY] of the output (repeatable)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("inputs", nargs="+", type=parse_input, metavar="NAME=PATH.h5ad")
+    return p
+
+
+def _exit_on_sigterm(signum, frame):
+    # Raising lets the engine delete its temp file (SIGTERM is how Snakemake cancels jobs).
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_cli(lambda: _concat(build_parser().parse_args(argv)))
+
+
+def _concat(args: argparse.Namespace) -> None:
+    names = [name for name, _ in args.inputs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConcatError(f"duplicate sample names: {', '.join(dupes)}")
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    concat_on_disk(
+        dict(args.inputs),
+        args.output,
+        join=args.join,
+        label=args.label,
+        index_unique=args.index_unique or None,
+        obs_metadata=args.obs_metadata,
+        chunk_entries=args.chunk_entries,
+        progress=not args.quiet,
+        uns=dict(args.uns),
+    )
+
+
+if __name__ == "__main__":
+    main()

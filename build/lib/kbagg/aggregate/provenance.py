@@ -1,0 +1,162 @@
+"""Provenance for the aggregate: `uns['kbagg']` says how and from what it was made.
+
+It records the workflow version (`git describe` when the clone is a git checkout), the
+versions of kbagg, anndata and snakemake, the kb-python, kallisto and bustools versions that
+kb itself recorded for each sample (kb_info.json: what was really run, and no heavy import
+of kb_python here), the config and sample sheet used, and for every input file its path,
+size and SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+
+import kbagg
+
+# The source tree when kbagg runs from a clone (pip install -e .): src/kbagg/aggregate/ -> repo.
+CLONE = Path(__file__).resolve().parents[3]
+
+
+def sha256(path: str | Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def workflow_version() -> str:
+    """`git describe` of the kbagg clone (when kbagg runs from one), else its version."""
+    if not (CLONE / ".git").exists() or not (CLONE / "workflow" / "Snakefile").is_file():
+        return kbagg.__version__
+    try:
+        described = subprocess.run(
+            ["git", "describe", "--tags", "--always", "--dirty"],
+            cwd=CLONE,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        if described:
+            return f"git {described}"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return kbagg.__version__
+
+
+def package_versions() -> dict[str, str]:
+    """kbagg, anndata and snakemake as they ran here. A rule's conda env need not install
+    snakemake: its `script:` preamble imports it from the Snakemake that runs the workflow."""
+    return {name: _running_version(name) for name in ("kbagg", "anndata", "snakemake")}
+
+
+def _running_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        version = getattr(sys.modules.get(name), "__version__", None)
+        return version if isinstance(version, str) else "unknown"
+
+
+def kb_versions(kb_info: str | Path) -> dict[str, str]:
+    """What kb itself recorded it ran with (kb_info.json in its output folder): kb-python,
+    kallisto and bustools versions, and the kb command."""
+    info = json.loads(Path(kb_info).read_text())
+    return {
+        "kb_python": str(info.get("version", "unknown")),
+        "kallisto": str(info.get("kallisto", {}).get("version", "unknown")),
+        "bustools": str(info.get("bustools", {}).get("version", "unknown")),
+        "call": str(info.get("call", "")),
+    }
+
+
+def _agreed(values: list[str]) -> str:
+    """One version when every sample used it, else all of them (mixed runs stand out)."""
+    distinct = sorted(set(values))
+    return distinct[0] if len(distinct) == 1 else "mixed: " + ", ".join(distinct)
+
+
+def cell_calling_record(h5ad: str | Path) -> str | None:
+    """The `uns['kbagg_cells']` JSON text of a per-sample matrix, if it has one."""
+    import h5py
+    from anndata.io import read_elem
+
+    with h5py.File(h5ad, "r") as f:
+        if "uns" in f and "kbagg_cells" in f["uns"]:
+            return str(read_elem(f["uns"]["kbagg_cells"]))
+    return None
+
+
+def file_record(path: str | Path) -> dict[str, str | int]:
+    path = Path(path)
+    return {"path": str(path), "size": path.stat().st_size, "sha256": sha256(path)}
+
+
+def collect(
+    inputs: Mapping[str, str | Path],
+    config: Mapping,
+    sample_sheet: Mapping,
+    kb_infos: Mapping[str, str | Path] | None = None,
+    fastqs: Mapping[str, list[dict]] | None = None,
+    cells: Mapping[str, str] | None = None,
+) -> dict[str, object]:
+    """The `uns['kbagg']` record. Config and sheet are kept as JSON text: h5ad cannot store
+    None or ragged lists, and text round-trips exactly.
+
+    Parameters
+    ----------
+    inputs
+        Sample name -> the h5ad the aggregate is built from (path, size and SHA-256 kept).
+    config, sample_sheet
+        What the run used.
+    kb_infos
+        Sample name -> kb's kb_info.json (kb, kallisto and bustools versions, the kb call).
+    fastqs
+        Sample name -> its lanes' FASTQ check records (reads, size and SHA-256 of each file),
+        stored as JSON text under ``inputs[sample]["fastqs"]``.
+    cells
+        Sample name -> how its cells were called (JSON text: method, parameters, doublet
+        scoring, warnings), stored under ``inputs[sample]["cells"]``.
+    """
+    records = {name: file_record(path) for name, path in inputs.items()}
+    for name, lanes in (fastqs or {}).items():
+        records[name]["fastqs"] = json.dumps(lanes)
+    for name, text in (cells or {}).items():
+        records[name]["cells"] = text
+    versions = package_versions()
+    if kb_infos:
+        kb = {name: kb_versions(path) for name, path in kb_infos.items()}
+        for name, used in kb.items():
+            records[name]["kb"] = used
+        for tool in ("kb_python", "kallisto", "bustools"):
+            versions[tool] = _agreed([used[tool] for used in kb.values()])
+    return {
+        "workflow_version": workflow_version(),
+        "versions": versions,
+        "config": json.dumps(config, sort_keys=True),
+        "sample_sheet": json.dumps(sample_sheet),
+        "inputs": records,
+    }
+
+
+def collect_for_run(
+    matrices: Mapping[str, str | Path],
+    config: Mapping,
+    sample_sheet: Mapping,
+    kb_infos: Mapping[str, str | Path],
+    lane_checks: list[str | Path],
+) -> dict[str, object]:
+    """`collect` from what a workflow run has on disk: the per-sample matrices, kb's
+    kb_info.json, the FASTQ check records and each matrix's cell-calling record."""
+    from dataclasses import asdict
+
+    from kbagg.count.fastq_check import read_lane_record
+
+    lanes = [read_lane_record(path) for path in lane_checks]
+    fastqs = {s: [asdict(r) for r in lanes if r.sample == s] for s in matrices}
+    cells = {s: text for s, path in matrices.items() if (text := cell_calling_record(path))}
+    return collect(matrices, config, sample_sheet, kb_infos, fastqs, cells)

@@ -1,0 +1,1 @@
+"""kb-python: running `kb` and judging it by its outputs, and its technology table."""

@@ -1,0 +1,1 @@
+"""Quality control per sample and across samples."""

@@ -1,0 +1,63 @@
+"""Running kbagg code as a Snakemake `script:` rule.
+
+Rules hand their inputs, outputs and params to Python as objects (the `snakemake` object of
+the `script:` directive), so no value from the sample sheet or config ever passes through a
+shell. `run_rule` gives every rule script the same behaviour:
+
+- everything the job prints, and what its subprocesses (kb, kallisto, bustools) print,
+  goes to the rule's log file;
+- an expected failure (`KbaggError`) ends the job with one `error: ...` line, in the log
+  and on the terminal, and exit status 1;
+- a signal (SIGTERM, SIGINT, SIGHUP) deletes the job's outputs and temp files and ends it
+  with status 128 + signal;
+- any other exception is a bug: its traceback goes to the log and to the terminal;
+- `to_terminal(line)` shows a line (a QC warning) on the terminal as well as in the log.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from kbagg.atomic import remove_outputs_on_signal
+from kbagg.cli import exit_now, one_line
+from kbagg.errors import KbaggError
+
+_terminal: TextIO | None = None
+
+
+def to_terminal(line: str) -> None:
+    """Print `line` to the log and, while a rule runs, to Snakemake's terminal too."""
+    print(line, flush=True)
+    if _terminal is not None:
+        print(line, file=_terminal, flush=True)
+
+
+def run_rule(smk: Any, main: Callable[[Any], object]) -> None:
+    """Run `main(snakemake)` with its output in the rule's log (`log[0]`, if any)."""
+    global _terminal
+    remove_outputs_on_signal()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _terminal = os.fdopen(os.dup(2), "w", buffering=1)
+    if len(smk.log):
+        log_fd = os.open(smk.log[0], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+        sys.stdout.reconfigure(line_buffering=True)
+        sys.stderr.reconfigure(line_buffering=True)
+    try:
+        main(smk)
+    except KbaggError as error:
+        to_terminal(one_line(error))
+        exit_now(1)
+    except Exception:
+        traceback.print_exc()
+        if _terminal is not None:
+            traceback.print_exc(file=_terminal)
+        exit_now(1)
+    exit_now(0)

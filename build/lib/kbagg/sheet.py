@@ -1,0 +1,297 @@
+"""Sample sheet: one row per lane, rows sharing `sample` are that sample's lanes.
+
+Columns `sample`, `fastq_1`, `fastq_2` are required. `technology` is optional (else the config
+default). `feature_type` is optional: Cell Ranger multi's library types (`Gene Expression`,
+the default, `Antibody Capture`, `Multiplexing Capture`, `CRISPR Guide Capture`); rows of one
+sample with different types are libraries of the same cells, and each library's lanes are
+counted together. Every other column is sample metadata that ends up in `obs` of the
+aggregate. Relative FASTQ paths resolve against the sheet's folder.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from kbagg.errors import KbaggError
+from kbagg.feature_types import FEATURE_TYPES, GENE_EXPRESSION, MODALITY
+
+REQUIRED_COLUMNS = ("sample", "fastq_1", "fastq_2")
+LIBRARY_COLUMNS = ("technology", "feature_type")  # per library, not sample metadata
+
+
+class SampleSheetError(KbaggError):
+    """A problem in the sample sheet; the message names the file, line, sample and column."""
+
+
+@dataclass(frozen=True)
+class SampleSheet:
+    path: Path
+    lanes: (
+        pd.DataFrame
+    )  # one row per lane: sample, feature_type, fastq_1, fastq_2, technology, line
+    samples: pd.DataFrame  # one row per sample, indexed by sample: its metadata
+    libraries: pd.DataFrame  # one row per (sample, feature_type): technology
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.samples.index)
+
+    @property
+    def metadata_columns(self) -> list[str]:
+        return list(self.samples.columns)
+
+    def lane_pairs(self, sample: str, feature_type: str = GENE_EXPRESSION) -> list[tuple[str, str]]:
+        """(fastq_1, fastq_2) of lane 1, lane 2, ... of a library, in sheet order."""
+        lanes = self.lanes
+        rows = lanes[(lanes["sample"] == sample) & (lanes["feature_type"] == feature_type)]
+        return list(zip(rows["fastq_1"], rows["fastq_2"], strict=True))
+
+    def fastqs(self, sample: str, feature_type: str = GENE_EXPRESSION) -> list[str]:
+        """R1, R2 of lane 1, then lane 2, ...: the order `kb count` expects."""
+        return [path for pair in self.lane_pairs(sample, feature_type) for path in pair]
+
+    def technology(self, sample: str, feature_type: str = GENE_EXPRESSION) -> str:
+        return self.libraries.loc[(sample, feature_type), "technology"]
+
+    def feature_libraries(self, sample: str) -> list[str]:
+        """The feature types of `sample`'s libraries besides gene expression, sheet order."""
+        types = self.libraries.loc[sample].index
+        return [t for t in types if t != GENE_EXPRESSION]
+
+    def modalities(self, sample: str) -> list[str]:
+        """rna, then the modality of each feature library (prot, hashtag, crispr)."""
+        return ["rna", *(MODALITY[t] for t in self.feature_libraries(sample))]
+
+    @property
+    def has_features(self) -> bool:
+        return bool(
+            (self.libraries.index.get_level_values("feature_type") != GENE_EXPRESSION).any()
+        )
+
+    def check_obs_columns(self, label: str, reserved: Iterable[str] = ()) -> None:
+        """Metadata columns become obs columns: none may take the name of the label column
+        (config aggregate.label) or of a column kbagg writes itself."""
+        taken = {label: "config aggregate.label", **dict.fromkeys(reserved, "kbagg")}
+        for column in self.metadata_columns:
+            if column in taken:
+                raise SampleSheetError(
+                    f"sample sheet {self.path}: metadata column '{column}' would replace the obs "
+                    f"column of that name set by {taken[column]}; rename the column"
+                )
+
+    def metadata(self) -> pd.DataFrame:
+        """One row per sample with a `sample` column and the metadata columns."""
+        return self.samples[self.metadata_columns].reset_index()
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a TSV as strings (so `01` stays `01`), with empty cells as missing."""
+    path = Path(path)
+    where = f"sample sheet {path}"
+    if not path.exists():
+        raise SampleSheetError(f"{where}: file not found")
+    if not path.is_file():
+        raise SampleSheetError(f"{where}: not a file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not a column name
+    except UnicodeDecodeError as error:
+        raise SampleSheetError(
+            f"{where}: not UTF-8 text ({error.reason} at byte {error.start})"
+        ) from error
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise SampleSheetError(
+            f"{where}: the file is empty; it needs a header line (sample, fastq_1, fastq_2, ...) "
+            "and one row per lane"
+        )
+    header = lines[0]
+    if "\t" not in header and ("," in header or ";" in header):
+        separator = "," if "," in header else ";"
+        raise SampleSheetError(
+            f"{where}: tab-separated expected, but the header line is separated by "
+            f"'{separator}' ({header.strip()[:60]}); save the sheet as TSV"
+        )
+    columns = [c.strip() for c in header.split("\t")]
+    duplicated = sorted({c for c in columns if columns.count(c) > 1})
+    if duplicated:
+        raise SampleSheetError(f"{where}: column(s) {', '.join(duplicated)} appear more than once")
+    if "" in columns:
+        raise SampleSheetError(
+            f"{where}: column {columns.index('') + 1} of the header is empty; name every column"
+        )
+    table = pd.read_csv(io.StringIO(text), sep="\t", dtype=str, keep_default_na=False, comment=None)
+    table.columns = columns
+    return table.apply(lambda col: col.str.strip()).replace("", pd.NA)
+
+
+def load_sample_sheet(
+    path: str | Path,
+    default_technology: str,
+    *,
+    workdir: str | Path | None = None,
+    will_exist: Iterable[str | Path] = (),
+    validate_rows: Callable[[pd.DataFrame], object] | None = None,
+) -> SampleSheet:
+    """Read, check and normalise a sample sheet.
+
+    `will_exist` lists files that a rule of the workflow produces (the demo data), which
+    need not exist yet. `validate_rows` is the JSON-schema check (snakemake.utils.validate),
+    run on the raw table. FASTQ paths come back relative to `workdir` when inside it, so that
+    they match the outputs of rules, else absolute.
+    """
+    path = Path(path)
+    table = read_table(path)
+    where = f"sample sheet {path}"
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        raise SampleSheetError(
+            f"{where}: missing required column(s) {', '.join(missing)}; "
+            f"found columns: {', '.join(table.columns)}"
+        )
+    if table.empty:
+        raise SampleSheetError(
+            f"{where}: only a header line, no rows; add one row per lane (sample, fastq_1, "
+            "fastq_2, ...)"
+        )
+    if validate_rows is not None:
+        validate_rows(table)
+
+    table["line"] = range(2, len(table) + 2)  # 1-based file lines, header is line 1
+    if "technology" not in table.columns:
+        table["technology"] = pd.NA
+    table["technology"] = table["technology"].fillna(default_technology)
+    if "feature_type" not in table.columns:
+        table["feature_type"] = pd.NA
+    table["feature_type"] = table["feature_type"].fillna(GENE_EXPRESSION)
+    _check_feature_types(table, where)
+
+    workdir = Path(workdir or os.getcwd()).resolve()
+    produced = {Path(p).resolve() for p in will_exist}
+    for column in ("fastq_1", "fastq_2"):
+        resolved = [_resolve_fastq(row, column, path, produced) for _, row in table.iterrows()]
+        table[f"{column}_resolved"] = resolved
+        table[column] = [_relative_if_inside(p, workdir) for p in resolved]
+    _check_duplicate_lanes(table, where)
+    samples = _per_sample_table(table, where)
+    libraries = _per_library_table(table, where)
+    columns = ["sample", "feature_type", "fastq_1", "fastq_2", "technology", "line"]
+    lanes = table[columns].reset_index(drop=True)
+    return SampleSheet(path=path, lanes=lanes, samples=samples, libraries=libraries)
+
+
+def _check_feature_types(table: pd.DataFrame, where: str) -> None:
+    """Known library types only, and a gene-expression library for every sample."""
+    for _, row in table.iterrows():
+        if row["feature_type"] not in FEATURE_TYPES:
+            raise SampleSheetError(
+                f"{where}, line {row['line']}, sample '{row['sample']}', column feature_type: "
+                f"'{row['feature_type']}' is not one of "
+                + ", ".join(f"'{t}'" for t in FEATURE_TYPES)
+            )
+    with_gex = set(table.loc[table["feature_type"] == GENE_EXPRESSION, "sample"])
+    for _, row in table[~table["sample"].isin(with_gex)].iterrows():
+        raise SampleSheetError(
+            f"{where}, line {row['line']}: sample '{row['sample']}' has a "
+            f"'{row['feature_type']}' library but no 'Gene Expression' library; feature counts "
+            "are kept for the cells called on gene expression, so add its gene-expression FASTQs"
+        )
+
+
+def _relative_if_inside(path: Path, workdir: Path) -> str:
+    try:
+        return str(path.relative_to(workdir))
+    except ValueError:
+        return str(path)
+
+
+def _resolve_fastq(row: pd.Series, column: str, sheet: Path, produced: set[Path]) -> Path:
+    value = row[column]
+    context = f"sample sheet {sheet}, line {row['line']}, sample '{row['sample']}', column {column}"
+    if pd.isna(value):
+        raise SampleSheetError(f"{context}: empty")
+    resolved = Path(os.path.normpath(sheet.resolve().parent / Path(value).expanduser()))
+    if resolved.exists() and not resolved.is_file():
+        raise SampleSheetError(f"{context}: not a file: {value} (resolved to {resolved})")
+    if not resolved.is_file() and resolved not in produced:
+        raise SampleSheetError(f"{context}: file not found: {value} (resolved to {resolved})")
+    return resolved
+
+
+def _file_identity(path: Path) -> tuple:
+    """The same file under two names (symlink, hard link, ../) has one identity."""
+    try:
+        stat = path.stat()
+    except OSError:  # a file a rule will write: its resolved path is its identity
+        return ("path", str(path.resolve()))
+    return ("inode", stat.st_dev, stat.st_ino)
+
+
+def _check_duplicate_lanes(table: pd.DataFrame, where: str) -> None:
+    """Every FASTQ is used once: not as both reads of a lane, not in two lanes or samples."""
+    seen: dict[tuple, tuple[int, str, str]] = {}
+    for _, row in table.iterrows():
+        if _file_identity(row["fastq_1_resolved"]) == _file_identity(row["fastq_2_resolved"]):
+            raise SampleSheetError(
+                f"{where}, line {row['line']}, sample '{row['sample']}': fastq_1 and fastq_2 are "
+                f"the same file ({row['fastq_1']}); give the barcode read (R1) and the cDNA read "
+                "(R2) of the lane"
+            )
+        for column in ("fastq_1", "fastq_2"):
+            key = _file_identity(row[f"{column}_resolved"])
+            if key in seen:
+                line, sample, other_column = seen[key]
+                raise SampleSheetError(
+                    f"{where}: the file {row[column]} is used twice: line {line} (sample "
+                    f"'{sample}', {other_column}) and line {row['line']} (sample "
+                    f"'{row['sample']}', {column}); each FASTQ belongs to one lane"
+                )
+            seen[key] = (row["line"], row["sample"], column)
+
+
+def _agreed(lanes: pd.DataFrame, column: str, what: str, where: str):
+    distinct = lanes[column].drop_duplicates()
+    if len(distinct) > 1:
+        detail = "; ".join(
+            f"line {line}: {value if pd.notna(value) else '(empty)'}"
+            for line, value in zip(lanes["line"], lanes[column], strict=False)
+        )
+        raise SampleSheetError(
+            f"{where}: {what} has conflicting values in column {column} across its lanes "
+            f"({detail}); they must agree"
+        )
+    return distinct.iloc[0]
+
+
+def _per_sample_table(table: pd.DataFrame, where: str) -> pd.DataFrame:
+    """Collapse lanes to samples; metadata must agree across all of a sample's lanes."""
+    per_lane = ("fastq_1", "fastq_2", "fastq_1_resolved", "fastq_2_resolved", "line")
+    columns = [c for c in table.columns if c not in (*per_lane, *LIBRARY_COLUMNS, "sample")]
+    rows = {
+        sample: {c: _agreed(lanes, c, f"sample '{sample}'", where) for c in columns}
+        for sample, lanes in table.groupby("sample", sort=False)
+    }
+    # Built row by row: from_dict(orient="index") drops the index when there are no columns.
+    samples = pd.DataFrame(list(rows.values()), index=list(rows), columns=columns)
+    samples.index.name = "sample"
+    return samples
+
+
+def _per_library_table(table: pd.DataFrame, where: str) -> pd.DataFrame:
+    """One row per (sample, feature_type); a library's lanes must agree on the technology."""
+    rows = {
+        (sample, feature_type): {
+            "technology": _agreed(
+                lanes, "technology", f"sample '{sample}' ({feature_type} library)", where
+            )
+        }
+        for (sample, feature_type), lanes in table.groupby(["sample", "feature_type"], sort=False)
+    }
+    libraries = pd.DataFrame.from_dict(rows, orient="index")
+    libraries.index = pd.MultiIndex.from_tuples(libraries.index, names=["sample", "feature_type"])
+    return libraries

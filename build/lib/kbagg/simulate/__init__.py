@@ -1,0 +1,1 @@
+"""The deterministic simulator: the demo data set and the tests' ground truth."""
