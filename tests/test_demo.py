@@ -196,8 +196,13 @@ def test_aggregate_records_provenance_of_every_input(demo_run, kind):
         assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
         assert record["kb"]["call"].startswith(str(Path(sys.executable).with_name("kb")))
         assert f"results/samples/{sample}/kb.attempt-" in record["kb"]["call"]
-        lanes = json.loads(record["fastqs"])
-        assert [lane["lane"] for lane in lanes] == list(range(1, len(lanes) + 1))
+        lanes = json.loads(record["fastqs"])  # every library's lanes (rna, prot, hashtag)
+        sheet = pd.read_csv(demo_run / "config" / "samples.tsv", sep="\t", dtype=str)
+        assert len(lanes) == (sheet["sample"] == sample).sum()
+        assert {lane["r1"]["sha256"] for lane in lanes} == {
+            hashlib.sha256((demo_run / "config" / p).read_bytes()).hexdigest()
+            for p in sheet.loc[sheet["sample"] == sample, "fastq_1"]
+        }
     versions = uns["versions"]
     assert versions["kb_python"] == "0.30.2" and versions["kallisto"] == "0.52.0"
     assert versions["bustools"] == "0.45.1" and versions["anndata"] == metadata.version("anndata")
