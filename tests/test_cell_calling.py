@@ -61,6 +61,7 @@ def hard_run(tmp_path_factory):
         "samples": "samples.tsv",
         "reference": {"fasta": str(data / "genome.fa"), "gtf": str(data / "genes.gtf")},
         "filter": {"method": "emptydrops"},
+        "qc": {"multiqc": False},
     }
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     run_snakemake(workdir, "--configfile", str(workdir / "config.yaml"))

@@ -52,9 +52,17 @@ def assert_same_aggregates(workdir: Path, demo_run: Path) -> None:
         pd.testing.assert_frame_equal(got.var, expected.var)
 
 
+def caller_config(workdir: Path) -> None:
+    """The demo's config folder, its sheet cut to the gene-expression libraries."""
+    shutil.copytree(REPO / "config", workdir / "config")
+    sheet_path = workdir / "config" / "samples.tsv"
+    sheet = pd.read_csv(sheet_path, sep="\t", dtype=str)
+    sheet[sheet["feature_type"] == "Gene Expression"].to_csv(sheet_path, sep="\t", index=False)
+
+
 def test_module_run_gives_the_standalone_aggregate(demo_run, tmp_path):
     workdir = tmp_path / "caller"
-    shutil.copytree(REPO / "config", workdir / "config")
+    caller_config(workdir)
     proc = run_snakemake(
         workdir, "--configfile", str(CALLER.parent / "module_config.yaml"), snakefile=CALLER
     )
@@ -88,7 +96,7 @@ def test_module_from_a_git_tag_gives_the_standalone_aggregate(demo_run, tmp_path
     assert [p.name for p in clone.iterdir()] == [".git"]
 
     workdir = tmp_path / "caller"
-    shutil.copytree(REPO / "config", workdir / "config")
+    caller_config(workdir)
     shutil.copy(CALLER.parent / "module_config.yaml", workdir / "module_config.yaml")
     snakefile = workdir / "Snakefile"
     snakefile.write_text(GIT_CALLER.format(repo=clone, tag=f"v{VERSION}"))

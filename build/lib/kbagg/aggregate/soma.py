@@ -535,6 +535,21 @@ def _build(uri: Path, plan: _Plan, journal: dict, ctx: dict) -> None:
         os.rename(tmp, uri)
 
 
+PROJECT_MARKER = ".kbagg_project"
+
+
+def project_id(marker: str | Path) -> str:
+    """The id of this project, kept in `marker` (written on first use). A file, not a path:
+    a working directory that is moved or copied is still the same project."""
+    import uuid
+
+    marker = Path(marker)
+    if not marker.is_file():
+        with atomic_output(marker) as tmp:
+            Path(tmp).write_text(f"kbagg project {uuid.uuid4()}\n")
+    return marker.read_text().strip()
+
+
 def update_store(
     uri: str | Path,
     samples: Mapping[str, str | Path],
@@ -584,8 +599,9 @@ def update_store(
     checksums
         Sample name -> SHA-256 of its h5ad, when already known; computed otherwise.
     project
-        Which samples of the store this call manages; defaults to the current directory
-        (a kbagg working directory). Other projects' samples are never touched.
+        Which samples of the store this call manages; other projects' samples are never
+        touched. Default: the id `project_id` keeps in the current directory, so that
+        moving or copying a kbagg working directory keeps its samples its own.
     lock_timeout_s
         Seconds to wait for another update of the same store; None waits indefinitely,
         0 fails at once.
@@ -609,7 +625,7 @@ def update_store(
     if "://" in str(uri) and not str(uri).startswith("file://"):
         raise StoreError(f"{uri}: only local stores are supported (the lock is a local file)")
     path = Path(str(uri).removeprefix("file://")).absolute()
-    project = project or str(Path.cwd().resolve())
+    project = project or project_id(Path.cwd() / PROJECT_MARKER)
     index_unique = index_unique or None
     settings = {"measurement": measurement, "label": label, "index_unique": index_unique}
     wanted = read_samples(samples, checksums, obs_metadata, label, index_unique, run_id)
