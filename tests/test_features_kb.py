@@ -36,10 +36,10 @@ from kbagg.reference.features import (
 )
 from kbagg.simulate.features import (
     DEFAULT_FEATURES,
-    _random_seq,
     _Read2Maker,
     write_feature_libraries,
 )
+from kbagg.simulate.reads import random_seq
 
 pytestmark = pytest.mark.slow
 N_CELLS, N_CELLS_WITHOUT_FEATURES = 60, 5
@@ -86,8 +86,8 @@ def test_kb_counts_unequal_lengths_but_not_a_barcode_inside_another(tmp_path):
     """Why the reference reader allows 15 + 21 base barcodes but not one inside another."""
     rng = np.random.default_rng(5)
     kb = kb_executable()
-    sequences = {f"short{i}": _random_seq(rng, 15).decode() for i in range(3)}
-    sequences.update({f"long{i}": _random_seq(rng, 21).decode() for i in range(3)})
+    sequences = {f"short{i}": random_seq(rng, 15).decode() for i in range(3)}
+    sequences.update({f"long{i}": random_seq(rng, 21).decode() for i in range(3)})
     cells = [str(b) for b in rng.choice(onlist_barcodes("10xv2", 3000), 10, replace=False)]
     (tmp_path / "onlist.txt").write_text("\n".join(cells) + "\n")
 
@@ -99,7 +99,7 @@ def test_kb_counts_unequal_lengths_but_not_a_barcode_inside_another(tmp_path):
         truth = rng.integers(0, 6, (len(cells), len(names)))
         r1, r2, n = [], [], 0
         for c, barcode in enumerate(cells):
-            umis = iter(sorted({_random_seq(rng, 10) for _ in range(400)})[: truth[c].sum()])
+            umis = iter(sorted({random_seq(rng, 10) for _ in range(400)})[: truth[c].sum()])
             for f in np.repeat(np.arange(len(names)), truth[c]):
                 r1.append(b"@%d\n%s\n+\n%s\n" % (n, barcode.encode() + next(umis), b"I" * 26))
                 read2 = maker.make(rng, list(names.values())[f].encode())

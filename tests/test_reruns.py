@@ -83,7 +83,7 @@ def test_b_changing_sample_metadata_reruns_only_the_aggregate_side(finished_demo
 
 def test_b_renaming_a_metadata_column_reruns_the_aggregates(finished_demo):
     sheet_path = finished_demo / "config" / "samples.tsv"
-    sheet = pd.read_csv(sheet_path, sep="\t", dtype=str).rename(columns={"donor": "patient"})
+    sheet = pd.read_csv(sheet_path, sep="\t", dtype=str).rename(columns={"condition": "treatment"})
     sheet.to_csv(sheet_path, sep="\t", index=False)
     assert planned_jobs(finished_demo) == THE_AGGREGATES
 

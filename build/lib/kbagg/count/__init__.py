@@ -1,1 +1,0 @@
-"""Counting: `kb count` once per sample with all its lanes, and checks of its FASTQs."""

@@ -1,1 +1,0 @@
-"""Quality control per sample and across samples."""

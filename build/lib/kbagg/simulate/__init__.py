@@ -1,1 +1,0 @@
-"""The deterministic simulator: the demo data set and the tests' ground truth."""
