@@ -1,12 +1,9 @@
 """Rule aggregate: every sample's matrix in one h5ad, with provenance in uns['kbagg']."""
 
-from dataclasses import asdict
-
 import pandas as pd
 
 from kbagg.aggregate.concat import concat_on_disk
-from kbagg.aggregate.provenance import collect
-from kbagg.count.fastq_check import read_lane_record
+from kbagg.aggregate.provenance import collect_for_run
 from kbagg.rule import run_rule
 
 
@@ -14,9 +11,9 @@ def main(smk) -> None:
     params = smk.params
     matrices = dict(zip(params.samples, smk.input.matrices, strict=True))
     kb_infos = dict(zip(params.samples, smk.input.kb_info, strict=True))
-    lanes = [read_lane_record(path) for path in smk.input.checks]
-    fastqs = {s: [asdict(r) for r in lanes if r.sample == s] for s in params.samples}
-    provenance = collect(matrices, params.config, params.sample_sheet, kb_infos, fastqs)
+    provenance = collect_for_run(
+        matrices, params.config, params.sample_sheet, kb_infos, list(smk.input.checks)
+    )
     metadata = pd.DataFrame(params.metadata).rename(columns={"sample": params.label})
     concat_on_disk(
         matrices,

@@ -1,22 +1,36 @@
-"""Rule cells: a sample's raw.h5ad and filtered.h5ad, once its reads are accounted for."""
+"""Rule cells: a sample's raw.h5ad and filtered.h5ad, once its reads are accounted for.
+
+The cells are called by the configured method (kb's bustools knee, or EmptyDrops), and each
+gets QC columns in obs (UMIs, genes, % mitochondrial, Scrublet doublet score and call).
+"""
 
 from pathlib import Path
 
+from kbagg.cells.call import add_cell_qc, call_cells, record_json
+from kbagg.cells.matrices import check_reads_processed, read_kb_matrices, write_h5ad
 from kbagg.count.fastq_check import read_lane_record
-
-from kbagg.cells.matrices import check_reads_processed, write_sample_matrices
-from kbagg.rule import run_rule
+from kbagg.rule import run_rule, to_terminal
 
 
 def main(smk) -> None:
-    sample = smk.wildcards.sample
+    sample, params = smk.wildcards.sample, smk.params
     kb_dir = Path(smk.input.run_info).parent
     lanes = [read_lane_record(path) for path in smk.input.checks]
     reads = check_reads_processed(sample, kb_dir, {f"lane {r.lane}": r.reads for r in lanes})
-    outputs = {kind: smk.output[kind] for kind in ("raw", "filtered") if smk.output.get(kind)}
-    written = write_sample_matrices(sample, kb_dir, smk.input.t2g, outputs)
-    shapes = ", ".join(f"{k} {a.n_obs} barcodes x {a.n_vars} genes" for k, a in written.items())
-    print(f"sample '{sample}': {reads:,} reads, all processed by kallisto; {shapes}")
+    print(f"sample '{sample}': {reads:,} reads, all processed by kallisto")
+    filtering = bool(smk.output.get("filtered"))
+    kb = read_kb_matrices(sample, kb_dir, smk.input.t2g, ("raw", "filtered")[: 1 + filtering])
+    raw = kb["raw"]
+    if filtering:
+        calls = call_cells(sample, raw, kb["filtered"], params.method, params.emptydrops)
+        add_cell_qc(calls, **params.cell_qc)
+        calls.filtered.uns["kbagg_cells"] = record_json(calls)
+        for warning in calls.warnings:
+            to_terminal(f"WARNING: sample '{sample}': {warning}")
+        write_h5ad(calls.filtered, smk.output.filtered)
+        print(f"sample '{sample}': {calls.filtered.n_obs:,} cells ({params.method})")
+    write_h5ad(raw, smk.output.raw)
+    print(f"sample '{sample}': {raw.n_obs:,} barcodes x {raw.n_vars:,} genes in the raw matrix")
 
 
 run_rule(snakemake, main)

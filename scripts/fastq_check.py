@@ -1,7 +1,6 @@
 """Rule fastq_check: stream one lane's R1/R2 once; fail the sample on damaged input."""
 
 from kbagg.count.fastq_check import check_lane, write_lane_record
-
 from kbagg.rule import run_rule
 
 

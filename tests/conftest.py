@@ -57,9 +57,12 @@ def testdata() -> Path:
 
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory) -> Path:
-    """The README's demo: `snakemake --cores 2` on the shipped config in a fresh copy."""
+    """The README's demo: `snakemake --cores 2` on the shipped config in a fresh copy.
+
+    `--skip-script-cleanup` keeps each job's script (with its preamble) in
+    .snakemake/scripts/, for tests/test_envs.py to rerun in the rules' environments."""
     clone = copy_tree(tmp_path_factory.mktemp("demo") / "kbagg")
-    command = [sys.executable, "-m", "snakemake", "--cores", "2"]
+    command = [sys.executable, "-m", "snakemake", "--cores", "2", "--skip-script-cleanup"]
     proc = subprocess.run(command, cwd=clone, capture_output=True, text=True)
     assert proc.returncode == 0, f"demo failed:\n{proc.stderr[-8000:]}"
     return clone

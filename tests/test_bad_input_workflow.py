@@ -49,6 +49,7 @@ def write_config(workdir: Path, demo_data: Path, aggregate: dict | None = None) 
         "samples": "samples.tsv",
         "reference": {"fasta": str(demo_data / "genome.fa"), "gtf": str(demo_data / "genes.gtf")},
         "aggregate": {"join": "outer", **(aggregate or {})},
+        "qc": {"multiqc": False},  # not what these tests are about; saves CI time
         "resources": {"kb_count": {"threads": 1, "mem_mb": 1000, "runtime": 30}},
     }
     path = workdir / "config.yaml"
@@ -121,6 +122,34 @@ def test_metacharacters_in_paths_metadata_and_config_never_run(tmp_path, demo_da
     assert [lane["r1"]["path"] for lane in record] == [rows[0][1], rows[1][1]]
 
 
+# --- reference that does not match -----------------------------------------------------------
+def test_gtf_naming_that_matches_no_fasta_header_fails_before_kb_ref(tmp_path, demo_data, testdata):
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    rows = [
+        [
+            "pbmc_c",
+            str(fastq_path(demo_data, "pbmc_c", 1, 1)),
+            str(fastq_path(demo_data, "pbmc_c", 1, 2)),
+            "10xv3",
+            "x",
+        ]
+    ]
+    write_sheet(workdir, rows)
+    config = write_config(workdir, demo_data)
+    settings = yaml.safe_load(config.read_text())
+    settings["reference"]["fasta"] = str(testdata / "human_mt" / "MT.fa.gz")
+    config.write_text(yaml.safe_dump(settings))
+    proc = run_snakemake(workdir, "--configfile", str(config), "--until", "reference", check=False)
+    assert proc.returncode == 1
+    said = proc.stdout + proc.stderr
+    assert "error: reference: GTF chromosomes chrS are not in the FASTA headers MT" in said
+    assert "$ kb ref" not in (workdir / "logs" / "reference.log").read_text()
+    assert not (workdir / "resources" / "reference").exists() or not list(
+        (workdir / "resources" / "reference").rglob("index.idx")
+    )
+
+
 # --- damaged FASTQs -----------------------------------------------------------------------
 def take_reads(source: Path, target: Path, n_reads: int) -> None:
     with gzip.open(source, "rt") as src, gzip.open(target, "wt") as dst:
@@ -139,7 +168,7 @@ def test_damaged_fastqs_fail_their_sample_by_name(tmp_path, demo_data):
         return f"fq/{name}"
 
     rows = [["good", copy("pbmc_c", 1, 1, "good_R1.fq.gz"), copy("pbmc_c", 1, 2, "good_R2.fq.gz")]]
-    rows[0] += ["10xv2", "ok"]
+    rows[0] += ["10xv3", "ok"]
     # truncated: lane 2's R2 cut to half its bytes
     trunc = [
         copy("pbmc_a", lane, read, f"trunc_L{lane}_R{read}.fq.gz")
@@ -158,8 +187,8 @@ def test_damaged_fastqs_fail_their_sample_by_name(tmp_path, demo_data):
     rows.append(
         [
             "wrongtech",
-            copy("pbmc_c", 1, 1, "v2_R1.fq.gz"),
-            copy("pbmc_c", 1, 2, "v2_R2.fq.gz"),
+            copy("pbmc_a", 1, 1, "v2_R1.fq.gz"),
+            copy("pbmc_a", 1, 2, "v2_R2.fq.gz"),
             "10xv3",
             "bad",
         ]

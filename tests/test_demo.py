@@ -16,12 +16,15 @@ from importlib import metadata
 from pathlib import Path
 
 import anndata as ad
+import mudata
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from kbagg.aggregate.concat import concat_on_disk
+from kbagg.config import hashtag_samples
+from kbagg.feature_types import MODALITY
 from kbagg.simulate.spec import DEMO
 
 pytestmark = pytest.mark.slow
@@ -144,7 +147,7 @@ def test_fastq_checks_count_every_read_and_match_sha256sum(demo_run):
                     / "samples"
                     / spec.name
                     / "fastq_check"
-                    / f"lane{lane}.json"
+                    / f"rna_lane{lane}.json"
                 ).read_text()
             )
             assert (record["sample"], record["lane"]) == (spec.name, lane)
@@ -161,15 +164,17 @@ def test_fastq_checks_count_every_read_and_match_sha256sum(demo_run):
         )
         checked = sum(
             json.loads(p.read_text())["reads"]
-            for p in (demo_run / "results" / "samples" / spec.name / "fastq_check").glob("*.json")
+            for p in (demo_run / "results" / "samples" / spec.name / "fastq_check").glob(
+                "rna_*.json"
+            )
         )
         assert run_info["n_processed"] == checked
 
 
 def test_kb_ref_gets_the_rules_threads(demo_run):
-    threads = yaml.safe_load((demo_run / "config" / "config.yaml").read_text())["resources"][
-        "reference"
-    ]["threads"]
+    schema = yaml.safe_load((demo_run / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    reference = schema["properties"]["resources"]["properties"]["reference"]["properties"]
+    threads = reference["threads"]["default"]  # the demo config keeps the default
     assert f"$ kb ref -t {threads} " in (demo_run / "logs" / "reference.log").read_text()
 
 
@@ -191,8 +196,13 @@ def test_aggregate_records_provenance_of_every_input(demo_run, kind):
         assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
         assert record["kb"]["call"].startswith(str(Path(sys.executable).with_name("kb")))
         assert f"results/samples/{sample}/kb.attempt-" in record["kb"]["call"]
-        lanes = json.loads(record["fastqs"])
-        assert [lane["lane"] for lane in lanes] == list(range(1, len(lanes) + 1))
+        lanes = json.loads(record["fastqs"])  # every library's lanes (rna, prot, hashtag)
+        sheet = pd.read_csv(demo_run / "config" / "samples.tsv", sep="\t", dtype=str)
+        assert len(lanes) == (sheet["sample"] == sample).sum()
+        assert {lane["r1"]["sha256"] for lane in lanes} == {
+            hashlib.sha256((demo_run / "config" / p).read_bytes()).hexdigest()
+            for p in sheet.loc[sheet["sample"] == sample, "fastq_1"]
+        }
     versions = uns["versions"]
     assert versions["kb_python"] == "0.30.2" and versions["kallisto"] == "0.52.0"
     assert versions["bustools"] == "0.45.1" and versions["anndata"] == metadata.version("anndata")
@@ -202,4 +212,93 @@ def test_aggregate_records_provenance_of_every_input(demo_run, kind):
     assert "resources" not in config and "qc" not in config
     sheet = json.loads(uns["sample_sheet"])
     assert sheet["metadata"]["sample"] == SAMPLES
-    assert len(sheet["lanes"]["fastq_1"]) == sum(s.lanes for s in DEMO.samples)
+    rows = pd.read_csv(demo_run / "config" / "samples.tsv", sep="\t", dtype=str)
+    assert len(sheet["lanes"]["fastq_1"]) == len(rows)  # gene expression and feature lanes
+
+
+# --- feature-barcode libraries: CITE-seq antibodies (pbmc_b), hashtags (pbmc_c) ------------
+FEATURE_SAMPLES = [(s.name, t) for s in DEMO.samples for t in s.feature_libraries]
+
+
+@pytest.mark.parametrize(("sample", "feature_type"), FEATURE_SAMPLES)
+def test_feature_counts_equal_the_truth_for_every_cell(demo_run, sample, feature_type):
+    modality = MODALITY[feature_type]
+    got = ad.read_h5ad(demo_run / "results" / "samples" / sample / f"{modality}.h5ad")
+    cells = ad.read_h5ad(demo_run / "results" / "samples" / sample / "filtered.h5ad")
+    assert list(got.obs_names) == list(cells.obs_names)  # the gene-expression cells
+    truth = ad.read_h5ad(demo_run / "resources" / "demo" / "truth" / f"{sample}_{modality}.h5ad")
+    expected = truth[got.obs_names, got.var_names]
+    np.testing.assert_array_equal(dense(got.X), dense(expected.X))
+    assert (got.var["feature_type"] == feature_type).all()
+
+
+def test_hashtags_are_demultiplexed_as_simulated(demo_run):
+    sample = next(s for s, t in FEATURE_SAMPLES if t == "Multiplexing Capture")
+    got = ad.read_h5ad(demo_run / "results" / "samples" / sample / "hashtag.h5ad").obs
+    truth = ad.read_h5ad(demo_run / "resources" / "demo" / "truth" / f"{sample}_hashtag.h5ad")
+    truth = truth.obs.loc[got.index]
+    singlets = (truth["hashtag_class"] == "singlet").to_numpy()
+    right = got["hashtag"].astype(str).to_numpy() == truth["hashtag"].astype(str).to_numpy()
+    assert right[singlets].mean() >= 0.99
+    for kind in ("doublet", "negative"):
+        wanted = (truth["hashtag_class"] == kind).to_numpy()
+        assert wanted.any() and (got["hashtag_class"].astype(str).to_numpy()[wanted] == kind).all()
+    config = yaml.safe_load((demo_run / "config" / "config.yaml").read_text())
+    mapping = hashtag_samples(config)[sample]
+    expected = truth["hashtag"].astype(str).map(mapping).where(singlets)
+    pd.testing.assert_series_equal(
+        got["hashtag_sample"].astype(object), expected.astype(object), check_names=False
+    )
+    table = pd.read_csv(demo_run / "results" / "qc" / sample / "hashtags.tsv", sep="\t")
+    assert table.set_index("call")["cells"].sum() == len(got)
+    assert (demo_run / "results" / "qc" / sample / "hashtags.png").stat().st_size > 10_000
+
+
+def test_mudata_aggregate_rna_equals_the_h5ad_aggregate_and_cells_carry_their_sample(demo_run):
+    mdata = mudata.read_h5mu(demo_run / "results" / "aggregate" / "filtered.h5mu")
+    agg = ad.read_h5ad(demo_run / "results" / "aggregate" / "filtered.h5ad")
+    rna = mdata.mod["rna"]
+    assert list(rna.obs_names) == list(agg.obs_names)
+    np.testing.assert_array_equal(dense(rna.X), dense(agg.X))
+    pd.testing.assert_frame_equal(rna.obs, agg.obs)
+    pd.testing.assert_frame_equal(rna.var, agg.var)
+    assert set(mdata.mod) == {"rna", "prot", "hashtag"}
+    assert set(mdata.mod["prot"].obs["sample"]) == {"pbmc_b"}
+    # pbmc_c's cells are labelled with their hashtag's sample; doublets and negatives not.
+    obs = mdata.obs
+    pooled = obs["library"] == "pbmc_c"
+    hashtags = mdata.mod["hashtag"].obs["hashtag_sample"].reindex(obs.index[pooled])
+    pd.testing.assert_series_equal(
+        obs.loc[pooled, "sample"].astype(object), hashtags.astype(object), check_names=False
+    )
+    assert (obs.loc[~pooled, "sample"].astype(str) == obs.loc[~pooled, "library"].astype(str)).all()
+    # and with the metadata config hashtags gives them (donor), else the sheet's (condition)
+    config = yaml.safe_load((demo_run / "config" / "config.yaml").read_text())
+    donors = {e["sample"]: e["donor"] for e in config["hashtags"]["pbmc_c"].values()}
+    expected = obs.loc[pooled, "sample"].astype(object).map(donors)
+    assigned = expected.notna()
+    assert (obs.loc[pooled, "donor"][assigned].astype(str) == expected[assigned]).all()
+    assert (obs.loc[pooled, "donor"][~assigned].astype(str) == "pool").all()
+    assert (obs.loc[pooled, "condition"].astype(str) == "treated").all()
+    per_sample = mudata.read_h5mu(demo_run / "results" / "samples" / "pbmc_b" / "filtered.h5mu")
+    assert set(per_sample.mod) == {"rna", "prot"}
+
+
+def test_soma_store_equals_the_aggregate(demo_run):
+    """The demo keeps a TileDB-SOMA store (aggregate.soma.enabled): read back, it holds the
+    outer-join aggregate's cells, genes, counts and obs, plus the run that added each cell."""
+    from kbagg.aggregate.soma import read_store
+
+    store = read_store(demo_run / "results" / "aggregate" / "filtered.soma")
+    agg = ad.read_h5ad(demo_run / "results" / "aggregate" / "filtered.h5ad")
+    store = store[agg.obs_names, agg.var_names]
+    np.testing.assert_array_equal(dense(store.X), dense(agg.X))
+    assert store.obs["kbagg_run"].str.startswith("kbagg ").all()
+    for column in agg.obs.columns:
+        pd.testing.assert_series_equal(
+            store.obs[column], agg.obs[column], check_categorical=False, check_names=False
+        )
+    assert (store.var["gene_name"] == agg.var["gene_name"]).all()
+    manifest = json.loads((demo_run / "results/aggregate/soma_manifest.json").read_text())
+    assert manifest["action"] == "created"
+    assert list(manifest["samples"]) == SAMPLES

@@ -73,7 +73,11 @@ def test_pct_mito_is_na_without_mito_gene_names():
 # The shipped defaults, from the one place that holds them: the config schema.
 SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
 DEFAULTS = qc.Thresholds(
-    **{k: v["default"] for k, v in SCHEMA["properties"]["qc"]["properties"].items()}
+    **{
+        k: v["default"]
+        for k, v in SCHEMA["properties"]["qc"]["properties"].items()
+        if k in qc.Thresholds.__dataclass_fields__
+    }
 )
 
 
@@ -115,8 +119,17 @@ def test_sample_metrics_from_hand_made_matrices():
         "median_genes_per_cell": 3.0,
         "fraction_umis_in_cells": pytest.approx(42 / 44),
         "pct_mito": pytest.approx(100 * 13 / 42),
+        "pct_doublets": None,  # no predicted_doublet column
         "warnings": "only 3 cells called (< 10): check the filter threshold and the knee plot",
     }
+
+
+def test_pct_doublets_counts_only_cells_with_a_call():
+    cells = make_adata(RAW_COUNTS[:4], gene_names=["MT-CO1", "B", "C", "D"])
+    cells.obs["predicted_doublet"] = pd.array([True, False, None, False], dtype="boolean")
+    assert qc.pct_doublets(cells) == pytest.approx(100 / 3)
+    cells.obs["predicted_doublet"] = pd.array([None] * 4, dtype="boolean")
+    assert qc.pct_doublets(cells) is None
 
 
 def test_sample_metrics_without_filter_has_na_cell_metrics():
@@ -204,7 +217,8 @@ def test_demo_metrics_match_the_truth(demo_run, sample):
     umis = np.asarray(cells.X.sum(axis=1)).ravel()
     genes = np.asarray((cells.X > 0).sum(axis=1)).ravel()
     sheet = pd.read_csv(demo_run / "config" / "samples.tsv", sep="\t")
-    r1 = [demo_run / "config" / p for p in sheet.loc[sheet["sample"] == sample, "fastq_1"]]
+    gex = (sheet["sample"] == sample) & (sheet["feature_type"] == "Gene Expression")
+    r1 = [demo_run / "config" / p for p in sheet.loc[gex, "fastq_1"]]
 
     got = read_metrics(demo_run, sample)
     assert got["sample"] == sample
@@ -276,10 +290,25 @@ def test_report_has_every_sample_metrics_table_and_knee_plot(report_run):
             assert entry["labels"] == {"sample": sample, "result": label}
             assert sample in entry["caption"]
             assert embedded_bytes(entry) == (report_run / path).read_bytes()
-    for name in ("summary.tsv", "summary.html", "summary.png"):
+    for name in ("summary.tsv", "summary.html", "summary.png", "multiqc_report.html"):
         path = f"results/qc/{name}"
         assert embedded_bytes(results[path]) == (report_run / path).read_bytes()
     assert results["results/qc/summary.html"]["mime_type"] == "text/html"
+
+
+def test_multiqc_report_lists_every_sample(demo_run):
+    """MultiQC's own tables: every sample, named as in the sheet, from both sources."""
+    data = demo_run / "results" / "qc" / "multiqc_data"
+    general = pd.read_csv(data / "multiqc_general_stats.txt", sep="\t")
+    assert sorted(general["Sample"]) == sorted(SAMPLES)
+    assert any(c.startswith("bustools") for c in general.columns)
+    kbagg = [c for c in general.columns if c.startswith("custom_content_kbagg_qc")]
+    cells = general.set_index("Sample")[
+        next(c for c in kbagg if c.endswith("cells_called"))
+    ].to_dict()
+    assert cells == {s.name: s.n_cells for s in DEMO.samples}
+    report = (demo_run / "results" / "qc" / "multiqc_report.html").read_text()
+    assert all(sample in report for sample in SAMPLES)
 
 
 @pytest.mark.slow
@@ -289,19 +318,23 @@ def test_bad_samples_get_warnings_not_failures(demo_run, tmp_path):
     run = tmp_path / "kbagg"
     shutil.copytree(demo_run, run, symlinks=True)
     config = run / "config" / "config.yaml"
-    config.write_text(
-        config.read_text()
-        .replace("min_pct_pseudoaligned: 30", "min_pct_pseudoaligned: 100")
-        .replace("min_cells: 10", "min_cells: 35")
-    )
+    settings = yaml.safe_load(config.read_text())
+    settings["qc"] = {"min_pct_pseudoaligned": 100, "min_cells": 35}
+    config.write_text(yaml.safe_dump(settings))
     dry = snakemake_in(run, "--dry-run").stdout
     planned = dict(re.findall(r"^(\w+)\s+(\d+)$", dry.split("Job stats:", 1)[1], re.M))
-    assert planned == {"all": "1", "qc_sample": "3", "qc_summary": "1", "total": "5"}, dry
+    assert planned == {
+        "all": "1",
+        "qc_sample": "3",
+        "qc_summary": "1",
+        "multiqc": "1",
+        "total": "6",
+    }, dry
     proc = snakemake_in(run)
 
     # 100.0% pseudoaligned is not < 100: only the cell count warns, and only below 35
     few = {s.name for s in DEMO.samples if s.n_cells < 35}
-    assert few == {"pbmc_b", "pbmc_c"}
+    assert few == {"pbmc_b"}
     summary = pd.read_csv(run / "results" / "qc" / "summary.tsv", sep="\t", keep_default_na=False)
     for sample in SAMPLES:
         warning = read_metrics(run, sample)["warnings"]
@@ -316,4 +349,4 @@ def test_bad_samples_get_warnings_not_failures(demo_run, tmp_path):
     snakemake_in(run, "--report", str(run / "report.html"))
     results = report_results(run / "report.html")
     page = embedded_bytes(results["results/qc/summary.html"]).decode()
-    assert page.count("<tr class=bad>") == 2 and "2 of 3 samples have warnings" in page
+    assert page.count("<tr class=bad>") == 1 and "1 of 3 samples have warnings" in page

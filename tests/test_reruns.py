@@ -6,6 +6,7 @@ metadata) and checks which jobs a dry run plans; adding a sample is also run for
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -16,13 +17,20 @@ from conftest import run_snakemake
 
 pytestmark = pytest.mark.slow
 
-EVERYTHING_AFTER_THE_REFERENCE = {
-    "reference": 1,
-    "kb_count": 3,
+EVERYTHING_AFTER_THE_CELLS = {
+    "cells": 3,
+    "count_features": 2,  # feature counts are kept for the called cells
+    "hashtag_qc": 1,
+    "sample_h5mu": 2,
     "aggregate": 2,
+    "aggregate_h5mu": 1,
+    "soma": 1,
     "qc_sample": 3,
     "qc_summary": 1,
+    "multiqc": 1,
 }
+EVERYTHING_AFTER_THE_REFERENCE = {"reference": 1, "kb_count": 3, **EVERYTHING_AFTER_THE_CELLS}
+THE_AGGREGATES = {"aggregate": 2, "aggregate_h5mu": 1, "soma": 1}
 
 
 @pytest.fixture
@@ -61,7 +69,8 @@ def test_e_nothing_changed_nothing_runs(finished_demo):
 
 def test_d_changing_the_join_reruns_only_the_aggregates(finished_demo):
     edit_config(finished_demo, lambda c: c["aggregate"].update(join="inner"))
-    assert planned_jobs(finished_demo) == {"aggregate": 2}
+    # The SOMA store always holds every gene (an outer join): the join does not touch it.
+    assert planned_jobs(finished_demo) == {"aggregate": 2, "aggregate_h5mu": 1}
 
 
 def test_b_changing_sample_metadata_reruns_only_the_aggregate_side(finished_demo):
@@ -69,14 +78,14 @@ def test_b_changing_sample_metadata_reruns_only_the_aggregate_side(finished_demo
     sheet = pd.read_csv(sheet_path, sep="\t", dtype=str)
     sheet.loc[sheet["sample"] == "pbmc_b", "donor"] = "d9"
     sheet.to_csv(sheet_path, sep="\t", index=False)
-    assert planned_jobs(finished_demo) == {"aggregate": 2}
+    assert planned_jobs(finished_demo) == THE_AGGREGATES
 
 
 def test_b_renaming_a_metadata_column_reruns_the_aggregates(finished_demo):
     sheet_path = finished_demo / "config" / "samples.tsv"
-    sheet = pd.read_csv(sheet_path, sep="\t", dtype=str).rename(columns={"donor": "patient"})
+    sheet = pd.read_csv(sheet_path, sep="\t", dtype=str).rename(columns={"condition": "treatment"})
     sheet.to_csv(sheet_path, sep="\t", index=False)
-    assert planned_jobs(finished_demo) == {"aggregate": 2}
+    assert planned_jobs(finished_demo) == THE_AGGREGATES
 
 
 def test_c_changing_the_reference_reruns_everything_downstream(finished_demo):
@@ -96,17 +105,23 @@ def test_a_adding_a_sample_counts_only_that_sample(finished_demo):
     fastq_dir = finished_demo / "resources" / "demo" / "fastq"
     for read in (1, 2):
         shutil.copy(
-            fastq_dir / f"pbmc_c_S1_L001_R{read}_001.fastq.gz",
+            fastq_dir / f"pbmc_a_S1_L001_R{read}_001.fastq.gz",
             finished_demo / f"extra_R{read}.fastq.gz",
         )
     sheet_path = finished_demo / "config" / "samples.tsv"
     with sheet_path.open("a") as sheet:
-        sheet.write("pbmc_d\t../extra_R1.fastq.gz\t../extra_R2.fastq.gz\t10xv2\tcontrol\td3\n")
+        sheet.write(
+            "pbmc_d\t../extra_R1.fastq.gz\t../extra_R2.fastq.gz\t10xv2\tGene Expression"
+            "\tcontrol\td3\n"
+        )
     assert planned_jobs(finished_demo) == {
+        "fastq_check": 1,
         "kb_count": 1,
-        "aggregate": 2,
+        "cells": 1,
+        **THE_AGGREGATES,
         "qc_sample": 1,
         "qc_summary": 1,
+        "multiqc": 1,
     }
 
     samples = finished_demo / "results" / "samples"
@@ -115,10 +130,25 @@ def test_a_adding_a_sample_counts_only_that_sample(finished_demo):
     assert {p: p.stat().st_mtime_ns for p in before} == before, "existing samples were recounted"
     assert (samples / "pbmc_d" / "filtered.h5ad").exists()
     assert planned_jobs(finished_demo) == {}
+    # The SOMA store got the new sample's cells appended; the others were not rewritten.
+    manifest = json.loads((finished_demo / "results/aggregate/soma_manifest.json").read_text())
+    assert manifest["action"] == "appended" and manifest["appended"] == ["pbmc_d"]
+
+
+def test_changing_the_cell_calling_method_recalls_cells_but_does_not_recount(finished_demo):
+    edit_config(finished_demo, lambda c: c.setdefault("filter", {}).update(method="emptydrops"))
+    assert planned_jobs(finished_demo) == EVERYTHING_AFTER_THE_CELLS
+
+
+def test_turning_doublet_scores_off_redoes_the_cells_only(finished_demo):
+    edit_config(finished_demo, lambda c: c.setdefault("qc", {}).update(doublets=False))
+    assert planned_jobs(finished_demo) == EVERYTHING_AFTER_THE_CELLS
 
 
 def test_changing_memory_reruns_nothing(finished_demo):
     """Resources are not results: more memory (also what a retry gets) changes no output."""
-    edit_config(finished_demo, lambda c: c["resources"]["aggregate"].update(mem_mb=8000))
+    edit_config(
+        finished_demo, lambda c: c["resources"].setdefault("aggregate", {}).update(mem_mb=8000)
+    )
     edit_config(finished_demo, lambda c: c["resources"]["kb_count"].update(mem_mb=8000))
     assert planned_jobs(finished_demo) == {}

@@ -53,6 +53,42 @@ def test_lanes_group_by_sample_and_paths_resolve_against_the_sheet(tmp_path):
     }
 
 
+def test_a_sheet_without_metadata_columns_keeps_its_samples(tmp_path):
+    make_fastqs(tmp_path, "a.fq", "b.fq")
+    sheet = write_sheet(tmp_path, "S1\ta.fq\tb.fq\n", header="sample\tfastq_1\tfastq_2\n")
+    loaded = load_sample_sheet(sheet, "10xv3", workdir=tmp_path)
+    assert loaded.names == ["S1"] and loaded.metadata_columns == []
+    assert loaded.technology("S1") == "10xv3" and loaded.feature_libraries("S1") == []
+
+
+def test_feature_libraries_belong_to_the_sample(tmp_path):
+    make_fastqs(tmp_path, "a.fq", "b.fq", "c.fq", "d.fq")
+    header = "sample\tfastq_1\tfastq_2\ttechnology\tfeature_type\n"
+    body = "S1\ta.fq\tb.fq\t10xv3\t\nS1\tc.fq\td.fq\t10xv3\tAntibody Capture\n"
+    loaded = load_sample_sheet(write_sheet(tmp_path, body, header), "10xv3", workdir=tmp_path)
+    assert loaded.feature_libraries("S1") == ["Antibody Capture"]
+    assert loaded.modalities("S1") == ["rna", "prot"]
+    assert loaded.fastqs("S1") == ["a.fq", "b.fq"]
+    assert loaded.fastqs("S1", "Antibody Capture") == ["c.fq", "d.fq"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            "S1\tc.fq\td.fq\t10xv3\tAntibody Capture\n",
+            "sample 'S1' has a 'Antibody Capture' library but no 'Gene Expression' library",
+        ),
+        ("S1\ta.fq\tb.fq\t10xv3\tProtein\n", "column feature_type: 'Protein' is not one of"),
+    ],
+)
+def test_feature_library_errors_name_the_sample(tmp_path, body, message):
+    make_fastqs(tmp_path, "a.fq", "b.fq", "c.fq", "d.fq")
+    header = "sample\tfastq_1\tfastq_2\ttechnology\tfeature_type\n"
+    with pytest.raises(SampleSheetError, match=re.escape(message)):
+        load_sample_sheet(write_sheet(tmp_path, body, header), "10xv3", workdir=tmp_path)
+
+
 def test_paths_outside_the_workdir_become_absolute(tmp_path):
     make_fastqs(tmp_path / "data", "r1.fq", "r2.fq")
     sheet = write_sheet(tmp_path / "data", "S\tr1.fq\tr2.fq\t10xv2\tx\n")
@@ -278,7 +314,9 @@ def test_snakemake_reports_schema_violation_with_row_and_key(tmp_path):
 def test_snakemake_reports_conflicting_technology(tmp_path):
     proc = dry_run_with(tmp_path, "S1\ta.fq\tb.fq\t10xv2\tx\nS1\tc.fq\td.fq\t10xv3\tx\n")
     assert proc.returncode != 0
-    assert "sample 'S1' has conflicting values in column technology" in output(proc)
+    assert "sample 'S1' (Gene Expression library) has conflicting values in column technology" in (
+        output(proc)
+    )
 
 
 def test_snakemake_reports_missing_fastq(tmp_path):
@@ -313,6 +351,23 @@ def test_snakemake_reports_index_without_t2g(tmp_path):
     proc = dry_run_with(tmp_path, "S1\ta.fq\tb.fq\t10xv2\tx\n", reference={"index": "x.idx"})
     assert proc.returncode != 0
     assert "config reference.index is set but reference.t2g is missing" in output(proc)
+
+
+@pytest.mark.parametrize(
+    ("header", "body", "message"),
+    [
+        (HEADER, "S1\ta.fq\ta.fq\t10xv2\tx\n", "fastq_1 and fastq_2 are the same file (a.fq)"),
+        (HEADER, "", "only a header line, no rows"),
+        ("sample,fastq_1,fastq_2\n", "S1,a.fq,b.fq\n", "tab-separated expected"),
+        (HEADER, "S1\ta.fq\tb.fq\t10xv2\tx\nS2\tb.fq\tc.fq\t10xv2\tx\n", "used twice"),
+    ],
+)
+def test_snakemake_stops_on_sheet_errors_before_any_job(tmp_path, header, body, message):
+    proc = dry_run_with(tmp_path, body, header)
+    assert proc.returncode == 1
+    assert message in output(proc)
+    assert "Traceback" not in output(proc)
+    assert not (tmp_path / "results").exists()
 
 
 def test_snakemake_reports_an_empty_sheet(tmp_path):

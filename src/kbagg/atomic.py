@@ -36,9 +36,10 @@ def temp_name(output: Path, pid: int | None = None) -> Path:
     return output.with_name(f".{output.name}.tmp-{os.getpid() if pid is None else pid}")
 
 
-def _pid_alive(pid: int) -> bool:
+def process_alive(pid: int, group: bool = False) -> bool:
+    """Whether process `pid` (or process group `pid`) still exists."""
     try:
-        os.kill(pid, 0)
+        (os.killpg if group else os.kill)(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -54,7 +55,7 @@ def remove_stale_temps(output: Path) -> list[Path]:
         return removed
     for entry in output.parent.iterdir():
         m = pattern.match(entry.name)
-        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+        if m and int(m.group(1)) != os.getpid() and not process_alive(int(m.group(1))):
             remove_path(entry)
             removed.append(entry)
     return removed

@@ -96,3 +96,74 @@ def count_extra_args(text: str) -> list[str]:
                 f"{MANAGED_COUNT_OPTIONS[option]}; remove it from count.extra"
             )
     return args
+
+
+def check_feature_config(config: Mapping, sheet, will_exist=()) -> None:
+    """Feature-barcode libraries need `feature_reference`; `hashtags` names libraries with
+    a Multiplexing Capture library only. A reference that exists already is read, so its
+    errors (with line numbers) come before any job."""
+    from pathlib import Path
+
+    from kbagg.feature_types import MULTIPLEXING_CAPTURE
+
+    types = {t for s in sheet.names for t in sheet.feature_libraries(s)}
+    reference = config.get("feature_reference")
+    if types and not reference:
+        raise KbaggError(
+            f"the sample sheet has {', '.join(sorted(types))} libraries: set "
+            "config feature_reference to their feature reference (10x CSV or kb TSV)"
+        )
+    if reference and Path(reference).is_file():
+        from kbagg.reference.features import features_of_type, read_feature_reference
+
+        # A file without a feature_type column (kb's TSV) holds the sheet's one feature type.
+        default = next(iter(types)) if len(types) == 1 else None
+        table = read_feature_reference(reference, default_feature_type=default)
+        for feature_type in sorted(types):
+            features_of_type(table, feature_type, f"feature reference {reference}")
+    elif reference and Path(reference).resolve() not in {Path(p).resolve() for p in will_exist}:
+        raise KbaggError(f"config feature_reference: file not found: {reference}")
+    pooled = {s for s in sheet.names if MULTIPLEXING_CAPTURE in sheet.feature_libraries(s)}
+    for sample in config.get("hashtags") or {}:
+        if sample not in pooled:
+            raise KbaggError(
+                f"config hashtags.{sample}: the sample sheet has no sample '{sample}' with a "
+                "'Multiplexing Capture' library"
+                + (f" (samples with one: {', '.join(sorted(pooled))})" if pooled else "")
+            )
+
+
+def hashtag_samples(config: Mapping) -> dict[str, dict[str, str]]:
+    """Per library, hashtag id -> the name of the sample it marks (config `hashtags`, whose
+    entries are a name or a mapping with `sample` and metadata columns)."""
+    return {
+        library: {h: e if isinstance(e, str) else e["sample"] for h, e in entries.items()}
+        for library, entries in (config.get("hashtags") or {}).items()
+    }
+
+
+def demultiplexed_metadata(config: Mapping, metadata_columns: list[str]) -> dict[str, dict]:
+    """Demultiplexed sample -> its own metadata values (config `hashtags` entries given as
+    mappings), which replace the library's sheet values for its cells. The columns must be
+    the sheet's metadata columns, and a sample named in two places must agree."""
+    found: dict[str, dict] = {}
+    for library, entries in (config.get("hashtags") or {}).items():
+        for hashtag, entry in entries.items():
+            if isinstance(entry, str):
+                continue
+            where = f"config hashtags.{library}.{hashtag}"
+            unknown = [k for k in entry if k != "sample" and k not in metadata_columns]
+            if unknown:
+                raise KbaggError(
+                    f"{where}: {', '.join(unknown)} is not a metadata column of the sample "
+                    f"sheet (its metadata columns: {', '.join(metadata_columns) or 'none'})"
+                )
+            values = {k: str(v) for k, v in entry.items() if k != "sample"}
+            name = entry["sample"]
+            if name in found and found[name] != values:
+                raise KbaggError(
+                    f"{where}: sample '{name}' has other metadata elsewhere in config "
+                    f"hashtags ({found[name]} vs {values}); give one sample one set of values"
+                )
+            found[name] = values
+    return found

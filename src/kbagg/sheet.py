@@ -1,8 +1,11 @@
 """Sample sheet: one row per lane, rows sharing `sample` are that sample's lanes.
 
-Columns `sample`, `fastq_1`, `fastq_2` are required, `technology` is optional (else the config
-default), and every other column is sample metadata that ends up in `obs` of the aggregate.
-Relative FASTQ paths resolve against the sheet's folder.
+Columns `sample`, `fastq_1`, `fastq_2` are required. `technology` is optional (else the config
+default). `feature_type` is optional: Cell Ranger multi's library types (`Gene Expression`,
+the default, `Antibody Capture`, `Multiplexing Capture`, `CRISPR Guide Capture`); rows of one
+sample with different types are libraries of the same cells, and each library's lanes are
+counted together. Every other column is sample metadata that ends up in `obs` of the
+aggregate. Relative FASTQ paths resolve against the sheet's folder.
 """
 
 from __future__ import annotations
@@ -15,11 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from kbagg.atomic import atomic_output
 from kbagg.errors import KbaggError
+from kbagg.feature_types import FEATURE_TYPES, GENE_EXPRESSION, MODALITY
 
 REQUIRED_COLUMNS = ("sample", "fastq_1", "fastq_2")
-RESERVED_COLUMNS = (*REQUIRED_COLUMNS, "technology")
+LIBRARY_COLUMNS = ("technology", "feature_type")  # per library, not sample metadata
 
 
 class SampleSheetError(KbaggError):
@@ -29,8 +32,11 @@ class SampleSheetError(KbaggError):
 @dataclass(frozen=True)
 class SampleSheet:
     path: Path
-    lanes: pd.DataFrame  # one row per lane: sample, fastq_1, fastq_2, technology, line
-    samples: pd.DataFrame  # one row per sample, indexed by sample: technology + metadata
+    lanes: (
+        pd.DataFrame
+    )  # one row per lane: sample, feature_type, fastq_1, fastq_2, technology, line
+    samples: pd.DataFrame  # one row per sample, indexed by sample: its metadata
+    libraries: pd.DataFrame  # one row per (sample, feature_type): technology
 
     @property
     def names(self) -> list[str]:
@@ -38,19 +44,35 @@ class SampleSheet:
 
     @property
     def metadata_columns(self) -> list[str]:
-        return [c for c in self.samples.columns if c != "technology"]
+        return list(self.samples.columns)
 
-    def lane_pairs(self, sample: str) -> list[tuple[str, str]]:
-        """(fastq_1, fastq_2) of lane 1, lane 2, ... of `sample`, in sheet order."""
-        rows = self.lanes[self.lanes["sample"] == sample]
+    def lane_pairs(self, sample: str, feature_type: str = GENE_EXPRESSION) -> list[tuple[str, str]]:
+        """(fastq_1, fastq_2) of lane 1, lane 2, ... of a library, in sheet order."""
+        lanes = self.lanes
+        rows = lanes[(lanes["sample"] == sample) & (lanes["feature_type"] == feature_type)]
         return list(zip(rows["fastq_1"], rows["fastq_2"], strict=True))
 
-    def fastqs(self, sample: str) -> list[str]:
+    def fastqs(self, sample: str, feature_type: str = GENE_EXPRESSION) -> list[str]:
         """R1, R2 of lane 1, then lane 2, ...: the order `kb count` expects."""
-        return [path for pair in self.lane_pairs(sample) for path in pair]
+        return [path for pair in self.lane_pairs(sample, feature_type) for path in pair]
 
-    def technology(self, sample: str) -> str:
-        return self.samples.loc[sample, "technology"]
+    def technology(self, sample: str, feature_type: str = GENE_EXPRESSION) -> str:
+        return self.libraries.loc[(sample, feature_type), "technology"]
+
+    def feature_libraries(self, sample: str) -> list[str]:
+        """The feature types of `sample`'s libraries besides gene expression, sheet order."""
+        types = self.libraries.loc[sample].index
+        return [t for t in types if t != GENE_EXPRESSION]
+
+    def modalities(self, sample: str) -> list[str]:
+        """rna, then the modality of each feature library (prot, hashtag, crispr)."""
+        return ["rna", *(MODALITY[t] for t in self.feature_libraries(sample))]
+
+    @property
+    def has_features(self) -> bool:
+        return bool(
+            (self.libraries.index.get_level_values("feature_type") != GENE_EXPRESSION).any()
+        )
 
     def check_obs_columns(self, label: str, reserved: Iterable[str] = ()) -> None:
         """Metadata columns become obs columns: none may take the name of the label column
@@ -144,6 +166,10 @@ def load_sample_sheet(
     if "technology" not in table.columns:
         table["technology"] = pd.NA
     table["technology"] = table["technology"].fillna(default_technology)
+    if "feature_type" not in table.columns:
+        table["feature_type"] = pd.NA
+    table["feature_type"] = table["feature_type"].fillna(GENE_EXPRESSION)
+    _check_feature_types(table, where)
 
     workdir = Path(workdir or os.getcwd()).resolve()
     produced = {Path(p).resolve() for p in will_exist}
@@ -153,8 +179,28 @@ def load_sample_sheet(
         table[column] = [_relative_if_inside(p, workdir) for p in resolved]
     _check_duplicate_lanes(table, where)
     samples = _per_sample_table(table, where)
-    lanes = table[["sample", "fastq_1", "fastq_2", "technology", "line"]].reset_index(drop=True)
-    return SampleSheet(path=path, lanes=lanes, samples=samples)
+    libraries = _per_library_table(table, where)
+    columns = ["sample", "feature_type", "fastq_1", "fastq_2", "technology", "line"]
+    lanes = table[columns].reset_index(drop=True)
+    return SampleSheet(path=path, lanes=lanes, samples=samples, libraries=libraries)
+
+
+def _check_feature_types(table: pd.DataFrame, where: str) -> None:
+    """Known library types only, and a gene-expression library for every sample."""
+    for _, row in table.iterrows():
+        if row["feature_type"] not in FEATURE_TYPES:
+            raise SampleSheetError(
+                f"{where}, line {row['line']}, sample '{row['sample']}', column feature_type: "
+                f"'{row['feature_type']}' is not one of "
+                + ", ".join(f"'{t}'" for t in FEATURE_TYPES)
+            )
+    with_gex = set(table.loc[table["feature_type"] == GENE_EXPRESSION, "sample"])
+    for _, row in table[~table["sample"].isin(with_gex)].iterrows():
+        raise SampleSheetError(
+            f"{where}, line {row['line']}: sample '{row['sample']}' has a "
+            f"'{row['feature_type']}' library but no 'Gene Expression' library; feature counts "
+            "are kept for the cells called on gene expression, so add its gene-expression FASTQs"
+        )
 
 
 def _relative_if_inside(path: Path, workdir: Path) -> str:
@@ -208,35 +254,44 @@ def _check_duplicate_lanes(table: pd.DataFrame, where: str) -> None:
             seen[key] = (row["line"], row["sample"], column)
 
 
+def _agreed(lanes: pd.DataFrame, column: str, what: str, where: str):
+    distinct = lanes[column].drop_duplicates()
+    if len(distinct) > 1:
+        detail = "; ".join(
+            f"line {line}: {value if pd.notna(value) else '(empty)'}"
+            for line, value in zip(lanes["line"], lanes[column], strict=False)
+        )
+        raise SampleSheetError(
+            f"{where}: {what} has conflicting values in column {column} across its lanes "
+            f"({detail}); they must agree"
+        )
+    return distinct.iloc[0]
+
+
 def _per_sample_table(table: pd.DataFrame, where: str) -> pd.DataFrame:
-    """Collapse lanes to samples; technology and metadata must agree across a sample's lanes."""
+    """Collapse lanes to samples; metadata must agree across all of a sample's lanes."""
     per_lane = ("fastq_1", "fastq_2", "fastq_1_resolved", "fastq_2_resolved", "line")
-    per_sample_columns = [c for c in table.columns if c not in per_lane]
-    per_sample_columns.remove("sample")
-    rows = {}
-    for sample, lanes in table.groupby("sample", sort=False):
-        values = {}
-        for column in per_sample_columns:
-            distinct = lanes[column].drop_duplicates()
-            if len(distinct) > 1:
-                detail = "; ".join(
-                    f"line {line}: {value if pd.notna(value) else '(empty)'}"
-                    for line, value in zip(lanes["line"], lanes[column], strict=False)
-                )
-                raise SampleSheetError(
-                    f"{where}: sample '{sample}' has conflicting values in column {column} "
-                    f"across its lanes ({detail}); a sample's lanes must agree"
-                )
-            values[column] = distinct.iloc[0]
-        rows[sample] = values
-    samples = pd.DataFrame.from_dict(rows, orient="index", columns=per_sample_columns)
+    columns = [c for c in table.columns if c not in (*per_lane, *LIBRARY_COLUMNS, "sample")]
+    rows = {
+        sample: {c: _agreed(lanes, c, f"sample '{sample}'", where) for c in columns}
+        for sample, lanes in table.groupby("sample", sort=False)
+    }
+    # Built row by row: from_dict(orient="index") drops the index when there are no columns.
+    samples = pd.DataFrame(list(rows.values()), index=list(rows), columns=columns)
     samples.index.name = "sample"
     return samples
 
 
-def write_metadata_table(table: dict[str, list], label: str, output: str | Path) -> pd.DataFrame:
-    """Write the per-sample metadata TSV (`label` column + metadata) atomically."""
-    frame = pd.DataFrame(table).rename(columns={"sample": label})
-    with atomic_output(output) as tmp:
-        frame.to_csv(tmp, sep="\t", index=False)
-    return frame
+def _per_library_table(table: pd.DataFrame, where: str) -> pd.DataFrame:
+    """One row per (sample, feature_type); a library's lanes must agree on the technology."""
+    rows = {
+        (sample, feature_type): {
+            "technology": _agreed(
+                lanes, "technology", f"sample '{sample}' ({feature_type} library)", where
+            )
+        }
+        for (sample, feature_type), lanes in table.groupby(["sample", "feature_type"], sort=False)
+    }
+    libraries = pd.DataFrame.from_dict(rows, orient="index")
+    libraries.index = pd.MultiIndex.from_tuples(libraries.index, names=["sample", "feature_type"])
+    return libraries

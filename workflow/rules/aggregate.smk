@@ -6,7 +6,7 @@ rule aggregate:
     input:
         matrices=expand(sample_matrix("{{kind}}"), sample=SAMPLES),
         kb_info=expand("results/samples/{sample}/kb/kb_info.json", sample=SAMPLES),
-        checks=[path for sample in SAMPLES for path in lane_checks(sample)],
+        checks=[path for sample in SAMPLES for path in all_lane_checks(sample)],
     output:
         "results/aggregate/{kind}.h5ad",
     log:
@@ -31,4 +31,60 @@ rule aggregate:
         config=provenance_config(),
         sample_sheet=provenance_sample_sheet(),
     script:
-        "../../scripts/aggregate.py"
+        script_path("aggregate.py")
+
+
+rule aggregate_h5mu:
+    input:
+        unpack(aggregate_h5mu_inputs),
+    output:
+        "results/aggregate/filtered.h5mu",
+    log:
+        "logs/aggregate/filtered_h5mu.log",
+    benchmark:
+        "benchmarks/aggregate/filtered_h5mu.tsv"
+    conda:
+        "../../envs/python.yaml"
+    threads: rule_resources("aggregate")["threads"]
+    resources:
+        mem_mb=mem_mb("aggregate"),
+        runtime=rule_resources("aggregate")["runtime"],
+        chunk_entries=chunk_entries,
+    params:
+        samples=SAMPLES,
+        modalities={s: SHEET.modalities(s) for s in SAMPLES},
+        join=AGG["join"],
+        label=AGG["label"],
+        index_unique=AGG["index_unique"],
+        metadata=SHEET.metadata().to_dict("list"),
+        demultiplexed_metadata=DEMULTIPLEXED_METADATA,
+        config=provenance_config(),
+        sample_sheet=provenance_sample_sheet(),
+    script:
+        script_path("aggregate_h5mu.py")
+
+
+rule soma:
+    input:
+        matrices=expand(sample_matrix("filtered"), sample=SAMPLES),
+    output:
+        "results/aggregate/soma_manifest.json",
+    log:
+        "logs/aggregate/soma.log",
+    benchmark:
+        "benchmarks/aggregate/soma.tsv"
+    conda:
+        "../../envs/soma.yaml"
+    threads: rule_resources("aggregate")["threads"]
+    resources:
+        mem_mb=mem_mb("aggregate"),
+        runtime=rule_resources("aggregate")["runtime"],
+    params:
+        samples=SAMPLES,
+        uri=AGG["soma"]["uri"],
+        measurement=AGG["soma"]["measurement"],
+        label=AGG["label"],
+        index_unique=AGG["index_unique"],
+        metadata=SHEET.metadata().to_dict("list"),
+    script:
+        script_path("soma.py")

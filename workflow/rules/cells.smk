@@ -1,5 +1,6 @@
 # Per sample: raw.h5ad and filtered.h5ad from kb's output, written only when kallisto
-# processed exactly the reads that the FASTQ checks counted.
+# processed exactly the reads that the FASTQ checks counted. Cells are called by the
+# configured method and get per-cell QC columns (kbagg.cells.call).
 
 
 rule cells:
@@ -18,5 +19,13 @@ rule cells:
     resources:
         mem_mb=mem_mb("cells"),
         runtime=rule_resources("cells")["runtime"],
+    params:
+        method=config["filter"]["method"],
+        emptydrops=config["filter"]["emptydrops"],
+        cell_qc={
+            "doublets": config["qc"]["doublets"],
+            "seed": config["qc"]["seed"],
+            "expected_doublet_rate": config["qc"]["doublet_rate"],
+        },
     script:
-        "../../scripts/cells.py"
+        script_path("cells.py")

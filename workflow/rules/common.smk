@@ -13,7 +13,7 @@ def _require_kbagg():
     rules. A module loaded from a git source carries no importable Python package."""
     source = Path(workflow.source_path("../../src/kbagg/__init__.py")).read_text()
     wanted = re.search(r'__version__ = "([^"]+)"', source).group(1)
-    install = f'pip install "kbagg @ git+https://github.com/kbagg/kbagg@v{wanted}"'
+    install = f'pip install "kbagg[workflow] @ git+https://github.com/kbagg/kbagg.git@v{wanted}"'
     try:
         installed = metadata.version("kbagg")
     except metadata.PackageNotFoundError:
@@ -30,7 +30,16 @@ def _require_kbagg():
 
 _require_kbagg()
 
-from kbagg.config import check_config, count_extra_args
+from kbagg.cells import CELL_COLUMNS
+from kbagg.feature_types import FEATURE_TYPE_OF
+from kbagg.config import (
+    check_config,
+    check_feature_config,
+    count_extra_args,
+    demultiplexed_metadata,
+    hashtag_samples,
+)
+from kbagg.count.kite import kite_mode
 from kbagg.errors import KbaggError
 from kbagg.kb.technology import paired_technology
 from kbagg.reference.build import reference_outputs
@@ -38,6 +47,8 @@ from kbagg.sheet import load_sample_sheet
 from kbagg.simulate.spec import demo_outputs
 
 DEMO_DIR = "resources/demo"
+# obs columns kbagg writes itself: a metadata column of the sheet may not take these names
+OBS_COLUMNS = CELL_COLUMNS
 
 
 def _validate_sheet_rows(table):
@@ -47,16 +58,20 @@ def _validate_sheet_rows(table):
 try:
     check_config(config)  # clear messages for what the schema would word obscurely
     validate(config, "../schemas/config.schema.yaml")
+    _demo_files = [p for paths in demo_outputs(DEMO_DIR).values() for p in paths]
     SHEET = load_sample_sheet(
         config["samples"],
         config["technology"],
-        will_exist=[p for paths in demo_outputs(DEMO_DIR).values() for p in paths],
+        will_exist=_demo_files,
         validate_rows=_validate_sheet_rows,
     )
-    SHEET.check_obs_columns(config["aggregate"]["label"])
+    SHEET.check_obs_columns(config["aggregate"]["label"], reserved=OBS_COLUMNS)
     for _sample in SHEET.names:
         paired_technology(SHEET.technology(_sample))
     COUNT_EXTRA_ARGS = count_extra_args(config["count"]["extra"])
+    check_feature_config(config, SHEET, will_exist=_demo_files)
+    HASHTAG_SAMPLES = hashtag_samples(config)
+    DEMULTIPLEXED_METADATA = demultiplexed_metadata(config, SHEET.metadata_columns)
 except KbaggError as error:
     raise WorkflowError(str(error))
 SAMPLES = SHEET.names
@@ -67,6 +82,24 @@ wildcard_constraints:
     sample="|".join(re.escape(s) for s in SAMPLES),
     kind="raw|filtered",
     lane=r"\d+",
+    library="rna|prot|hashtag|crispr",
+    modality="prot|hashtag|crispr",
+
+
+RULES_DIR = workflow.current_basedir  # this file's folder, as a source (local or git)
+
+
+def script_path(name):
+    """scripts/<name> for a rule's script: directive. Relative to the rule files, except in a
+    module loaded with gitfile(...): there Snakemake 9.27 fails to join a relative script
+    path to the git source when it compares script and output times (TypeError in
+    LocalGitFile.join), so the script is named by its git URI, which Snakemake fetches
+    through its source cache like any remote script. Snakemake evaluates this when the job
+    runs, so the folder is taken at parse time (RULES_DIR)."""
+    relative = f"../../scripts/{name}"
+    if type(RULES_DIR).__name__ == "LocalGitFile":
+        return RULES_DIR.join(relative).get_path_or_uri(secret_free=False)
+    return relative
 
 
 def rule_resources(name):
@@ -115,18 +148,31 @@ def count_inputs(wildcards):
     return inputs
 
 
+def library_type(wildcards):
+    """The feature type of library `wildcards.library` (rna, prot, hashtag, crispr)."""
+    return FEATURE_TYPE_OF[wildcards.library]
+
+
 def lane_fastqs(wildcards):
-    """(fastq_1, fastq_2) of lane `wildcards.lane` (1-based, in sheet order)."""
-    pairs = SHEET.lane_pairs(wildcards.sample)
+    """(fastq_1, fastq_2) of lane `wildcards.lane` (1-based, in sheet order) of a library."""
+    pairs = SHEET.lane_pairs(wildcards.sample, library_type(wildcards))
     return pairs[int(wildcards.lane) - 1]
 
 
-def lane_checks(sample):
-    """The FASTQ check record of every lane of `sample`."""
-    n_lanes = len(SHEET.lane_pairs(sample))
+def lane_checks(sample, library="rna"):
+    """The FASTQ check record of every lane of one library of `sample`."""
+    n_lanes = len(SHEET.lane_pairs(sample, FEATURE_TYPE_OF[library]))
     return [
-        f"results/samples/{sample}/fastq_check/lane{lane}.json"
+        f"results/samples/{sample}/fastq_check/{library}_lane{lane}.json"
         for lane in range(1, n_lanes + 1)
+    ]
+
+
+def all_lane_checks(sample):
+    return [
+        path
+        for library in SHEET.modalities(sample)
+        for path in lane_checks(sample, library)
     ]
 
 
@@ -148,6 +194,46 @@ def cells_inputs(wildcards):
     return inputs
 
 
+def feature_count_inputs(wildcards):
+    """kb count of one feature library: its FASTQs, its type's index, the on-list kite
+    needs, the gene-expression cells to keep, and the library's FASTQ checks."""
+    feature_type = FEATURE_TYPE_OF[wildcards.modality]
+    technology = SHEET.technology(wildcards.sample, feature_type)
+    inputs = {
+        "fastqs": SHEET.fastqs(wildcards.sample, feature_type),
+        "index": f"resources/features/{wildcards.modality}/index.idx",
+        "t2g": f"resources/features/{wildcards.modality}/t2g.txt",
+        "reference": config["feature_reference"],
+        "cells": f"results/samples/{wildcards.sample}/filtered.h5ad",
+        "checks": lane_checks(wildcards.sample, wildcards.modality),
+    }
+    onlist = onlist_file(kite_mode(technology).onlist_technology)
+    if onlist:
+        inputs["onlist"] = onlist
+    return inputs
+
+
+def modality_files(sample):
+    """Every modality's cells x features of a sample (rna: its filtered.h5ad)."""
+    return {
+        m: f"results/samples/{sample}/" + ("filtered" if m == "rna" else m) + ".h5ad"
+        for m in SHEET.modalities(sample)
+    }
+
+
+def sample_modalities(wildcards):
+    return modality_files(wildcards.sample)
+
+
+def aggregate_h5mu_inputs(wildcards):
+    """Per sample, its modality files in the order of SHEET.modalities (params.modalities)."""
+    return {
+        "modalities": [p for s in SAMPLES for p in modality_files(s).values()],
+        "kb_info": [f"results/samples/{s}/kb/kb_info.json" for s in SAMPLES],
+        "checks": [path for s in SAMPLES for path in all_lane_checks(s)],
+    }
+
+
 def sample_matrix(kind):
     return f"results/samples/{{sample}}/{kind}.h5ad"
 
@@ -156,14 +242,39 @@ def final_outputs():
     kinds = (["filtered"] if FILTER else []) + (
         ["raw"] if config["aggregate"]["raw"] or not FILTER else []
     )
-    return [f"results/aggregate/{kind}.h5ad" for kind in kinds] + qc_outputs()
+    h5mu = []
+    if SHEET.has_features and FILTER:
+        h5mu = ["results/aggregate/filtered.h5mu"]
+        h5mu += [
+            f"results/samples/{s}/filtered.h5mu"
+            for s in SAMPLES
+            if SHEET.feature_libraries(s)
+        ]
+    soma = (
+        ["results/aggregate/soma_manifest.json"]
+        if config["aggregate"]["soma"]["enabled"] and FILTER
+        else []
+    )
+    return (
+        [f"results/aggregate/{kind}.h5ad" for kind in kinds]
+        + h5mu
+        + soma
+        + qc_outputs()
+    )
 
 
 def qc_outputs():
     """Per-sample metrics and knee plots, and the cross-sample summary (rules in qc.smk)."""
     per_sample = ["results/qc/{sample}/metrics.tsv", "results/qc/{sample}/knee.png"]
     summary = [f"results/qc/summary.{ext}" for ext in ("tsv", "png", "html")]
-    return expand(per_sample, sample=SAMPLES) + summary
+    multiqc = ["results/qc/multiqc_report.html"] if config["qc"]["multiqc"] else []
+    hashtags = [
+        f"results/qc/{s}/hashtags.{ext}"
+        for s in SAMPLES
+        if "hashtag" in SHEET.modalities(s)
+        for ext in ("tsv", "png")
+    ]
+    return expand(per_sample, sample=SAMPLES) + summary + multiqc + hashtags
 
 
 # --- aggregate -------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-# Per lane: the FASTQ check, beside kb count (not before it). Per sample: kb count with all of
-# its lanes, into kb's own folder.
+# Per lane of every library: the FASTQ check, beside kb count (not before it). Per sample:
+# kb count of the gene-expression library with all of its lanes, into kb's own folder.
 
 
 rule fastq_check:
@@ -7,11 +7,11 @@ rule fastq_check:
         r1=lambda wc: lane_fastqs(wc)[0],
         r2=lambda wc: lane_fastqs(wc)[1],
     output:
-        "results/samples/{sample}/fastq_check/lane{lane}.json",
+        "results/samples/{sample}/fastq_check/{library}_lane{lane}.json",
     log:
-        "logs/fastq_check/{sample}/lane{lane}.log",
+        "logs/fastq_check/{sample}/{library}_lane{lane}.log",
     benchmark:
-        "benchmarks/fastq_check/{sample}/lane{lane}.tsv"
+        "benchmarks/fastq_check/{sample}/{library}_lane{lane}.tsv"
     conda:
         "../../envs/python.yaml"
     threads: rule_resources("fastq_check")["threads"]
@@ -20,11 +20,10 @@ rule fastq_check:
         runtime=rule_resources("fastq_check")["runtime"],
     params:
         min_lengths=lambda wc: paired_technology(
-            SHEET.technology(wc.sample)
+            SHEET.technology(wc.sample, library_type(wc))
         ).min_lengths,
-        technology=lambda wc: SHEET.technology(wc.sample),
     script:
-        "../../scripts/fastq_check.py"
+        script_path("fastq_check.py")
 
 
 rule kb_count:
@@ -53,4 +52,4 @@ rule kb_count:
         filter_threshold=config["filter"]["threshold"],
         extra_args=COUNT_EXTRA_ARGS,
     script:
-        "../../scripts/kb_count.py"
+        script_path("kb_count.py")

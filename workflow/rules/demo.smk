@@ -10,6 +10,7 @@ rule simulate_demo:
         fastqs=[str(p) for p in DEMO_FILES["fastq"]],
         truth=[str(p) for p in DEMO_FILES["truth"]],
         sheet=str(DEMO_FILES["sheet"][0]),
+        feature_reference=[str(p) for p in DEMO_FILES.get("feature_reference", [])],
     log:
         "logs/simulate_demo.log",
     benchmark:
@@ -23,4 +24,4 @@ rule simulate_demo:
     params:
         outdir=lambda wc, output: Path(output.genome).parent,
     script:
-        "../../scripts/simulate_demo.py"
+        script_path("simulate_demo.py")

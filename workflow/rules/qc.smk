@@ -1,6 +1,8 @@
 # QC per sample (metrics table + knee plot) and across samples (table, bar charts, HTML),
 # all marked for `snakemake --report`. Bad samples get warnings, never failures.
 QC = config["qc"]
+# The warning thresholds: editing them reruns QC only.
+QC_THRESHOLDS = {k: QC[k] for k in ("min_pct_pseudoaligned", "min_cells")}
 
 
 rule qc_sample:
@@ -35,9 +37,9 @@ rule qc_sample:
         mem_mb=mem_mb("qc"),
         runtime=rule_resources("qc")["runtime"],
     params:
-        thresholds=QC,
+        thresholds=QC_THRESHOLDS,
     script:
-        "../../scripts/qc_sample.py"
+        script_path("qc_sample.py")
 
 
 rule qc_summary:
@@ -76,6 +78,66 @@ rule qc_summary:
         mem_mb=mem_mb("qc"),
         runtime=rule_resources("qc")["runtime"],
     params:
-        thresholds=QC,
+        thresholds=QC_THRESHOLDS,
     script:
-        "../../scripts/qc_summary.py"
+        script_path("qc_summary.py")
+
+
+rule multiqc:
+    input:
+        inspect=expand("results/samples/{sample}/kb/inspect.json", sample=SAMPLES),
+        summary="results/qc/summary.tsv",
+    output:
+        report(
+            "results/qc/multiqc_report.html",
+            caption="../report/multiqc.rst",
+            category="QC",
+            subcategory="all samples",
+            labels={"sample": "all", "result": "MultiQC report"},
+        ),
+    log:
+        "logs/multiqc.log",
+    benchmark:
+        "benchmarks/multiqc.tsv"
+    conda:
+        "../../envs/multiqc.yaml"
+    threads: rule_resources("qc")["threads"]
+    resources:
+        mem_mb=mem_mb("qc"),
+        runtime=rule_resources("qc")["runtime"],
+    params:
+        samples=SAMPLES,
+    script:
+        script_path("multiqc.py")
+
+
+rule hashtag_qc:
+    input:
+        "results/samples/{sample}/hashtag.h5ad",
+    output:
+        table=report(
+            "results/qc/{sample}/hashtags.tsv",
+            caption="../report/hashtags.rst",
+            category="QC",
+            subcategory="{sample}",
+            labels={"sample": "{sample}", "result": "hashtag assignments"},
+        ),
+        figure=report(
+            "results/qc/{sample}/hashtags.png",
+            caption="../report/hashtags.rst",
+            category="QC",
+            subcategory="{sample}",
+            labels={"sample": "{sample}", "result": "hashtag figure"},
+        ),
+    log:
+        "logs/qc/{sample}_hashtags.log",
+    benchmark:
+        "benchmarks/qc/{sample}_hashtags.tsv"
+    conda:
+        "../../envs/python.yaml"
+    threads: rule_resources("qc")["threads"]
+    resources:
+        mem_mb=mem_mb("qc"),
+        runtime=rule_resources("qc")["runtime"],
+    script:
+        script_path("hashtag_qc.py")

@@ -20,7 +20,7 @@ if "fasta" in REF_CONFIG:
         params:
             workflow=config["workflow"],
         script:
-            "../../scripts/reference.py"
+            script_path("reference.py")
 
 elif "download" in REF_CONFIG:
 
@@ -41,7 +41,7 @@ elif "download" in REF_CONFIG:
             download=REF_CONFIG["download"],
             workflow=config["workflow"],
         script:
-            "../../scripts/reference.py"
+            script_path("reference.py")
 
 
 rule onlist:
@@ -58,4 +58,4 @@ rule onlist:
         mem_mb=mem_mb("onlist"),
         runtime=rule_resources("onlist")["runtime"],
     script:
-        "../../scripts/onlist.py"
+        script_path("onlist.py")

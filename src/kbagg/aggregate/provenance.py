@@ -80,6 +80,17 @@ def _agreed(values: list[str]) -> str:
     return distinct[0] if len(distinct) == 1 else "mixed: " + ", ".join(distinct)
 
 
+def cell_calling_record(h5ad: str | Path) -> str | None:
+    """The `uns['kbagg_cells']` JSON text of a per-sample matrix, if it has one."""
+    import h5py
+    from anndata.io import read_elem
+
+    with h5py.File(h5ad, "r") as f:
+        if "uns" in f and "kbagg_cells" in f["uns"]:
+            return str(read_elem(f["uns"]["kbagg_cells"]))
+    return None
+
+
 def file_record(path: str | Path) -> dict[str, str | int]:
     path = Path(path)
     return {"path": str(path), "size": path.stat().st_size, "sha256": sha256(path)}
@@ -91,6 +102,7 @@ def collect(
     sample_sheet: Mapping,
     kb_infos: Mapping[str, str | Path] | None = None,
     fastqs: Mapping[str, list[dict]] | None = None,
+    cells: Mapping[str, str] | None = None,
 ) -> dict[str, object]:
     """The `uns['kbagg']` record. Config and sheet are kept as JSON text: h5ad cannot store
     None or ragged lists, and text round-trips exactly.
@@ -106,10 +118,15 @@ def collect(
     fastqs
         Sample name -> its lanes' FASTQ check records (reads, size and SHA-256 of each file),
         stored as JSON text under ``inputs[sample]["fastqs"]``.
+    cells
+        Sample name -> how its cells were called (JSON text: method, parameters, doublet
+        scoring, warnings), stored under ``inputs[sample]["cells"]``.
     """
     records = {name: file_record(path) for name, path in inputs.items()}
     for name, lanes in (fastqs or {}).items():
         records[name]["fastqs"] = json.dumps(lanes)
+    for name, text in (cells or {}).items():
+        records[name]["cells"] = text
     versions = package_versions()
     if kb_infos:
         kb = {name: kb_versions(path) for name, path in kb_infos.items()}
@@ -124,3 +141,22 @@ def collect(
         "sample_sheet": json.dumps(sample_sheet),
         "inputs": records,
     }
+
+
+def collect_for_run(
+    matrices: Mapping[str, str | Path],
+    config: Mapping,
+    sample_sheet: Mapping,
+    kb_infos: Mapping[str, str | Path],
+    lane_checks: list[str | Path],
+) -> dict[str, object]:
+    """`collect` from what a workflow run has on disk: the per-sample matrices, kb's
+    kb_info.json, the FASTQ check records and each matrix's cell-calling record."""
+    from dataclasses import asdict
+
+    from kbagg.count.fastq_check import read_lane_record
+
+    lanes = [read_lane_record(path) for path in lane_checks]
+    fastqs = {s: [asdict(r) for r in lanes if r.sample == s] for s in matrices}
+    cells = {s: text for s, path in matrices.items() if (text := cell_calling_record(path))}
+    return collect(matrices, config, sample_sheet, kb_infos, fastqs, cells)

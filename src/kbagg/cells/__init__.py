@@ -1,1 +1,5 @@
-"""Cells: per-sample raw and filtered matrices from kb's output."""
+"""Cells: per-sample raw and filtered matrices from kb's output, the called cells and their
+per-cell QC."""
+
+# obs columns kbagg writes into every sample's filtered matrix (the sheet may not use them)
+CELL_COLUMNS = ("n_umis", "n_genes", "pct_mito", "doublet_score", "predicted_doublet")

@@ -58,13 +58,10 @@ def check_reads_processed(sample: str, kb_dir: Path, checked_reads: Mapping[str,
     return expected
 
 
-def write_sample_matrices(
-    sample: str,
-    kb_dir: str | Path,
-    t2g: str | Path,
-    outputs: Mapping[str, str | Path],
+def read_kb_matrices(
+    sample: str, kb_dir: str | Path, t2g: str | Path, kinds: tuple[str, ...]
 ) -> dict[str, ad.AnnData]:
-    """Write `outputs["raw"]` and, when given, `outputs["filtered"]` from kb's folder.
+    """kb's matrices of `kinds` ("raw", "filtered"), with gene names from the t2g.
 
     Parameters
     ----------
@@ -73,24 +70,20 @@ def write_sample_matrices(
     kb_dir
         kb count's output folder.
     t2g
-        kb's transcript-to-gene map, for the gene names.
-    outputs
-        ``{"raw": path, "filtered": path}``; leave out "filtered" when filtering is off.
+        kb's transcript-to-gene map.
+    kinds
+        Which matrices: "raw" (counts_unfiltered) and/or "filtered" (counts_filtered).
     """
-    kb_dir = Path(kb_dir)
     names = gene_names_from_t2g(t2g)
     adatas = {}
-    for kind in outputs:
-        source = kb_dir / KB_MATRICES[kind]
+    for kind in kinds:
+        source = Path(kb_dir) / KB_MATRICES[kind]
         if not source.exists():
             raise KbaggError(f"sample '{sample}': kb's {kind} matrix {source} is missing")
         adatas[kind] = with_gene_names(ad.read_h5ad(source), names)
-    if "filtered" in adatas and adatas["filtered"].n_obs == 0:
-        raise KbaggError(
-            f"sample '{sample}': the barcode filter kept 0 cells of {adatas['raw'].n_obs} "
-            "barcodes; set filter.threshold lower or filter.enabled: false"
-        )
-    for kind, adata in adatas.items():
-        with atomic_output(outputs[kind]) as tmp:
-            adata.write_h5ad(tmp)
     return adatas
+
+
+def write_h5ad(adata: ad.AnnData, output: str | Path) -> None:
+    with atomic_output(output) as tmp:
+        adata.write_h5ad(tmp)

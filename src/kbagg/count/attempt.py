@@ -5,7 +5,8 @@ script and kb go on as orphans. A rerun must never share a folder with such an o
 
 - every attempt runs kb in its own folder, `kb.attempt-<pid>`, and only a finished,
   verified attempt is renamed to `kb/`;
-- an attempt holds an exclusive lock on `.kb_count.lock` in the sample folder while it runs,
+- an attempt holds an exclusive lock on `.kb_count.lock` in the sample folder while it runs
+  (`.kb_<modality>.lock` for a feature-barcode library),
   and records there its host, its pid and kb's process group;
 - a new attempt that finds the lock held by a live process on this host stops it (SIGTERM,
   then SIGKILL), and likewise stops a kb process group left behind by an attempt that was
@@ -23,32 +24,18 @@ import shutil
 import signal
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from kbagg.kb.run import KbError
+from kbagg.atomic import process_alive
+from kbagg.kb.run import KbError, run_kb
 
 LOCK_NAME = ".kb_count.lock"
 STOP_TIMEOUT_S = 30.0
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return process_alive(pgid, group=True)
 
 
 def _is_kb_group(pgid: int) -> bool:
@@ -66,12 +53,15 @@ def _is_kb_group(pgid: int) -> bool:
 
 
 class SampleLock:
-    """Exclusive lock of a sample folder for one kb count attempt (a context manager)."""
+    """Exclusive lock of a sample folder for one kb count attempt (a context manager).
 
-    def __init__(self, folder: str | Path, sample: str, log=print):
+    `name` is the lock file: one per kb output folder (gene expression and each
+    feature-barcode library of a sample count at the same time, each under its own lock)."""
+
+    def __init__(self, folder: str | Path, sample: str, log=print, name: str = LOCK_NAME):
         self.folder = Path(folder)
         self.sample = sample
-        self.path = self.folder / LOCK_NAME
+        self.path = self.folder / name
         self.log = log
         self._fd: int | None = None
         self._record: dict = {}
@@ -141,10 +131,10 @@ class SampleLock:
         )
         self._stop_group(holder.get("kb_pgid"))
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            if _alive(pid):
+            if process_alive(pid):
                 os.kill(pid, sig)
             deadline = time.monotonic() + STOP_TIMEOUT_S / 2
-            while _alive(pid) and time.monotonic() < deadline:
+            while process_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
                 _reap(pid)
 
@@ -193,3 +183,59 @@ def remove_old_attempts(kb_dir: Path) -> list[Path]:
             shutil.rmtree(old, ignore_errors=True)
             removed.append(old)
     return removed
+
+
+def count_in_attempt(
+    kb_dir: Path,
+    sample: str,
+    kb_args: Callable[[Path], list[str]],
+    check: Callable[[Path, KbError | None], None],
+    *,
+    label: str,
+    lock_name: str = LOCK_NAME,
+    remove: tuple[str, ...] = (),
+    log: Callable[[str], object] = print,
+) -> Path:
+    """Run `kb kb_args(attempt)` in a private attempt folder under the lock of `kb_dir`, and
+    make the attempt `kb_dir` once `check` passes.
+
+    Parameters
+    ----------
+    kb_dir
+        kb's output folder of the library (``results/samples/<sample>/kb``).
+    sample
+        Sample name, for messages.
+    kb_args
+        The kb arguments, given the attempt folder (kb's ``-o``; ``<attempt>/tmp`` is its
+        ``--tmp``).
+    check
+        Called with the attempt folder and kb's error (None when kb succeeded); raises when
+        kb's outputs are missing, preferably saying why. When kb failed and `check` does
+        not raise, kb's own error is raised.
+    label
+        Prefix of kb's log lines.
+    lock_name
+        The lock file beside `kb_dir`: one per library, so libraries of a sample can count
+        at the same time.
+    remove
+        Files of kb's output not kept (large copies kb makes).
+    log
+        Receives what the attempt does (stopping an orphan, removing old attempts).
+    """
+    with SampleLock(kb_dir.parent, sample, log=log, name=lock_name) as lock:
+        for old in remove_old_attempts(kb_dir):
+            log(f"[{label}] removed {old.name} of an earlier attempt")
+        attempt = attempt_folder(kb_dir)
+        attempt.mkdir(parents=True)
+        try:
+            run_kb(kb_args(attempt), label=label, on_start=lock.record_child_group)
+        except KbError as error:
+            check(attempt, error)
+            raise
+        check(attempt, None)
+        for name in remove:
+            (attempt / name).unlink(missing_ok=True)
+        shutil.rmtree(attempt / "tmp", ignore_errors=True)
+        shutil.rmtree(kb_dir, ignore_errors=True)
+        os.replace(attempt, kb_dir)
+    return kb_dir

@@ -11,11 +11,12 @@ number and/or compressed byte offset. What it checks:
   concatenated `.gz`) are read fully. A file without the gzip magic is read as plain FASTQ.
 - FASTQ records of exactly 4 lines: header starts with `@`, third line starts with `+`,
   sequence and quality have the same length. A carriage return anywhere is an error (Windows
-  line ends; kallisto would keep the `\\r` in the read). The last line may lack its newline,
+  line ends are not handled: convert with dos2unix). The last line may lack its newline,
   and blank lines after the last record are ignored; a file that ends inside a record is an
   error. Sequence and quality characters are not checked.
 - pairs: R1 and R2 have the same number of reads, and the names agree read by read, compared
-  up to the first space or tab (any byte <= 0x20) without a trailing `/1` or `/2`.
+  up to the first space or tab (any byte <= 0x20) without a trailing `/1` or `/2`; a name
+  may have at most 254 characters (SAM's limit).
 - every R1 read has at least `min_lengths[0]` bases, every R2 read at least `min_lengths[1]`.
 - neither file is empty; R1 and R2 are not the same file (path, inode or identical bytes).
 
@@ -24,12 +25,17 @@ decompressed (not parsed): if the gzip stream is corrupt, that is the root cause
 reported instead.
 
 How: each file is read in compressed chunks of `block_bytes // 4`, hashed (SHA-256 of the
-stored bytes) and inflated with ISA-L (`isal.isal_zlib`, several times faster than zlib) into
-text blocks of at most `block_bytes`. Records are parsed with numpy on whole blocks (newline
-positions, line starts and lengths, names gathered into fixed-width rows and compared as
-uint64 words); R1 and R2 are consumed in lock-step by complete records, the partial record at
-a block's end carried over. Memory is bounded: about 6 x `block_bytes` per file (compressed
-chunk, text block, newline index, name rows), plus the longest record.
+stored bytes) and inflated with ISA-L (`isal.isal_zlib`; inflating alone is 1.7x faster than
+zlib here, the whole check 1.5x) into text blocks of at most `block_bytes`. Records are parsed
+with numpy on whole blocks (newline positions, line starts and lengths; names gathered into
+fixed-width rows and compared as uint64 words). R1 and R2 are consumed in lock-step by
+complete records, the partial record at a block's end carried over. Memory is bounded: about
+4 x `block_bytes` per file (compressed chunk, text block and its copy, newline index, name
+rows) plus the longest record; peak RSS with the default 4 MiB blocks is 60 MB, interpreter
+and numpy included. It runs in one thread: the check costs 2.3% (1M read pairs) to 3.5% (4M)
+of the CPU time of `kb count` on the same lane with a tiny (human MT) index, less with a real
+one (tests/benchmarks/bench_fastq_check.py); inflating in a thread per file gave no gain on a
+shared 2-core machine.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 import zlib
 from collections.abc import Callable
@@ -58,7 +65,9 @@ DEFAULT_BLOCK_BYTES = 4 << 20  # decompressed text parsed at once, per file
 PROGRESS_INTERVAL_S = 0.5  # progress(...) is called at most this often (plus once at the end)
 GZIP_MAGIC = b"\x1f\x8b"
 _AT, _PLUS, _NEWLINE, _SLASH, _ONE, _TWO = (ord(c) for c in "@+\n/12")
-_PAD_BYTES = 8  # zeros after each text block, so name rows rounded up to 8 bytes stay inside
+MAX_NAME_BYTES = 254  # longest read name accepted (SAM's limit for QNAME)
+_NAME_ROW_BYTES = 256  # names are compared in rows of at most this many bytes
+_PAD_BYTES = _NAME_ROW_BYTES  # zeros after each text block: every header's row stays inside
 
 
 class FastqError(KbaggError):
@@ -184,9 +193,9 @@ def check_lane(
         Called as ``progress(bytes_done, bytes_total)`` (compressed bytes of both files) at
         most every 0.5 s, and once at the end.
     block_bytes
-        Decompressed bytes parsed at once per file; memory is about 6 x this per file.
+        Decompressed bytes parsed at once per file; memory is about 4 x this per file.
     inflate
-        "isal" (default, ISA-L) or "zlib" (the standard library, several times slower).
+        "isal" (default, ISA-L) or "zlib" (the standard library; the check is 1.5x slower).
 
     Returns
     -------
@@ -227,9 +236,9 @@ def check_lane(
 class _Problem(Exception):
     """A problem found in one file; `_Side` adds sample, lane and file to the message."""
 
-    def __init__(self, message: str, *, gzip: bool = False):
+    def __init__(self, message: str, *, truncated: bool = False):
         super().__init__(message)
-        self.gzip = gzip  # a damaged compressed stream (as opposed to bad FASTQ text)
+        self.truncated = truncated  # the file ends inside a gzip member
 
 
 def _inflate_module(name: str, where: str):
@@ -298,8 +307,7 @@ class _Stream:
                     rest = len(self.pending) + self._count_rest()
                     raise _Problem(
                         f"{rest:,} bytes that are not gzip data follow the last gzip member "
-                        f"at byte {offset:,} (trailing garbage; the file may be damaged)",
-                        gzip=True,
+                        f"at byte {offset:,} (trailing garbage; the file may be damaged)"
                     )
                 self.decompressor = self.inflate.decompressobj(wbits=31)
                 self.members += 1
@@ -313,8 +321,7 @@ class _Stream:
             except self.errors as e:
                 raise _Problem(
                     f"corrupt gzip data ({_inflate_reason(e)}) in the member that starts at "
-                    f"byte {self.member_start:,}, detected before byte {self.bytes_read:,}",
-                    gzip=True,
+                    f"byte {self.member_start:,}, detected before byte {self.bytes_read:,}"
                 ) from None
             if self.decompressor.eof:
                 self.pending = self.decompressor.unused_data
@@ -325,7 +332,7 @@ class _Stream:
                     raise _Problem(
                         f"truncated gzip stream: the file ends at byte {self.bytes_read:,} "
                         "before the end of the compressed data",
-                        gzip=True,
+                        truncated=True,
                     )
             if block:
                 return block
@@ -345,9 +352,9 @@ class _Stream:
 
 def _inflate_reason(error: Exception) -> str:
     text = str(error)
-    if "checksum" in text.lower() or "incorrect data check" in text.lower():
+    if any(s in text.lower() for s in ("checksum", "incorrect data check", "length check")):
         return "the CRC-32 or length in the member's trailer does not match its data"
-    return text.removeprefix("Error ").strip()
+    return re.sub(r"^Error -?\d+( while decompressing data)?:?\s*", "", text).strip()
 
 
 class _Batch:
@@ -380,13 +387,13 @@ class _Side:
         self.max_length_seen = 0
         self.at_end = False
         self._tail = b""  # the partial record after the last complete one
+        self._buffer = np.empty(0, np.uint8)  # the text being parsed
         self._clear()
 
     def close(self):
         self.handle.close()
 
     def _clear(self):
-        self.data = None
         self.n = 0  # complete records in the current block
         self.pos = 0  # next record to hand out
         self.bad = None  # (index, message) of the first bad record in the block
@@ -416,16 +423,14 @@ class _Side:
             try:
                 block = self.stream.next_block()
             except _Problem as p:
-                after = f" (after read {self.reads_done:,})" if "truncated" in str(p) else ""
+                after = f" (after read {self.reads_done:,})" if p.truncated else ""
                 raise self.fail(f"{p}{after}", drain=False) from None
             if not block:
                 return self._finish(tail, need_names)
-            if tail:
-                block = tail + block
-            if _has_lines(block, 4):
-                self._parse(block, need_names)
+            if _has_lines(block, 4 - tail.count(b"\n")):
+                self._parse(tail, block, need_names)
                 return True
-            tail = block
+            tail += block  # no complete record yet (tiny blocks or a huge record)
 
     def _finish(self, tail: bytes, need_names: bool) -> bool:
         """The end of the file: the last record may lack its final newline; blank lines after
@@ -436,7 +441,7 @@ class _Side:
         if tail.strip(b"\n") and tail.count(b"\n") == 3 and not tail.endswith(b"\n"):
             _, seq, _, qual = tail.split(b"\n")
             if len(qual) >= len(seq):
-                self._parse(tail + b"\n", need_names)
+                self._parse(tail, b"\n", need_names)
                 return True
             raise self.fail(
                 f"the file ends in the middle of read {read:,} (line {4 * read:,}: quality "
@@ -453,13 +458,20 @@ class _Side:
             raise self.fail(f"no reads: the file is empty{empty}")
         return False
 
-    def _parse(self, text: bytes, need_names: bool) -> None:
-        data = np.zeros(len(text) + _PAD_BYTES, np.uint8)
-        data[: len(text)] = np.frombuffer(text, np.uint8)
-        newlines = np.flatnonzero(data[: len(text)] == _NEWLINE)
+    def _parse(self, tail: bytes, block: bytes, need_names: bool) -> None:
+        """Parse the complete records of tail + block (at least one), keep the rest."""
+        size = len(tail) + len(block)
+        if len(self._buffer) < size + _PAD_BYTES:  # reused: no new pages for every block
+            self._buffer = np.empty(size + _PAD_BYTES, np.uint8)
+        data = self._buffer[: size + _PAD_BYTES]
+        data[: len(tail)] = np.frombuffer(tail, np.uint8)
+        data[len(tail) : size] = np.frombuffer(block, np.uint8)
+        data[size:] = 0
+        newlines = np.flatnonzero(data[:size] == _NEWLINE)
         n = len(newlines) // 4
         ends = newlines[: 4 * n].reshape(n, 4)
-        self._tail = text[ends[-1, 3] + 1 :]
+        end = int(ends[-1, 3])  # the last complete record's final newline
+        self._tail = data[end + 1 : size].tobytes()
         header_end, seq_end, plus_end, qual_end = ends.T
         header_start = np.empty(n, np.int64)
         header_start[0] = 0
@@ -471,32 +483,42 @@ class _Side:
         bad |= seq_length != qual_length
         if self.min_length:
             bad |= seq_length < self.min_length
-        carriage_return = text.find(b"\r", 0, int(ends[-1, 3]))
+        carriage_return = tail.find(b"\r", 0, end)
+        if carriage_return < 0 and end > len(tail):
+            carriage_return = block.find(b"\r", 0, end - len(tail))
+            carriage_return += len(tail) if carriage_return >= 0 else 0
         if carriage_return >= 0:
             bad[np.searchsorted(header_start, carriage_return, side="right") - 1] = True
+        if need_names:
+            self.names, self.name_lengths = _name_rows(data, header_start, header_end)
+            bad |= self.name_lengths > MAX_NAME_BYTES
         if bad.any():
             i = int(bad.argmax())
-            self.bad = (i, self._describe(text, i, ends[i], int(header_start[i])))
+            self.bad = (i, self._describe(data, i, ends[i], int(header_start[i])))
             seq_length = seq_length[:i]  # the reads before the bad one are handed out
         if len(seq_length):
             low, high = int(seq_length.min()), int(seq_length.max())
             if self.min_length_seen is None or low < self.min_length_seen:
                 self.min_length_seen = low
             self.max_length_seen = max(self.max_length_seen, high)
-        if need_names:
-            self.names, self.name_lengths = _name_rows(data, header_start, header_end)
-        self.data, self.n, self.pos = data, n, 0
+        self.n, self.pos = n, 0
 
-    def _describe(self, text: bytes, i: int, ends, header_start: int) -> str:
-        """What is wrong with record i of `text` (checks in the order of its lines)."""
+    def _describe(self, data: np.ndarray, i: int, ends, header_start: int) -> str:
+        """What is wrong with record i of the block (checks in the order of its lines)."""
         read = self.reads_done + i + 1
         line = 4 * (read - 1) + 1
-        header = text[header_start : ends[0]]
-        plus = text[ends[1] + 1 : ends[2]]
-        record = text[header_start : ends[3]]
+        header = data[header_start : ends[0]].tobytes()
+        plus = data[ends[1] + 1 : ends[2]].tobytes()
+        record = data[header_start : ends[3]].tobytes()
         seq_length, qual_length = ends[1] - ends[0] - 1, ends[3] - ends[2] - 1
         if not header.startswith(b"@"):
             return f"read {read:,} (line {line:,}): the header does not start with '@': {_show(header)}"
+        name = re.match(rb"[^\x00-\x20]*", header[1:])[0]
+        if len(name) > MAX_NAME_BYTES:
+            return (
+                f"read {read:,} (line {line:,}): the read name has more than {MAX_NAME_BYTES} "
+                f"characters (SAM's limit): {_show(name)}"
+            )
         if not plus.startswith(b"+"):
             return f"read {read:,} (line {line + 2:,}): the third line does not start with '+': {_show(plus)}"
         if b"\r" in record:
@@ -555,10 +577,10 @@ def _name_rows(data, header_start, header_end):
     """Each read's name (after '@', up to the first byte <= 0x20, without '/1' or '/2') as a
     row of uint64 words, zero padded; and the name lengths in bytes."""
     width = int((header_end - header_start).max())  # the header after '@' and its newline
-    width = -(-width // 8) * 8
+    width = min(-(-width // 8) * 8, _NAME_ROW_BYTES)
     name_start = header_start + 1
     rows = np.lib.stride_tricks.sliding_window_view(data, width)[name_start]
-    lengths = _first_true(rows <= 32)  # the newline ends the row at the latest
+    lengths = _first_true(rows <= 32)  # the newline, at the latest; `width` if none
     name_end = name_start + lengths
     mate = data[name_end - 1]
     lengths -= 2 * (
@@ -570,13 +592,17 @@ def _name_rows(data, header_start, header_end):
 
 
 def _first_true(flags: np.ndarray) -> np.ndarray:
-    """Column of the first True of each row of a bool matrix (width a multiple of 8, at least
-    one True per row), 8 columns at a time: about twice as fast as argmax(axis=1)."""
+    """Column of the first True of each row of a bool matrix whose width is a multiple of 8
+    (the width for a row without any), 8 columns at a time: twice as fast as argmax(axis=1)."""
     words = flags.view(np.uint64)  # little-endian: column 8w + b is byte b of word w
     first_word = (words != 0).argmax(axis=1)
     word = words[np.arange(len(words)), first_word]
+    none = word == 0
+    word[none] = 1
     lowest_bit = word & (~word + np.uint64(1))  # a power of two: 1 << (8 * byte)
-    return first_word * 8 + (np.log2(lowest_bit.astype(np.float64)).astype(np.int64) >> 3)
+    first = first_word * 8 + (np.log2(lowest_bit.astype(np.float64)).astype(np.int64) >> 3)
+    first[none] = flags.shape[1]
+    return first
 
 
 @cache
@@ -657,24 +683,23 @@ def _check_pairs(sides: list[_Side], progress: _Progress) -> None:
 
 
 def _compare_names(first: _Side, second: _Side, a: _Batch, b: _Batch) -> None:
-    words = min(a.names.shape[1], b.names.shape[1])
+    """Raise for the first pair of the batches whose names differ."""
+    words = min(a.names.shape[1], b.names.shape[1])  # equal names fit in both
     if np.array_equal(a.name_lengths, b.name_lengths) and np.array_equal(
         a.names[:, :words], b.names[:, :words]
     ):
         return
     differ = a.name_lengths != b.name_lengths
     differ |= (a.names[:, :words] != b.names[:, :words]).any(axis=1)
-    if differ.any():
-        i = int(differ.argmax())
-        read = a.first_read + i
-        message = (
-            f"read {read:,}: names differ between R1 and R2 (R1 {first.name(a, i)}, "
-            f"R2 {second.name(b, i)}); the files are not the two reads of one lane, or "
-            "not in the same order"
-        )
-        for side in (first, second):
-            try:
-                side.stream.drain()
-            except _Problem as p:
-                raise FastqError(f"{side.where}: {side.label} {side.path}: {p}") from None
-        raise FastqError(f"{first.where}: R1 {first.path} and R2 {second.path}: {message}")
+    i = int(differ.argmax())
+    message = (
+        f"read {a.first_read + i:,}: names differ between R1 and R2 (R1 {first.name(a, i)}, "
+        f"R2 {second.name(b, i)}); the files are not the two reads of one lane, or not in "
+        "the same order"
+    )
+    for side in (first, second):  # a damaged gzip stream would be the cause
+        try:
+            side.stream.drain()
+        except _Problem as p:
+            raise FastqError(f"{side.where}: {side.label} {side.path}: {p}") from None
+    raise FastqError(f"{first.where}: R1 {first.path} and R2 {second.path}: {message}")

@@ -8,14 +8,12 @@ become `kb/`; a rerun never reuses, or shares a folder with, an earlier attempt.
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kbagg.count.attempt import SampleLock, attempt_folder, remove_old_attempts
-from kbagg.kb.run import KbError, read_json_if_present, run_kb
+from kbagg.count.attempt import count_in_attempt
+from kbagg.kb.run import KbError, read_json_if_present
 
 WORKFLOWS = ("standard", "nac", "lamanno")
 
@@ -81,32 +79,26 @@ KB_MATRICES = {"raw": "counts_unfiltered/adata.h5ad", "filtered": "counts_filter
 
 def run_count(job: CountJob, log: Callable[[str], object] = print) -> Path:
     """Run kb count for `job` and install its folder as `job.kb_dir`; returns it."""
-    kb_dir = Path(job.kb_dir)
-    with SampleLock(kb_dir.parent, job.sample, log=log) as lock:
-        for old in remove_old_attempts(kb_dir):
-            log(f"sample '{job.sample}': removed {old.name} of an earlier attempt")
-        attempt = attempt_folder(kb_dir)
-        attempt.mkdir(parents=True)
-        try:
-            run_kb(
-                kb_count_args(job, attempt, attempt / "tmp"),
-                label=job.sample,
-                on_start=lock.record_child_group,
-            )
-        except KbError as error:
-            # kallisto >= 0.51 exits 1 on 0 pseudoaligned reads, which kb reports as a
-            # generic exception; its run_info.json still says why.
-            if read_json_if_present(attempt / "run_info.json").get("n_pseudoaligned") == 0:
+
+    def check(attempt: Path, error: KbError | None) -> None:
+        info = read_json_if_present(attempt / "run_info.json")
+        # kallisto >= 0.51 exits 1 on 0 pseudoaligned reads, which kb reports as a generic
+        # exception; its run_info.json still says why.
+        if info.get("n_pseudoaligned") == 0 or not (attempt / KB_MATRICES["raw"]).exists():
+            if error is None or info.get("n_pseudoaligned") == 0:
                 raise KbError(why_no_matrix(job.sample, attempt)) from error
-            raise
-        if not (attempt / KB_MATRICES["raw"]).exists():
-            raise KbError(why_no_matrix(job.sample, attempt))
+            return
         if job.filter and not (attempt / KB_MATRICES["filtered"]).exists():
             raise KbError(
                 f"sample '{job.sample}': kb count wrote the raw matrix but no filtered matrix "
                 "(bustools filter failed; see its log above)"
-            )
-        shutil.rmtree(attempt / "tmp", ignore_errors=True)
-        shutil.rmtree(kb_dir, ignore_errors=True)
-        os.replace(attempt, kb_dir)
-    return kb_dir
+            ) from error
+
+    return count_in_attempt(
+        Path(job.kb_dir),
+        job.sample,
+        lambda attempt: kb_count_args(job, attempt, attempt / "tmp"),
+        check,
+        label=job.sample,
+        log=log,
+    )

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from kbagg.atomic import atomic_output
+from kbagg.cells.metrics import mito_genes
 from kbagg.errors import KbaggError
 
 # Column order of metrics.tsv and summary.tsv.
@@ -37,6 +38,7 @@ COLUMNS = [
     "median_genes_per_cell",
     "fraction_umis_in_cells",
     "pct_mito",
+    "pct_doublets",
     "warnings",
 ]
 
@@ -51,10 +53,9 @@ TITLES = {
     "median_genes_per_cell": "median genes per cell",
     "fraction_umis_in_cells": "fraction of UMIs in cells",
     "pct_mito": "% mitochondrial UMIs",
+    "pct_doublets": "% predicted doublets",
 }
 METRICS = list(TITLES)
-
-MITO_PREFIXES = ("MT-", "mt-")
 
 
 @dataclass(frozen=True)
@@ -92,12 +93,6 @@ def genes_per_barcode(adata: ad.AnnData) -> np.ndarray:
     return _row_sums(adata.X > 0)
 
 
-def mito_genes(adata: ad.AnnData) -> np.ndarray:
-    """Boolean mask of mitochondrial genes: gene_name (else var_names) starting MT- or mt-."""
-    names = adata.var["gene_name"] if "gene_name" in adata.var else adata.var_names.to_series()
-    return names.astype(str).str.startswith(MITO_PREFIXES).to_numpy()
-
-
 def pct_mito(adata: ad.AnnData) -> float | None:
     """% of all UMIs in `adata` on mitochondrial genes; None when no gene name says MT-/mt-
     (the annotation does not allow it) or there are no UMIs at all."""
@@ -108,6 +103,14 @@ def pct_mito(adata: ad.AnnData) -> float | None:
     if total == 0:
         return None
     return 100.0 * float(adata[:, mask].X.sum()) / total
+
+
+def pct_doublets(cells: ad.AnnData) -> float | None:
+    """% of the cells Scrublet called doublets; None when no cell has a call."""
+    if "predicted_doublet" not in cells.obs:
+        return None
+    calls = cells.obs["predicted_doublet"].astype("boolean").dropna()
+    return 100.0 * float(calls.sum()) / len(calls) if len(calls) else None
 
 
 def _median(values: np.ndarray) -> float | None:
@@ -175,6 +178,7 @@ def sample_metrics(
         "median_genes_per_cell": None,
         "fraction_umis_in_cells": None,
         "pct_mito": None,
+        "pct_doublets": None,
     }
     if filtered is not None:
         cell_umis = umis_per_barcode(filtered)
@@ -185,6 +189,7 @@ def sample_metrics(
             median_genes_per_cell=_median(genes_per_barcode(filtered)),
             fraction_umis_in_cells=float(cell_umis.sum()) / total if total else None,
             pct_mito=pct_mito(filtered),
+            pct_doublets=pct_doublets(filtered),
         )
     else:
         row["pct_mito"] = pct_mito(raw)
@@ -197,7 +202,7 @@ def metrics_frame(rows: Iterable[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(list(rows), columns=COLUMNS)
     for column in ("reads_processed", "barcodes_seen", "cells_called"):
         frame[column] = pd.array(frame[column], dtype="Int64")
-    for column in ("pct_pseudoaligned", "pct_unique", "pct_mito"):
+    for column in ("pct_pseudoaligned", "pct_unique", "pct_mito", "pct_doublets"):
         frame[column] = pd.to_numeric(frame[column]).round(2)
     for column in ("median_umis_per_cell", "median_genes_per_cell"):
         frame[column] = pd.to_numeric(frame[column]).round(1)

@@ -36,15 +36,28 @@ def _pyplot():
 @dataclass(frozen=True)
 class Knee:
     umis: np.ndarray  # UMIs per barcode, all raw barcodes, descending
-    threshold: float | None  # smallest UMI count among the called cells; None without filter
-    cells: int | None  # called cells; None without filter
+    threshold: float | None  # smallest UMI count among bustools' cells; None without filter
+    cells: int | None  # bustools' cells; None without filter
+    emptydrops_ranks: np.ndarray | None = None  # 1-based ranks of EmptyDrops' cells, if run
 
 
 def knee_data(raw: ad.AnnData, filtered: ad.AnnData | None) -> Knee:
-    umis = np.sort(umis_per_barcode(raw))[::-1]
-    if filtered is None or filtered.n_obs == 0:
-        return Knee(umis, None, None if filtered is None else 0)
-    return Knee(umis, float(umis_per_barcode(filtered).min()), filtered.n_obs)
+    """The knee of `raw`, with the bustools calls (`raw.obs['bustools_cell']`, else the
+    barcodes of `filtered`) and, when EmptyDrops ran, its calls (`obs['emptydrops_cell']`)."""
+    per_barcode = umis_per_barcode(raw)
+    order = np.argsort(-per_barcode, kind="stable")
+    umis = per_barcode[order]
+    emptydrops = None
+    if "emptydrops_cell" in raw.obs:
+        emptydrops = np.flatnonzero(raw.obs["emptydrops_cell"].to_numpy(dtype=bool)[order]) + 1
+    if "bustools_cell" in raw.obs:
+        called = raw.obs["bustools_cell"].to_numpy(dtype=bool)
+    elif filtered is not None:
+        called = raw.obs_names.isin(filtered.obs_names)
+    else:
+        return Knee(umis, None, None, emptydrops)
+    threshold = float(per_barcode[called].min()) if called.any() else None
+    return Knee(umis, threshold, int(called.sum()), emptydrops)
 
 
 def plot_knee(knee: Knee, sample: str, output: str | Path, metrics: dict | None = None) -> None:
@@ -63,7 +76,17 @@ def plot_knee(knee: Knee, sample: str, output: str | Path, metrics: dict | None 
                 where="post",
                 color="#d95f02",
                 lw=2.4,
-                label=f"called cells ({knee.cells:,})",
+                label=f"bustools knee: {knee.cells:,} cells",
+            )
+        if knee.emptydrops_ranks is not None and len(knee.emptydrops_ranks):
+            ranks_ed = knee.emptydrops_ranks[knee.emptydrops_ranks <= len(positive)]
+            axis.scatter(
+                ranks_ed,
+                positive[ranks_ed - 1],
+                s=9,
+                color="#1b9e77",
+                zorder=3,
+                label=f"EmptyDrops: {len(knee.emptydrops_ranks):,} cells",
             )
         axis.set_xscale("log")
         axis.set_yscale("log")
@@ -72,7 +95,7 @@ def plot_knee(knee: Knee, sample: str, output: str | Path, metrics: dict | None 
     if knee.threshold is not None and knee.threshold > 0:
         axis.axhline(knee.threshold, color="#d95f02", ls="--", lw=1)
         axis.annotate(
-            f"filter threshold: {knee.threshold:,.0f} UMIs",
+            f"bustools threshold: {knee.threshold:,.0f} UMIs",
             xy=(1, knee.threshold),
             xycoords=("axes fraction", "data"),
             xytext=(-4, -4),

@@ -20,6 +20,8 @@ OUTPUT_FLAGS = {
     "nac": {"index": "-i", "t2g": "-g", "cdna": "-f1", "nascent": "-f2", "c1": "-c1", "c2": "-c2"},
 }
 OUTPUT_FLAGS["lamanno"] = OUTPUT_FLAGS["nac"]
+# Feature barcodes (kbagg.reference.features): -f1 is the FASTA of barcodes + Hamming-1 variants.
+OUTPUT_FLAGS["kite"] = {"index": "-i", "t2g": "-g", "mismatch_fasta": "-f1"}
 DOWNLOAD_OUTPUTS = ("index", "t2g", "c1", "c2")
 OFFLINE_HINTS = ("ConnectionError", "NameResolution", "Max retries exceeded", "urlopen error")
 
@@ -39,7 +41,7 @@ def reference_outputs(outdir: str | Path, workflow: str, *, download: bool = Fal
     return {k: str(Path(outdir) / names[k]) for k in keys}
 
 
-def _run_into_place(
+def run_ref_into_place(
     args_for: Callable[[Path], list[str]],
     outputs: dict[str, str],
     workflow: str,
@@ -81,7 +83,7 @@ def build_reference(
         f"{sum(shared.values()):,} exon/transcript lines on them",
         flush=True,
     )
-    _run_into_place(
+    run_ref_into_place(
         lambda staging: ["--tmp", str(staging / "tmp"), fasta, gtf],
         outputs,
         workflow,
@@ -92,7 +94,7 @@ def build_reference(
 
 def download_reference(name: str, workflow: str, outputs: dict[str, str], threads: int = 1) -> None:
     try:
-        _run_into_place(
+        run_ref_into_place(
             lambda staging: ["--tmp", str(staging / "tmp"), "-d", name],
             outputs,
             workflow,

@@ -5,12 +5,13 @@ sample paired 10x FASTQs split across lanes: read 1 holds a barcode taken from k
 on-list plus a UMI, read 2 a 90 bp sense-strand slice near the transcript's 3' end. Every
 (barcode, UMI) belongs to exactly one gene and reads carry no sequencing errors, so the UMI
 counts that kb should report are known exactly and are written next to the reads as
-`truth/<sample>.h5ad` (all barcodes, with `obs['is_cell']` marking real cells).
+`truth/<sample>.h5ad` (all barcodes, with `obs['is_cell']` marking real cells). Samples with
+`SampleSpec.hard` set (see `spec.HARD`) take their counts from `kbagg.simulate.cells` and
+their truth also holds `kind`, `cell_type` and `doublet_of`.
 """
 
 from __future__ import annotations
 
-import gzip
 import io
 import os
 from dataclasses import dataclass
@@ -22,22 +23,23 @@ import pandas as pd
 import scipy.sparse as sp
 
 from kbagg.atomic import atomic_output
+from kbagg.feature_types import GENE_EXPRESSION
 from kbagg.kb.technology import onlist_barcodes
-from kbagg.simulate.spec import DEMO, DemoSpec, SampleSpec, demo_outputs, fastq_path
+from kbagg.simulate.cells import simulate_droplets
+from kbagg.simulate.reads import fastq_record, random_seq, revcomp, write_gz
+from kbagg.simulate.spec import (
+    DEMO,
+    DemoSpec,
+    SampleSpec,
+    demo_outputs,
+    fastq_path,
+    feature_fastq_path,
+    libraries,
+)
 
-BASES = np.frombuffer(b"ACGT", dtype=np.uint8)
-COMPLEMENT = bytes.maketrans(b"ACGT", b"TGCA")
 CHROM = "chrS"
 READ2_LENGTH = 90
 UMI_LENGTH = {"10xv2": 10, "10xv3": 12}
-
-
-def _random_seq(rng: np.random.Generator, n: int) -> bytes:
-    return BASES[rng.integers(0, 4, n)].tobytes()
-
-
-def _revcomp(seq: bytes) -> bytes:
-    return seq.translate(COMPLEMENT)[::-1]
 
 
 @dataclass
@@ -63,13 +65,13 @@ def _make_genes(rng: np.random.Generator, n_genes: int) -> tuple[bytes, list[Gen
         return start, pos
 
     for g in range(n_genes):
-        add(_random_seq(rng, int(rng.integers(300, 600))))  # intergenic
+        add(random_seq(rng, int(rng.integers(300, 600))))  # intergenic
         n_exons = int(rng.integers(2, 4))
         exons = []
         for e in range(n_exons):
-            exons.append(add(_random_seq(rng, int(rng.integers(150, 400)))))
+            exons.append(add(random_seq(rng, int(rng.integers(150, 400)))))
             if e < n_exons - 1:
-                intron = bytearray(_random_seq(rng, int(rng.integers(120, 300))))
+                intron = bytearray(random_seq(rng, int(rng.integers(120, 300))))
                 intron[:2], intron[-2:] = b"GT", b"AG"
                 add(bytes(intron))
         strand = "+" if g % 2 == 0 else "-"
@@ -79,13 +81,13 @@ def _make_genes(rng: np.random.Generator, n_genes: int) -> tuple[bytes, list[Gen
             # A second isoform skipping the middle exon: reads still map to one gene only.
             transcripts[f"SIMT{g + 1:05d}.2"] = [0, 2]
         genes.append(Gene(gene_id, f"Sim{g + 1}", strand, exons, transcripts))
-    add(_random_seq(rng, 500))
+    add(random_seq(rng, 500))
     return b"".join(pieces), genes
 
 
 def _transcript_seq(genome: bytes, gene: Gene, exon_ids: list[int]) -> bytes:
     seq = b"".join(genome[gene.exons[i][0] - 1 : gene.exons[i][1]] for i in exon_ids)
-    return seq if gene.strand == "+" else _revcomp(seq)
+    return seq if gene.strand == "+" else revcomp(seq)
 
 
 def _gtf_lines(genes: list[Gene]) -> list[str]:
@@ -112,20 +114,28 @@ def _gtf_lines(genes: list[Gene]) -> list[str]:
     return lines
 
 
-def _pick_barcodes(rng: np.random.Generator, pool: np.ndarray, n: int) -> list[str]:
-    """n distinct barcodes at Hamming distance >= 3 from each other.
+def _pick_barcodes(
+    rng: np.random.Generator, pool: np.ndarray, n: int, taken: list[str] = ()
+) -> list[str]:
+    """n distinct barcodes at Hamming distance >= 3 from each other and from `taken`.
 
     bustools corrects barcodes within one mismatch of the filter list, so barcodes closer
     than that could be merged and the truth would no longer be exact.
     """
-    chosen: list[np.ndarray] = []
+    if n == 0 or len(pool) == 0:
+        return []
+    chosen = np.zeros((len(taken) + n, len(pool[0])), dtype=np.uint8)
+    for i, barcode in enumerate(taken):
+        chosen[i] = np.frombuffer(barcode.encode(), dtype=np.uint8)
+    n_chosen = len(taken)
     for idx in rng.permutation(len(pool)):
         candidate = np.frombuffer(pool[idx].encode(), dtype=np.uint8)
-        if all(np.count_nonzero(candidate != c) >= 3 for c in chosen):
-            chosen.append(candidate)
-            if len(chosen) == n:
+        if n_chosen == 0 or (chosen[:n_chosen] != candidate).sum(axis=1).min() >= 3:
+            chosen[n_chosen] = candidate
+            n_chosen += 1
+            if n_chosen == len(chosen):
                 break
-    return [c.tobytes().decode() for c in chosen]
+    return [c.tobytes().decode() for c in chosen[len(taken) : n_chosen]]
 
 
 def _simulate_counts(
@@ -145,21 +155,6 @@ def _simulate_counts(
     return counts
 
 
-def _fastq_record(name: str, seq: bytes) -> bytes:
-    return b"@%s\n%s\n+\n%s\n" % (name.encode(), seq, b"I" * len(seq))
-
-
-def _write_gz(path: Path, payload: bytes) -> None:
-    # mtime=0 and no file name in the header (the temp name holds a pid) make the gzip
-    # bytes, and so the demo, identical on every run.
-    with (
-        atomic_output(path) as tmp,
-        open(tmp, "wb") as raw,
-        gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz,
-    ):
-        gz.write(payload)
-
-
 def _write_text(path: Path, text: str) -> None:
     with atomic_output(path) as tmp:
         tmp.write_text(text)
@@ -175,8 +170,26 @@ def _simulate_sample(
 ) -> ad.AnnData:
     umi_len = UMI_LENGTH[sample.technology]
     pool = np.array(onlist_barcodes(sample.technology))
-    barcodes = _pick_barcodes(rng, pool, sample.n_cells + sample.n_empty)
-    counts = _simulate_counts(rng, sample, len(genes), profiles)
+    if sample.hard is None and sample.cell_barcodes:  # cells with given barcodes
+        cells = list(sample.cell_barcodes)
+        assert len(cells) == sample.n_cells, "n_cells must equal len(cell_barcodes)"
+        barcodes = cells + _pick_barcodes(rng, pool, sample.n_empty, taken=cells)
+        counts = _simulate_counts(rng, sample, len(genes), profiles)
+        is_cell = np.arange(len(barcodes)) < sample.n_cells
+        cell_type = np.where(is_cell, np.arange(len(barcodes)) % len(profiles), -1)
+        truth_obs = pd.DataFrame({"is_cell": is_cell, "cell_type": cell_type})
+    elif sample.hard is None:
+        barcodes = _pick_barcodes(rng, pool, sample.n_cells + sample.n_empty)
+        counts = _simulate_counts(rng, sample, len(genes), profiles)
+        is_cell = np.arange(len(barcodes)) < sample.n_cells
+        # cells follow the expression programmes in turn (see _simulate_counts); -1: empty
+        cell_type = np.where(is_cell, np.arange(len(barcodes)) % len(profiles), -1)
+        truth_obs = pd.DataFrame({"is_cell": is_cell, "cell_type": cell_type})
+    else:  # hard cases, with their own cell types (kbagg.simulate.cells)
+        droplets = simulate_droplets(rng, len(genes), sample.n_cells, sample.n_empty, sample.hard)
+        barcodes = _pick_barcodes(rng, pool, droplets.counts.shape[0])
+        counts = droplets.counts.toarray()
+        truth_obs = droplets.obs
     tx_seqs = [
         [_transcript_seq(genome, g, exon_ids) for exon_ids in g.transcripts.values()] for g in genes
     ]
@@ -188,7 +201,7 @@ def _simulate_sample(
         n_umis = int(counts[b].sum())
         umis: set[bytes] = set()
         while len(umis) < n_umis:
-            umis.add(_random_seq(rng, umi_len))
+            umis.add(random_seq(rng, umi_len))
         umi_iter = iter(sorted(umis))
         for g in np.repeat(np.arange(len(genes)), counts[b]):
             umi = next(umi_iter)
@@ -200,16 +213,14 @@ def _simulate_sample(
                 read1 = barcode.encode() + umi
                 r1, r2 = lanes[int(rng.integers(sample.lanes))]
                 name = f"{sample.name}:{read_no}"
-                r1.write(_fastq_record(name, read1))
-                r2.write(_fastq_record(name, read2))
+                r1.write(fastq_record(name, read1))
+                r2.write(fastq_record(name, read2))
                 read_no += 1
     for lane, (r1, r2) in enumerate(lanes, start=1):
-        _write_gz(fastq_path(outdir, sample.name, lane, 1), r1.getvalue())
-        _write_gz(fastq_path(outdir, sample.name, lane, 2), r2.getvalue())
+        write_gz(fastq_path(outdir, sample.name, lane, 1), r1.getvalue())
+        write_gz(fastq_path(outdir, sample.name, lane, 2), r2.getvalue())
 
-    obs = pd.DataFrame(
-        {"is_cell": np.arange(len(barcodes)) < sample.n_cells}, index=pd.Index(barcodes)
-    )
+    obs = truth_obs.set_axis(pd.Index(barcodes))
     var = pd.DataFrame(
         {"gene_name": [g.gene_name for g in genes]}, index=pd.Index([g.gene_id for g in genes])
     )
@@ -217,19 +228,29 @@ def _simulate_sample(
 
 
 def sample_sheet(outdir: Path, spec: DemoSpec = DEMO, relative_to: Path | None = None) -> str:
-    """The sample sheet for the demo FASTQs (paths relative to `relative_to` when given)."""
+    """The sample sheet for the demo FASTQs (paths relative to `relative_to` when given);
+    with a `feature_type` column when a sample has feature-barcode libraries."""
     meta_cols = sorted({k for s in spec.samples for k in s.metadata})
+    with_types = any(s.feature_libraries for s in spec.samples)
     rows = []
     for s in spec.samples:
-        for lane in range(1, s.lanes + 1):
-            paths = [fastq_path(outdir, s.name, lane, r) for r in (1, 2)]
-            if relative_to is not None:
-                paths = [Path(_relpath(p, relative_to)) for p in paths]
-            rows.append(
-                [s.name, *map(str, paths), s.technology, *(s.metadata[k] for k in meta_cols)]
-            )
-    header = ["sample", "fastq_1", "fastq_2", "technology", *meta_cols]
-    return "\n".join("\t".join(r) for r in [header, *rows]) + "\n"
+        for feature_type in libraries(s):
+            if feature_type == GENE_EXPRESSION:
+                pairs = [
+                    [fastq_path(outdir, s.name, lane, r) for r in (1, 2)]
+                    for lane in range(1, s.lanes + 1)
+                ]
+            else:
+                pairs = [[feature_fastq_path(outdir, s.name, feature_type, r) for r in (1, 2)]]
+            for paths in pairs:
+                if relative_to is not None:
+                    paths = [Path(_relpath(p, relative_to)) for p in paths]
+                row = [s.name, *map(str, paths), s.technology]
+                row += [feature_type] if with_types else []
+                rows.append(row + [s.metadata[k] for k in meta_cols])
+    header = ["sample", "fastq_1", "fastq_2", "technology"]
+    header += ["feature_type"] if with_types else []
+    return "\n".join("\t".join(r) for r in [header + meta_cols, *rows]) + "\n"
 
 
 def _relpath(path: Path, start: Path) -> str:
@@ -252,5 +273,18 @@ def write_demo(outdir: str | Path, spec: DemoSpec = DEMO) -> dict[str, list[Path
         truth = _simulate_sample(rng, outdir, sample, genome, genes, profiles)
         with atomic_output(outdir / "truth" / f"{sample.name}.h5ad") as tmp:
             truth.write_h5ad(tmp)
+        if sample.feature_libraries:
+            from kbagg.simulate.features import DEMO_FEATURES, write_feature_libraries
+
+            cells = truth.obs["is_cell"].to_numpy(dtype=bool)
+            write_feature_libraries(
+                outdir,
+                sample.name,
+                list(truth.obs_names[cells]),
+                truth.obs["cell_type"].to_numpy()[cells],
+                DEMO_FEATURES,
+                technology=sample.technology,
+                feature_types=sample.feature_libraries,
+            )
     _write_text(outdir / "samples.tsv", sample_sheet(outdir, spec, relative_to=outdir))
     return demo_outputs(outdir, spec)

@@ -9,6 +9,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kbagg.feature_types import ANTIBODY_CAPTURE, GENE_EXPRESSION, MODALITY, MULTIPLEXING_CAPTURE
+
+
+@dataclass(frozen=True)
+class HardCells:
+    """Hard cases for cell calling (see `kbagg.simulate.cells`): small cells at a fraction
+    of normal depth, empty droplets of ambient RNA at realistic depth, and doublets."""
+
+    n_small_cells: int
+    doublet_fraction: float = 0.08  # of non-empty droplets
+    n_cell_types: int = 6  # normal types; small cells are one more type of their own
+    cell_umis_median: float = 2500.0
+    cell_umis_sigma: float = 0.35  # log-normal spread of cell depth
+    small_cell_depth: float = 0.2  # small cells' depth relative to normal cells
+    empty_umis_median: float = 3.0
+    empty_umis_sigma: float = 0.9
+    empty_umis_max: int = 50
+    program_fraction: float = 0.1  # genes of each type's own programme ...
+    program_off: float = 0.02  # ... at this relative level in the other types
+
 
 @dataclass(frozen=True)
 class SampleSpec:
@@ -20,6 +40,12 @@ class SampleSpec:
     metadata: dict = field(default_factory=dict)
     # Genes (by index) that no cell of this sample expresses.
     silent_genes: tuple[int, ...] = ()
+    # None: the easy demo model (cells far above empty droplets); else hard cases.
+    hard: HardCells | None = None
+    # Feature-barcode libraries of the same cells (kbagg.simulate.features), by feature type.
+    feature_libraries: tuple[str, ...] = ()
+    # The cells' barcodes, when they must be given ones (n_cells of them); else drawn.
+    cell_barcodes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -28,24 +54,60 @@ class DemoSpec:
     n_genes: int = 30
     samples: tuple[SampleSpec, ...] = (
         SampleSpec("pbmc_a", "10xv2", 2, 40, 150, {"condition": "control", "donor": "d1"}),
-        SampleSpec("pbmc_b", "10xv3", 2, 30, 120, {"condition": "treated", "donor": "d1"}),
+        # CITE-seq: antibody counts of the same cells
+        SampleSpec(
+            "pbmc_b",
+            "10xv3",
+            2,
+            30,
+            120,
+            {"condition": "treated", "donor": "d1"},
+            feature_libraries=(ANTIBODY_CAPTURE,),
+        ),
+        # cell hashing: cells of 4 donors pooled, told apart by their hashtag
         SampleSpec(
             "pbmc_c",
-            "10xv2",
+            "10xv3",
             1,
-            25,
+            60,
             100,
-            {"condition": "treated", "donor": "d2"},
+            {"condition": "treated", "donor": "pool"},
             silent_genes=tuple(range(24, 30)),
+            feature_libraries=(MULTIPLEXING_CAPTURE,),
         ),
     )
 
 
 DEMO = DemoSpec()
 
+# Hard cases with truth: small cells below the knee, many empty droplets, ~8% doublets.
+# 600 genes: Scrublet keeps only its highly variable genes and needs more than its 30
+# principal components of them (with 60 genes it kept 18).
+HARD = DemoSpec(
+    seed=11,
+    n_genes=600,
+    samples=(
+        SampleSpec(
+            "hard_a",
+            "10xv3",
+            1,
+            n_cells=150,
+            n_empty=2000,
+            metadata={"condition": "hard", "donor": "d3"},
+            hard=HardCells(n_small_cells=40, cell_umis_median=1200.0),
+        ),
+    ),
+)
+
 
 def fastq_path(outdir: Path, sample: str, lane: int, read: int) -> Path:
     return Path(outdir) / "fastq" / f"{sample}_S1_L{lane:03d}_R{read}_001.fastq.gz"
+
+
+def feature_fastq_path(outdir: str | Path, sample: str, feature_type: str, read: int) -> Path:
+    """``fastq/<sample>_<modality>_S1_L001_R<read>_001.fastq.gz`` under `outdir`."""
+    name = f"{sample}_{MODALITY[feature_type]}_S1_L001_R{read}_001.fastq.gz"
+    return Path(outdir) / "fastq" / name
 
 
 def demo_outputs(outdir: str | Path, spec: DemoSpec = DEMO) -> dict[str, list[Path]]:
@@ -57,10 +119,30 @@ def demo_outputs(outdir: str | Path, spec: DemoSpec = DEMO) -> dict[str, list[Pa
         for lane in range(1, s.lanes + 1)
         for read in (1, 2)
     ]
-    return {
+    fastqs += [
+        feature_fastq_path(outdir, s.name, feature_type, read)
+        for s in spec.samples
+        for feature_type in s.feature_libraries
+        for read in (1, 2)
+    ]
+    truth = [outdir / "truth" / f"{s.name}.h5ad" for s in spec.samples]
+    truth += [
+        outdir / "truth" / f"{s.name}_{MODALITY[t]}.h5ad"
+        for s in spec.samples
+        for t in s.feature_libraries
+    ]
+    outputs = {
         "genome": [outdir / "genome.fa"],
         "gtf": [outdir / "genes.gtf"],
         "fastq": fastqs,
-        "truth": [outdir / "truth" / f"{s.name}.h5ad" for s in spec.samples],
+        "truth": truth,
         "sheet": [outdir / "samples.tsv"],
     }
+    if any(s.feature_libraries for s in spec.samples):
+        outputs["feature_reference"] = [outdir / "feature_reference.csv"]
+    return outputs
+
+
+def libraries(sample: SampleSpec) -> list[str]:
+    """The sample's library types, gene expression first."""
+    return [GENE_EXPRESSION, *sample.feature_libraries]

@@ -1,0 +1,38 @@
+"""Rule soma: bring the TileDB-SOMA store up to date; only new samples are written."""
+
+import socket
+from datetime import UTC, datetime
+
+import pandas as pd
+
+import kbagg
+from kbagg.aggregate.soma import update_store
+from kbagg.rule import run_rule
+
+
+def main(smk) -> None:
+    params = smk.params
+    # Names this run in obs['kbagg_run'] of the cells it adds (made here, not a param: a
+    # param would change every run and make Snakemake redo the job).
+    run_id = (
+        f"kbagg {kbagg.__version__} {socket.gethostname()} {datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}"
+    )
+    metadata = pd.DataFrame(params.metadata).rename(columns={"sample": params.label})
+    manifest = update_store(
+        params.uri,
+        dict(zip(params.samples, smk.input.matrices, strict=True)),
+        run_id=run_id,
+        manifest_path=smk.output[0],
+        measurement=params.measurement,
+        label=params.label,
+        index_unique=params.index_unique or None,
+        obs_metadata=metadata,
+        log=print,
+    )
+    print(
+        f"{params.uri}: {manifest['action']}; {manifest['n_obs']:,} cells x "
+        f"{manifest['n_vars']:,} genes"
+    )
+
+
+run_rule(snakemake, main)

@@ -1,0 +1,141 @@
+"""The rules' conda environments (envs/*.yaml) hold everything their code imports.
+
+conda has no reachable channel here, so each env is rebuilt as a venv from its pip list (the
+kbagg line pointing at this checkout instead of the release tag), and each of its rules' jobs
+from the demo is run again in it: the very script Snakemake ran, preamble included. Two
+differences from Snakemake's conda mode, both on the strict side:
+
+- the preamble's `sys.path.extend([...])` of the Snakemake process's own paths is emptied.
+  With conda, Snakemake appends them, so a package missing from the env can be found in the
+  environment that runs Snakemake and hide the gap; here it cannot.
+- snakemake itself is installed into the venv, because unpickling the `snakemake` object of
+  the preamble needs it (with conda it comes from those appended paths).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+
+ENVS = sorted((REPO / "envs").glob("*.yaml"))
+RULE_BLOCK = re.compile(r"^\s*rule (\w+):\n(.*?)(?=^\s*rule |\Z)", re.S | re.M)
+# The order the demo ran them in, so each job finds its inputs.
+RULE_ORDER = [
+    "simulate_demo",
+    "reference",
+    "onlist",
+    "feature_index",
+    "fastq_check",
+    "kb_count",
+    "cells",
+    "count_features",
+    "sample_h5mu",
+    "qc_sample",
+    "qc_summary",
+    "hashtag_qc",
+    "aggregate",
+    "aggregate_h5mu",
+    "soma",
+    "multiqc",
+]
+
+
+def pins(path: Path) -> dict[str, str]:
+    found = {}
+    for line in path.read_text().splitlines():
+        if "==" in line and not line.lstrip().startswith("#"):
+            name, version = line.strip().lstrip("- ").split("==", 1)
+            found[name.lower().replace("_", "-")] = version.strip()
+    return found
+
+
+def env_pip_list(env: Path) -> list[str]:
+    spec = yaml.safe_load(env.read_text())
+    (pip,) = [d["pip"] for d in spec["dependencies"] if isinstance(d, dict)]
+    return pip
+
+
+def rules_by_env() -> dict[str, dict[str, str]]:
+    """env file name -> {rule: script name}, from the rules' conda: and script: directives."""
+    found: dict[str, dict[str, str]] = {}
+    for smk in (REPO / "workflow" / "rules").glob("*.smk"):
+        for rule, body in RULE_BLOCK.findall(smk.read_text()):
+            env = re.search(r'conda:\s*\n\s*"\.\./\.\./envs/([\w.]+)"', body)
+            script = re.search(r'script:\s*\n\s*script_path\("([\w.]+)"\)', body)
+            if env and script:
+                found.setdefault(env[1], {})[rule] = script[1]
+    return found
+
+
+def test_env_versions_match_the_constraints_and_kbagg_is_the_release():
+    constraints = pins(REPO / "constraints.txt")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    version = re.search(r'__version__ = "([^"]+)"', (REPO / "src/kbagg/__init__.py").read_text())[1]
+    url = project["project"]["urls"]["Repository"]
+    for env in ENVS:
+        for name, pinned in pins(env).items():
+            assert constraints.get(name) == pinned, f"{env.name}: {name}=={pinned}"
+        (kbagg,) = [line for line in env_pip_list(env) if line.startswith("kbagg")]
+        assert kbagg.endswith(f"@ git+{url}.git@v{version}"), f"{env.name}: {kbagg}"
+
+
+def test_every_rule_with_a_script_names_an_env():
+    rules = {rule for env in rules_by_env().values() for rule in env}
+    assert set(RULE_ORDER) <= rules
+    assert set(rules_by_env()) == {env.name for env in ENVS}
+
+
+def build_venv(env: Path, folder: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
+    python = folder / "bin" / "python"
+    packages = []
+    for line in env_pip_list(env):
+        if line.startswith("kbagg"):
+            extras = re.match(r"kbagg(\[[^\]]*\])?", line)[1] or ""
+            packages.append(f"{REPO}{extras}")
+        else:
+            packages.append(line)
+    constraints = pins(REPO / "constraints.txt")
+    packages.append(f"snakemake=={constraints['snakemake']}")
+    proc = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "-c", str(REPO / "constraints.txt"), *packages],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return python
+
+
+def strict(script: Path) -> str:
+    """The job's script with the Snakemake process's sys.path entries removed."""
+    text = script.read_text(errors="surrogateescape")
+    stripped, n = re.subn(r"import sys;sys\.path\.extend\(\[[^\]]*\]\);", "import sys;", text)
+    assert n == 1, f"{script.name}: preamble not recognised"
+    return stripped
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env", ENVS, ids=[e.name for e in ENVS])
+def test_each_rule_runs_in_its_env(env, demo_run, tmp_path):
+    workdir = tmp_path / "demo"
+    shutil.copytree(demo_run, workdir, symlinks=True)
+    python = build_venv(env, tmp_path / "venv")
+    scripts = sorted((workdir / ".snakemake" / "scripts").glob("tmp*.py"))
+    rules = rules_by_env()[env.name]
+    for rule in [r for r in RULE_ORDER if r in rules]:
+        candidates = [s for s in scripts if s.name.endswith(f".{rules[rule]}")]
+        assert candidates, f"no job script of rule {rule} kept by the demo run"
+        job = candidates[0]
+        job.write_text(strict(job), errors="surrogateescape")
+        proc = subprocess.run(
+            [str(python), str(job)], cwd=workdir, capture_output=True, text=True, timeout=600
+        )
+        assert proc.returncode == 0, f"{rule} in {env.name}:\n{proc.stdout}\n{proc.stderr}"

@@ -1,0 +1,112 @@
+"""The hard-case droplet simulator (kbagg.simulate.cells) and the HARD FASTQ demo (slow)."""
+
+from __future__ import annotations
+
+import gzip
+from collections import Counter
+
+import anndata as ad
+import numpy as np
+import pytest
+from scipy.stats import chisquare
+
+from kbagg.cells.emptydrops import empty_drops
+from kbagg.simulate.cells import KINDS, SMALL_TYPE, simulate_droplets
+from kbagg.simulate.demo import write_demo
+from kbagg.simulate.spec import HARD, HardCells, demo_outputs
+
+SPEC = HardCells(n_small_cells=100, doublet_fraction=0.08, n_cell_types=5)
+
+
+@pytest.fixture(scope="module")
+def droplets():
+    return simulate_droplets(np.random.default_rng(3), 500, 400, 20_000, SPEC)
+
+
+def test_truth_labels_are_consistent(droplets):
+    obs = droplets.obs
+    assert droplets.counts.shape == (len(obs), 500)
+    assert list(obs["kind"].cat.categories) == list(KINDS)
+    # 8% of the non-empty droplets are doublets: 500 singlets -> 43 doublets.
+    assert obs["kind"].value_counts().to_dict() == {
+        "empty": 20_000, "cell": 400, "small_cell": 100, "doublet": 43,
+    }  # fmt: skip
+    assert (obs["is_cell"] == (obs["kind"] != "empty")).all()
+    singlet = obs["kind"].isin(["cell", "small_cell"])
+    types = {f"type{i}" for i in range(1, 6)}
+    assert set(obs.loc[obs["kind"] == "cell", "cell_type"]) == types
+    assert set(obs.loc[obs["kind"] == "small_cell", "cell_type"]) == {SMALL_TYPE}
+    assert (obs.loc[~singlet, "cell_type"] == "").all()
+    parents = obs.loc[obs["kind"] == "doublet", "doublet_of"].str.split("+")
+    assert parents.map(len).eq(2).all() and set(parents.sum()) <= types | {SMALL_TYPE}
+    assert (obs.loc[obs["kind"] != "doublet", "doublet_of"] == "").all()
+
+
+def test_depths_follow_the_spec(droplets):
+    totals = np.asarray(droplets.counts.sum(axis=1)).ravel()
+    kind = droplets.obs["kind"].to_numpy()
+    cell, small = np.median(totals[kind == "cell"]), np.median(totals[kind == "small_cell"])
+    assert cell == pytest.approx(2500, rel=0.1)
+    assert small / cell == pytest.approx(0.2, rel=0.15)
+    empty = totals[kind == "empty"]
+    assert empty.min() >= 1 and empty.max() <= 50 and np.median(empty) == 3
+    assert np.mean(empty <= 10) > 0.85 and empty.max() > 30  # mostly 1-10, a tail to ~50
+    assert np.median(totals[kind == "doublet"]) > 1.5 * cell  # two cells' molecules
+
+
+def test_empty_droplets_are_draws_from_the_ambient_mixture(droplets):
+    kind = droplets.obs["kind"].to_numpy()
+    pooled = np.asarray(droplets.counts[kind == "empty"].sum(axis=0)).ravel()
+    # The ambient profile is the UMI-weighted mixture of the type profiles ...
+    ambient = droplets.ambient
+    weights = np.linalg.lstsq(np.array(list(droplets.profiles.values())).T, ambient, rcond=None)[0]
+    assert (weights > 0).all() and weights.sum() == pytest.approx(1.0)
+    # ... and pooled empty droplets fit it (chi-square on genes with >= 5 expected UMIs).
+    expected = ambient * pooled.sum()
+    enough = expected >= 5
+    fit = chisquare(
+        pooled[enough], expected[enough] * pooled[enough].sum() / expected[enough].sum()
+    )
+    assert fit.pvalue > 0.001
+    # A single cell type does not fit them.
+    one_type = droplets.profiles["type1"] * pooled.sum()
+    other = chisquare(
+        pooled[enough], one_type[enough] * pooled[enough].sum() / one_type[enough].sum()
+    )
+    assert other.pvalue < 1e-10
+
+
+def test_same_seed_same_droplets():
+    first = simulate_droplets(np.random.default_rng(9), 100, 30, 200, HardCells(10))
+    again = simulate_droplets(np.random.default_rng(9), 100, 30, 200, HardCells(10))
+    assert (first.counts != again.counts).nnz == 0
+    assert first.obs.equals(again.obs)
+
+
+@pytest.mark.slow
+def test_hard_demo_writes_fastqs_that_hold_the_truth(tmp_path):
+    files = write_demo(tmp_path, HARD)
+    assert files == demo_outputs(tmp_path, HARD)
+    assert all(p.is_file() for ps in files.values() for p in ps)
+    (sample,) = HARD.samples
+    truth = ad.read_h5ad(files["truth"][0])
+    assert truth.obs.columns.tolist() == ["kind", "is_cell", "cell_type", "doublet_of"]
+    kinds = truth.obs["kind"].value_counts().to_dict()
+    assert kinds["cell"] == sample.n_cells and kinds["empty"] == sample.n_empty
+    assert kinds["small_cell"] == sample.hard.n_small_cells and kinds["doublet"] == 17
+    # Read 1 holds barcode + UMI: distinct UMIs per barcode are the truth's totals.
+    umis = Counter()
+    seen = set()
+    with gzip.open(files["fastq"][0], "rt") as r1:
+        for i, line in enumerate(r1):
+            if i % 4 == 1 and line not in seen:
+                seen.add(line)
+                umis[line[:16]] += 1
+    totals = np.asarray(truth.X.sum(axis=1)).ravel()
+    assert umis == dict(zip(truth.obs_names, totals.astype(int), strict=True))
+    # The hard cases are what they claim: the knee misses the small cells, EmptyDrops not.
+    result = empty_drops(truth.X, n_iter=10_000)
+    small = (truth.obs["kind"] == "small_cell").to_numpy()
+    assert np.mean(totals[small] >= result.params["knee"]) < 0.5
+    assert result.is_cell[small].mean() >= 0.95
+    assert (truth.obs["kind"][result.is_cell] != "empty").all()
