@@ -1,4 +1,4 @@
-"""Rule aggregate: every sample's matrix in one h5ad, with provenance in uns['kbagg']."""
+"""Rule aggregate: every sample's matrix in one h5ad (or zarr), with provenance in uns['kbagg']."""
 
 import pandas as pd
 
@@ -24,6 +24,9 @@ def main(smk) -> None:
         obs_metadata=metadata,
         chunk_entries=smk.resources.chunk_entries,
         uns={"kbagg": provenance},
+        format=params.format,
+        compression=params.compression,
+        threads=smk.threads,
     )
     print(f"{len(matrices)} samples aggregated into {smk.output[0]}")
 

@@ -397,3 +397,20 @@ def test_download_reference_plans_the_download_rule(tmp_path):
     assert proc.returncode == 0, output(proc)
     planned = {line.split()[0] for line in proc.stdout.splitlines() if line.startswith("reference")}
     assert planned == {"reference_download"}
+
+
+@pytest.mark.parametrize(
+    ("aggregate", "message"),
+    [
+        (
+            {"compression": "lzf", "format": "zarr"},
+            "config aggregate.compression: compression 'lzf'",
+        ),
+        ({"compression": "gzip:12"}, "config aggregate.compression: compression 'gzip:12'"),
+        ({"gene_major": True, "format": "zarr"}, "config aggregate.gene_major"),
+    ],
+)
+def test_aggregate_output_options_are_checked_before_anything_runs(tmp_path, aggregate, message):
+    proc = dry_run_with(tmp_path, "S1\ta.fq\tb.fq\t10xv2\tx\n", aggregate=aggregate)
+    assert proc.returncode != 0
+    assert message in output(proc)

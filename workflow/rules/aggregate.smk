@@ -8,7 +8,11 @@ rule aggregate:
         kb_info=expand("results/samples/{sample}/kb/kb_info.json", sample=SAMPLES),
         checks=[path for sample in SAMPLES for path in all_lane_checks(sample)],
     output:
-        "results/aggregate/{kind}.h5ad",
+        (
+            directory("results/aggregate/{kind}.zarr")
+            if AGG["format"] == "zarr"
+            else "results/aggregate/{kind}.h5ad"
+        ),
     log:
         "logs/aggregate/{kind}.log",
     benchmark:
@@ -25,6 +29,8 @@ rule aggregate:
         join=AGG["join"],
         label=AGG["label"],
         index_unique=AGG["index_unique"],
+        format=AGG["format"],
+        compression=AGG["compression"],
         # A dict, not a DataFrame: Snakemake's rerun check hashes a DataFrame's values but
         # not its column names, so renaming a metadata column would not rerun this.
         metadata=SHEET.metadata().to_dict("list"),
@@ -32,6 +38,28 @@ rule aggregate:
         sample_sheet=provenance_sample_sheet(),
     script:
         script_path("aggregate.py")
+
+
+rule aggregate_gene_major:
+    input:
+        "results/aggregate/{kind}.h5ad",
+    output:
+        "results/aggregate/{kind}.by_gene.h5ad",
+    log:
+        "logs/aggregate/{kind}_by_gene.log",
+    benchmark:
+        "benchmarks/aggregate/{kind}_by_gene.tsv"
+    conda:
+        "../../envs/python.yaml"
+    threads: rule_resources("aggregate")["threads"]
+    resources:
+        mem_mb=mem_mb("aggregate"),
+        runtime=rule_resources("aggregate")["runtime"],
+        chunk_entries=chunk_entries,
+    params:
+        compression=AGG["compression"],
+    script:
+        script_path("aggregate_gene_major.py")
 
 
 rule aggregate_h5mu:

@@ -32,6 +32,7 @@ _require_kbagg()
 
 from kbagg.cells import CELL_COLUMNS
 from kbagg.feature_types import FEATURE_TYPE_OF
+from kbagg.aggregate.output import check_output_options
 from kbagg.config import (
     check_config,
     check_feature_config,
@@ -72,6 +73,11 @@ try:
     check_feature_config(config, SHEET, will_exist=_demo_files)
     HASHTAG_SAMPLES = hashtag_samples(config)
     DEMULTIPLEXED_METADATA = demultiplexed_metadata(config, SHEET.metadata_columns)
+    check_output_options(
+        config["aggregate"]["format"],
+        config["aggregate"]["compression"],
+        config["aggregate"]["gene_major"],
+    )
 except KbaggError as error:
     raise WorkflowError(str(error))
 SAMPLES = SHEET.names
@@ -234,6 +240,11 @@ def aggregate_h5mu_inputs(wildcards):
     }
 
 
+def aggregate_path(kind):
+    """results/aggregate/<kind>.h5ad, or .zarr with aggregate.format zarr."""
+    return f"results/aggregate/{kind}.{config['aggregate']['format']}"
+
+
 def sample_matrix(kind):
     return f"results/samples/{{sample}}/{kind}.h5ad"
 
@@ -255,8 +266,14 @@ def final_outputs():
         if config["aggregate"]["soma"]["enabled"] and FILTER
         else []
     )
+    gene_major = (
+        [f"results/aggregate/{kind}.by_gene.h5ad" for kind in kinds]
+        if config["aggregate"]["gene_major"]
+        else []
+    )
     return (
-        [f"results/aggregate/{kind}.h5ad" for kind in kinds]
+        [aggregate_path(kind) for kind in kinds]
+        + gene_major
         + h5mu
         + soma
         + qc_outputs()

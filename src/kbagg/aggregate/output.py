@@ -24,6 +24,7 @@ import numpy as np
 from isal import isal_zlib
 
 from kbagg.aggregate.matrix import INDEX_DTYPE, RowChunk
+from kbagg.errors import KbaggError
 
 CHUNK_ENTRIES = 1 << 18  # values per stored chunk: 1 MB of float32/int32, 2 MB of int64 indptr
 GENE_MAJOR_CHUNK_ENTRIES = 1 << 16  # 256 KB: what reading one gene of a CSC matrix costs
@@ -92,6 +93,21 @@ class Compression:
         if self.method == "gzip":
             return [GzipCodec(level=self.level)]
         return []
+
+
+def check_output_options(fmt: str, compression: str | None, gene_major: bool) -> Compression:
+    """The workflow's ``aggregate.format``, ``aggregate.compression`` and
+    ``aggregate.gene_major``, checked together at parse time (KbaggError naming the key)."""
+    try:
+        parsed = Compression.parse(compression, fmt)
+    except ValueError as error:
+        raise KbaggError(f"config aggregate.compression: {error}") from None
+    if gene_major and fmt != "h5ad":
+        raise KbaggError(
+            "config aggregate.gene_major: the gene-major copy is an h5ad; it needs "
+            f"aggregate.format h5ad (not {fmt})"
+        )
+    return parsed
 
 
 def shuffle_bytes(values: np.ndarray) -> np.ndarray:
