@@ -49,6 +49,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import statistics
@@ -84,21 +85,48 @@ ad.concat(adatas, join=join, label=label, index_unique=index_unique or None).wri
 # As tests/concat_helpers.py's child_peak_rss_mb, plus CPU time: fork+exec from a tiny
 # process, so ru_maxrss is the child tree's (its largest process) and not this process's;
 # user + system CPU of everything the child waited for (kb's kallisto and bustools too).
+# Every 0.2 s it also samples each process of the child's tree from /proc (own CPU, CPU of
+# reaped children, parent, command line) and writes them to argv[1] (unless "-"): that
+# gives Snakemake's own CPU and each job's.
 TRAMPOLINE = """
-import os, sys
+import json, os, sys, time
+tree_out, command = sys.argv[1], sys.argv[2:]
 pid = os.fork()
 if pid == 0:
-    os.execv(sys.argv[1], sys.argv[1:])
-_, status, usage = os.wait4(pid, 0)
-sys.stderr.write(f"\\nCPU_S={usage.ru_utime + usage.ru_stime} MAXRSS_KB={usage.ru_maxrss}\\n")
-sys.exit(os.waitstatus_to_exitcode(status))
-"""
+    os.execv(command[0], command)
+tick, seen = os.sysconf("SC_CLK_TCK"), {}
 
-IMPORT_CHILD = """
-import sys, time
-start = time.perf_counter()
-exec(sys.argv[1])
-print(time.perf_counter() - start)
+def sample(p):
+    try:
+        with open(f"/proc/{p}/stat") as f:
+            v = f.read().rsplit(")", 1)[1].split()
+        with open(f"/proc/{p}/cmdline", "rb") as f:
+            cmd = f.read().replace(b"\\0", b" ").decode(errors="replace").strip()
+        kids = []
+        for task in os.listdir(f"/proc/{p}/task"):  # children of every thread
+            with open(f"/proc/{p}/task/{task}/children") as f:
+                kids += f.read().split()
+    except (OSError, IndexError, ValueError):
+        return
+    own, key = (int(v[11]) + int(v[12])) / tick, f"{p}:{v[19]}"
+    cmd = cmd or seen.get(key, {}).get("cmd", "")  # a zombie's command line is empty
+    seen[key] = {"pid": p, "ppid": int(v[1]), "cmd": cmd, "own": own,
+                 "with_reaped": own + (int(v[13]) + int(v[14])) / tick}
+    for kid in kids:
+        sample(int(kid))
+
+while True:
+    done, status, usage = os.wait4(pid, os.WNOHANG)
+    if done:
+        break
+    sample(pid)
+    time.sleep(0.2)
+if tree_out != "-":
+    with open(tree_out, "w") as f:
+        json.dump({"root": pid, "processes": list(seen.values())}, f)
+cpu = usage.ru_utime + usage.ru_stime
+sys.stderr.write(f"\\nCPU_S={cpu} MAXRSS_KB={usage.ru_maxrss}\\n")
+sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
@@ -164,24 +192,24 @@ def clean(folder: Path, names) -> None:
             target.unlink()
 
 
-def run_child(command: list[str], log: Path) -> dict:
+def run_child(command: list[str], log: Path, tree: Path | None = None) -> dict:
     """Run `command` (stdout and stderr to `log`); return its wall and CPU time (s), peak
-    RSS (MB) and the epoch times it started and ended."""
+    RSS (MB) and the epoch times it started and ended; its process tree's samples to `tree`."""
     with open(log, "w") as out:
         started, start = time.time(), time.perf_counter()
         proc = subprocess.run(
-            [PYTHON, "-c", TRAMPOLINE, *command], stdout=out, stderr=subprocess.PIPE, text=True
+            [PYTHON, "-c", TRAMPOLINE, str(tree or "-"), *command], stdout=out, stderr=out
         )
         wall, ended = time.perf_counter() - start, time.time()
-        err, _, tail = proc.stderr.rpartition("CPU_S=")
-        out.write(err)
+    text = log.read_text()
     if proc.returncode != 0:
-        sys.exit(f"failed ({proc.returncode}): {shlex.join(command)}\n{log.read_text()[-3000:]}")
-    cpu, rss = tail.split()
+        sys.exit(f"failed ({proc.returncode}): {shlex.join(command)}\n{text[-3000:]}")
+    last = "CPU_S=" + text.rsplit("\nCPU_S=", 1)[1]
+    figures = dict(item.split("=") for item in last.split())
     return {
         "wall_s": wall,
-        "cpu_s": float(cpu),
-        "peak_rss_mb": int(rss.removeprefix("MAXRSS_KB=")) / 1024,
+        "cpu_s": float(figures["CPU_S"]),
+        "peak_rss_mb": int(figures["MAXRSS_KB"]) / 1024,
         "started": started,
         "ended": ended,
     }
@@ -194,10 +222,12 @@ def run_workflow(workdir: Path, mode: str, tag: str) -> dict:
     clean(rundir, WORKFLOW_OUTPUTS)
     command = [PYTHON, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(rundir)]
     command += ["--cores", "2", "--configfile", str(write_config(workdir, mode))]
-    run = run_child(command, workdir / f"snakemake_{mode}_{tag}.log")
+    tree = workdir / f"tree_{mode}_{tag}.json"
+    run = run_child(command, workdir / f"snakemake_{mode}_{tag}.log", tree)
     jobs = read_benchmarks(rundir)
     return {
         **run,
+        "cpu": cpu_by_rule(json.loads(tree.read_text())),
         "load": os.getloadavg()[0],
         "jobs": jobs,
         "shares": wall_shares(jobs, run["started"], run["ended"]),
@@ -225,6 +255,36 @@ def read_benchmarks(rundir: Path) -> list[dict]:
             }
         )
     return jobs
+
+
+def cpu_by_rule(tree: dict) -> dict[str, float]:
+    """CPU seconds of Snakemake's own process and of each rule's jobs (summed), from the
+    samples of the process tree. A process's CPU is the larger of its own plus its reaped
+    children's at its last sample and its own plus its sampled children's (a child that
+    ended after the parent's last sample still counts)."""
+    procs = {f"{p['pid']}:{i}": p for i, p in enumerate(tree["processes"])}
+    children: dict[int, list[dict]] = {}
+    for p in procs.values():
+        children.setdefault(p["ppid"], []).append(p)
+
+    def total(p: dict, depth: int = 0) -> float:
+        kids = [] if depth > 50 else children.get(p["pid"], [])
+        return max(p["with_reaped"], p["own"] + sum(total(k, depth + 1) for k in kids))
+
+    shares: dict[str, float] = {}
+    for p in procs.values():
+        if p["pid"] == tree["root"]:
+            shares["snakemake process"] = shares.get("snakemake process", 0.0) + p["own"]
+            continue
+        if Path(p["cmd"].split(" ", 1)[0]).name == "cbc":
+            key = "snakemake: ILP scheduler (cbc)"
+            shares[key] = shares.get(key, 0.0) + total(p)
+            continue
+        script = re.search(r"\.snakemake/scripts/tmp\w+\.(\w+)\.py", p["cmd"])
+        if script and "python" in p["cmd"].split()[0]:
+            rule = script.group(1)
+            shares[rule] = shares.get(rule, 0.0) + total(p)
+    return shares
 
 
 def wall_shares(jobs: list[dict], started: float, ended: float) -> dict[str, float]:
@@ -349,6 +409,15 @@ def run_hand(workdir: Path, commands: dict, tag: str) -> dict:
 
 
 # --- separately measured costs ------------------------------------------------------------
+# What Snakemake's script preamble imports (unpickling the `snakemake` object: snakemake.io).
+SCRIPT_PREAMBLE = [
+    "import pickle",
+    "import snakemake.io",
+    "from snakemake.logging import logger",
+    "from snakemake.iocontainers import Snakemake",
+]
+
+
 def script_imports(rule: str) -> str:
     """What a rule's job runs before its work: Snakemake's script preamble (unpickling the
     `snakemake` object imports snakemake.io) and the script's top-level imports."""
@@ -356,26 +425,24 @@ def script_imports(rule: str) -> str:
 
     tree = ast.parse((REPO / "scripts" / f"{rule}.py").read_text())
     imports = [ast.unparse(n) for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
-    preamble = [
-        "import pickle",
-        "import snakemake.io",
-        "from snakemake.logging import logger",
-        "from snakemake.iocontainers import Snakemake",
-    ]
-    return "\n".join(preamble + [i for i in imports if "__future__" not in i])
+    return "\n".join(SCRIPT_PREAMBLE + [i for i in imports if "__future__" not in i])
 
 
-def startup_seconds(code: str, repeats: int) -> tuple[float, float]:
-    """Median wall time of a fresh `python -c CODE` (start-up + imports), and of its imports."""
-    walls, imports = [], []
+def startup_seconds(code: str, repeats: int) -> dict[str, float]:
+    """Median wall and CPU time of a fresh `python -c CODE` (start-up + imports)."""
+    walls, cpus = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
-        out = subprocess.run(
-            [PYTHON, "-c", IMPORT_CHILD, code], capture_output=True, text=True, check=True
-        ).stdout
+        start, before = time.perf_counter(), os.times()
+        subprocess.run([PYTHON, "-c", code], check=True)
+        after = os.times()
         walls.append(time.perf_counter() - start)
-        imports.append(float(out.split()[-1]))
-    return statistics.median(walls), statistics.median(imports)
+        cpus.append(
+            after.children_user
+            + after.children_system
+            - before.children_user
+            - before.children_system
+        )
+    return {"wall_s": statistics.median(walls), "cpu_s": statistics.median(cpus)}
 
 
 def dry_run_seconds(workdir: Path, repeats: int) -> float:
@@ -454,13 +521,13 @@ SNAKEMAKE_ROWS = (
 HAND_OF_RULE = {"reference": "kb ref", "kb_count": "kb count", "aggregate": "anndata.concat"}
 
 
-def hand_share(hand_runs: list[dict], rule: str) -> float:
-    """The hand steps' median wall time that corresponds to a workflow rule."""
+def hand_share(hand_runs: list[dict], rule: str, key: str = "wall_s") -> float:
+    """The hand steps' median wall (or CPU) time that corresponds to a workflow rule."""
     prefix = HAND_OF_RULE.get(rule)
     if prefix is None:
         return 0.0
     return median(
-        sum(s["wall_s"] for name, s in run["steps"].items() if name.startswith(prefix))
+        sum(s[key] for name, s in run["steps"].items() if name.startswith(prefix))
         for run in hand_runs
     )
 
@@ -474,10 +541,15 @@ def print_tables(results: dict) -> None:
     hand_cpu = median(r["cpu_s"] for r in hand)
     print("\n## Whole run: wall and CPU time, ratios against by hand, peak RSS\n")
     print(
-        "| mode | runs | wall (s), median | min-max (s) | wall ratio to hand | CPU (s) |"
-        " CPU ratio to hand | peak RSS (MB) |"
+        "CPU: user + system of the whole process tree (kallisto and bustools included), less"
+        " sensitive to the machine's other load than wall time; of it, Snakemake's own"
+        " process (parse, DAG, scheduling, job bookkeeping; sampled every 0.2 s).\n"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| mode | runs | wall (s), median | min-max (s) | wall ratio to hand | CPU (s) |"
+        " CPU ratio to hand | Snakemake process CPU (s) | peak RSS (MB) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for mode in ("hand", *flows):
         mode_runs = runs.get(mode, [])
         if not mode_runs:
@@ -487,9 +559,12 @@ def print_tables(results: dict) -> None:
         ratio = f"{median(walls) / hand_wall:.2f}x" if hand_wall else "-"
         cpu_ratio = f"{cpu / hand_cpu:.2f}x" if hand_cpu else "-"
         rss = median(r["peak_rss_mb"] for r in mode_runs)
+        own = "-"
+        if mode != "hand":
+            own = fmt(median(r["cpu"].get("snakemake process", 0.0) for r in mode_runs))
         print(
             f"| {mode} | {len(walls)} | {fmt(median(walls))} | {fmt(min(walls))}-{fmt(max(walls))}"
-            f" | {ratio} | {fmt(cpu)} | {cpu_ratio} | {fmt(rss, 0)} |"
+            f" | {ratio} | {fmt(cpu)} | {cpu_ratio} | {own} | {fmt(rss, 0)} |"
         )
 
     if hand:
@@ -532,16 +607,45 @@ def print_tables(results: dict) -> None:
         cells += f" {fmt(w)} | {fmt(w - hand_wall)} |"
     print(f"| **total** | {fmt(hand_wall)} |{cells}")
 
-    print("\n## Jobs: count, median wall and CPU per job, start-up + imports per job\n")
+    print("\n## Where the CPU time goes (median, s)\n")
     print(
-        "Job wall and CPU from Snakemake's benchmark files (CPU of short-lived children such"
-        " as kallisto and bustools is sampled, so it undercounts kb jobs); start-up + imports:"
-        " a fresh Python running the script's preamble and imports, median.\n"
+        "Each job's CPU: its script's Python process with everything it waited for (kb,"
+        " kallisto, bustools), from /proc samples every 0.2 s; 'other' is the rest of the"
+        " run's CPU (shell wrappers, processes shorter than a sample).\n"
+    )
+    cpu_parts = [*rules, "snakemake process", "snakemake: ILP scheduler (cbc)", "other"]
+    print(header)
+    print("|---|---:|" + "---:|---:|" * len(flows))
+    for part in cpu_parts:
+        h = hand_share(hand, part, "cpu_s")
+        cells = ""
+        for mode in flows:
+            values = []
+            for r in runs[mode]:
+                if part == "other":
+                    values.append(r["cpu_s"] - sum(r["cpu"].values()))
+                else:
+                    values.append(r["cpu"].get(part, 0.0))
+            w = median(values)
+            cells += f" {fmt(w)} | {fmt(w - h):>6} |"
+        print(f"| {part} | {fmt(h)} |{cells}")
+    cells = ""
+    for mode in flows:
+        w = median(r["cpu_s"] for r in runs[mode])
+        cells += f" {fmt(w)} | {fmt(w - hand_cpu)} |"
+    print(f"| **total** | {fmt(hand_cpu)} |{cells}")
+
+    print("\n## Jobs: count, wall and CPU per job, start-up + imports per job (medians)\n")
+    print(
+        "Wall per job from Snakemake's benchmark files, CPU per job from the process samples;"
+        " peak RSS from the benchmark files (sampled: misses kb's short-lived bustools);"
+        " start-up + imports: CPU of a fresh Python running the rule script's preamble and"
+        " imports and nothing else.\n"
     )
     startup = results.get("startup", {})
     print(
         "| rule | mode | jobs | wall per job (s) | CPU per job (s) | peak RSS per job (MB)"
-        " | start-up + imports per job (s) | start-up share of the job |"
+        " | start-up + imports CPU per job (s) | share of the job's CPU |"
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for mode in flows:
@@ -550,20 +654,23 @@ def print_tables(results: dict) -> None:
             if not jobs[0]:
                 continue
             wall = median(j["s"] for js in jobs for j in js)
-            cpu = median(j["cpu_time"] for js in jobs for j in js)
+            per_run = zip(runs[mode], jobs, strict=True)
+            cpu = median(r["cpu"].get(rule, 0.0) / len(js) for r, js in per_run)
             rss = median(j["max_rss"] for js in jobs for j in js)
-            start = startup.get(rule, {}).get("wall_s")
+            start = startup.get(rule, {}).get("cpu_s")
             start_text = fmt(start, 2) if start is not None else "-"
-            share = f"{100 * start / wall:.0f}%" if start is not None and wall else "-"
+            share = f"{100 * start / cpu:.0f}%" if start is not None and cpu else "-"
             print(
                 f"| {rule} | {mode} | {len(jobs[0])} | {fmt(wall, 2)} | {fmt(cpu, 2)} | "
                 f"{fmt(rss, 0)} | {start_text} | {share} |"
             )
     if startup:
         print(
-            f"\nFresh `python -c pass`: {fmt(startup['python']['wall_s'], 2)} s; `import"
-            f" anndata`: {fmt(startup['anndata']['wall_s'], 2)} s (imports alone"
-            f" {fmt(startup['anndata']['imports_s'], 2)} s)."
+            f"\nFresh `python -c pass`: {fmt(startup['python']['cpu_s'], 2)} s CPU"
+            f" ({fmt(startup['python']['wall_s'], 2)} s wall); `import anndata`:"
+            f" {fmt(startup['anndata']['cpu_s'], 2)} s CPU ({fmt(startup['anndata']['wall_s'], 2)}"
+            " s wall); Snakemake's script preamble: "
+            f"{fmt(startup['preamble']['cpu_s'], 2)} s CPU."
         )
     if "dry_run_s" in results:
         print(f"`snakemake -n` (parse, sheet, DAG): {fmt(results['dry_run_s'], 2)} s.")
@@ -644,14 +751,14 @@ def main() -> None:
     startup = {
         "python": "pass",
         "anndata": "import anndata",
+        "preamble": "\n".join(SCRIPT_PREAMBLE),
         **{r: script_imports(r) for r in ("reference", "onlist", "fastq_check", "kb_count")},
         **{r: script_imports(r) for r in ("cells", "qc_sample", "qc_summary", "multiqc")},
         "aggregate": script_imports("aggregate"),
     }
     results["startup"] = {}
     for name, code in startup.items():
-        wall, imports = startup_seconds(code, args.startup_repeats)
-        results["startup"][name] = {"wall_s": wall, "imports_s": imports}
+        results["startup"][name] = startup_seconds(code, args.startup_repeats)
     results["dry_run_s"] = dry_run_seconds(workdir, 3)
     (workdir / "results.json").write_text(json.dumps(results, indent=1))
     print_tables(results)
