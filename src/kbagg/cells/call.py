@@ -24,8 +24,6 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from kbagg.cells.doublets import score_doublets
-from kbagg.cells.emptydrops import empty_drops
 from kbagg.cells.metrics import cell_qc
 
 METHODS = ("bustools", "emptydrops")
@@ -74,6 +72,8 @@ def call_cells(
         filtered = kb_filtered
         record["params"] = {"method": "bustools", "tool": "kb count --filter bustools"}
     else:
+        from kbagg.cells.emptydrops import empty_drops  # scipy.interpolate etc.: ~0.6 s
+
         result = empty_drops(
             raw.X, log=lambda line: log(f"sample '{sample}': {line}"), **emptydrops
         )
@@ -109,6 +109,8 @@ def add_cell_qc(
     if not doublets:
         calls.record["doublets"] = {"method": None, "reason": "qc.doublets is false"}
         return
+    from kbagg.cells.doublets import score_doublets  # scipy.ndimage, and scanpy when it runs
+
     scores = score_doublets(cells, seed=seed, expected_doublet_rate=expected_doublet_rate)
     cells.obs["doublet_score"] = np.asarray(scores.doublet_score, dtype=np.float64)
     cells.obs["predicted_doublet"] = pd.array(scores.predicted_doublet, dtype="boolean")

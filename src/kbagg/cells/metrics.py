@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-import anndata as ad
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+
+if TYPE_CHECKING:  # QC summary jobs import mito_genes and read no matrix
+    import anndata as ad
 
 MITO_PREFIXES = ("MT-", "mt-")  # gene names of mitochondrial genes (human, mouse)
 

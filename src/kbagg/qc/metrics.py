@@ -17,14 +17,17 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 
 from kbagg.atomic import atomic_output
 from kbagg.cells.metrics import mito_genes
 from kbagg.errors import KbaggError
+
+if TYPE_CHECKING:  # the summary and MultiQC jobs read no matrix: no anndata import (~1.5 s)
+    import anndata as ad
 
 # Column order of metrics.tsv and summary.tsv.
 COLUMNS = [

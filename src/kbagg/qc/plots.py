@@ -5,13 +5,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 
 from kbagg.atomic import atomic_output
 from kbagg.qc.metrics import METRICS, TITLES, Thresholds, format_value, umis_per_barcode
+
+if TYPE_CHECKING:
+    import anndata as ad
 
 
 def _save_figure(fig, output: str | Path) -> None:

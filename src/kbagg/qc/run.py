@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import anndata as ad
 import pandas as pd
 
 from kbagg.qc.html_table import summary_html, write_html
@@ -30,6 +29,8 @@ def run_sample_qc(
     knee_out: str | Path,
     thresholds: Thresholds,
 ) -> dict:
+    import anndata as ad  # here, not at the top: run_summary reads no matrix
+
     raw_adata = ad.read_h5ad(raw)
     filtered_adata = ad.read_h5ad(filtered) if filtered else None
     row = sample_metrics(
