@@ -296,6 +296,7 @@ def test_report_has_every_sample_metrics_table_and_knee_plot(report_run):
     assert results["results/qc/summary.html"]["mime_type"] == "text/html"
 
 
+@pytest.mark.slow
 def test_multiqc_report_lists_every_sample(demo_run):
     """MultiQC's own tables: every sample, named as in the sheet, from both sources."""
     data = demo_run / "results" / "qc" / "multiqc_data"
