@@ -12,4 +12,4 @@ The package mirrors the workflow's stages, lower layers first (no module imports
 - `simulate`: the demo data and the tests' ground truth.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
