@@ -83,7 +83,21 @@ class Compression:
             return {"compression": "lzf", "shuffle": True}
         return {}
 
-    def zarr_compressors(self) -> list:
+    def zarr_compressors(self, zarr_format: int = 3) -> list:
+        """Codecs for a zarr array: zarr v3 codecs, or numcodecs for a v2 store (anndata
+        0.12 writes zarr v2 by default, 0.13 v3; the matrices follow the store)."""
+        if zarr_format == 2:
+            import numcodecs
+
+            if self.method == "blosc":
+                shuffle = numcodecs.Blosc.SHUFFLE
+                return [numcodecs.Blosc(cname="zstd", clevel=self.level, shuffle=shuffle)]
+            if self.method == "zstd":
+                return [numcodecs.Zstd(level=self.level)]
+            if self.method == "gzip":
+                return [numcodecs.GZip(level=self.level)]
+            return []
+
         from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 
         if self.method == "blosc":
@@ -284,7 +298,7 @@ class ZarrArray:
             shape=(int(length),),
             chunks=(self.chunk_len,),
             dtype=np.dtype(dtype),
-            compressors=compression.zarr_compressors(),
+            compressors=compression.zarr_compressors(parent.metadata.zarr_format),
             fill_value=0,
         )
 
