@@ -81,3 +81,26 @@ def demo_run(tmp_path_factory) -> Path:
     proc = subprocess.run(command, cwd=clone, capture_output=True, text=True)
     assert proc.returncode == 0, f"demo failed:\n{proc.stderr[-8000:]}"
     return clone
+
+
+def assert_same_aggregates_for(samples: list[str], workdir: Path, demo_run: Path) -> None:
+    """The aggregates of a run over some demo samples equal the standalone demo's, cut to
+    those samples: same cells, genes, values, obs and var (categoricals compared by value,
+    since a run over fewer samples has fewer categories)."""
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+
+    def by_value(obs: pd.DataFrame) -> pd.DataFrame:
+        return obs.astype(dict.fromkeys(obs.select_dtypes("category"), object))
+
+    for kind in ("filtered", "raw"):
+        got = ad.read_h5ad(workdir / "results" / "aggregate" / f"{kind}.h5ad")
+        demo = ad.read_h5ad(demo_run / "results" / "aggregate" / f"{kind}.h5ad")
+        expected = demo[demo.obs["sample"].isin(samples)]
+        assert got.n_obs > 0 and set(got.obs["sample"]) == set(samples)
+        assert list(got.obs_names) == list(expected.obs_names)
+        assert list(got.var_names) == list(expected.var_names)
+        np.testing.assert_array_equal(got.X.toarray(), expected.X.toarray())
+        pd.testing.assert_frame_equal(by_value(got.obs), by_value(expected.obs))
+        pd.testing.assert_frame_equal(got.var, expected.var)
