@@ -49,7 +49,7 @@ def write_config(workdir: Path, demo_data: Path, aggregate: dict | None = None) 
         "samples": "samples.tsv",
         "reference": {"fasta": str(demo_data / "genome.fa"), "gtf": str(demo_data / "genes.gtf")},
         "aggregate": {"join": "outer", **(aggregate or {})},
-        "qc": {"multiqc": False},  # not what these tests are about; saves CI time
+        "qc": {"multiqc": False, "doublets": False},  # not what these tests are about
         "resources": {"kb_count": {"threads": 1, "mem_mb": 1000, "runtime": 30}},
     }
     path = workdir / "config.yaml"

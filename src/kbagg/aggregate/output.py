@@ -83,9 +83,10 @@ class Compression:
             return {"compression": "lzf", "shuffle": True}
         return {}
 
-    def zarr_compressors(self, zarr_format: int = 3) -> list:
+    def zarr_compressors(self, zarr_format: int = 3) -> list | None:
         """Codecs for a zarr array: zarr v3 codecs, or numcodecs for a v2 store (anndata
-        0.12 writes zarr v2 by default, 0.13 v3; the matrices follow the store)."""
+        0.12 writes zarr v2 by default, 0.13 v3; the matrices follow the store). A v2 array
+        takes one compressor or None, never a list."""
         if zarr_format == 2:
             import numcodecs
 
@@ -96,7 +97,7 @@ class Compression:
                 return [numcodecs.Zstd(level=self.level)]
             if self.method == "gzip":
                 return [numcodecs.GZip(level=self.level)]
-            return []
+            return None
 
         from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 
