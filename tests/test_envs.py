@@ -94,14 +94,14 @@ def test_every_rule_with_a_script_names_an_env():
     assert set(rules_by_env()) == {env.name for env in ENVS}
 
 
-def build_venv(env: Path, folder: Path) -> Path:
+def build_venv(env: Path, folder: Path, kbagg_wheel: Path) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
     python = folder / "bin" / "python"
     packages = []
     for line in env_pip_list(env):
         if line.startswith("kbagg"):
             extras = re.match(r"kbagg(\[[^\]]*\])?", line)[1] or ""
-            packages.append(f"{REPO}{extras}")
+            packages.append(f"kbagg{extras} @ {kbagg_wheel.as_uri()}")
         else:
             packages.append(line)
     constraints = pins(REPO / "constraints.txt")
@@ -120,8 +120,13 @@ def venvs(tmp_path_factory) -> dict[str, Future]:
     """Every env's venv, built concurrently (downloads and unpacking overlap): env name ->
     future of its python. A failed build fails only that env's test."""
     root = tmp_path_factory.mktemp("venvs")
+    # One wheel of this checkout for all: pip builds a source folder in place, so concurrent
+    # installs of the checkout itself would race on its build/ and egg-info folders.
+    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(root), str(REPO)]
+    subprocess.run(build, check=True, capture_output=True)
+    (wheel,) = root.glob("kbagg-*.whl")
     with ThreadPoolExecutor(max_workers=len(ENVS)) as pool:
-        futures = {env.name: pool.submit(build_venv, env, root / env.stem) for env in ENVS}
+        futures = {env.name: pool.submit(build_venv, env, root / env.stem, wheel) for env in ENVS}
         wait(futures.values())
     return futures
 
