@@ -47,6 +47,8 @@ def test_concat_property_tests_pass_with_anndata_0_12(tmp_path):
             "-q",
             "-p",
             "no:cacheprovider",
+            "-n",
+            "0",
             "tests/test_concat_properties.py",
         ],
         cwd=REPO,
