@@ -106,7 +106,7 @@ def assert_same_aggregates_for(samples: list[str], workdir: Path, demo_run: Path
     for kind in ("filtered", "raw"):
         got = ad.read_h5ad(workdir / "results" / "aggregate" / f"{kind}.h5ad")
         demo = ad.read_h5ad(demo_run / "results" / "aggregate" / f"{kind}.h5ad")
-        expected = demo[demo.obs["sample"].isin(samples)]
+        expected = demo[demo.obs["sample"].isin(samples)].copy()
         assert got.n_obs > 0 and set(got.obs["sample"]) == set(samples)
         assert list(got.obs_names) == list(expected.obs_names)
         assert list(got.var_names) == list(expected.var_names)
