@@ -14,15 +14,6 @@ SNAKEFILE = REPO / "workflow" / "Snakefile"
 TESTDATA = REPO.parent / "shared" / "testdata"
 
 
-def pytest_collection_modifyitems(items):
-    """pytest-xdist groups (--dist loadgroup): the tests of one file stay on one worker, so
-    its module fixtures (a workflow run) run once; every test of the demo run (the session
-    fixture demo_run, 4-5 minutes) goes to one worker, so the demo runs once."""
-    for item in items:
-        group = "demo_run" if "demo_run" in item.fixturenames else item.path.stem
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
 @pytest.fixture(autouse=True)
 def _cli_exits_stay_in_child_processes(monkeypatch):
     """kbagg's tools leave by os._exit (kbagg.cli.exit_now). Called inside pytest that would
