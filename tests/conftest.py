@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,9 +40,23 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True, snakefile: Path
     if check and proc.returncode != 0:
         raise AssertionError(
             f"snakemake failed ({proc.returncode}): {' '.join(command)}\n"
-            f"--- stdout\n{proc.stdout[-5000:]}\n--- stderr\n{proc.stderr[-8000:]}"
+            f"--- stdout\n{proc.stdout[-5000:]}\n{snakemake_failure(proc.stderr, workdir)}"
         )
     return proc
+
+
+def snakemake_failure(stderr: str, workdir: Path) -> str:
+    """What a failed run says: Snakemake's error blocks and the end of each failed job's log
+    (the part a plain tail of stderr cuts off)."""
+    start = stderr.find("Error in rule")
+    text = f"--- stderr\n{stderr[start:][:6000] if start >= 0 else stderr[-6000:]}"
+    for line in stderr.splitlines():
+        match = re.match(r"\s+log: (.+?) \(check log file", line)
+        for name in match.group(1).split(", ") if match else ():
+            log = workdir / name
+            if log.is_file():
+                text += f"\n--- {name} (end)\n{log.read_text(errors='replace')[-3000:]}"
+    return text
 
 
 def copy_tree(dest: Path) -> Path:
@@ -74,12 +91,32 @@ def testdata() -> Path:
 def demo_run(tmp_path_factory) -> Path:
     """The README's demo: `snakemake --cores 2` on the shipped config in a fresh copy.
 
+    It runs once per test session: pytest-xdist workers share one copy under the session's
+    base folder, the first worker to ask runs it while holding a lock and the others wait
+    for it (tests only read it, or copy it first). A failed demo fails every worker's tests
+    with the same message.
+
     `--skip-script-cleanup` keeps each job's script (with its preamble) in
     .snakemake/scripts/, for tests/test_envs.py to rerun in the rules' environments."""
-    clone = copy_tree(tmp_path_factory.mktemp("demo") / "kbagg")
-    command = [sys.executable, "-m", "snakemake", "--cores", "2", "--skip-script-cleanup"]
-    proc = subprocess.run(command, cwd=clone, capture_output=True, text=True)
-    assert proc.returncode == 0, f"demo failed:\n{proc.stderr[-8000:]}"
+    base = tmp_path_factory.getbasetemp()
+    # Under xdist each worker's base is <session>/popen-gwN: share <session>.
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    clone, done, failure = (shared / "demo" / name for name in ("kbagg", "DONE", "FAILED"))
+    with open(shared / "demo.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not failure.exists() and not done.exists():
+            shutil.rmtree(clone.parent, ignore_errors=True)
+            copy_tree(clone)
+            command = [sys.executable, "-m", "snakemake", "--cores", "2", "--skip-script-cleanup"]
+            proc = subprocess.run(command, cwd=clone, capture_output=True, text=True)
+            if proc.returncode == 0:
+                done.touch()
+            else:
+                failure.write_text(
+                    f"demo failed ({proc.returncode}):\n{snakemake_failure(proc.stderr, clone)}"
+                )
+    if failure.exists():
+        pytest.fail(failure.read_text(), pytrace=False)
     return clone
 
 
