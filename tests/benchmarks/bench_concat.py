@@ -306,6 +306,14 @@ def print_table(title: str, results: dict, refs: list[str]) -> None:
         )
 
 
+def measure_and_print(title: str, commands: dict, repeats: int, refs: list[str]) -> None:
+    """Interleaved rounds of `commands`, then their table under `title` with the load average
+    before and after (the machine is shared: the reader judges the figures by it)."""
+    before = load()
+    results = measure_rounds(commands, repeats)
+    print_table(f"{title}; load average {before} before, {load()} after", results, refs)
+
+
 def suite_layouts(args, workdir: Path) -> None:
     layouts = LAYOUTS if args.layout == "all" else args.layout.split(",")
     joins = ("inner", "outer") if args.join == "both" else (args.join,)
@@ -324,7 +332,6 @@ def suite_layouts(args, workdir: Path) -> None:
         if args.with_in_memory and anndata_ref != "anndata.concat":
             methods.append("anndata.concat")
         for join in joins:
-            before = load()
             commands = {
                 m: (
                     method_command(m, paths, join, lay_dir / "out.h5ad", args),
@@ -332,11 +339,10 @@ def suite_layouts(args, workdir: Path) -> None:
                 )
                 for m in methods
             }
-            results = measure_rounds(commands, args.repeats)
-            print_table(
-                f"### layout {layout}, {join} join: {len(paths)} files, {mb:,.0f} MB of input; "
-                f"load average {before} before, {load()} after",
-                results,
+            measure_and_print(
+                f"### layout {layout}, {join} join: {len(paths)} files, {mb:,.0f} MB of input",
+                commands,
+                args.repeats,
                 [anndata_ref, "h5py-copy"],
             )
         shutil.rmtree(lay_dir)
@@ -355,15 +361,13 @@ def suite_compression(args, workdir: Path) -> None:
     for reference, codecs in tables:
         methods = [f"h5py-copy:{reference}"]
         methods += [f"kbagg:t{t}:{codec}" for codec in codecs for t in threads]
-        before = load()
         out = workdir / "out.h5ad"
         commands = {m: (method_command(m, paths, "inner", out, args), out) for m in methods}
-        results = measure_rounds(commands, args.repeats)
-        print_table(
+        measure_and_print(
             f"### {', '.join(codecs)} (shuffle + deflate) against h5py's own {reference}: "
-            f"{len(paths)} files, {mb:,.0f} MB of input; load average {before} before, "
-            f"{load()} after",
-            results,
+            f"{len(paths)} files, {mb:,.0f} MB of input",
+            commands,
+            args.repeats,
             [f"h5py-copy:{reference}"],
         )
     check_same_values(paths, workdir, args)
@@ -413,12 +417,11 @@ def suite_zarr(args, workdir: Path) -> None:
             method_command("kbagg:t1", paths, join, workdir / "out.h5ad", args),
             workdir / "out.h5ad",
         )
-        before = load()
-        results = measure_rounds(commands, args.repeats)
-        print_table(
+        measure_and_print(
             f"### zarr output, layout {args.zarr_layout}, {join} join: {len(paths)} files, "
-            f"{mb:,.0f} MB of input; load average {before} before, {load()} after",
-            results,
+            f"{mb:,.0f} MB of input",
+            commands,
+            args.repeats,
             ["anndata.concat_on_disk->zarr"],
         )
 
@@ -440,12 +443,10 @@ def suite_gene_major(args, workdir: Path) -> None:
         [sys.executable, "-c", GENE_MAJOR_ANNDATA, str(agg), str(out)],
         out,
     )
-    before = load()
-    results = measure_rounds(commands, args.repeats)
-    print_table(
-        f"### gene-major copy of a {mb:,.0f} MB CSR aggregate; load average {before} before, "
-        f"{load()} after",
-        results,
+    measure_and_print(
+        f"### gene-major copy of a {mb:,.0f} MB CSR aggregate",
+        commands,
+        args.repeats,
         ["anndata read + tocsc + write"],
     )
     run_child([sys.executable, "-c", GENE_MAJOR, str(agg), str(out), "none", "2"])

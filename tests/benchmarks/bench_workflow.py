@@ -532,6 +532,23 @@ def hand_share(hand_runs: list[dict], rule: str, key: str = "wall_s") -> float:
     )
 
 
+def print_part_table(parts, flows, runs, hand, total_key: str, value_of) -> None:
+    """One row per part: the hand run's share, then each workflow mode's median and its
+    difference from hand; the last row is the runs' `total_key` (wall_s or cpu_s)."""
+    print("| part | hand (s) |" + "".join(f" {m} (s) | {m} - hand (s) |" for m in flows))
+    print("|---|---:|" + "---:|---:|" * len(flows))
+    for part in [*parts, None]:
+        h = hand_share(hand, part, total_key) if part else median(r[total_key] for r in hand)
+        cells = ""
+        for mode in flows:
+            if part:
+                w = median(value_of(r, part) for r in runs[mode])
+            else:
+                w = median(r[total_key] for r in runs[mode])
+            cells += f" {fmt(w)} | {fmt(w - h):>6} |"
+        print(f"| {part or '**total**'} | {fmt(h)} |{cells}")
+
+
 def print_tables(results: dict) -> None:
     runs = results["runs"]
     hand = runs.get("hand", [])
@@ -591,21 +608,11 @@ def print_tables(results: dict) -> None:
         "Each moment is shared equally among the jobs running then; time with no job running"
         " is Snakemake's own. The hand column is the matching hand step.\n"
     )
-    header = "| part | hand (s) |" + "".join(f" {m} (s) | {m} - hand (s) |" for m in flows)
-    print(header)
-    print("|---|---:|" + "---:|---:|" * len(flows))
-    for part in [*rules, *SNAKEMAKE_ROWS]:
-        h = hand_share(hand, part)
-        cells = ""
-        for mode in flows:
-            w = median(r["shares"].get(part, 0.0) for r in runs[mode])
-            cells += f" {fmt(w)} | {fmt(w - h):>6} |"
-        print(f"| {part} | {fmt(h)} |{cells}")
-    cells = ""
-    for mode in flows:
-        w = median(r["wall_s"] for r in runs[mode])
-        cells += f" {fmt(w)} | {fmt(w - hand_wall)} |"
-    print(f"| **total** | {fmt(hand_wall)} |{cells}")
+
+    def wall_of(run: dict, part: str) -> float:
+        return run["shares"].get(part, 0.0)
+
+    print_part_table([*rules, *SNAKEMAKE_ROWS], flows, runs, hand, "wall_s", wall_of)
 
     print("\n## Where the CPU time goes (median, s)\n")
     print(
@@ -613,27 +620,14 @@ def print_tables(results: dict) -> None:
         " kallisto, bustools), from /proc samples every 0.2 s; 'other' is the rest of the"
         " run's CPU (shell wrappers, processes shorter than a sample).\n"
     )
+
+    def cpu_of(run: dict, part: str) -> float:
+        if part == "other":
+            return run["cpu_s"] - sum(run["cpu"].values())
+        return run["cpu"].get(part, 0.0)
+
     cpu_parts = [*rules, "snakemake process", "snakemake: ILP scheduler (cbc)", "other"]
-    print(header)
-    print("|---|---:|" + "---:|---:|" * len(flows))
-    for part in cpu_parts:
-        h = hand_share(hand, part, "cpu_s")
-        cells = ""
-        for mode in flows:
-            values = []
-            for r in runs[mode]:
-                if part == "other":
-                    values.append(r["cpu_s"] - sum(r["cpu"].values()))
-                else:
-                    values.append(r["cpu"].get(part, 0.0))
-            w = median(values)
-            cells += f" {fmt(w)} | {fmt(w - h):>6} |"
-        print(f"| {part} | {fmt(h)} |{cells}")
-    cells = ""
-    for mode in flows:
-        w = median(r["cpu_s"] for r in runs[mode])
-        cells += f" {fmt(w)} | {fmt(w - hand_cpu)} |"
-    print(f"| **total** | {fmt(hand_cpu)} |{cells}")
+    print_part_table(cpu_parts, flows, runs, hand, "cpu_s", cpu_of)
 
     print("\n## Jobs: count, wall and CPU per job, start-up + imports per job (medians)\n")
     print(
