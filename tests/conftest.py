@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,26 @@ def _cli_exits_stay_in_child_processes(monkeypatch):
 
     monkeypatch.setattr(kbagg.cli, "exit_now", refuse)
     monkeypatch.setattr(kbagg.rule, "exit_now", refuse)
+
+
+# The end-to-end tests write kb indices, matrices, four virtualenvs and a SLURM run under
+# the temporary folder: a few GB at the peak.
+MIN_FREE_GB = 5.0
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A slow test on a nearly full disk fails first, saying so, rather than as a cascade
+    of kb, HDF5 and Snakemake errors about files that could not be written."""
+    if item.get_closest_marker("slow") is None:
+        return
+    folder = tempfile.gettempdir()
+    free_gb = shutil.disk_usage(folder).free / 1e9
+    if free_gb < MIN_FREE_GB:
+        pytest.fail(
+            f"only {free_gb:.1f} GB free in {folder}; the end-to-end tests need "
+            f"{MIN_FREE_GB:.0f} GB (set TMPDIR to a larger folder)",
+            pytrace=False,
+        )
 
 
 def run_snakemake(workdir: Path, *args: str, check: bool = True, snakefile: Path = SNAKEFILE):
