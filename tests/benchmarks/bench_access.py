@@ -197,6 +197,8 @@ def main(argv=None) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     os.environ.update(env)
 
+    if args.workdir is not None:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="bench_access_", dir=args.workdir))
     try:
         per_sample = args.cells // args.samples

@@ -491,6 +491,8 @@ def main(argv=None) -> None:
     )
     p.add_argument("--chunk-entries", type=int, default=None, help="engine budget")
     args = p.parse_args(argv)
+    if args.workdir is not None:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="bench_concat_", dir=args.workdir))
     print(
         f"# {args.suite}: {args.files} files x {args.cells} cells x {args.genes} genes, "
