@@ -53,6 +53,56 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         )
 
 
+SLURM_SCRIPTS = REPO / "tests" / "slurm"
+_STARTED_SLURM = pytest.StashKey[bool]()
+
+
+def _session_runs_slurm_tests(config: pytest.Config) -> bool:
+    """tests/test_slurm.py is among the paths given and its marks are not deselected."""
+    from _pytest.mark.expression import Expression
+
+    if markexpr := config.getoption("markexpr"):
+        selected = Expression.compile(markexpr).evaluate(
+            lambda name, **_: name in ("slow", "slurm")
+        )
+        if not selected:
+            return False
+    target = REPO / "tests" / "test_slurm.py"
+    for arg in config.args:
+        path = Path(config.invocation_params.dir, arg.split("::")[0]).resolve()
+        if path == target or (path.is_dir() and target.is_relative_to(path)):
+            return True
+    return False
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Start the local SLURM cluster first when the SLURM tests are part of the run.
+
+    Snakemake imports every installed executor plugin, and the SLURM plugin runs
+    `scontrol show config` on import: with SLURM's tools installed and no controller
+    answering, every Snakemake start (local runs too) waits 9 s for it. Started once here
+    (by the xdist controller, before the workers), it answers at once for the whole
+    session; it is stopped at the end if it was not running before."""
+    config = session.config
+    config.stash[_STARTED_SLURM] = False
+    if os.environ.get("PYTEST_XDIST_WORKER") or not _session_runs_slurm_tests(config):
+        return
+    if os.geteuid() != 0 or not shutil.which("slurmctld"):
+        return  # test_slurm.py installs or skips by itself
+    running = subprocess.run(["pgrep", "-x", "slurmctld"], capture_output=True).returncode == 0
+    if running:
+        return
+    start = subprocess.run(
+        ["bash", str(SLURM_SCRIPTS / "start_cluster.sh")], capture_output=True, text=True
+    )
+    config.stash[_STARTED_SLURM] = start.returncode == 0  # else test_slurm.py reports it
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if session.config.stash.get(_STARTED_SLURM, False):
+        subprocess.run(["bash", str(SLURM_SCRIPTS / "stop_cluster.sh")], capture_output=True)
+
+
 def run_snakemake(workdir: Path, *args: str, check: bool = True, snakefile: Path = SNAKEFILE):
     """`snakemake -s <snakefile> -d <workdir> ARGS` with this interpreter; output captured."""
     command = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "-d", str(workdir)]

@@ -32,12 +32,15 @@ def slurm_cluster():
         pytest.skip("starting the local SLURM cluster needs root (apt-get, /etc/slurm, daemons)")
     if not shutil.which("slurmctld") and not shutil.which("apt-get"):
         pytest.skip("SLURM is not installed and apt-get is not available to install it")
+    # Usually running already: conftest.pytest_sessionstart starts it for the whole session.
+    running = subprocess.run(["pgrep", "-x", "slurmctld"], capture_output=True).returncode == 0
     start = subprocess.run(
         ["bash", str(SLURM_TESTS / "start_cluster.sh")], capture_output=True, text=True
     )
     assert start.returncode == 0, f"cluster did not start:\n{start.stdout}\n{start.stderr}"
     yield
-    subprocess.run(["bash", str(SLURM_TESTS / "stop_cluster.sh")], capture_output=True)
+    if not running:
+        subprocess.run(["bash", str(SLURM_TESTS / "stop_cluster.sh")], capture_output=True)
 
 
 def slurm_jobs_after(job_id: int) -> pd.DataFrame:
