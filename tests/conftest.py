@@ -57,6 +57,15 @@ SLURM_SCRIPTS = REPO / "tests" / "slurm"
 _STARTED_SLURM = pytest.StashKey[bool]()
 
 
+def slurm_cluster_script(name: str) -> subprocess.CompletedProcess:
+    """Run tests/slurm/<name> (start_cluster.sh, stop_cluster.sh); output captured."""
+    return subprocess.run(["bash", str(SLURM_SCRIPTS / name)], capture_output=True, text=True)
+
+
+def slurm_controller_running() -> bool:
+    return subprocess.run(["pgrep", "-x", "slurmctld"], capture_output=True).returncode == 0
+
+
 def _session_runs_slurm_tests(config: pytest.Config) -> bool:
     """tests/test_slurm.py is among the paths given and its marks are not deselected."""
     from _pytest.mark.expression import Expression
@@ -89,18 +98,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         return
     if os.geteuid() != 0 or not shutil.which("slurmctld"):
         return  # test_slurm.py installs or skips by itself
-    running = subprocess.run(["pgrep", "-x", "slurmctld"], capture_output=True).returncode == 0
-    if running:
+    if slurm_controller_running():
         return
-    start = subprocess.run(
-        ["bash", str(SLURM_SCRIPTS / "start_cluster.sh")], capture_output=True, text=True
-    )
+    start = slurm_cluster_script("start_cluster.sh")
     config.stash[_STARTED_SLURM] = start.returncode == 0  # else test_slurm.py reports it
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if session.config.stash.get(_STARTED_SLURM, False):
-        subprocess.run(["bash", str(SLURM_SCRIPTS / "stop_cluster.sh")], capture_output=True)
+        slurm_cluster_script("stop_cluster.sh")
 
 
 def run_snakemake(workdir: Path, *args: str, check: bool = True, snakefile: Path = SNAKEFILE):
@@ -128,6 +134,15 @@ def snakemake_failure(stderr: str, workdir: Path) -> str:
             if log.is_file():
                 text += f"\n--- {name} (end)\n{log.read_text(errors='replace')[-3000:]}"
     return text
+
+
+def keep_gene_expression_of(sheet_path: Path, samples: list[str]) -> None:
+    """Cut a sample sheet to the gene-expression lanes of `samples`, in place."""
+    import pandas as pd
+
+    sheet = pd.read_csv(sheet_path, sep="\t", dtype=str)
+    keep = (sheet["feature_type"] == "Gene Expression") & sheet["sample"].isin(samples)
+    sheet[keep].to_csv(sheet_path, sep="\t", index=False)
 
 
 def copy_tree(dest: Path) -> Path:

@@ -9,9 +9,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pandas as pd
 import pytest
-from conftest import REPO, assert_same_aggregates_for, copy_tree, run_snakemake
+from conftest import (
+    REPO,
+    assert_same_aggregates_for,
+    copy_tree,
+    keep_gene_expression_of,
+    run_snakemake,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -49,10 +54,7 @@ def assert_same_aggregates(workdir: Path, demo_run: Path) -> None:
 def caller_config(workdir: Path) -> None:
     """The demo's config folder, its sheet cut to one sample's gene-expression lanes."""
     shutil.copytree(REPO / "config", workdir / "config")
-    sheet_path = workdir / "config" / "samples.tsv"
-    sheet = pd.read_csv(sheet_path, sep="\t", dtype=str)
-    keep = (sheet["feature_type"] == "Gene Expression") & (sheet["sample"] == MODULE_SAMPLE)
-    sheet[keep].to_csv(sheet_path, sep="\t", index=False)
+    keep_gene_expression_of(workdir / "config" / "samples.tsv", [MODULE_SAMPLE])
 
 
 def test_module_run_gives_the_standalone_aggregate(demo_run, tmp_path):

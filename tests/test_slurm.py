@@ -19,11 +19,15 @@ import sys
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, assert_same_aggregates_for, copy_tree
+from conftest import (
+    assert_same_aggregates_for,
+    copy_tree,
+    keep_gene_expression_of,
+    slurm_cluster_script,
+    slurm_controller_running,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
-
-SLURM_TESTS = REPO / "tests" / "slurm"
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +37,12 @@ def slurm_cluster():
     if not shutil.which("slurmctld") and not shutil.which("apt-get"):
         pytest.skip("SLURM is not installed and apt-get is not available to install it")
     # Usually running already: conftest.pytest_sessionstart starts it for the whole session.
-    running = subprocess.run(["pgrep", "-x", "slurmctld"], capture_output=True).returncode == 0
-    start = subprocess.run(
-        ["bash", str(SLURM_TESTS / "start_cluster.sh")], capture_output=True, text=True
-    )
+    running = slurm_controller_running()
+    start = slurm_cluster_script("start_cluster.sh")
     assert start.returncode == 0, f"cluster did not start:\n{start.stdout}\n{start.stderr}"
     yield
     if not running:
-        subprocess.run(["bash", str(SLURM_TESTS / "stop_cluster.sh")], capture_output=True)
+        slurm_cluster_script("stop_cluster.sh")
 
 
 def slurm_jobs_after(job_id: int) -> pd.DataFrame:
@@ -75,10 +77,7 @@ def slurm_demo(slurm_cluster, tmp_path_factory):
     config["aggregate"]["soma"] = {"enabled": False}
     del config["hashtags"]
     config_path.write_text(yaml.safe_dump(config))
-    sheet_path = clone / "config" / "samples.tsv"
-    sheet = pd.read_csv(sheet_path, sep="\t", dtype=str)
-    keep = (sheet["feature_type"] == "Gene Expression") & sheet["sample"].isin(SLURM_SAMPLES)
-    sheet[keep].to_csv(sheet_path, sep="\t", index=False)
+    keep_gene_expression_of(clone / "config" / "samples.tsv", SLURM_SAMPLES)
 
     before = slurm_jobs_after(-1)
     last_id = int(before["id"].max()) if len(before) else 0
@@ -149,9 +148,7 @@ def test_slurm_logs_are_kept_per_rule(slurm_demo):
 
 
 def test_cluster_script_is_idempotent(slurm_cluster):
-    again = subprocess.run(
-        ["bash", str(SLURM_TESTS / "start_cluster.sh")], capture_output=True, text=True
-    )
+    again = slurm_cluster_script("start_cluster.sh")
     assert again.returncode == 0
     state = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True).stdout
     assert state.split()[0] in {"idle", "mixed", "allocated"}
