@@ -85,8 +85,8 @@ with h5py.File(out, "w") as o:
     for k in keys:
         with h5py.File(paths[0], "r") as f:
             dt = f[k].dtype
-        dst[k] = o.create_dataset(k.replace("/", "_"), (sum(sizes),), dt, chunks=(1 << 18,),
-                                  **filters)
+        dst[k] = o.create_dataset(k.replace("/", "_"), (sum(sizes),), dt,
+                                  chunks=(max(1, min(1 << 18, sum(sizes))),), **filters)
     bufs = {k: np.empty(step, d.dtype) for k, d in dst.items()}
     pos = 0
     for p, n in zip(paths, sizes):
@@ -242,11 +242,18 @@ def method_command(method: str, paths: dict[str, Path], join: str, out: Path, ar
     raise ValueError(f"unknown method {method!r}")
 
 
-def measure_rounds(commands: dict[str, tuple[list, Path]], repeats: int) -> dict[str, dict]:
-    """Run every command once per round, ``repeats`` rounds; per method the runs' figures."""
+def measure_rounds(
+    commands: dict[str, tuple[list, Path]], repeats: int, inputs: list[Path]
+) -> dict[str, dict]:
+    """Run every command once per round, ``repeats`` rounds; per method the runs' figures.
+
+    Before each run the inputs are read into the page cache again: this VM reclaims cold
+    page cache within minutes even with most of its memory free (``fincore`` showed half of
+    each input gone between two rounds), so without it later runs read from disk."""
     runs: dict[str, list] = {m: [] for m in commands}
     for _ in range(repeats):
         for method, (cmd, out) in commands.items():
+            warm(inputs)
             os.sync()  # the previous method's writeback must not slow this one
             time.sleep(0.5)
             if cmd[0] == shutil.which("cat"):
@@ -306,11 +313,14 @@ def print_table(title: str, results: dict, refs: list[str]) -> None:
         )
 
 
-def measure_and_print(title: str, commands: dict, repeats: int, refs: list[str]) -> None:
-    """Interleaved rounds of `commands`, then their table under `title` with the load average
-    before and after (the machine is shared: the reader judges the figures by it)."""
+def measure_and_print(
+    title: str, commands: dict, repeats: int, refs: list[str], inputs: list[Path]
+) -> None:
+    """Interleaved rounds of `commands` on `inputs`, then their table under `title` with the
+    load average before and after (the machine is shared: the reader judges the figures by
+    it)."""
     before = load()
-    results = measure_rounds(commands, repeats)
+    results = measure_rounds(commands, repeats, inputs)
     print_table(f"{title}; load average {before} before, {load()} after", results, refs)
 
 
@@ -344,6 +354,7 @@ def suite_layouts(args, workdir: Path) -> None:
                 commands,
                 args.repeats,
                 [anndata_ref, "h5py-copy"],
+                list(paths.values()),
             )
         shutil.rmtree(lay_dir)
 
@@ -369,6 +380,7 @@ def suite_compression(args, workdir: Path) -> None:
             commands,
             args.repeats,
             [f"h5py-copy:{reference}"],
+            list(paths.values()),
         )
     check_same_values(paths, workdir, args)
 
@@ -423,6 +435,7 @@ def suite_zarr(args, workdir: Path) -> None:
             commands,
             args.repeats,
             ["anndata.concat_on_disk->zarr"],
+            list(paths.values()),
         )
 
 
@@ -448,6 +461,7 @@ def suite_gene_major(args, workdir: Path) -> None:
         commands,
         args.repeats,
         ["anndata read + tocsc + write"],
+        [agg],
     )
     run_child([sys.executable, "-c", GENE_MAJOR, str(agg), str(out), "none", "2"])
     print("\n| read 10 genes, backed | CSR aggregate s | gene-major s |\n|---|---:|---:|")

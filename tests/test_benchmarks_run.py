@@ -1,0 +1,55 @@
+"""The concat benchmark's suites still run end to end, at a tiny size (their figures are
+not checked here: performance is measured by running them, see README "Benchmark")."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).parent / "benchmarks" / "bench_concat.py"
+TINY = ["--files", "2", "--cells", "200", "--genes", "500", "--nnz-per-cell", "20"]
+
+
+def run_bench(tmp_path: Path, *args: str) -> str:
+    workdir = tmp_path / "work"
+    cmd = [sys.executable, str(BENCH), *TINY, "--repeats", "1", "--workdir", str(workdir), *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def table_rows(out: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| ") and cells[0] not in ("method", "run") and len(cells) > 2:
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+@pytest.mark.slow
+def test_layout_suite_times_every_method(tmp_path):
+    out = run_bench(tmp_path, "--layout", "shuffled,csc", "--threads", "2")
+    rows = table_rows(out)
+    for method in ("cat", "h5py-copy", "kbagg:t2"):
+        assert method in rows, out
+    assert "anndata.concat_on_disk" in rows and "anndata.concat" in rows, out
+    assert float(rows["kbagg:t2"][0]) > 0
+    assert out.count("### layout") == 2
+
+
+@pytest.mark.slow
+def test_compression_zarr_and_gene_major_suites_run(tmp_path):
+    out = run_bench(
+        tmp_path, "--suite", "compression", "--levels", "1", "--isal-levels", "1", "--threads", "2"
+    )
+    assert "kbagg:t2:gzip:1" in table_rows(out), out
+    assert "kbagg gzip:1 vs h5py gzip:1: X/data and X/indices read back identical: True" in out
+    assert "first stored chunk byte-identical: True" in out
+    out = run_bench(tmp_path, "--suite", "zarr", "--threads", "2")
+    assert "kbagg:t2:blosc:1" in table_rows(out), out
+    out = run_bench(tmp_path, "--suite", "gene-major", "--threads", "2")
+    assert "kbagg gene-major t2" in table_rows(out), out
