@@ -276,12 +276,15 @@ def measure_rounds(
     }
 
 
-def warm(paths) -> float:
-    """Read the inputs once, into the page cache, for every method alike; their size in MB."""
+def warm(paths) -> None:
+    """Read the inputs into the page cache (``measure_rounds`` does it before every run)."""
     for q in paths:
         with open(q, "rb") as fh:
             while fh.read(1 << 24):
                 pass
+
+
+def size_mb(paths) -> float:
     return sum(q.stat().st_size for q in paths) / 2**20
 
 
@@ -331,7 +334,7 @@ def suite_layouts(args, workdir: Path) -> None:
         lay_dir = workdir / f"run-{layout}"
         lay_dir.mkdir()
         paths = inputs_for(args, workdir, layout)
-        mb = warm(paths.values())
+        mb = size_mb(paths.values())
         anndata_ref = (
             "anndata.concat_on_disk"
             if layout in ("same", "subset", "shuffled")
@@ -363,7 +366,7 @@ def suite_compression(args, workdir: Path) -> None:
     """Per gzip level: h5py writing the filter itself, then the engine at each thread count;
     then ISA-L levels against h5py's gzip:1 (the nearest ratio), in the same rounds."""
     paths = inputs_for(args, workdir, "same")
-    mb = warm(paths.values())
+    mb = size_mb(paths.values())
     threads = args.threads.split(",")
     tables = [(f"gzip:{level}", [f"gzip:{level}"]) for level in args.levels.split(",") if level]
     isal = [f"isal:{level}" for level in args.isal_levels.split(",") if level]
@@ -411,7 +414,7 @@ def check_same_values(paths, workdir: Path, args) -> None:
 
 def suite_zarr(args, workdir: Path) -> None:
     paths = inputs_for(args, workdir, args.zarr_layout)
-    mb = warm(paths.values())
+    mb = size_mb(paths.values())
     for join in ("inner", "outer") if args.join == "both" else (args.join,):
         commands = {}
         out = workdir / "out.zarr"
@@ -443,7 +446,7 @@ def suite_gene_major(args, workdir: Path) -> None:
     paths = inputs_for(args, workdir, "same")
     agg = workdir / "agg.h5ad"
     run_child(method_command("kbagg:t2", paths, "inner", agg, args))
-    mb = warm([agg])
+    mb = size_mb([agg])
     out = workdir / "gm.h5ad"
     commands = {
         f"kbagg gene-major t{t}": (
