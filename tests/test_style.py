@@ -27,8 +27,17 @@ def test_snakefmt_check_passes():
 def test_ruff_check_and_format_pass():
     lint = run(sys.executable, "-m", "ruff", "check", "src", "scripts", "tests")
     assert lint.returncode == 0, lint.stdout
-    # README.md too: ruff formats the Python snippets in it.
+    # README.md and docs/ too: ruff formats the Python snippets in Markdown.
     fmt = run(
-        sys.executable, "-m", "ruff", "format", "--check", "src", "scripts", "tests", "README.md"
+        sys.executable,
+        "-m",
+        "ruff",
+        "format",
+        "--check",
+        "src",
+        "scripts",
+        "tests",
+        "README.md",
+        "docs",
     )
     assert fmt.returncode == 0, fmt.stdout
