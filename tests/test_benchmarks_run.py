@@ -1,5 +1,5 @@
 """The concat benchmark's suites still run end to end, at a tiny size (their figures are
-not checked here: performance is measured by running them, see README "Benchmark")."""
+not checked here: performance is measured by running them, see docs/benchmarks.md)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ runs (its calls are in `obs['bustools_cell']` of raw.h5ad), so one run measures 
 - Scrublet's doublet score ranks the simulated doublets first: AUC >= 0.85;
 - every called cell has the QC columns, with the right dtypes.
 
-The figures are printed (pytest -s) for the README table.
+The figures are printed (pytest -s) for the table in docs/workflow.md.
 """
 
 from __future__ import annotations

@@ -129,7 +129,7 @@ def test_kb_counts_unequal_lengths_but_not_a_barcode_inside_another(tmp_path):
 
 def test_untranslated_10xv3_barcodes_match_no_cell_and_say_so(simulated):
     """Plain `kite` on 10x v3 feature barcoding leaves the barcodes in the feature-barcode
-    space (the README's 2 of 2,708 on real data): an error, not an empty matrix."""
+    space (docs/workflow.md's 2 of 2,708 on real data): an error, not an empty matrix."""
     folder, files, onlist, _, _ = simulated
     outputs = feature_index_outputs(folder / "ref_plain", MULTIPLEXING_CAPTURE)
     build_feature_index(files["reference"], MULTIPLEXING_CAPTURE, outputs)

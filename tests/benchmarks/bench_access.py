@@ -4,7 +4,7 @@ and updating the store by one sample vs rebuilding it vs concatenating the h5ads
 
     python tests/benchmarks/bench_access.py                       # small, a few minutes
     python tests/benchmarks/bench_access.py --cells 200000 --genes 30000 --samples 64 \\
-        --nnz-per-cell 1000 --workdir /tmp                        # the README figures
+        --nnz-per-cell 1000 --workdir /tmp                        # docs/benchmarks.md
 
 Per-sample h5ads (float32 CSR, the same genes, realistic sparsity) are concatenated with
 kbagg's concat_on_disk (CSR), converted to CSC with anndata, and loaded into a SOMA store

@@ -3,8 +3,8 @@
 generated inputs, each method a fresh child process, methods interleaved and repeated.
 
     python tests/benchmarks/bench_concat.py                      # small, all layouts
-    python tests/benchmarks/bench_concat.py --layout shuffled --files 8 --cells 10000 \\
-        --genes 30000 --nnz-per-cell 2000 --repeats 3 --workdir /tmp/bench   # README figures
+    python tests/benchmarks/bench_concat.py --layout all --files 8 --cells 10000 \\
+        --genes 30000 --nnz-per-cell 2000 --repeats 5 --threads 1,2   # docs/benchmarks.md
     python tests/benchmarks/bench_concat.py --suite compression --levels 1,4,6 --threads 1,2,4
     python tests/benchmarks/bench_concat.py --suite zarr
     python tests/benchmarks/bench_concat.py --suite gene-major

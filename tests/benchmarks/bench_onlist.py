@@ -3,7 +3,7 @@
 (decompress) its bundled on-list into every sample's output folder.
 
     python tests/benchmarks/bench_onlist.py                     # 2 samples, ~3 minutes
-    python tests/benchmarks/bench_onlist.py --repeats 3         # the README figures, ~7 min
+    python tests/benchmarks/bench_onlist.py --repeats 3         # docs/benchmarks.md, ~7 min
     python tests/benchmarks/bench_onlist.py --samples 4 --workdir /tmp/bench_onlist --keep
 
 Uses the real 10x v3 PBMC libraries and the human MT reference from ../shared/testdata

@@ -4,8 +4,8 @@
 goes.
 
     python tests/benchmarks/bench_workflow.py --workdir /tmp/bench_wf            # 1 repeat
-    python tests/benchmarks/bench_workflow.py --workdir /tmp/bench_wf --repeats 3  # README figures
-    python tests/benchmarks/bench_workflow.py --workdir /tmp/bench_wf --modes hand lean
+    python tests/benchmarks/bench_workflow.py --workdir /tmp/bench_wf --repeats 3
+    python tests/benchmarks/bench_workflow.py --workdir /tmp/bench_wf --repeats 2 --modes hand lean  # docs/benchmarks.md
 
 Data: the project's simulator (`kbagg.simulate.demo.write_demo`) writes 4 gene-expression
 samples (10x v3 and v2 mixed, two of them in 2 lanes), 2,000 genes, the simulator's realistic

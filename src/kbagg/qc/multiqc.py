@@ -31,7 +31,7 @@ def custom_content(summary: pd.DataFrame) -> str:
     header = [
         "# id: 'kbagg_qc'",
         "# section_name: 'kbagg QC'",
-        "# description: 'Per-sample metrics of kbagg (see the README, Quality control).'",
+        "# description: 'Per-sample metrics of kbagg (see docs/qc.md).'",
         "# plot_type: 'generalstats'",
         "# pconfig:",
     ]
