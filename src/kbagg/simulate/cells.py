@@ -7,7 +7,10 @@
   normal depth, usually below the knee of the barcode-rank curve;
 - `empty`: ambient RNA only, a multinomial draw from the mixture of all cells' profiles
   weighted by their UMIs; depth log-normal around `empty_umis_median`, capped at
-  `empty_umis_max` (most 1-10 UMIs, a tail up to ~50 by default);
+  `empty_umis_max` (most 1-10 UMIs, a tail up to ~50 by default). Optionally a fraction
+  of ambient-rich empty droplets at a second, higher depth (`rich_empty_fraction`), and
+  overdispersion: each empty droplet's own profile drawn from Dirichlet(`empty_alpha` x
+  ambient) (a Dirichlet-multinomial, the null model of EmptyDrops);
 - `doublet`: two cells' molecules under one barcode (the sum of two fresh cells' counts);
   `doublet_of` names both source cells' types, e.g. `type2+small`.
 
@@ -74,6 +77,27 @@ def _log_normal_umis(rng: np.random.Generator, median: float, sigma: float, n: i
     return np.maximum(1, np.rint(median * np.exp(rng.normal(0.0, sigma, n)))).astype(np.int64)
 
 
+def _dirichlet_multinomial(
+    rng: np.random.Generator, alpha_p: np.ndarray, umis: np.ndarray, block: int = 1 << 22
+) -> tuple[np.ndarray, np.ndarray]:
+    """(draw, gene) of every molecule of len(umis) Dirichlet-multinomial draws: per draw a
+    profile from Dirichlet(alpha_p) (normalized gammas), then its molecules from it."""
+    rows, genes = [], []
+    per_block = max(1, block // len(alpha_p))
+    for start in range(0, len(umis), per_block):
+        n = umis[start : start + per_block]
+        q = rng.gamma(alpha_p, size=(len(n), len(alpha_p)))
+        q /= q.sum(axis=1, keepdims=True)
+        counts = rng.multinomial(n, q)
+        row, gene = np.nonzero(counts)
+        repeat = counts[row, gene]
+        rows.append(np.repeat(start + row, repeat))
+        genes.append(np.repeat(gene, repeat))
+    if not rows:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(rows), np.concatenate(genes)
+
+
 def simulate_droplets(
     rng: np.random.Generator, n_genes: int, n_cells: int, n_empty: int, hard: HardCells
 ) -> SimulatedDroplets:
@@ -130,6 +154,11 @@ def simulate_droplets(
     ambient /= ambient.sum()
     n_rows = n_singlets + n_doublets + n_empty
     empty_umis = _log_normal_umis(rng, hard.empty_umis_median, hard.empty_umis_sigma, n_empty)
+    if hard.rich_empty_fraction > 0:
+        rich = rng.random(n_empty) < hard.rich_empty_fraction
+        empty_umis[rich] = _log_normal_umis(
+            rng, hard.rich_empty_umis_median, hard.rich_empty_umis_sigma, int(rich.sum())
+        )
     source_row = np.concatenate([source_row, n_singlets + n_doublets + np.arange(n_empty)])
     source_code = np.concatenate([source_code, np.full(n_empty, ambient_code)])
     source_umis = np.concatenate([source_umis, np.minimum(empty_umis, hard.empty_umis_max)])
@@ -138,6 +167,11 @@ def simulate_droplets(
     for code, profile in enumerate([*(profiles[name] for name in names), ambient]):
         mine = source_code == code
         umis = source_umis[mine]
+        if code == ambient_code and hard.empty_alpha is not None:
+            row, gene = _dirichlet_multinomial(rng, hard.empty_alpha * profile, umis)
+            rows.append(source_row[mine][row])
+            genes.append(gene)
+            continue
         cumulative = np.cumsum(profile)
         picks = np.searchsorted(cumulative / cumulative[-1], rng.random(int(umis.sum())), "right")
         genes.append(np.minimum(picks, n_genes - 1))
