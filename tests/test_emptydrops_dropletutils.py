@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from dropletutils import dropletutils_missing, empty_drops_r, jaccard
+from dropletutils import EMPTY_DROPLETS, dropletutils_missing, empty_drops_r, jaccard
 
 from kbagg.cells.emptydrops import empty_drops
 from kbagg.simulate.cells import simulate_droplets
@@ -29,13 +29,7 @@ from kbagg.simulate.spec import HardCells
 pytestmark = pytest.mark.slow
 
 LOWER, N_ITER, SEED = 100, 10_000, 0
-SPEC = HardCells(
-    n_small_cells=100,
-    cell_umis_median=1500.0,
-    rich_empty_fraction=0.05,
-    empty_alpha=1000.0,
-    empty_umis_max=1000,
-)
+SPEC = HardCells(n_small_cells=100, cell_umis_median=1500.0, **EMPTY_DROPLETS)
 
 
 @pytest.fixture(scope="module")

@@ -78,24 +78,28 @@ def _log_normal_umis(rng: np.random.Generator, median: float, sigma: float, n: i
 
 
 def _dirichlet_multinomial(
-    rng: np.random.Generator, alpha_p: np.ndarray, umis: np.ndarray, block: int = 1 << 22
+    rng: np.random.Generator, profile: np.ndarray, alpha: float, umis: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(draw, gene) of every molecule of len(umis) Dirichlet-multinomial draws: per draw a
-    profile from Dirichlet(alpha_p) (normalized gammas), then its molecules from it."""
-    rows, genes = [], []
-    per_block = max(1, block // len(alpha_p))
-    for start in range(0, len(umis), per_block):
-        n = umis[start : start + per_block]
-        q = rng.gamma(alpha_p, size=(len(n), len(alpha_p)))
-        q /= q.sum(axis=1, keepdims=True)
-        counts = rng.multinomial(n, q)
-        row, gene = np.nonzero(counts)
-        repeat = counts[row, gene]
-        rows.append(np.repeat(start + row, repeat))
-        genes.append(np.repeat(gene, repeat))
-    if not rows:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return np.concatenate(rows), np.concatenate(genes)
+    """(draw, gene) of every molecule of len(umis) Dirichlet-multinomial draws of
+    Dirichlet(alpha * profile), by the Polya urn: molecule k of a draw is new (a gene from
+    `profile`) with probability alpha / (alpha + k), else a copy of one of the k earlier
+    molecules of the same draw, picked uniformly. Work in molecules, not genes."""
+    n = int(umis.sum())
+    draw = np.repeat(np.arange(len(umis)), umis)
+    first = np.repeat(np.cumsum(umis) - umis, umis)
+    k = np.arange(n) - first  # position within the draw
+    is_new = rng.random(n) * (alpha + k) < alpha  # always for k == 0
+    source = np.where(is_new, np.arange(n), first + (rng.random(n) * k).astype(np.int64))
+    while True:  # follow copies back to the new molecule each one copies
+        jumped = source[source]
+        if np.array_equal(jumped, source):
+            break
+        source = jumped
+    cumulative = np.cumsum(profile)
+    gene = np.zeros(n, dtype=np.int64)
+    picks = np.searchsorted(cumulative / cumulative[-1], rng.random(int(is_new.sum())), "right")
+    gene[is_new] = np.minimum(picks, len(profile) - 1)
+    return draw, gene[source]
 
 
 def simulate_droplets(
@@ -168,7 +172,7 @@ def simulate_droplets(
         mine = source_code == code
         umis = source_umis[mine]
         if code == ambient_code and hard.empty_alpha is not None:
-            row, gene = _dirichlet_multinomial(rng, hard.empty_alpha * profile, umis)
+            row, gene = _dirichlet_multinomial(rng, profile, hard.empty_alpha, umis)
             rows.append(source_row[mine][row])
             genes.append(gene)
             continue
