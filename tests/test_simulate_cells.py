@@ -104,12 +104,15 @@ def test_hard_demo_writes_fastqs_that_hold_the_truth(tmp_path):
                 umis[line[:16]] += 1
     totals = np.asarray(truth.X.sum(axis=1)).ravel()
     assert umis == dict(zip(truth.obs_names, totals.astype(int), strict=True))
-    # The hard cases are what they claim: the knee misses the small cells, EmptyDrops not.
+    # The hard cases are what they claim: the knee misses the small cells, EmptyDrops not,
+    # and ambient-rich empty droplets above lower are tested (tests/test_cell_calling.py).
     result = empty_drops(truth.X, n_iter=10_000)
     small = (truth.obs["kind"] == "small_cell").to_numpy()
+    empty = (truth.obs["kind"] == "empty").to_numpy()
+    assert np.count_nonzero(empty & (totals > result.params["lower"])) >= 100
     assert np.mean(totals[small] >= result.params["knee"]) < 0.5
-    assert result.is_cell[small].mean() >= 0.95
-    assert (truth.obs["kind"][result.is_cell] != "empty").all()
+    assert result.is_cell[small].mean() >= 0.9
+    assert not result.is_cell[empty].any()
 
 
 @pytest.mark.parametrize("alpha", [None, 50.0])

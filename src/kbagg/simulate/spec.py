@@ -104,7 +104,12 @@ HARD = DemoSpec(
             n_cells=150,
             n_empty=2000,
             metadata={"condition": "hard", "donor": "d3"},
-            hard=HardCells(n_small_cells=40, cell_umis_median=1200.0),
+            hard=HardCells(
+                n_small_cells=40,
+                cell_umis_median=1200.0,
+                rich_empty_fraction=0.1,
+                empty_umis_max=1000,
+            ),
         ),
     ),
 )
