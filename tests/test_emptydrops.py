@@ -222,10 +222,20 @@ def test_non_integer_counts_are_rounded_like_droplet_utils():
 def test_progress_is_logged():
     droplets = simulate_droplets(np.random.default_rng(3), 200, 40, 2000, HardCells(10))
     lines = []
-    empty_drops(droplets.counts, n_iter=200, log=lines.append)
-    assert lines[0].startswith("emptydrops: 2,")
-    assert any("iterations" in line for line in lines[:-1]) or len(lines) >= 3
-    assert "cells" in lines[-1]
+    result = empty_drops(
+        droplets.counts, n_iter=200, log=lines.append, log_every_s=0, max_block_draws=20_000
+    )
+    max_total = result.params["max_simulated_total"]
+    per_block = 20_000 // max_total
+    assert lines[0].startswith("emptydrops: 2,") and "ambient from" in lines[1]
+    # One line per block of iterations, then the summary.
+    done = [min(k, 200) for k in range(per_block, 200 + per_block, per_block)]
+    assert lines[2:-1] == [
+        f"emptydrops: {k:,}/200 iterations (up to {max_total:,} UMIs)" for k in done
+    ]
+    assert len(done) >= 3 and lines[-1].startswith(
+        f"emptydrops: {result.params['n_cells']:,} cells"
+    )
 
 
 # --- the knee ------------------------------------------------------------------------------

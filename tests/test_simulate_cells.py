@@ -104,9 +104,35 @@ def test_hard_demo_writes_fastqs_that_hold_the_truth(tmp_path):
                 umis[line[:16]] += 1
     totals = np.asarray(truth.X.sum(axis=1)).ravel()
     assert umis == dict(zip(truth.obs_names, totals.astype(int), strict=True))
-    # The hard cases are what they claim: the knee misses the small cells, EmptyDrops not.
+    # The hard cases are what they claim: the knee misses the small cells, EmptyDrops not,
+    # and ambient-rich empty droplets above lower are tested (tests/test_cell_calling.py).
     result = empty_drops(truth.X, n_iter=10_000)
     small = (truth.obs["kind"] == "small_cell").to_numpy()
+    empty = (truth.obs["kind"] == "empty").to_numpy()
+    assert np.count_nonzero(empty & (totals > result.params["lower"])) >= 100
     assert np.mean(totals[small] >= result.params["knee"]) < 0.5
-    assert result.is_cell[small].mean() >= 0.95
-    assert (truth.obs["kind"][result.is_cell] != "empty").all()
+    assert result.is_cell[small].mean() >= 0.9
+    assert not result.is_cell[empty].any()
+
+
+@pytest.mark.parametrize("alpha", [None, 50.0])
+def test_ambient_rich_and_overdispersed_empty_droplets(alpha):
+    spec = HardCells(10, rich_empty_fraction=0.1, empty_alpha=alpha, empty_umis_max=1000)
+    droplets = simulate_droplets(np.random.default_rng(4), 300, 20, 5000, spec)
+    kind = droplets.obs["kind"].to_numpy()
+    totals = np.asarray(droplets.counts.sum(axis=1)).ravel()
+    empty = kind == "empty"
+    # 10% at a median of 150 UMIs: P(> 100) = P(z > log(100/150)/0.5) = 0.79 of them.
+    assert np.mean(totals[empty] > 100) == pytest.approx(0.1 * 0.79, abs=0.015)
+    assert np.median(totals[empty]) == 3
+    # In the droplets above 100, the 20 commonest ambient genes: their variance over the
+    # multinomial one is (t + alpha) / (1 + alpha) for a Dirichlet-multinomial, 1 without.
+    rich = empty & (totals > 100)
+    t = totals[rich]
+    ratios = []
+    for gene in np.argsort(droplets.ambient)[-20:]:
+        p = droplets.ambient[gene]
+        x = droplets.counts[rich][:, gene].toarray().ravel()
+        ratios.append(np.var((x - t * p) / np.sqrt(t * p * (1 - p))))
+    expected = 1.0 if alpha is None else float(np.mean((t + alpha) / (1 + alpha)))
+    assert np.mean(ratios) == pytest.approx(expected, rel=0.1)

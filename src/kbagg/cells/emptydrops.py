@@ -546,6 +546,7 @@ def empty_drops(
     alpha: float | None = None,
     max_block_draws: int = 1 << 20,
     log: Callable[[str], None] | None = None,
+    log_every_s: float = 5.0,
 ) -> EmptyDropsResult:
     """Call cells in a raw (unfiltered) barcode x gene UMI matrix with EmptyDrops.
 
@@ -574,6 +575,8 @@ def empty_drops(
         each).
     log
         Called with a progress line every few seconds on long runs.
+    log_every_s
+        Seconds between Monte Carlo progress lines (0: one per block of iterations).
 
     Returns
     -------
@@ -590,7 +593,7 @@ def empty_drops(
         )
     if alpha is not None and not alpha > 0:
         raise KbaggError(f"empty_drops: alpha must be positive or None, got {alpha}")
-    progress = _Progress(log)
+    progress = _Progress(log, log_every_s)
     notes: list[str] = []
 
     def warn(message: str) -> None:

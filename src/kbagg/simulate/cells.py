@@ -7,7 +7,10 @@
   normal depth, usually below the knee of the barcode-rank curve;
 - `empty`: ambient RNA only, a multinomial draw from the mixture of all cells' profiles
   weighted by their UMIs; depth log-normal around `empty_umis_median`, capped at
-  `empty_umis_max` (most 1-10 UMIs, a tail up to ~50 by default);
+  `empty_umis_max` (most 1-10 UMIs, a tail up to ~50 by default). Optionally a fraction
+  of ambient-rich empty droplets at a second, higher depth (`rich_empty_fraction`), and
+  overdispersion: each empty droplet's own profile drawn from Dirichlet(`empty_alpha` x
+  ambient) (a Dirichlet-multinomial, the null model of EmptyDrops);
 - `doublet`: two cells' molecules under one barcode (the sum of two fresh cells' counts);
   `doublet_of` names both source cells' types, e.g. `type2+small`.
 
@@ -74,6 +77,31 @@ def _log_normal_umis(rng: np.random.Generator, median: float, sigma: float, n: i
     return np.maximum(1, np.rint(median * np.exp(rng.normal(0.0, sigma, n)))).astype(np.int64)
 
 
+def _dirichlet_multinomial(
+    rng: np.random.Generator, profile: np.ndarray, alpha: float, umis: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(draw, gene) of every molecule of len(umis) Dirichlet-multinomial draws of
+    Dirichlet(alpha * profile), by the Polya urn: molecule k of a draw is new (a gene from
+    `profile`) with probability alpha / (alpha + k), else a copy of one of the k earlier
+    molecules of the same draw, picked uniformly. Work in molecules, not genes."""
+    n = int(umis.sum())
+    draw = np.repeat(np.arange(len(umis)), umis)
+    first = np.repeat(np.cumsum(umis) - umis, umis)
+    k = np.arange(n) - first  # position within the draw
+    is_new = rng.random(n) * (alpha + k) < alpha  # always for k == 0
+    source = np.where(is_new, np.arange(n), first + (rng.random(n) * k).astype(np.int64))
+    while True:  # follow copies back to the new molecule each one copies
+        jumped = source[source]
+        if np.array_equal(jumped, source):
+            break
+        source = jumped
+    cumulative = np.cumsum(profile)
+    gene = np.zeros(n, dtype=np.int64)
+    picks = np.searchsorted(cumulative / cumulative[-1], rng.random(int(is_new.sum())), "right")
+    gene[is_new] = np.minimum(picks, len(profile) - 1)
+    return draw, gene[source]
+
+
 def simulate_droplets(
     rng: np.random.Generator, n_genes: int, n_cells: int, n_empty: int, hard: HardCells
 ) -> SimulatedDroplets:
@@ -130,6 +158,11 @@ def simulate_droplets(
     ambient /= ambient.sum()
     n_rows = n_singlets + n_doublets + n_empty
     empty_umis = _log_normal_umis(rng, hard.empty_umis_median, hard.empty_umis_sigma, n_empty)
+    if hard.rich_empty_fraction > 0:
+        rich = rng.random(n_empty) < hard.rich_empty_fraction
+        empty_umis[rich] = _log_normal_umis(
+            rng, hard.rich_empty_umis_median, hard.rich_empty_umis_sigma, int(rich.sum())
+        )
     source_row = np.concatenate([source_row, n_singlets + n_doublets + np.arange(n_empty)])
     source_code = np.concatenate([source_code, np.full(n_empty, ambient_code)])
     source_umis = np.concatenate([source_umis, np.minimum(empty_umis, hard.empty_umis_max)])
@@ -138,6 +171,11 @@ def simulate_droplets(
     for code, profile in enumerate([*(profiles[name] for name in names), ambient]):
         mine = source_code == code
         umis = source_umis[mine]
+        if code == ambient_code and hard.empty_alpha is not None:
+            row, gene = _dirichlet_multinomial(rng, profile, hard.empty_alpha, umis)
+            rows.append(source_row[mine][row])
+            genes.append(gene)
+            continue
         cumulative = np.cumsum(profile)
         picks = np.searchsorted(cumulative / cumulative[-1], rng.random(int(umis.sum())), "right")
         genes.append(np.minimum(picks, n_genes - 1))

@@ -26,6 +26,16 @@ class HardCells:
     empty_umis_median: float = 3.0
     empty_umis_sigma: float = 0.9
     empty_umis_max: int = 50
+    # Ambient-rich empty droplets: this fraction of the empty droplets takes its depth from
+    # a second log-normal (median, sigma), reaching above EmptyDrops' `lower` (100) where
+    # the small cells are; still ambient RNA only. 0: none (no extra random draws).
+    rich_empty_fraction: float = 0.0
+    rich_empty_umis_median: float = 150.0
+    rich_empty_umis_sigma: float = 0.5
+    # Overdispersed empty droplets: each draws its own profile from Dirichlet(alpha *
+    # ambient) before its molecules (a Dirichlet-multinomial, EmptyDrops' null model).
+    # None: every empty droplet is a multinomial draw from the ambient profile itself.
+    empty_alpha: float | None = None
     program_fraction: float = 0.1  # genes of each type's own programme ...
     program_off: float = 0.02  # ... at this relative level in the other types
 
@@ -94,7 +104,12 @@ HARD = DemoSpec(
             n_cells=150,
             n_empty=2000,
             metadata={"condition": "hard", "donor": "d3"},
-            hard=HardCells(n_small_cells=40, cell_umis_median=1200.0),
+            hard=HardCells(
+                n_small_cells=40,
+                cell_umis_median=1200.0,
+                rich_empty_fraction=0.1,
+                empty_umis_max=1000,
+            ),
         ),
     ),
 )
