@@ -176,6 +176,34 @@ def test_good_hashtag_maps_pass(tmp_path, sheet, hashtags):
     check_feature_config(feature_config(tmp_path, hashtags), sheet)
 
 
+@pytest.mark.parametrize(
+    ("pool2", "message"),
+    [
+        (
+            {**OTHER_MAP, "HTO1": {"sample": "e1", "tissue": "blood"}},
+            "config hashtags.pool2.HTO1: tissue is not a metadata column of the sample sheet "
+            "(its metadata columns: condition)",
+        ),
+        (
+            {
+                **OTHER_MAP,
+                "HTO1": {"sample": "e1", "condition": "a"},
+                "HTO2": {"sample": "e1", "condition": "b"},
+            },
+            "config hashtags.pool2.HTO2: sample 'e1' has other metadata elsewhere in config "
+            "hashtags",
+        ),
+    ],
+    ids=["unknown-column", "conflicting-values"],
+)
+def test_metadata_of_demultiplexed_samples_is_checked(sheet, pool2, message):
+    from kbagg.config import demultiplexed_metadata
+
+    config = {"hashtags": {"pool1": FULL_MAP, "pool2": pool2}}
+    with pytest.raises(KbaggError, match=re.escape(message)):
+        demultiplexed_metadata(config, sheet.metadata_columns)
+
+
 def test_a_sheet_sample_named_like_a_hashtag_of_an_unmapped_pool_is_an_error(tmp_path):
     write_inputs(tmp_path, [("HTO2", "10xv3", "Gene Expression"), *LIBRARIES[3:5]])
     sheet = load_sample_sheet(tmp_path / "samples.tsv", "10xv3", workdir=tmp_path)
@@ -367,6 +395,19 @@ def test_soma_store_with_another_measurement_is_named_unless_it_is_ours(tmp_path
         check_soma_store(str(soma_store), "GEX", workdir=tmp_path)
     (tmp_path / ".kbagg_project").write_text("P\n")  # this project's own store: rebuilt
     check_soma_store(str(soma_store), "GEX", workdir=tmp_path)
+    from kbagg.aggregate.soma import update_store
+
+    manifest = update_store(
+        soma_store,
+        {"s1": tmp_path / "s1.h5ad"},
+        run_id="r2",
+        manifest_path=tmp_path / "m2.json",
+        measurement="GEX",
+        project="P",
+        log=lambda line: None,
+    )
+    assert manifest["action"] == "rebuilt"
+    assert manifest["reason"] == "measurement changed from 'RNA' to 'GEX'"
 
 
 # --- through Snakemake: each check is wired in before any job -------------------------------------

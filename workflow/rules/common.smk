@@ -106,11 +106,11 @@ try:
         config["aggregate"]["compression"],
         config["aggregate"]["gene_major"],
     )
-    if config["aggregate"]["soma"]["enabled"] and config["filter"]["enabled"]:
-        check_soma_store(
-            config["aggregate"]["soma"]["uri"],
-            config["aggregate"]["soma"]["measurement"],
-        )
+    # Once, in the process that plans the run: a job's own process (a cluster job, or the
+    # soma job itself) need not open the store again.
+    _soma = config["aggregate"]["soma"]
+    if _soma["enabled"] and config["filter"]["enabled"] and workflow.is_main_process:
+        check_soma_store(_soma["uri"], _soma["measurement"])
 except KbaggError as error:
     raise WorkflowError(str(error))
 SAMPLES = SHEET.names
