@@ -66,10 +66,14 @@ def write_inputs(folder: Path, libraries=LIBRARIES) -> None:
         (folder / name).write_bytes(b"")
 
 
+def sheet_with(folder: Path, libraries=LIBRARIES):
+    write_inputs(folder, libraries)
+    return load_sample_sheet(folder / "samples.tsv", "10xv3", workdir=folder)
+
+
 @pytest.fixture
 def sheet(tmp_path):
-    write_inputs(tmp_path)
-    return load_sample_sheet(tmp_path / "samples.tsv", "10xv3", workdir=tmp_path)
+    return sheet_with(tmp_path)
 
 
 def feature_config(tmp_path: Path, hashtags) -> dict:
@@ -205,8 +209,7 @@ def test_metadata_of_demultiplexed_samples_is_checked(sheet, pool2, message):
 
 
 def test_a_sheet_sample_named_like_a_hashtag_of_an_unmapped_pool_is_an_error(tmp_path):
-    write_inputs(tmp_path, [("HTO2", "10xv3", "Gene Expression"), *LIBRARIES[3:5]])
-    sheet = load_sample_sheet(tmp_path / "samples.tsv", "10xv3", workdir=tmp_path)
+    sheet = sheet_with(tmp_path, [("HTO2", "10xv3", "Gene Expression"), *LIBRARIES[3:5]])
     with pytest.raises(
         KbaggError,
         match=re.escape(
@@ -283,8 +286,7 @@ def test_feature_reference_errors_stop_before_any_job(
 
 # --- technologies, label, download ------------------------------------------------------------
 def test_technology_of_every_library_is_checked(tmp_path):
-    write_inputs(tmp_path, [*LIBRARIES[:2], ("cite", "10xv9", "Antibody Capture")])
-    sheet = load_sample_sheet(tmp_path / "samples.tsv", "10xv3", workdir=tmp_path)
+    sheet = sheet_with(tmp_path, [*LIBRARIES[:2], ("cite", "10xv9", "Antibody Capture")])
     with pytest.raises(
         SampleSheetError,
         match=re.escape(
@@ -297,14 +299,20 @@ def test_technology_of_every_library_is_checked(tmp_path):
         check_technologies({"technology": "10xv3x"}, sheet)
 
 
-def test_a_feature_library_kb_cannot_count_is_named(tmp_path):
-    write_inputs(tmp_path, [("s", "10xv3", "Gene Expression"), ("s", "10xfb", "Antibody Capture")])
-    check_technologies(
-        {"technology": "10xv3"}, load_sample_sheet(tmp_path / "samples.tsv", "10xv3")
+def test_a_feature_library_with_three_fastqs_per_lane_is_named(tmp_path):
+    sheet = sheet_with(
+        tmp_path, [("s", "10xv3", "Gene Expression"), ("s", "10xfb", "Antibody Capture")]
     )
-    write_inputs(tmp_path, [("s", "10xv3", "Gene Expression"), ("s", "10xv1", "Antibody Capture")])
-    sheet = load_sample_sheet(tmp_path / "samples.tsv", "10xv3", workdir=tmp_path)
-    with pytest.raises(SampleSheetError, match="'10xv1' needs 3 FASTQ files per lane"):
+    check_technologies({"technology": "10xv3"}, sheet)
+    sheet = sheet_with(
+        tmp_path, [("s", "10xv3", "Gene Expression"), ("s", "10xv1", "Antibody Capture")]
+    )
+    with pytest.raises(
+        SampleSheetError,
+        match=re.escape(
+            "(Antibody Capture library), column technology: technology '10xv1' needs 3"
+        ),
+    ):
         check_technologies({"technology": "10xv3"}, sheet)
 
 

@@ -292,11 +292,8 @@ def demultiplexed_metadata(config: Mapping, metadata_columns: list[str]) -> dict
 
 
 def check_technologies(config: Mapping, sheet) -> None:
-    """config `technology` and every library's technology are kb technologies with an R1
-    and an R2 per lane; a feature library's technology is also one kb can count features
-    of (`kbagg.count.kite.kite_mode`)."""
-    from kbagg.count.kite import kite_mode
-    from kbagg.feature_types import GENE_EXPRESSION
+    """config `technology` and every library's technology (feature libraries too) are kb
+    technologies with an R1 and an R2 per lane."""
     from kbagg.kb.technology import paired_technology
     from kbagg.sheet import SampleSheetError
 
@@ -307,8 +304,6 @@ def check_technologies(config: Mapping, sheet) -> None:
     for (sample, feature_type), technology in sheet.libraries["technology"].items():
         try:
             paired_technology(technology)
-            if feature_type != GENE_EXPRESSION:
-                paired_technology(kite_mode(technology).onlist_technology)
         except KbaggError as error:
             raise SampleSheetError(
                 f"sample sheet {sheet.path}, sample '{sample}' ({feature_type} library), "
