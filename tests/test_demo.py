@@ -284,6 +284,55 @@ def test_mudata_aggregate_rna_equals_the_h5ad_aggregate_and_cells_carry_their_sa
     assert set(per_sample.mod) == {"rna", "prot"}
 
 
+def assert_h5mu_agrees_with_h5ad(workdir: Path) -> None:
+    """The .h5mu's global obs and the h5ad aggregate tell the same story for every cell.
+
+    `library` is the h5ad's `sample`. `sample` is the h5ad's too, except for the cells of a
+    pool with a hashtag map: theirs is their hashtag's sample (missing for doublets and
+    negatives), a name no sample of the sheet has and no other pool uses. So each sample
+    name means one set of cells in both files. The sheet's metadata are the h5ad's, except
+    where config hashtags gives a demultiplexed sample its own value."""
+    config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
+    agg = ad.read_h5ad(workdir / "results" / "aggregate" / "filtered.h5ad").obs
+    obs = mudata.read_h5mu(workdir / "results" / "aggregate" / "filtered.h5mu").obs
+    assert sorted(obs.index) == sorted(agg.index)
+    obs = obs.loc[agg.index]
+    library, sample = obs["library"].astype(str), obs["sample"].astype(object)
+    pd.testing.assert_series_equal(library, agg["sample"].astype(str), check_names=False)
+    maps = config.get("hashtags") or {}
+    sheet_samples = set(agg["sample"].astype(str))
+    for name in sheet_samples:
+        in_h5mu, in_h5ad = set(obs.index[sample == name]), set(agg.index[agg["sample"] == name])
+        expected = set() if maps.get(name) else in_h5ad
+        assert in_h5mu == expected, f"sample '{name}': other cells in the .h5mu than the h5ad"
+    renamed = sample.notna() & (sample != library)
+    assert library[renamed].isin(list(maps)).all()
+    assert not sample[renamed].isin(sheet_samples).any()
+    assert (
+        sample[renamed].to_frame().join(library).groupby("sample")["library"].nunique() == 1
+    ).all()
+    own = {
+        entry["sample"]: entry
+        for entries in maps.values()
+        for entry in entries.values()
+        if isinstance(entry, dict)
+    }
+    metadata = [c for c in agg.columns if c in obs.columns and c not in ("sample", "library")]
+    assert metadata, "no sheet metadata to compare"
+    for column in metadata:
+        expected = agg[column].astype(object).copy()
+        for name, entry in own.items():
+            if column in entry:
+                expected[(sample == name).to_numpy()] = str(entry[column])
+        pd.testing.assert_series_equal(
+            obs[column].astype(object), expected, check_names=False, obj=column
+        )
+
+
+def test_h5mu_and_h5ad_aggregate_agree_on_sample_and_metadata_of_every_cell(demo_run):
+    assert_h5mu_agrees_with_h5ad(demo_run)
+
+
 def test_soma_store_equals_the_aggregate(demo_run):
     """The demo keeps a TileDB-SOMA store (aggregate.soma.enabled): read back, it holds the
     outer-join aggregate's cells, genes, counts and obs, plus the run that added each cell."""

@@ -76,7 +76,13 @@ class SampleSheet:
 
     def check_obs_columns(self, label: str, reserved: Iterable[str] = ()) -> None:
         """Metadata columns become obs columns: none may take the name of the label column
-        (config aggregate.label) or of a column kbagg writes itself."""
+        (config aggregate.label) or of a column kbagg writes itself, and neither may the
+        label."""
+        if label in reserved:
+            raise KbaggError(
+                f"config aggregate.label '{label}': kbagg writes an obs column of that name "
+                f"itself ({', '.join(reserved)}); choose another label"
+            )
         taken = {label: "config aggregate.label", **dict.fromkeys(reserved, "kbagg")}
         for column in self.metadata_columns:
             if column in taken:

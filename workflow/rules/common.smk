@@ -35,7 +35,10 @@ from kbagg.feature_types import FEATURE_TYPE_OF
 from kbagg.aggregate.output import check_output_options
 from kbagg.config import (
     check_config,
+    check_download,
     check_feature_config,
+    check_soma_store,
+    check_technologies,
     count_extra_args,
     demultiplexed_metadata,
     hashtag_samples,
@@ -48,8 +51,28 @@ from kbagg.sheet import load_sample_sheet
 from kbagg.simulate.spec import demo_outputs
 
 DEMO_DIR = "resources/demo"
-# obs columns kbagg writes itself: a metadata column of the sheet may not take these names
-OBS_COLUMNS = CELL_COLUMNS
+# obs columns kbagg writes itself: neither a metadata column of the sheet nor
+# aggregate.label may take these names (raw.h5ad's cell calls; the .h5mu's global obs and
+# its hashtag modality)
+OBS_COLUMNS = (
+    *CELL_COLUMNS,
+    "bustools_cell",
+    "emptydrops_cell",
+    "emptydrops_fdr",
+    "library",
+    "hashtag",
+    "hashtag_class",
+    "hashtag_confidence",
+    "hashtag_margin",
+    "hashtag_sample",
+)
+
+
+def _planned_feature_reference():
+    """The demo's feature reference, which rule simulate_demo writes."""
+    from kbagg.simulate.features import DEMO_FEATURES, reference_table
+
+    return reference_table(DEMO_FEATURES)
 
 
 def _validate_sheet_rows(table):
@@ -59,6 +82,7 @@ def _validate_sheet_rows(table):
 try:
     check_config(config)  # clear messages for what the schema would word obscurely
     validate(config, "../schemas/config.schema.yaml")
+    check_download(config)
     _demo_files = [p for paths in demo_outputs(DEMO_DIR).values() for p in paths]
     SHEET = load_sample_sheet(
         config["samples"],
@@ -67,10 +91,14 @@ try:
         validate_rows=_validate_sheet_rows,
     )
     SHEET.check_obs_columns(config["aggregate"]["label"], reserved=OBS_COLUMNS)
-    for _sample in SHEET.names:
-        paired_technology(SHEET.technology(_sample))
+    check_technologies(config, SHEET)
     COUNT_EXTRA_ARGS = count_extra_args(config["count"]["extra"])
-    check_feature_config(config, SHEET, will_exist=_demo_files)
+    check_feature_config(
+        config,
+        SHEET,
+        will_exist=_demo_files,
+        planned_reference=_planned_feature_reference,
+    )
     HASHTAG_SAMPLES = hashtag_samples(config)
     DEMULTIPLEXED_METADATA = demultiplexed_metadata(config, SHEET.metadata_columns)
     check_output_options(
@@ -78,6 +106,11 @@ try:
         config["aggregate"]["compression"],
         config["aggregate"]["gene_major"],
     )
+    # Once, in the process that plans the run: a job's own process (a cluster job, or the
+    # soma job itself) need not open the store again.
+    _soma = config["aggregate"]["soma"]
+    if _soma["enabled"] and config["filter"]["enabled"] and workflow.is_main_process:
+        check_soma_store(_soma["uri"], _soma["measurement"])
 except KbaggError as error:
     raise WorkflowError(str(error))
 SAMPLES = SHEET.names

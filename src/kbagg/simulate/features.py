@@ -128,6 +128,13 @@ def feature_barcodes(rng: np.random.Generator, spec: FeatureSimSpec) -> pd.DataF
     return pd.DataFrame(rows, columns=["id", "name", "read", "pattern", "sequence", "feature_type"])
 
 
+def reference_table(spec: FeatureSimSpec = DEFAULT_FEATURES) -> pd.DataFrame:
+    """The feature reference `write_feature_libraries` writes for `spec` (its first draw),
+    without writing anything: the workflow checks config `hashtags` against the demo's
+    reference before the rule that writes it has run."""
+    return feature_barcodes(np.random.default_rng(spec.seed), spec)
+
+
 def simulate_feature_counts(
     rng: np.random.Generator,
     cell_types: np.ndarray,
