@@ -117,6 +117,7 @@ HARD = DemoSpec(
                 cell_umis_median=1200.0,
                 rich_empty_fraction=0.1,
                 empty_umis_max=1000,
+                doublet_umis="singlet",  # depth-matched: depth alone does not find them
             ),
         ),
     ),
