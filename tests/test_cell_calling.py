@@ -9,7 +9,11 @@ raw.h5ad), so one run measures both methods:
 - EmptyDrops recalls >= 90% of the small cells at >= 99% precision, on data where the
   bustools knee recovers fewer than half of them and "every barcode above `lower` is a
   cell" has a precision ~0.55: EmptyDrops must beat that by >= 0.3 and keep its recall;
-- Scrublet's doublet score ranks the simulated doublets first: AUC >= 0.85;
+- Scrublet's doublet score ranks the simulated doublets first (AUC >= 0.85) on doublets
+  downsampled to a singlet's depth, where total UMIs rank them little better than chance
+  (< 0.7). Genes detected keeps some signal (two cells' programmes in one droplet, and
+  EmptyDrops misses the shallowest doublets): Scrublet must beat both rankings by >= 0.05.
+  Only ~14 doublets are called here; test_doublets holds the larger margin on 70;
 - every called cell has the QC columns, with the right dtypes.
 
 The figures are printed (pytest -s) for the table in docs/workflow.md.
@@ -130,8 +134,15 @@ def test_scrublet_scores_rank_doublets_first(hard_run):
     scored = filtered.obs["doublet_score"].notna().to_numpy()
     is_doublet = (kinds == "doublet").to_numpy()
     value = auc(filtered.obs["doublet_score"].to_numpy()[scored], is_doublet[scored])
-    print(f"\nScrublet AUC on {is_doublet.sum()} simulated doublets: {value:.3f}")
-    assert value >= 0.85
+    # The trivial rankings on the same cells: by total UMIs, by genes detected.
+    umis = auc(filtered.obs["n_umis"].to_numpy()[scored], is_doublet[scored])
+    genes = auc(filtered.obs["n_genes"].to_numpy()[scored], is_doublet[scored])
+    print(
+        f"\nAUC on {is_doublet.sum()} simulated doublets: Scrublet {value:.3f}, "
+        f"total UMIs {umis:.3f}, genes detected {genes:.3f}"
+    )
+    assert umis < 0.7, "depth-matched doublets: total UMIs alone must not find them"
+    assert value >= 0.85 and value >= max(umis, genes) + 0.05
 
 
 def test_cells_carry_qc_columns_and_the_method_record(hard_run):

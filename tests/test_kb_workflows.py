@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -21,6 +24,18 @@ from conftest import REPO, run_snakemake
 from kbagg.simulate.spec import DEMO
 
 pytestmark = pytest.mark.slow
+
+KB = Path(sys.executable).with_name("kb")
+
+
+def kb(*args) -> str:
+    """`kb ARGS` by hand; kb exits 0 on most errors, so its log is checked too."""
+    proc = subprocess.run([str(KB), *map(str, args)], capture_output=True, text=True)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "An exception occurred" not in log, (
+        f"kb {' '.join(map(str, args))} failed ({proc.returncode}):\n{log[-4000:]}"
+    )
+    return log
 
 
 def test_nac_reference_and_counts_recover_the_truth(tmp_path):
@@ -67,12 +82,31 @@ def test_lamanno_on_real_mouse_data_keeps_kbs_layers(tmp_path, testdata):
     run_snakemake(tmp_path, target, "--configfile", str(tmp_path / "config.yaml"))
 
     got = ad.read_h5ad(tmp_path / target)
-    kb_own = ad.read_h5ad(tmp_path / "results/samples/sampleX/kb/counts_filtered/adata.h5ad")
     assert set(named_layers(got)) == {"mature", "nascent"}
     assert got.n_obs > 0 and got.layers["nascent"].sum() > 0
-    assert list(got.obs_names) == list(kb_own.obs_names)
+
+    # kb by hand, in a fresh folder, with this test's own arguments (kb's documented lamanno
+    # usage), not the command the workflow recorded nor its kb folder.
+    hand = tmp_path / "by_hand"
+    ref = hand / "ref"
+    ref.mkdir(parents=True)
+    kb("ref", "--workflow", "lamanno", "-i", ref / "index.idx", "-g", ref / "t2g.txt",
+       "-f1", ref / "cdna.fa", "-f2", ref / "intron.fa",
+       "-c1", ref / "cdna_t2c.txt", "-c2", ref / "intron_t2c.txt", "--tmp", ref / "tmp",
+       config["reference"]["fasta"], config["reference"]["gtf"])  # fmt: skip
+    kb("count", "--workflow", "lamanno", "-i", ref / "index.idx", "-g", ref / "t2g.txt",
+       "-c1", ref / "cdna_t2c.txt", "-c2", ref / "intron_t2c.txt", "-x", "10xv2",
+       "-o", hand / "count", "--tmp", hand / "count_tmp", "--h5ad", "--filter", "bustools",
+       reads / "SampleX_S1_L001_R1_001.fastq.gz",
+       reads / "SampleX_S1_L001_R2_001.fastq.gz")  # fmt: skip
+    kb_hand = ad.read_h5ad(hand / "count" / "counts_filtered" / "adata.h5ad")
+    assert list(got.obs_names) == list(kb_hand.obs_names)
+    assert list(got.var_names) == list(kb_hand.var_names)
     for layer in ("mature", "nascent"):
-        np.testing.assert_array_equal(got.layers[layer].toarray(), kb_own.layers[layer].toarray())
+        np.testing.assert_array_equal(
+            got.layers[layer].toarray(), kb_hand.layers[layer].toarray(), err_msg=layer
+        )
+    np.testing.assert_array_equal(got.X.toarray(), kb_hand.X.toarray())
     # Gene names come from the t2g that kb ref wrote from the GENCODE GTF.
     with gzip.open(next(mouse.glob("*.gtf.gz")), "rt") as gtf:
         assert any('gene_name "Malat1"' in line for line in gtf)

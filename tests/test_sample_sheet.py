@@ -341,10 +341,13 @@ def test_snakemake_reports_ambiguous_reference(tmp_path):
     proc = dry_run_with(
         tmp_path,
         "S1\ta.fq\tb.fq\t10xv2\tx\n",
-        reference={"fasta": "genome.fa", "gtf": "genes.gtf", "index": "x.idx"},
+        reference={"fasta": "genome.fa", "gtf": "genes.gtf", "index": "x.idx", "t2g": "t2g.txt"},
     )
     assert proc.returncode != 0
-    assert "reference.index is set but reference.t2g is missing" in output(proc)
+    assert (
+        "config sets more than one reference source (reference.fasta, reference.gtf, "
+        "reference.index, reference.t2g); keep one of {fasta, gtf}, {index, t2g} or {download}"
+    ) in output(proc)
 
 
 def test_snakemake_reports_index_without_t2g(tmp_path):

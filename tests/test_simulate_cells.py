@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import gzip
 from collections import Counter
+from dataclasses import replace
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.stats import chisquare
 
@@ -52,6 +54,34 @@ def test_depths_follow_the_spec(droplets):
     assert empty.min() >= 1 and empty.max() <= 50 and np.median(empty) == 3
     assert np.mean(empty <= 10) > 0.85 and empty.max() > 30  # mostly 1-10, a tail to ~50
     assert np.median(totals[kind == "doublet"]) > 1.5 * cell  # two cells' molecules
+
+
+def test_depth_matched_doublets_are_downsampled_sums(droplets):
+    matched = simulate_droplets(
+        np.random.default_rng(3), 500, 400, 20_000, replace(SPEC, doublet_umis="singlet")
+    )
+    kind = droplets.obs["kind"].to_numpy()
+    pd.testing.assert_frame_equal(matched.obs, droplets.obs)  # same droplets, same order
+    doublet = kind == "doublet"
+    # Everything but the doublets is unchanged; each doublet keeps a subset of its molecules.
+    assert (matched.counts[~doublet] != droplets.counts[~doublet]).nnz == 0
+    assert (matched.counts[doublet] > droplets.counts[doublet]).nnz == 0
+    totals = np.asarray(matched.counts.sum(axis=1)).ravel()
+    # A doublet has the depth of a singlet of its first parent's kind (normal or small) ...
+    first_small = matched.obs["doublet_of"].str.startswith(f"{SMALL_TYPE}+").to_numpy()
+    # (log-normal, sigma 0.35: the geometric mean ratio over 43 doublets is 1 +- ~5%).
+    singlet_median = np.where(
+        first_small,
+        np.median(totals[kind == "small_cell"]),
+        np.median(totals[kind == "cell"]),
+    )
+    ratio = totals[doublet] / singlet_median[doublet]
+    assert np.exp(np.log(ratio).mean()) == pytest.approx(1.0, abs=0.15)
+    # ... far below the sum of both parents' molecules.
+    summed = np.asarray(droplets.counts[doublet].sum(axis=1)).ravel()
+    assert np.median(totals[doublet]) < 0.7 * np.median(summed)
+    with pytest.raises(ValueError, match="doublet_umis must be 'sum' or 'singlet'"):
+        simulate_droplets(np.random.default_rng(0), 50, 5, 0, replace(SPEC, doublet_umis="x"))
 
 
 def test_empty_droplets_are_draws_from_the_ambient_mixture(droplets):

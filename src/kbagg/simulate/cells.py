@@ -12,7 +12,9 @@
   overdispersion: each empty droplet's own profile drawn from Dirichlet(`empty_alpha` x
   ambient) (a Dirichlet-multinomial, the null model of EmptyDrops);
 - `doublet`: two cells' molecules under one barcode (the sum of two fresh cells' counts);
-  `doublet_of` names both source cells' types, e.g. `type2+small`.
+  `doublet_of` names both source cells' types, e.g. `type2+small`. With
+  `doublet_umis="singlet"` the sum is downsampled to a singlet's depth (depth-matched
+  doublets, see `HardCells.doublet_umis`).
 
 Cell types share a skewed base profile and each has its own programme of genes the others
 barely express (see `cell_type_profiles`). The FASTQ simulator
@@ -100,6 +102,27 @@ def _dirichlet_multinomial(
     picks = np.searchsorted(cumulative / cumulative[-1], rng.random(int(is_new.sum())), "right")
     gene[is_new] = np.minimum(picks, len(profile) - 1)
     return draw, gene[source]
+
+
+def _downsample_rows(
+    rng: np.random.Generator, counts: sp.csr_matrix, target: np.ndarray
+) -> sp.csr_matrix:
+    """Each row's molecules sampled without replacement down to `target[row]` UMIs (rows
+    with fewer molecules are kept whole)."""
+    row = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
+    molecule_row = np.repeat(row, counts.data)
+    molecule_gene = np.repeat(counts.indices, counts.data)
+    # Molecules in random order within each row; keep the first target[row] of each row.
+    order = np.lexsort((rng.random(len(molecule_row)), molecule_row))
+    totals = np.asarray(counts.sum(axis=1)).ravel().astype(np.int64)
+    rank = np.arange(len(order)) - np.repeat(np.cumsum(totals) - totals, totals)
+    keep = order[rank < target[molecule_row[order]]]
+    kept = sp.coo_matrix(
+        (np.ones(len(keep), dtype=np.int64), (molecule_row[keep], molecule_gene[keep])),
+        shape=counts.shape,
+    ).tocsr()
+    kept.sum_duplicates()
+    return kept
 
 
 def simulate_droplets(
@@ -194,6 +217,17 @@ def simulate_droplets(
         dtype=object,
     )
     order = rng.permutation(n_rows)
+    if hard.doublet_umis == "singlet":  # drawn after everything else: the rest is unchanged
+        depth = np.where(
+            parent_is_small[:, 0],
+            _log_normal_umis(rng, small_median, hard.cell_umis_sigma, n_doublets),
+            _log_normal_umis(rng, hard.cell_umis_median, hard.cell_umis_sigma, n_doublets),
+        )
+        target = np.full(n_rows, np.iinfo(np.int64).max)
+        target[n_singlets : n_singlets + n_doublets] = depth
+        counts = _downsample_rows(rng, counts, target)
+    elif hard.doublet_umis != "sum":
+        raise ValueError(f"doublet_umis must be 'sum' or 'singlet', not {hard.doublet_umis!r}")
     obs = pd.DataFrame(
         {
             "kind": pd.Categorical.from_codes(kind_code[order], categories=KINDS),

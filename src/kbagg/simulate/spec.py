@@ -36,6 +36,14 @@ class HardCells:
     # ambient) before its molecules (a Dirichlet-multinomial, EmptyDrops' null model).
     # None: every empty droplet is a multinomial draw from the ambient profile itself.
     empty_alpha: float | None = None
+    # Doublet depth. "sum": all molecules of both parent cells (twice a singlet's depth,
+    # which a depth cut alone finds). "singlet": the summed molecules downsampled, without
+    # replacement, to the depth of a fresh singlet of the first parent's kind (normal or
+    # small), so doublets' UMIs are distributed like singlets' and only their expression
+    # mixture tells them apart: Scrublet's own construction of synthetic doublets with
+    # `synthetic_doublet_umi_subsampling` < 1 ("the UMI counts are added and then randomly
+    # sampled"; Wolock, Lopez & Klein 2019, Cell Systems 8:281, doi:10.1016/j.cels.2018.11.005).
+    doublet_umis: str = "sum"
     program_fraction: float = 0.1  # genes of each type's own programme ...
     program_off: float = 0.02  # ... at this relative level in the other types
 
@@ -109,6 +117,7 @@ HARD = DemoSpec(
                 cell_umis_median=1200.0,
                 rich_empty_fraction=0.1,
                 empty_umis_max=1000,
+                doublet_umis="singlet",  # depth-matched: depth alone does not find them
             ),
         ),
     ),
