@@ -36,6 +36,12 @@ class HardCells:
     # ambient) before its molecules (a Dirichlet-multinomial, EmptyDrops' null model).
     # None: every empty droplet is a multinomial draw from the ambient profile itself.
     empty_alpha: float | None = None
+    # Ambient RNA in cell-containing droplets (kbagg.simulate.ambient, where the published
+    # ranges are cited): per-droplet fraction of UMIs ~ Beta with this mean and
+    # concentration, capped at ambient_fraction_max. 0: none (no extra random draws).
+    ambient_fraction: float = 0.0
+    ambient_concentration: float = 30.0
+    ambient_fraction_max: float = 0.3
     program_fraction: float = 0.1  # genes of each type's own programme ...
     program_off: float = 0.02  # ... at this relative level in the other types
 
