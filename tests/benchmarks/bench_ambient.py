@@ -47,9 +47,10 @@ if method == "soupx":
     except ValueError as e:  # SoupX's own advice: lower tfidfMin / soupQuantile
         print(f"soupx defaults failed ({e}); retrying tfidfMin=0.5, soupQuantile=0.5", file=sys.stderr)
         chan = soupx.autoEstCont(chan, verbose=False, tfidfMin=0.5, soupQuantile=0.5)
-    out = soupx.adjustCounts(chan)
-    out = sp.csr_matrix(out.T)
-    rho = chan.metaData["rho"].to_numpy() if "rho" in chan.metaData else np.full(cells.shape[0], chan.contamination_fraction)
+    rho = np.full(cells.shape[0], chan.contamination_fraction)
+    np.save(f"{workdir}/{method}_rho.npy", rho)
+    json.dump({"seconds": time.perf_counter() - t}, open(f"{workdir}/{method}_estimate.json", "w"))
+    out = sp.csr_matrix(soupx.adjustCounts(chan).T)
 elif method == "decontx":
     import anndata as ad, decontx
     a = ad.AnnData(cells.astype(np.float64))
@@ -89,6 +90,54 @@ def metrics(observed, free, decontaminated, est_cell, markers, types) -> dict:
     }
 
 
+def cellbender_run(binary: Path, raw, is_cell, work: str, limit_s: float, level: float) -> None:
+    """CellBender remove-background on the CPU, stopped after `limit_s` seconds (10x
+    kbagg's time); prints whether it finished."""
+    import anndata as ad
+
+    adata = ad.AnnData(raw.tocsr().astype(np.float32))
+    adata.obs_names = [f"bc{i}" for i in range(adata.n_obs)]
+    adata.var_names = [f"g{i}" for i in range(adata.n_vars)]
+    adata.var["gene_ids"] = adata.var_names
+    adata.var["feature_types"] = "Gene Expression"
+    adata.write_h5ad(f"{work}/raw.h5ad")
+    command = [
+        str(binary),
+        "remove-background",
+        "--input",
+        f"{work}/raw.h5ad",
+        "--output",
+        f"{work}/cellbender.h5",
+        "--expected-cells",
+        str(int(is_cell.sum())),
+        "--cpu-threads",
+        "2",
+    ]
+    start = time.perf_counter()
+    try:
+        run = subprocess.run(command, capture_output=True, text=True, timeout=limit_s, cwd=work)
+        seconds = time.perf_counter() - start
+        print(f"cellbender at {level:.2f}: exit {run.returncode} after {seconds:.0f} s")
+    except subprocess.TimeoutExpired:
+        print(
+            f"cellbender at {level:.2f}: not finished within 10x kbagg's time ({limit_s:.0f} s), stopped"
+        )
+
+
+def print_table(rows: dict) -> None:
+    print(
+        "| level | method | true | abs err | cell MAE | ambient removed | cell UMIs removed | leakage | s | peak MB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for (level, name), ms in rows.items():
+        med = {k: float(np.median([m[k] for m in ms])) for k in ms[0]}
+        print(
+            f"| {level:.2f} | {name} | {med['true']:.3f} | {med['err']:.3f} | {med['cell_mae']:.3f} | "
+            f"{med['amb_removed']:.3f} | {med['cell_removed']:.3f} | {med['leakage']:.2f} | "
+            f"{med['seconds']:.2f} | {med['peak_mb']:.0f} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", type=int, default=2000)
@@ -96,6 +145,7 @@ def main() -> None:
     parser.add_argument("--empty", type=int, default=6000)
     parser.add_argument("--levels", default="0.05,0.1,0.2")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--peer-timeout", type=float, default=300, help="seconds per peer run")
     parser.add_argument("--peer-python", default="/work/venvs/ambient/bin/python")
     args = parser.parse_args()
 
@@ -105,6 +155,7 @@ def main() -> None:
     from kbagg.simulate.spec import HardCells
 
     peers = ["soupx", "decontx"]
+    cellbender = Path(args.peer_python).parent / "cellbender"
     if not Path(args.peer_python).exists():
         print(f"soupx, decontx: unavailable ({args.peer_python} not found)")
         peers = []
@@ -128,10 +179,13 @@ def main() -> None:
                 rest = np.max([q for u, q in profiles.items() if u != t], axis=0)
                 markers[t] = np.flatnonzero(p > 10 * rest)
             obs_cells, free = d.counts[is_cell], d.ambient_free[is_cell]
+            marker_sets = (markers, types)
             umis = np.asarray(obs_cells.sum(axis=1)).ravel().astype(float)
 
-            def record(name, decont, est, seconds, peak):
-                m = metrics(obs_cells, free, sp.csr_matrix(decont), est, markers, types)
+            def record(
+                name, decont, est, seconds, peak, level=level, truth=(obs_cells, free, marker_sets)
+            ):
+                m = metrics(truth[0], truth[1], sp.csr_matrix(decont), est, *truth[2])
                 m.update(seconds=seconds, peak_mb=peak)
                 rows.setdefault((level, name), []).append(m)
 
@@ -160,33 +214,38 @@ def main() -> None:
                 sp.save_npz(f"{work}/raw.npz", d.counts.tocsr())
                 np.savez(f"{work}/cells.npz", is_cell=is_cell, clusters=clusters)
                 for peer in peers:
-                    run = subprocess.run(
-                        [args.peer_python, "-c", PEER, peer, work],
-                        capture_output=True,
-                        text=True,
-                        timeout=max(600, 20 * seconds),
-                    )
+                    try:
+                        run = subprocess.run(
+                            [args.peer_python, "-c", PEER, peer, work],
+                            capture_output=True,
+                            text=True,
+                            timeout=args.peer_timeout,
+                        )
+                    except subprocess.TimeoutExpired:
+                        print(
+                            f"{peer} at {level:.2f} seed {seed}: not finished in {args.peer_timeout} s"
+                        )
+                        if Path(f"{work}/{peer}_rho.npy").exists():  # its estimate, no removal
+                            rho = np.load(f"{work}/{peer}_rho.npy")
+                            est = json.loads(Path(f"{work}/{peer}_estimate.json").read_text())[
+                                "seconds"
+                            ]
+                            record(f"{peer} (estimate only)", obs_cells, rho, est, float("nan"))
+                        continue
                     if run.stderr.strip():
                         print(f"{peer}: {run.stderr.strip().splitlines()[-1]}", file=sys.stderr)
                     if run.returncode:
                         print(f"{peer} failed: {run.stderr.strip().splitlines()[-1:]}")
                         continue
-                    info = json.load(open(f"{work}/{peer}.json"))
+                    info = json.loads(Path(f"{work}/{peer}.json").read_text())
                     out = sp.load_npz(f"{work}/{peer}_out.npz")
                     rho = np.load(f"{work}/{peer}_rho.npy")
                     record(peer, out, rho, info["seconds"], info["peak_mb"])
+                if seed == 0 and cellbender.exists():
+                    cellbender_run(cellbender, d.counts, is_cell, work, 10 * seconds, level)
             print(f"level {level} seed {seed} done", file=sys.stderr)
-    print(
-        "| level | method | true | abs err | cell MAE | ambient removed | cell UMIs removed | leakage | s | peak MB |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for (level, name), ms in rows.items():
-        med = {k: float(np.median([m[k] for m in ms])) for k in ms[0]}
-        print(
-            f"| {level:.2f} | {name} | {med['true']:.3f} | {med['err']:.3f} | {med['cell_mae']:.3f} | "
-            f"{med['amb_removed']:.3f} | {med['cell_removed']:.3f} | {med['leakage']:.2f} | "
-            f"{med['seconds']:.2f} | {med['peak_mb']:.0f} |"
-        )
+        print_table({k: v for k, v in rows.items() if k[0] == level})
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":
