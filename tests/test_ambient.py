@@ -1,5 +1,7 @@
 """Ambient RNA removal (kbagg.cells.ambient) on simulated droplets with truth."""
 
+from pathlib import Path
+
 import anndata as ad
 import numpy as np
 import pytest
@@ -82,3 +84,14 @@ def test_add_ambient_writes_layer_obs_and_profile_in_filtered_order():
     assert filtered.var["ambient_profile"].sum() == pytest.approx(1)
     with pytest.raises(KbaggError, match="ambient.method"):
         add_ambient("s", filtered, raw, "soupx", {})
+
+
+def test_config_schema_refuses_an_unknown_ambient_method():
+    import jsonschema
+    import yaml
+
+    path = Path(__file__).parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+    schema = yaml.safe_load(path.read_text())["properties"]["ambient"]
+    jsonschema.validate({"method": "soup"}, schema)
+    with pytest.raises(jsonschema.ValidationError, match="soupx"):
+        jsonschema.validate({"method": "soupx"}, schema)
