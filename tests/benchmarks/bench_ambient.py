@@ -110,6 +110,10 @@ def cellbender_run(binary: Path, raw, is_cell, work: str, limit_s: float, level:
         f"{work}/cellbender.h5",
         "--expected-cells",
         str(int(is_cell.sum())),
+        "--total-droplets-included",
+        str(min(raw.shape[0] // 2, int(is_cell.sum()) * 3)),  # later barcodes are its empties
+        "--low-count-threshold",
+        "1",  # simulated empty droplets hold 1-10 UMIs
         "--cpu-threads",
         "2",
     ]
