@@ -2,10 +2,13 @@
 
 The cells are called by the configured method (kb's bustools knee, or EmptyDrops), and each
 gets QC columns in obs (UMIs, genes, % mitochondrial, Scrublet doublet score and call).
+With `ambient.method` set, the cells' ambient RNA is estimated and removed into the layer
+`decontaminated` (kbagg.cells.ambient).
 """
 
 from pathlib import Path
 
+from kbagg.cells.ambient import add_ambient
 from kbagg.cells.call import add_cell_qc, call_cells, record_json
 from kbagg.cells.matrices import check_reads_processed, read_kb_matrices, write_h5ad
 from kbagg.count.fastq_check import read_lane_record
@@ -24,6 +27,8 @@ def main(smk) -> None:
     if filtering:
         calls = call_cells(sample, raw, kb["filtered"], params.method, params.emptydrops)
         add_cell_qc(calls, **params.cell_qc)
+        ambient = dict(params.ambient)
+        calls.warnings += add_ambient(sample, calls.filtered, raw, ambient.pop("method"), ambient)
         calls.filtered.uns["kbagg_cells"] = record_json(calls)
         for warning in calls.warnings:
             to_terminal(f"WARNING: sample '{sample}': {warning}")

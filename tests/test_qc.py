@@ -120,6 +120,7 @@ def test_sample_metrics_from_hand_made_matrices():
         "fraction_umis_in_cells": pytest.approx(42 / 44),
         "pct_mito": pytest.approx(100 * 13 / 42),
         "pct_doublets": None,  # no predicted_doublet column
+        "pct_ambient": None,  # ambient.method none
         "warnings": "only 3 cells called (< 10): check the filter threshold and the knee plot",
     }
 

@@ -22,6 +22,7 @@ rule cells:
     params:
         method=config["filter"]["method"],
         emptydrops=config["filter"]["emptydrops"],
+        ambient=config["ambient"],
         cell_qc={
             "doublets": config["qc"]["doublets"],
             "seed": config["qc"]["seed"],

@@ -42,6 +42,7 @@ COLUMNS = [
     "fraction_umis_in_cells",
     "pct_mito",
     "pct_doublets",
+    "pct_ambient",
     "warnings",
 ]
 
@@ -57,6 +58,7 @@ TITLES = {
     "fraction_umis_in_cells": "fraction of UMIs in cells",
     "pct_mito": "% mitochondrial UMIs",
     "pct_doublets": "% predicted doublets",
+    "pct_ambient": "% ambient RNA (estimated)",
 }
 METRICS = list(TITLES)
 
@@ -114,6 +116,15 @@ def pct_doublets(cells: ad.AnnData) -> float | None:
         return None
     calls = cells.obs["predicted_doublet"].astype("boolean").dropna()
     return 100.0 * float(calls.sum()) / len(calls) if len(calls) else None
+
+
+def pct_ambient(cells: ad.AnnData) -> float | None:
+    """% of the cells' UMIs estimated to be ambient RNA (config `ambient.method`); None
+    when not estimated."""
+    from kbagg.cells.ambient.apply import sample_fraction
+
+    fraction = sample_fraction(cells)
+    return None if fraction is None else 100.0 * fraction
 
 
 def _median(values: np.ndarray) -> float | None:
@@ -182,6 +193,7 @@ def sample_metrics(
         "fraction_umis_in_cells": None,
         "pct_mito": None,
         "pct_doublets": None,
+        "pct_ambient": None,
     }
     if filtered is not None:
         cell_umis = umis_per_barcode(filtered)
@@ -193,6 +205,7 @@ def sample_metrics(
             fraction_umis_in_cells=float(cell_umis.sum()) / total if total else None,
             pct_mito=pct_mito(filtered),
             pct_doublets=pct_doublets(filtered),
+            pct_ambient=pct_ambient(filtered),
         )
     else:
         row["pct_mito"] = pct_mito(raw)
@@ -205,7 +218,7 @@ def metrics_frame(rows: Iterable[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(list(rows), columns=COLUMNS)
     for column in ("reads_processed", "barcodes_seen", "cells_called"):
         frame[column] = pd.array(frame[column], dtype="Int64")
-    for column in ("pct_pseudoaligned", "pct_unique", "pct_mito", "pct_doublets"):
+    for column in ("pct_pseudoaligned", "pct_unique", "pct_mito", "pct_doublets", "pct_ambient"):
         frame[column] = pd.to_numeric(frame[column]).round(2)
     for column in ("median_umis_per_cell", "median_genes_per_cell"):
         frame[column] = pd.to_numeric(frame[column]).round(1)

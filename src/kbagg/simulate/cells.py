@@ -47,6 +47,8 @@ class SimulatedDroplets:
     obs: pd.DataFrame
     profiles: dict[str, np.ndarray]
     ambient: np.ndarray
+    # Counts before ambient RNA was added to cells (kbagg.simulate.ambient); None: none added.
+    ambient_free: sp.csr_matrix | None = None
 
 
 def cell_type_profiles(
@@ -237,4 +239,16 @@ def simulate_droplets(
         },
         index=pd.RangeIndex(n_rows).astype(str),
     )
-    return SimulatedDroplets(counts[order], obs, profiles, ambient)
+    droplets = SimulatedDroplets(counts[order], obs, profiles, ambient)
+    if hard.ambient_fraction > 0:  # ambient RNA in the cells too, with truth
+        from kbagg.simulate.ambient import contaminate, contamination_fractions
+
+        fractions = contamination_fractions(
+            rng,
+            n_rows,
+            hard.ambient_fraction,
+            hard.ambient_concentration,
+            hard.ambient_fraction_max,
+        )
+        droplets = contaminate(rng, droplets, fractions)
+    return droplets

@@ -170,6 +170,7 @@ def _simulate_sample(
 ) -> ad.AnnData:
     umi_len = UMI_LENGTH[sample.technology]
     pool = np.array(onlist_barcodes(sample.technology))
+    layers = {}  # truth beside the counts: ambient-free counts when cells hold ambient RNA
     if sample.hard is None and sample.cell_barcodes:  # cells with given barcodes
         cells = list(sample.cell_barcodes)
         assert len(cells) == sample.n_cells, "n_cells must equal len(cell_barcodes)"
@@ -190,6 +191,8 @@ def _simulate_sample(
         barcodes = _pick_barcodes(rng, pool, droplets.counts.shape[0])
         counts = droplets.counts.toarray()
         truth_obs = droplets.obs
+        if droplets.ambient_free is not None:
+            layers["ambient_free"] = droplets.ambient_free
     tx_seqs = [
         [_transcript_seq(genome, g, exon_ids) for exon_ids in g.transcripts.values()] for g in genes
     ]
@@ -224,7 +227,7 @@ def _simulate_sample(
     var = pd.DataFrame(
         {"gene_name": [g.gene_name for g in genes]}, index=pd.Index([g.gene_id for g in genes])
     )
-    return ad.AnnData(sp.csr_matrix(counts), obs=obs, var=var)
+    return ad.AnnData(sp.csr_matrix(counts), obs=obs, var=var, layers=layers)
 
 
 def sample_sheet(outdir: Path, spec: DemoSpec = DEMO, relative_to: Path | None = None) -> str:

@@ -44,6 +44,12 @@ class HardCells:
     # `synthetic_doublet_umi_subsampling` < 1 ("the UMI counts are added and then randomly
     # sampled"; Wolock, Lopez & Klein 2019, Cell Systems 8:281, doi:10.1016/j.cels.2018.11.005).
     doublet_umis: str = "sum"
+    # Ambient RNA in cell-containing droplets (kbagg.simulate.ambient, where the published
+    # ranges are cited): per-droplet fraction of UMIs ~ Beta with this mean and
+    # concentration, capped at ambient_fraction_max. 0: none (no extra random draws).
+    ambient_fraction: float = 0.0
+    ambient_concentration: float = 30.0
+    ambient_fraction_max: float = 0.3
     program_fraction: float = 0.1  # genes of each type's own programme ...
     program_off: float = 0.02  # ... at this relative level in the other types
 

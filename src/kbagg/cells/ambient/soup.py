@@ -1,0 +1,235 @@
+"""kbagg's ambient RNA estimate and removal (see `kbagg.cells.ambient`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+METHODS = ("none", "soup")
+
+
+@dataclass
+class AmbientResult:
+    """What `remove_ambient` found for one sample.
+
+    `ambient_fraction`: estimated contamination per cell (NaN when not estimated);
+    `decontaminated`: cells x genes expected ambient-free counts (float32 CSR);
+    `profile`: the soup's share of each gene (sums to 1; NaN when no soup);
+    `sample_fraction`: the sample's contamination, ambient UMIs / all cell UMIs;
+    `params`, `warnings`: for uns and provenance."""
+
+    ambient_fraction: np.ndarray
+    decontaminated: sp.csr_matrix
+    profile: np.ndarray
+    sample_fraction: float
+    params: dict
+    warnings: list[str] = field(default_factory=list)
+
+
+def soup_profile(
+    raw: sp.spmatrix, is_cell: np.ndarray, soup_max_umis: int = 100
+) -> tuple[np.ndarray, int, int]:
+    """The ambient profile: the gene composition of the empty droplets.
+
+    Parameters
+    ----------
+    raw
+        Every barcode (barcodes x genes UMI counts).
+    is_cell
+        Boolean per barcode: called cells, left out of the soup.
+    soup_max_umis
+        Barcodes with 1 to this many UMIs are the empty droplets (SoupX's soupRange).
+
+    Returns
+    -------
+    The profile (share of the soup's UMIs per gene; NaN when the soup is empty), the number
+    of empty droplets and their UMIs.
+    """
+    raw = sp.csr_matrix(raw)
+    umis = np.asarray(raw.sum(axis=1)).ravel()
+    empty = ~np.asarray(is_cell, dtype=bool) & (umis >= 1) & (umis <= soup_max_umis)
+    counts = np.asarray(raw[empty].sum(axis=0), dtype=np.float64).ravel()
+    total = counts.sum()
+    profile = counts / total if total > 0 else np.full(raw.shape[1], np.nan)
+    return profile, int(empty.sum()), int(total)
+
+
+def _clusters(counts: sp.csr_matrix, n_clusters: int, seed: int) -> np.ndarray:
+    """k-means labels on 20 principal components of log1p(counts per 10,000) of the
+    1,000 most variable genes."""
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import TruncatedSVD
+
+    n_cells = counts.shape[0]
+    if n_clusters <= 1 or n_cells <= n_clusters:
+        return np.zeros(n_cells, dtype=np.int64)
+    umis = np.maximum(np.asarray(counts.sum(axis=1)).ravel(), 1)
+    norm = sp.diags(1e4 / umis) @ counts
+    norm = norm.tocsr()
+    norm.data = np.log1p(norm.data)
+    mean = np.asarray(norm.mean(axis=0)).ravel()
+    sq = np.asarray(norm.multiply(norm).mean(axis=0)).ravel()
+    top = np.argsort(sq - mean**2)[::-1][: min(1000, counts.shape[1])]
+    x = norm[:, top]
+    n_comps = max(1, min(20, x.shape[1] - 1, n_cells - 1))
+    pcs = TruncatedSVD(n_comps, random_state=seed).fit_transform(x - 0)  # sparse-friendly
+    pcs -= pcs.mean(axis=0)
+    return KMeans(n_clusters, n_init=3, random_state=seed).fit_predict(pcs)
+
+
+def remove_ambient(
+    sample: str,
+    raw: sp.spmatrix,
+    is_cell: np.ndarray,
+    *,
+    soup_max_umis: int = 100,
+    n_clusters: int | None = None,
+    nonexpressed_fraction: float = 0.05,
+    min_empty_droplets: int = 50,
+    min_soup_umis: int = 1000,
+    seed: int = 0,
+) -> AmbientResult:
+    """Estimate each cell's ambient RNA fraction and remove it.
+
+    Parameters
+    ----------
+    sample
+        Sample name, for warnings.
+    raw
+        Every barcode of the sample (barcodes x genes UMI counts).
+    is_cell
+        Boolean per barcode of `raw`: the called cells, in the order of the result.
+    soup_max_umis
+        Empty droplets for the soup profile: non-cells with 1 to this many UMIs.
+    n_clusters
+        k-means clusters of the cells; None: about sqrt(cells / 20), from 2 to 20.
+    nonexpressed_fraction
+        Per cluster, the genes (weighted by soup share) with the lowest cluster/soup ratio
+        that together hold this fraction of the soup are taken as not expressed by it.
+    min_empty_droplets, min_soup_umis
+        Below these the soup is too thin to trust: warn and leave the counts as they are.
+    seed
+        Seed of the PCA and k-means.
+
+    Returns
+    -------
+    AmbientResult
+    """
+    raw = sp.csr_matrix(raw)
+    is_cell = np.asarray(is_cell, dtype=bool)
+    cells = raw[is_cell].astype(np.float64).tocsr()
+    n_cells, n_genes = cells.shape
+    profile, n_empty, soup_umis = soup_profile(raw, is_cell, soup_max_umis)
+    params = {
+        "method": "soup",
+        "soup_max_umis": int(soup_max_umis),
+        "nonexpressed_fraction": float(nonexpressed_fraction),
+        "seed": int(seed),
+        "n_empty_droplets": n_empty,
+        "soup_umis": soup_umis,
+    }
+    warnings: list[str] = []
+
+    def unchanged(reason: str) -> AmbientResult:
+        warnings.append(f"sample '{sample}': ambient RNA not removed: {reason}")
+        return AmbientResult(
+            np.full(n_cells, np.nan),
+            cells.astype(np.float32),
+            profile,
+            float("nan"),
+            params,
+            warnings,
+        )
+
+    if n_cells == 0:
+        return unchanged("no cells")
+    if n_empty < min_empty_droplets or soup_umis < min_soup_umis:
+        return unchanged(
+            f"too few empty droplets for a soup profile ({n_empty:,} droplets with 1-"
+            f"{soup_max_umis} UMIs, {soup_umis:,} UMIs; needs {min_empty_droplets:,} and "
+            f"{min_soup_umis:,})"
+        )
+    if n_clusters is None:
+        n_clusters = int(np.clip(round(np.sqrt(n_cells / 20)), 2, 20))
+    labels = _clusters(cells, n_clusters, seed)
+    params["n_clusters"] = int(labels.max() + 1)
+
+    umis = np.asarray(cells.sum(axis=1)).ravel()
+    n_lab = int(labels.max() + 1)
+    # Cross-fitting: the genes a cluster leaves to the soup are chosen on one half of its
+    # cells and counted on the other, so their Poisson noise does not bias the estimate low.
+    half = np.zeros(n_cells, dtype=np.int64)
+    for k in range(n_lab):
+        mine = np.flatnonzero(labels == k)
+        half[mine[1::2]] = 1
+    group = labels * 2 + half
+    member = sp.csr_matrix(
+        (np.ones(n_cells), (group, np.arange(n_cells))), shape=(2 * n_lab, n_cells)
+    )
+    group_counts = np.asarray((member @ cells).todense())  # (cluster, half) x genes
+    group_umis = group_counts.sum(axis=1)
+    nonexpressed = np.zeros((2 * n_lab, n_genes), dtype=bool)  # set used by each group
+    group_fraction = np.full(2 * n_lab, np.nan)
+    for g in range(2 * n_lab):
+        other = g ^ 1
+        expected = group_umis[other] * profile
+        ok = expected >= 20
+        if not ok.any() or group_umis[g] == 0:
+            continue
+        ratio = np.where(ok, group_counts[other] / np.where(ok, expected, 1), np.inf)
+        order = np.argsort(ratio)
+        n_take = int(np.searchsorted(np.cumsum(profile[order]), nonexpressed_fraction)) + 1
+        take = order[: min(n_take, int(ok.sum()))]
+        nonexpressed[g, take] = True
+        group_fraction[g] = group_counts[g, take].sum() / (group_umis[g] * profile[take].sum())
+    if np.isnan(group_fraction).all():
+        return unchanged("no genes that a cluster of cells leaves to the soup (no markers)")
+    group_fraction = np.where(
+        np.isnan(group_fraction), np.nanmedian(group_fraction), group_fraction
+    )
+    cluster_counts = group_counts[0::2] + group_counts[1::2]
+    cluster_umis = cluster_counts.sum(axis=1)
+    cluster_fraction = (
+        group_fraction[0::2] * group_umis[0::2] + group_fraction[1::2] * group_umis[1::2]
+    ) / np.maximum(cluster_umis, 1)
+
+    # Per cell: ambient-only counts X ~ Poisson(f * umis * soup share of those genes), f ~
+    # Gamma(a, a / cluster fraction); a by the method of moments over the cluster's cells.
+    rows = np.repeat(np.arange(n_cells), np.diff(cells.indptr))
+    in_set = nonexpressed[group[rows], cells.indices]
+    observed = np.bincount(rows[in_set], weights=cells.data[in_set], minlength=n_cells)
+    soup_share = (nonexpressed * profile).sum(axis=1)[group]
+    exposure = umis * soup_share
+    prior_mean = group_fraction[group]
+    raw_estimate = observed / np.maximum(exposure, 1e-12)
+    shape = np.empty(2 * n_lab)
+    for k in range(2 * n_lab):
+        mine = group == k
+        if not mine.any():
+            continue
+        m = prior_mean[mine][0]
+        noise = np.mean(m / np.maximum(exposure[mine], 1e-12))
+        spread = np.var(raw_estimate[mine]) - noise
+        shape[k] = m**2 / spread if spread > 0 else 1e6
+    a = shape[group]
+    fraction = (a + observed) / (a / np.maximum(prior_mean, 1e-6) + exposure)
+    fraction = np.clip(fraction, 0.0, 0.99)
+
+    # Cluster profiles without the soup, then each count's posterior cell share.
+    clean = np.maximum(
+        cluster_counts - cluster_fraction[:, None] * cluster_umis[:, None] * profile, 0
+    )
+    clean += 1e-9
+    clean /= clean.sum(axis=1, keepdims=True)
+    f = fraction[rows]
+    cell_part = (1 - f) * clean[labels[rows], cells.indices]
+    soup_part = f * profile[cells.indices]
+    keep = cell_part / np.maximum(cell_part + soup_part, 1e-300)
+    decontaminated = sp.csr_matrix(
+        ((cells.data * keep).astype(np.float32), cells.indices.copy(), cells.indptr.copy()),
+        shape=cells.shape,
+    )
+    sample_fraction = float((fraction * umis).sum() / max(umis.sum(), 1))
+    return AmbientResult(fraction, decontaminated, profile, sample_fraction, params, warnings)
