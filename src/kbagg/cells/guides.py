@@ -39,6 +39,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.special import expit, gammaln
 
+from kbagg.cells import GUIDE_COLUMNS
 from kbagg.errors import KbaggError
 
 GUIDE_SEPARATOR = "|"
@@ -48,7 +49,7 @@ MIN_FIT_CELLS = 5  # fewer cells than this at >= min_umis: too few to fit a sign
 EM_MAX_ITERATIONS = 200
 EM_TOLERANCE = 1e-7
 CALLED, NOT_SEPARATED, TOO_FEW = "called", "not_separated", "too_few_cells"
-OBS_COLUMNS = ("guide_call", "n_guides", "guide_umis")
+OBS_COLUMNS = GUIDE_COLUMNS
 
 
 class GuideCallWarning(UserWarning):
