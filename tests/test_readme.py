@@ -20,7 +20,6 @@ PENDING = {
     "docs/architecture.md",
     "docs/cell_calling.md",
     "docs/demultiplexing.md",
-    "docs/guides.md",
 }
 
 
