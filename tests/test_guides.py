@@ -175,3 +175,12 @@ def test_bad_input_is_a_kbagg_error(counts, kwargs, message):
     guides = ad.AnnData(np.asarray(counts, dtype=float))
     with pytest.raises(KbaggError, match=f"sample 'bad': .*{message}"):
         call_guides(guides, "bad", **kwargs)
+
+
+def test_simulator_truth_and_ambient_share(regimes):
+    for name, guides in regimes.items():
+        carried = guide_sets(guides.obs["true_guides"])
+        assert [len(c) for c in carried] == guides.obs["true_n_guides"].tolist()
+        share = guides.obs["ambient_umis"].sum() / guides.X.sum()
+        assert (share > 0.3) if name == "high_ambient" else (share < 0.1), (name, share)
+    assert set(regimes["high_moi"].obs["true_n_guides"]) == {0, 1, 2, 3}
