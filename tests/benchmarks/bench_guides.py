@@ -21,7 +21,9 @@ Methods:
   sklearn EM), with UMI_threshold 3 as Cell Ranger's minimum;
 - crispat ``ga_poisson_gauss`` (Poisson-Gaussian mixture of Replogle et al. 2022, pyro VI,
   500 steps per guide);
-- crispat ``ga_max`` (the most abundant guide of each cell: one guide per cell).
+- crispat ``ga_max`` (the most abundant guide of each cell: one guide per cell);
+- pertpy's ``GuideAssignment.assign_mixture_model`` (Poisson-Gaussian mixture, its own
+  venv: --pertpy-python; 1.4.0 here).
 A peer that cannot be imported or fails prints as unavailable with the reason.
 Install the peer: ``python3.12 -m venv V && V/bin/pip install crispat`` (0.9.11 here).
 """
@@ -43,6 +45,9 @@ import pandas as pd
 from kbagg.simulate.guides import GUIDE_REGIMES, scaled, simulate_guides
 
 DEFAULT_CRISPAT_PYTHON = os.environ.get("KBAGG_CRISPAT_PYTHON", "/work/venvs/guides/bin/python")
+DEFAULT_PERTPY_PYTHON = os.environ.get(
+    "KBAGG_PERTPY_PYTHON", "/work/venvs/guides/pertpy/bin/python"
+)
 
 # Runs in the method's own interpreter: argv = method, h5ad, output dir. Prints one JSON
 # line: seconds of the assignment call, peak RSS (MB) of the process, the calls' CSV path.
@@ -62,6 +67,19 @@ with contextlib.redirect_stdout(buffer):
         seconds = time.perf_counter() - start
         rows = [(c, g) for c, call in calls["guide_call"].items() for g in call.split("|") if g]
         import pandas as pd
+        pd.DataFrame(rows, columns=["cell", "gRNA"]).to_csv(out + "assignments.csv", index=False)
+        csv = out + "assignments.csv"
+    elif method == "pertpy_mixture":
+        import anndata as ad, pertpy as pt, pandas as pd
+        guides = ad.read_h5ad(h5ad)
+        start = time.perf_counter()
+        pt.pp.GuideAssignment().assign_mixture_model(guides)
+        seconds = time.perf_counter() - start
+        calls = guides.obs["assigned_guide"].astype(str)
+        rows = [
+            (c, g) for c, call in calls.items() if call not in ("negative", "nan")
+            for g in call.split("+") if g
+        ]
         pd.DataFrame(rows, columns=["cell", "gRNA"]).to_csv(out + "assignments.csv", index=False)
         csv = out + "assignments.csv"
     else:
@@ -86,6 +104,7 @@ PEERS = {
     "crispat ga_poisson_gauss (Replogle 2022)": "crispat_poisson_gauss",
     "crispat ga_max (top guide per cell)": "crispat_max",
 }
+PERTPY = "pertpy assign_mixture_model (Poisson-Gauss)"
 
 
 def guide_sets(values) -> list[frozenset]:
@@ -144,6 +163,7 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=2000)
     parser.add_argument("--regimes", default=",".join(GUIDE_REGIMES))
     parser.add_argument("--crispat-python", default=DEFAULT_CRISPAT_PYTHON)
+    parser.add_argument("--pertpy-python", default=DEFAULT_PERTPY_PYTHON)
     parser.add_argument("--skip", default="", help="comma-separated peer keys to leave out")
     args = parser.parse_args()
     src = str(Path(__file__).resolve().parents[2] / "src")
@@ -163,7 +183,9 @@ def main() -> None:
             unavailable = dict.fromkeys(PEERS, "import crispat failed: " + probe.stderr[-200:])
         else:
             print(f"crispat {probe.stdout.strip()} at {args.crispat_python}")
-    for name, key in PEERS.items():
+    if not Path(args.pertpy_python).exists():
+        unavailable[PERTPY] = f"no interpreter at {args.pertpy_python} (pip install pertpy)"
+    for name, key in [*PEERS.items(), (PERTPY, "pertpy_mixture")]:
         if key in args.skip.split(","):
             unavailable[name] = "left out (--skip)"
     load = os.getloadavg()
@@ -185,6 +207,8 @@ def main() -> None:
                     for n, k in PEERS.items()
                     if n not in errors
                 }
+                if PERTPY not in errors:
+                    runs[PERTPY] = (args.pertpy_python, "pertpy_mixture", peer_env)
                 for name, (python, key, env) in runs.items():
                     result = run_method(python, key, h5ad, workdir, env)
                     if "error" in result:
