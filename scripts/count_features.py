@@ -1,14 +1,17 @@
 """Rule count_features: kb count of one feature-barcode library, kept for the cells called
-on gene expression; a hashtag library is demultiplexed."""
+on gene expression; a hashtag library is demultiplexed, a guide library gets per-cell guide
+calls (warnings to the log and the terminal)."""
 
+import warnings
 from pathlib import Path
 
 from kbagg.cells.demux import assign_samples, demultiplex
+from kbagg.cells.guides import add_guide_calls
 from kbagg.cells.matrices import check_reads_processed, write_h5ad
 from kbagg.count.fastq_check import read_lane_record
 from kbagg.count.features import FeatureCountJob, count_features
-from kbagg.feature_types import MULTIPLEXING_CAPTURE
-from kbagg.rule import run_rule
+from kbagg.feature_types import CRISPR_GUIDE_CAPTURE, MULTIPLEXING_CAPTURE
+from kbagg.rule import run_rule, to_terminal
 
 
 def main(smk) -> None:
@@ -44,6 +47,17 @@ def main(smk) -> None:
             features.obs[column] = calls[column].to_numpy()
         counts = calls["hashtag_class"].value_counts().to_dict()
         print(f"sample '{sample}': hashtags: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    if params.feature_type == CRISPR_GUIDE_CAPTURE:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            add_guide_calls(features, sample, int(params.guide_min_umis))
+        for warning in caught:
+            to_terminal(f"WARNING: {warning.message}")
+        n_guides = features.obs["n_guides"]
+        print(
+            f"sample '{sample}': guides: {int((n_guides == 0).sum())} cells none, "
+            f"{int((n_guides == 1).sum())} one, {int((n_guides > 1).sum())} two or more"
+        )
     write_h5ad(features, smk.output.h5ad)
     print(f"sample '{sample}': {features.n_obs:,} cells x {features.n_vars} features")
 

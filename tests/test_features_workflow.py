@@ -107,6 +107,12 @@ def test_real_crispr_library_through_the_workflow_equals_kb_by_hand(testdata, tm
     )
     np.testing.assert_array_equal(counted.X.toarray(), expected.to_numpy())
     assert list(counted.var_names) == ["RAB1A-2", "NON_TARGET-1"]
+    # guide calls per cell (kbagg.cells.guides): this library is too shallow to call any,
+    # and the job's log names the sample instead of a silent "no guide"
+    assert {"guide_call", "n_guides", "guide_umis"} <= set(counted.obs.columns)
+    assert counted.uns["guide_calls"]["min_umis"] == 3
+    log = (workdir / "logs" / "count_features" / "crispr_crispr.log").read_text()
+    assert "WARNING: sample 'crispr':" in log
 
     # The figures of ../shared/testdata/README.md: 3,586 of 5,000 reads pseudoalign; 2,708
     # barcodes, 2,587 of them among the upstream calls.

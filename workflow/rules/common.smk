@@ -30,7 +30,7 @@ def _require_kbagg():
 
 _require_kbagg()
 
-from kbagg.cells import CELL_COLUMNS
+from kbagg.cells import CELL_COLUMNS, GUIDE_COLUMNS
 from kbagg.feature_types import FEATURE_TYPE_OF
 from kbagg.aggregate.output import check_output_options
 from kbagg.config import (
@@ -53,7 +53,7 @@ from kbagg.simulate.spec import demo_outputs
 DEMO_DIR = "resources/demo"
 # obs columns kbagg writes itself: neither a metadata column of the sheet nor
 # aggregate.label may take these names (raw.h5ad's cell calls; the .h5mu's global obs and
-# its hashtag modality)
+# its hashtag and crispr modalities)
 OBS_COLUMNS = (
     *CELL_COLUMNS,
     "bustools_cell",
@@ -65,6 +65,7 @@ OBS_COLUMNS = (
     "hashtag_confidence",
     "hashtag_margin",
     "hashtag_sample",
+    *GUIDE_COLUMNS,
 )
 
 

@@ -1,6 +1,6 @@
 # Feature-barcode libraries (sheet column feature_type): one kite index per feature type,
 # kb count --workflow kite(:10xFB) per library, counts kept for the cells called on gene
-# expression, hashtags demultiplexed, and MuData per sample.
+# expression, hashtags demultiplexed, guides called per cell, and MuData per sample.
 
 
 rule feature_index:
@@ -47,6 +47,7 @@ rule count_features:
         feature_type=lambda wc: FEATURE_TYPE_OF[wc.modality],
         technology=lambda wc: SHEET.technology(wc.sample, FEATURE_TYPE_OF[wc.modality]),
         hashtags=lambda wc: HASHTAG_SAMPLES.get(wc.sample, {}),
+        guide_min_umis=config["guides"]["min_umis"],
         extra_args=COUNT_EXTRA_ARGS,
     script:
         script_path("count_features.py")
