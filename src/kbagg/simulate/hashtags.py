@@ -180,3 +180,32 @@ def simulate_hashtags(
     )
     hashtags = ad.AnnData(sp.csr_matrix(counts), obs=obs, var=pd.DataFrame(index=list(ids)))
     return hashtags, rna_umis
+
+
+def simulate_empty_droplets(regime: HashtagRegime | str, seed: int, n_droplets: int) -> ad.AnnData:
+    """Hashtag counts of empty droplets: the ambient part of the background only.
+
+    Parameters
+    ----------
+    regime
+        A `HashtagRegime` or the name of one in `REGIMES`.
+    seed
+        Seed of the random generator.
+    n_droplets
+        Empty droplets to draw.
+
+    Returns
+    -------
+    Droplets x hashtags AnnData of integer UMI counts (obs_names ``empty0``...), for methods
+    that estimate the background from empty droplets (demuxEM).
+    """
+    if isinstance(regime, str):
+        regime = REGIMES[regime]
+    rng = np.random.default_rng([seed, 1])
+    mean = np.full((n_droplets, regime.n_hashtags), 0.5 * regime.background_umis)
+    counts = _negative_binomial(rng, mean, regime.background_size)
+    return ad.AnnData(
+        sp.csr_matrix(counts),
+        obs=pd.DataFrame(index=[f"empty{i}" for i in range(n_droplets)]),
+        var=pd.DataFrame(index=[f"HTO{i + 1}" for i in range(regime.n_hashtags)]),
+    )
