@@ -51,16 +51,18 @@ __all__ = [
 ]
 
 SINGLET, DOUBLET, NEGATIVE = "singlet", "doublet", "negative"
-# A hashtag with separability below this is tested for being unused (no signal at all):
-# it is dropped when the model without it loses less log-likelihood than BIC's penalty for
-# its parameters. Measured (seed 1): 8 unused hashtags of pure ambient counts gain 4-6;
-# the failed hashtag (5 % signal) 262; a noisy one 640; the penalty is 30-40.
+# A hashtag with separability or signal:background below these is tested for being unused
+# (no signal at all): it is dropped when the model without it loses less log-likelihood
+# than BIC's penalty for its parameters. Measured (seed 1): unused hashtags of pure ambient
+# counts gain 1-6 (one had a spurious "signal" of 3.9x background at separability 0.92);
+# the failed hashtag (5 % signal) 262; a noisy one 640; the penalty is 30-60.
 UNUSED_CANDIDATE_SEPARABILITY = 0.6
+UNUSED_CANDIDATE_FOLD = 5.0
 # A cell is called doublet when its doublets' posterior reaches this (not 0.5): a missed
 # doublet puts a second sample's cell into a sample, a singlet called doublet is only lost.
-# Chosen on the noisy regime, seed 1 (docs/demultiplexing.md has the trade-off and the
-# held-out check).
-DOUBLET_POSTERIOR = 0.25
+# Chosen on seeds 1-3 of the regimes against hashsolo, the strongest peer (0.3 / 0.25 /
+# 0.2 / 0.15 tried; docs/demultiplexing.md has the trade-off and the held-out check).
+DOUBLET_POSTERIOR = 0.2
 
 
 def clr(counts: np.ndarray) -> np.ndarray:
@@ -155,7 +157,10 @@ def _used_hashtags(counts, covariate, fit: MixtureFit, names) -> np.ndarray:
     model without them is worse by more than BIC's penalty for their parameters."""
     n_cells, n_tags = counts.shape
     table = hashtag_separability(fit, names, np.ones(n_tags, dtype=bool))
-    candidates = np.flatnonzero(table["separability"].to_numpy() < UNUSED_CANDIDATE_SEPARABILITY)
+    candidates = np.flatnonzero(
+        (table["separability"].to_numpy() < UNUSED_CANDIDATE_SEPARABILITY)
+        | ~(table["signal_to_background"].to_numpy() >= UNUSED_CANDIDATE_FOLD)
+    )
     active = np.ones(n_tags, dtype=bool)
     # signal regression (3) + singlet prior (1) + a doublet prior with each other hashtag
     penalty = 0.5 * (3 + 1 + (n_tags - 1)) * np.log(n_cells)
