@@ -3,11 +3,14 @@
 
     python tests/benchmarks/bench_demux.py                         # every regime, 3 seeds
     python tests/benchmarks/bench_demux.py --regimes noisy,clean --seeds 5 --first-seed 101
+    python tests/benchmarks/bench_demux.py --regimes none --drawn 3 --first-seed 101
 
 Data: `kbagg.simulate.hashtags.simulate_hashtags` (named regimes with truth; parameter
 sources in that module). Every method sees the same counts; per regime the table gives the
 median over seeds of: singlet accuracy (true singlets given their own hashtag), doublet
 recall (true doublets called doublet), negative recall, and wall time in seconds.
+`--drawn N` adds N regimes with parameters drawn from the published ranges
+(`draw_regime`, seeds 1..N): the outside check, data the method was never tuned on.
 
 Methods (a peer that cannot be installed or fails prints its row as unavailable, with the
 reason; nothing is re-implemented):
@@ -43,7 +46,12 @@ import numpy as np
 import pandas as pd
 
 from kbagg.cells.demux import demultiplex
-from kbagg.simulate.hashtags import REGIMES, simulate_empty_droplets, simulate_hashtags
+from kbagg.simulate.hashtags import (
+    REGIMES,
+    draw_regime,
+    simulate_empty_droplets,
+    simulate_hashtags,
+)
 
 HERE = Path(__file__).resolve().parent
 R_SCRIPT = HERE.parent / "r" / "demux_peers.R"
@@ -174,11 +182,11 @@ IN_PROCESS = {
 ORDER = [*IN_PROCESS, "Seurat HTODemux", "Seurat MULTIseqDemux", "demuxEM", "GMM-Demux"]
 
 
-def bench_regime(name: str, seeds: list[int], n_cells: int | None, peers: bool) -> dict:
+def bench_regime(regime, seeds: list[int], n_cells: int | None, peers: bool) -> dict:
     results: dict[str, list] = {m: [] for m in ORDER}
-    datasets = [simulate_hashtags(name, seed, n_cells)[0] for seed in seeds]
+    datasets = [simulate_hashtags(regime, seed, n_cells)[0] for seed in seeds]
     n_empty = 2 * datasets[0].n_obs
-    empties = [simulate_empty_droplets(name, seed, n_empty) for seed in seeds]
+    empties = [simulate_empty_droplets(regime, seed, n_empty) for seed in seeds]
     with tempfile.TemporaryDirectory(prefix="bench_demux_") as tmp:
         workdir = Path(tmp)
         for hashtags, empty in zip(
@@ -239,13 +247,18 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=1)
     parser.add_argument("--cells", type=int, default=None, help="default: the regime's")
     parser.add_argument("--no-peers", action="store_true", help="skip R and venv peers")
+    parser.add_argument("--drawn", type=int, default=0, help="regimes drawn from the ranges")
     args = parser.parse_args()
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     load = os.getloadavg()
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    for name in args.regimes.split(","):
-        results = bench_regime(name, seeds, args.cells, not args.no_peers)
-        print_table(name, seeds, args.cells or REGIMES[name].n_cells, results)
+    regimes = [REGIMES[name] for name in args.regimes.split(",") if name != "none"]
+    regimes += [draw_regime(i) for i in range(1, args.drawn + 1)]
+    for regime in regimes:
+        if regime.name.startswith("drawn"):
+            print(f"\n{regime}")
+        results = bench_regime(regime, seeds, args.cells, not args.no_peers)
+        print_table(regime.name, seeds, args.cells or regime.n_cells, results)
     load = os.getloadavg()
     print(f"\nload average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 

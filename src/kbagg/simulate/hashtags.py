@@ -209,3 +209,35 @@ def simulate_empty_droplets(regime: HashtagRegime | str, seed: int, n_droplets: 
         obs=pd.DataFrame(index=[f"empty{i}" for i in range(n_droplets)]),
         var=pd.DataFrame(index=[f"HTO{i + 1}" for i in range(regime.n_hashtags)]),
     )
+
+
+def draw_regime(seed: int, name: str | None = None) -> HashtagRegime:
+    """A regime with parameters drawn at random from the published ranges of the module
+    docstring (an outside check: data the method was never tuned on).
+
+    Parameters
+    ----------
+    seed
+        Seed of the draw.
+    name
+        The regime's name (default ``drawn<seed>``).
+
+    Returns
+    -------
+    A `HashtagRegime`: signal 40-400 UMIs and background 3-30 (log-uniform), capture log
+    sd 0.3-1.0 and its correlation with log RNA 0.3-0.8, doublets 5-20 %, negatives 3-15 %,
+    4-16 hashtags, NB sizes 2-5.
+    """
+    rng = np.random.default_rng([seed, 2026])
+    return HashtagRegime(
+        name=name or f"drawn{seed}",
+        n_hashtags=int(rng.choice([4, 6, 8, 12, 16])),
+        doublet_fraction=float(rng.uniform(0.05, 0.20)),
+        negative_fraction=float(rng.uniform(0.03, 0.15)),
+        signal_umis=float(np.exp(rng.uniform(np.log(40), np.log(400)))),
+        background_umis=float(np.exp(rng.uniform(np.log(3), np.log(30)))),
+        signal_size=float(rng.uniform(2, 5)),
+        background_size=float(rng.uniform(2, 5)),
+        capture_log_sd=float(rng.uniform(0.3, 1.0)),
+        capture_rna_correlation=float(rng.uniform(0.3, 0.8)),
+    )
