@@ -173,3 +173,32 @@ def test_assign_samples_maps_singlets_and_names_missing_hashtags():
         r"sample mapping, which has H1; add them",
     ):
         assign_samples(calls, {"H1": "donorA"})
+
+
+def test_the_qc_table_and_figure_carry_the_separability(tmp_path):
+    """As count_features stores it (uns) and hashtag_qc reports it."""
+    from kbagg.qc.hashtags import run_hashtag_qc, weak_summary
+
+    tables = {}
+    for regime in ("noisy", "clean"):
+        hashtags, rna_umis = simulate_hashtags(regime, 11, 1000)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", WeakHashtagsWarning)
+            calls = demultiplex(hashtags, rna_umis=rna_umis, sample=regime)
+        table = calls.attrs["hashtag_separability"]
+        hashtags.uns["hashtag_separability"] = {c: table[c].to_numpy() for c in table.columns}
+        calls["hashtag_sample"] = assign_samples(calls, {h: h for h in hashtags.var_names})
+        for column in calls.columns:
+            hashtags.obs[column] = calls[column].to_numpy()
+        hashtags.write_h5ad(tmp_path / f"{regime}.h5ad")
+        stored = ad.read_h5ad(tmp_path / f"{regime}.h5ad")
+        tables[regime] = run_hashtag_qc(
+            tmp_path / f"{regime}.h5ad", regime, tmp_path / f"{regime}.tsv", tmp_path / "f.png"
+        ).set_index("call")
+        summary = weak_summary(stored, regime)
+        assert bool(summary) == (regime == "noisy")
+    noisy, clean = tables["noisy"], tables["clean"]
+    assert noisy.loc["HTO1", "separability"] < 0.85 and noisy.loc["HTO1", "weak"]
+    assert clean.loc["HTO1", "separability"] > 0.95 and not clean.loc["HTO1", "weak"]
+    written = pd.read_csv(tmp_path / "noisy.tsv", sep="\t").set_index("call")
+    assert written.loc["HTO1", "weak"] and not written.loc["doublet", "separability"] > 0
