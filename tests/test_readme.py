@@ -19,7 +19,6 @@ PAGES = [REPO / "README.md", REPO / "config" / "README.md", *sorted((REPO / "doc
 PENDING = {
     "docs/architecture.md",
     "docs/cell_calling.md",
-    "docs/demultiplexing.md",
     "docs/guides.md",
 }
 
