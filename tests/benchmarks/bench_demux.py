@@ -33,6 +33,7 @@ import contextlib
 import io
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import tempfile
@@ -58,6 +59,7 @@ R_SCRIPT = HERE.parent / "r" / "demux_peers.R"
 RUNNER = HERE / "demux_peer_runner.py"
 VENVS = Path(os.environ.get("KBAGG_PEER_VENVS", "/work/venvs"))
 FIXED_THRESHOLD_UMIS = 20
+PEER_TIMEOUT_SECONDS = 600  # GMM-Demux enumerates all 2**n hashtag sets: hours at 24
 METRICS = ("singlet", "doublet", "negative")
 
 
@@ -147,11 +149,17 @@ def run_venv_peer(
     if peer == "demuxEM":  # its background estimate expects empty droplets among barcodes
         write_counts(empties, workdir / "empties.csv")
         command.append(str(workdir / "empties.csv"))
-    done = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-    )
+    # its own session, so that a timeout ends the peer's children too (GMM-demux's CLI)
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    ) as process:
+        try:
+            _, stderr = process.communicate(timeout=PEER_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise Unavailable(f"{peer} did not finish in {PEER_TIMEOUT_SECONDS:.0f} s") from None
+    done = subprocess.CompletedProcess(command, process.returncode, "", stderr)
     if done.returncode:
         lines = done.stderr.strip().splitlines() or ["(no message)"]
         raise Unavailable(f"{peer} failed: {lines[-1][:150]}")
@@ -248,8 +256,11 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=None, help="default: the regime's")
     parser.add_argument("--no-peers", action="store_true", help="skip R and venv peers")
     parser.add_argument("--drawn", type=int, default=0, help="regimes drawn from the ranges")
+    parser.add_argument("--peer-timeout", type=float, default=PEER_TIMEOUT_SECONDS)
     args = parser.parse_args()
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    global PEER_TIMEOUT_SECONDS
+    PEER_TIMEOUT_SECONDS = args.peer_timeout
     load = os.getloadavg()
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     regimes = [REGIMES[name] for name in args.regimes.split(",") if name != "none"]
