@@ -249,6 +249,7 @@ def print_table(name: str, seeds: list[int], n_cells: int, results: dict) -> Non
 
 
 def main() -> None:
+    global PEER_TIMEOUT_SECONDS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--regimes", default=",".join(REGIMES))
     parser.add_argument("--seeds", type=int, default=3)
@@ -259,7 +260,6 @@ def main() -> None:
     parser.add_argument("--peer-timeout", type=float, default=PEER_TIMEOUT_SECONDS)
     args = parser.parse_args()
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    global PEER_TIMEOUT_SECONDS
     PEER_TIMEOUT_SECONDS = args.peer_timeout
     load = os.getloadavg()
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
