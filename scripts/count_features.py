@@ -5,7 +5,14 @@ calls (warnings to the log and the terminal)."""
 import warnings
 from pathlib import Path
 
-from kbagg.cells.demux import assign_samples, demultiplex
+import anndata as ad
+
+from kbagg.cells.demux import (
+    WEAK_SEPARABILITY,
+    WeakHashtagsWarning,
+    assign_samples,
+    demultiplex,
+)
 from kbagg.cells.guides import add_guide_calls
 from kbagg.cells.matrices import check_reads_processed, write_h5ad
 from kbagg.count.fastq_check import read_lane_record
@@ -40,7 +47,24 @@ def main(smk) -> None:
         f"{sample}' ({params.feature_type}", kb_dir, {f"lane {r.lane}": r.reads for r in lanes}
     )
     if params.feature_type == MULTIPLEXING_CAPTURE:
-        calls = demultiplex(features)
+        # The RNA library size of each cell is the covariate of the mixture (demuxmix's).
+        rna = ad.read_h5ad(inputs.cells, backed="r")
+        rna_umis = rna.obs.get("n_umis", None)
+        if rna.file.is_open:
+            rna.file.close()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", WeakHashtagsWarning)
+            calls = demultiplex(features, rna_umis=rna_umis, sample=sample)
+        for warning in caught:  # to the log and the terminal
+            to_terminal(f"warning: {warning.message}")
+        separability = calls.attrs["hashtag_separability"]
+        features.uns["hashtag_separability"] = {
+            column: separability[column].to_numpy() for column in separability.columns
+        }
+        print(
+            f"sample '{sample}': hashtag separability (1 = clean, < {WEAK_SEPARABILITY} weak): "
+            + ", ".join(f"{r.hashtag} {r.separability:.2f}" for r in separability.itertuples())
+        )
         mapping = params.hashtags or {h: h for h in features.var_names}
         calls["hashtag_sample"] = assign_samples(calls, mapping)
         for column in calls.columns:

@@ -1,12 +1,18 @@
 """Rule hashtag_qc: the hashtag assignment table and figure of one sample."""
 
-from kbagg.qc.hashtags import run_hashtag_qc
-from kbagg.rule import run_rule
+import anndata as ad
+
+from kbagg.qc.hashtags import run_hashtag_qc, weak_summary
+from kbagg.rule import run_rule, to_terminal
 
 
 def main(smk) -> None:
-    table = run_hashtag_qc(smk.input[0], smk.wildcards.sample, smk.output.table, smk.output.figure)
+    sample = smk.wildcards.sample
+    table = run_hashtag_qc(smk.input[0], sample, smk.output.table, smk.output.figure)
     print(table.to_string(index=False))
+    warning = weak_summary(ad.read_h5ad(smk.input[0], backed="r"), sample)
+    if warning:
+        to_terminal(f"warning: {warning}")
 
 
 run_rule(snakemake, main)

@@ -1,8 +1,20 @@
-"""Hashtag demultiplexing against the simulator's truth, and the hashtag -> sample mapping."""
+"""Hashtag demultiplexing against the simulator's truth, and the hashtag -> sample mapping.
+
+Every accuracy bound is held against the trivial rule of issue 23 on the same data (a
+hashtag is on a cell when it has more than 20 UMIs) and asserts a margin over it. The data
+are `kbagg.simulate.hashtags` regimes at seeds 11 and 12, which the method was not tuned on
+(it was tuned on seeds 1-3; docs/demultiplexing.md). Measured at seed 11 / 12 (singlet
+accuracy, doublet recall, negative recall; fixed threshold in brackets):
+clean 0.997/0.983/0.993 (0.988/0.989/0.993); noisy 0.614/0.885/0.679 (0.140/1.0/0.114);
+failed hashtag 0.950/0.799 (0.802/0.828); 24 hashtags 0.977/0.942 (0.774/0.988).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import sys
+import warnings
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -10,69 +22,109 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from kbagg.cells.demux import DemuxError, assign_samples, clr, demultiplex
-from kbagg.reference.features import MULTIPLEXING_CAPTURE
-from kbagg.simulate.features import DEFAULT_FEATURES, feature_barcodes, simulate_feature_counts
+from kbagg.cells.demux import (
+    DemuxError,
+    WeakHashtagsWarning,
+    assign_samples,
+    clr,
+    demultiplex,
+)
+from kbagg.simulate.hashtags import BASE, simulate_hashtags
 
-# The bound the method must keep on the simulator (tests/benchmarks/bench_demux.py has the
-# medians over seeds; the doublet and negative recalls are reported there).
-MIN_SINGLET_ACCURACY = 0.99
-MIN_DOUBLET_RECALL = 0.97
-MIN_NEGATIVE_RECALL = 0.95
+sys.path.insert(0, str(Path(__file__).parent / "benchmarks"))
+from bench_demux import fixed_threshold, scores  # noqa: E402
 
-
-def simulated(seed: int, n_cells: int, n_hashtags: int) -> ad.AnnData:
-    libraries = tuple(
-        dataclasses.replace(lib, n_features=n_hashtags)
-        for lib in DEFAULT_FEATURES.libraries
-        if lib.feature_type == MULTIPLEXING_CAPTURE
-    )
-    spec = dataclasses.replace(DEFAULT_FEATURES, seed=seed, libraries=libraries)
-    rng = np.random.default_rng(seed)
-    features = feature_barcodes(rng, spec)
-    return simulate_feature_counts(rng, rng.integers(0, 4, n_cells), features, spec)[
-        MULTIPLEXING_CAPTURE
-    ]
+SEEDS = (11, 12)
 
 
-def recall(truth: pd.DataFrame, calls: pd.DataFrame, kind: str) -> float:
-    rows = truth["hashtag_class"] == kind
-    return float((calls.loc[rows, "hashtag"] == truth.loc[rows, "hashtag"]).mean())
+def called(regime: str, seed: int, n_cells: int):
+    """(kbagg's scores, the fixed threshold's scores, the calls, the warnings)."""
+    hashtags, rna_umis = simulate_hashtags(regime, seed, n_cells)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        calls = demultiplex(hashtags, rna_umis=rna_umis, sample=f"{regime}_{seed}")
+    weak = [w for w in caught if issubclass(w.category, WeakHashtagsWarning)]
+    baseline = scores(hashtags.obs, fixed_threshold(hashtags))
+    return scores(hashtags.obs, calls["hashtag"]), baseline, calls, weak
 
 
-@pytest.mark.parametrize(("seed", "n_hashtags"), [(1, 4), (2, 12)])
-def test_singlets_doublets_and_negatives_on_the_simulator(seed, n_hashtags):
-    hashtags = simulated(seed, 2000, n_hashtags)
-    truth = hashtags.obs
-    assert set(truth["hashtag_class"]) == {"singlet", "doublet", "negative"}
-    calls = demultiplex(hashtags)
-    assert recall(truth, calls, "singlet") >= MIN_SINGLET_ACCURACY
-    assert recall(truth, calls, "doublet") >= MIN_DOUBLET_RECALL
-    assert recall(truth, calls, "negative") >= MIN_NEGATIVE_RECALL
-    assert calls.index.equals(hashtags.obs_names)
-    singlets = calls["hashtag_class"] == "singlet"
-    assert set(calls.loc[singlets, "hashtag"]) == set(hashtags.var_names)
-    assert (calls.loc[~singlets, "hashtag"] == calls.loc[~singlets, "hashtag_class"]).all()
-    assert calls["hashtag_confidence"].between(0, 1).all()
-    assert calls.loc[singlets, "hashtag_confidence"].median() > 0.99
+@pytest.mark.parametrize("seed", SEEDS)
+def test_clean_hashtags(seed):
+    got, baseline, calls, weak = called("clean", seed, 2000)
+    assert got["singlet"] >= 0.99
+    # a margin over the fixed threshold: at most half its wrong singlets
+    assert 1 - got["singlet"] <= 0.5 * (1 - baseline["singlet"])
+    assert got["doublet"] >= 0.97
+    assert got["negative"] >= 0.95
+    assert not weak  # clean hashtags separate: no warning
+    assert calls.attrs["hashtag_separability"]["separability"].min() >= 0.95
+    assert calls.loc[calls["hashtag_class"] == "singlet", "hashtag_confidence"].median() > 0.99
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_noisy_hashtags_are_called_and_flagged(seed):
+    """Background x3, signal x0.35: the old per-hashtag mixture called 82 % negative and
+    found no doublet, silently."""
+    got, baseline, calls, weak = called("noisy", seed, 2000)
+    assert got["singlet"] >= 0.55 and got["singlet"] >= baseline["singlet"] + 0.35
+    assert got["doublet"] >= 0.8
+    assert got["negative"] >= 0.5 and got["negative"] >= baseline["negative"] + 0.3
+    assert (calls["hashtag_class"] == "negative").mean() < 0.3
+    assert len(weak) == 1
+    message = str(weak[0].message)
+    assert message.startswith(f"sample 'noisy_{seed}': hashtag(s) HTO")
+    table = calls.attrs["hashtag_separability"]
+    assert table["weak"].all()
+    for hashtag in table["hashtag"]:
+        assert hashtag in message
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_failed_hashtag_is_named(seed):
+    got, baseline, calls, weak = called("failed_hashtag", seed, 2000)
+    assert got["singlet"] >= 0.92 and got["singlet"] >= baseline["singlet"] + 0.08
+    assert got["doublet"] >= 0.7
+    table = calls.attrs["hashtag_separability"].set_index("hashtag")
+    assert list(table.index[table["weak"]]) == ["HTO6"]  # the failed one, and only it
+    assert len(weak) == 1 and "HTO6 (" in str(weak[0].message)
+    assert "HTO1 (" not in str(weak[0].message)
+
+
+def test_24_hashtags():
+    got, baseline, calls, weak = called("hashtags_24", SEEDS[0], 3000)
+    assert got["singlet"] >= 0.95 and got["singlet"] >= baseline["singlet"] + 0.15
+    assert got["doublet"] >= 0.9
+    assert set(calls.loc[calls["hashtag_class"] == "singlet", "hashtag"]) == {
+        f"HTO{i}" for i in range(1, 25)
+    }
+
+
+def test_rna_library_size_must_match_the_cells():
+    hashtags, rna_umis = simulate_hashtags("clean", 1, 50)
+    with pytest.raises(DemuxError, match=r"sample 'p1': rna_umis has 49 values for 50"):
+        demultiplex(hashtags, rna_umis=rna_umis[:-1], sample="p1")
+    with pytest.raises(DemuxError, match=r"sample 'p1': no RNA library size for 1 hashtag"):
+        demultiplex(hashtags, rna_umis=pd.Series(rna_umis, hashtags.obs_names)[1:], sample="p1")
 
 
 def test_unused_hashtags_are_positive_nowhere():
     """A reference lists 12 CMOs, the experiment used 4: the other 8 hold ambient counts."""
-    used = simulated(3, 2000, 4)
+    used, rna_umis = simulate_hashtags(dataclasses.replace(BASE, n_hashtags=4), 3, 1000)
     rng = np.random.default_rng(0)
-    size = 10
-    ambient = rng.negative_binomial(size, size / (size + 4.0), (used.n_obs, 8))
+    size = 3
+    ambient = rng.negative_binomial(size, size / (size + 6.0), (used.n_obs, 8))
     unused = ad.AnnData(
         sp.csr_matrix(ambient),
         obs=used.obs,
         var=pd.DataFrame(index=[f"CMO{i}" for i in range(8)]),
     )
     hashtags = ad.concat([used, unused], axis=1, merge="first")
-    calls = demultiplex(hashtags)
+    with pytest.warns(WeakHashtagsWarning, match="CMO0 \\(0.00, no signal: unused or failed\\)"):
+        calls = demultiplex(hashtags, rna_umis=rna_umis)
     assert not calls["hashtag"].str.startswith("CMO").any()
     assert (calls.filter(like="prob:CMO") == 0).all().all()
-    assert recall(used.obs, calls, "singlet") >= MIN_SINGLET_ACCURACY
+    alone = scores(used.obs, demultiplex(used, rna_umis=rna_umis)["hashtag"])
+    assert scores(used.obs, calls["hashtag"])["singlet"] >= alone["singlet"] - 0.005
 
 
 def test_scores_are_the_clr_values_and_margin():
@@ -82,13 +134,14 @@ def test_scores_are_the_clr_values_and_margin():
         obs=pd.DataFrame(index=[f"c{i}" for i in range(len(counts))]),
         var=pd.DataFrame(index=["A", "B", "C"]),
     )
-    calls = demultiplex(hashtags)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WeakHashtagsWarning)  # 20 cells cannot show signal
+        calls = demultiplex(hashtags)
     expected = np.log1p(counts / np.exp(np.log1p(counts).mean(axis=0)))  # Seurat's CLR
     np.testing.assert_allclose(calls[["clr:A", "clr:B", "clr:C"]].to_numpy(), expected)
     np.testing.assert_allclose(clr(counts), expected)
     top2 = np.sort(expected, axis=1)[:, -2:]
     np.testing.assert_allclose(calls["hashtag_margin"], top2[:, 1] - top2[:, 0])
-    assert calls["hashtag"].tolist()[:5] == ["A", "B", "negative", "doublet", "A"]
 
 
 def test_too_few_hashtags_or_cells_is_an_error():
@@ -120,3 +173,32 @@ def test_assign_samples_maps_singlets_and_names_missing_hashtags():
         r"sample mapping, which has H1; add them",
     ):
         assign_samples(calls, {"H1": "donorA"})
+
+
+def test_the_qc_table_and_figure_carry_the_separability(tmp_path):
+    """As count_features stores it (uns) and hashtag_qc reports it."""
+    from kbagg.qc.hashtags import run_hashtag_qc, weak_summary
+
+    tables = {}
+    for regime in ("noisy", "clean"):
+        hashtags, rna_umis = simulate_hashtags(regime, 11, 1000)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", WeakHashtagsWarning)
+            calls = demultiplex(hashtags, rna_umis=rna_umis, sample=regime)
+        table = calls.attrs["hashtag_separability"]
+        hashtags.uns["hashtag_separability"] = {c: table[c].to_numpy() for c in table.columns}
+        calls["hashtag_sample"] = assign_samples(calls, {h: h for h in hashtags.var_names})
+        for column in calls.columns:
+            hashtags.obs[column] = calls[column].to_numpy()
+        hashtags.write_h5ad(tmp_path / f"{regime}.h5ad")
+        stored = ad.read_h5ad(tmp_path / f"{regime}.h5ad")
+        tables[regime] = run_hashtag_qc(
+            tmp_path / f"{regime}.h5ad", regime, tmp_path / f"{regime}.tsv", tmp_path / "f.png"
+        ).set_index("call")
+        summary = weak_summary(stored, regime)
+        assert bool(summary) == (regime == "noisy")
+    noisy, clean = tables["noisy"], tables["clean"]
+    assert noisy.loc["HTO1", "separability"] < 0.85 and noisy.loc["HTO1", "weak"]
+    assert clean.loc["HTO1", "separability"] > 0.95 and not clean.loc["HTO1", "weak"]
+    written = pd.read_csv(tmp_path / "noisy.tsv", sep="\t").set_index("call")
+    assert written.loc["HTO1", "weak"] and not written.loc["doublet", "separability"] > 0

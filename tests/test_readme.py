@@ -18,7 +18,6 @@ PAGES = [REPO / "README.md", REPO / "config" / "README.md", *sorted((REPO / "doc
 # until they are merged. Remove this set once they are.
 PENDING = {
     "docs/architecture.md",
-    "docs/demultiplexing.md",
 }
 
 

@@ -1,108 +1,87 @@
 #!/usr/bin/env python
-"""Benchmark: hashtag demultiplexing accuracy on the simulator: kbagg vs HTODemux vs hashsolo.
+"""Benchmark: hashtag demultiplexing, kbagg against the field's tools run for real.
 
-    python tests/benchmarks/bench_demux.py                    # 5 seeds x 2,000 cells, 4/8/12
-    python tests/benchmarks/bench_demux.py --seeds 10 --cells 5000 --hashtags 8 --unused 4
+    python tests/benchmarks/bench_demux.py                         # every regime, 3 seeds
+    python tests/benchmarks/bench_demux.py --regimes noisy,clean --seeds 5 --first-seed 101
+    python tests/benchmarks/bench_demux.py --regimes none --drawn 3 --first-seed 101
 
-For each seed, `kbagg.simulate.features.simulate_feature_counts` draws hashtag counts with
-known singlets, doublets and negatives (the default FeatureSimSpec rates, --hashtags
-hashtags, plus --unused hashtags on no cell: ambient counts only); every method sees the
-same counts. Printed per method (median over seeds, and the worst seed): the fraction of
-true singlets assigned to the right hashtag, of true doublets called doublet, of true
-negatives called negative, and the median wall time relative to kbagg's (the anchor,
-measured in the same run, interleaved). Methods: kbagg's `demultiplex` (NB mixture per
-hashtag); Seurat's HTODemux re-stated here (CLR, k-means into hashtags + 1 clusters, NB
-fitted to the lowest cluster by moments after trimming 0.5 % each side, its 0.99
-quantile); scanpy's hashsolo with its default priors (negative, singlet, doublet) =
-(0.01, 0.8, 0.19) and with the simulator's true rates.
+Data: `kbagg.simulate.hashtags.simulate_hashtags` (named regimes with truth; parameter
+sources in that module). Every method sees the same counts; per regime the table gives the
+median over seeds of: singlet accuracy (true singlets given their own hashtag), doublet
+recall (true doublets called doublet), negative recall, and wall time in seconds.
+`--drawn N` adds N regimes with parameters drawn from the published ranges
+(`draw_regime`, seeds 1..N): the outside check, data the method was never tuned on.
+
+Methods (a peer that cannot be installed or fails prints its row as unavailable, with the
+reason; nothing is re-implemented):
+
+- kbagg `demultiplex` with the RNA library size (``rna_umis``) and without it;
+- a fixed threshold: a hashtag is on a cell when it has more than 20 UMIs (the trivial
+  baseline of issue 23);
+- Seurat 4.3 `HTODemux` (positive.quantile 0.99) and `MULTIseqDemux` (autoThresh), by
+  Rscript tests/r/demux_peers.R;
+- scanpy's `hashsolo` (`scanpy.external.pp.hashsolo`, default priors), in this venv;
+- demuxEM (PyPI, venv /work/venvs/demuxEM; given also 2x as many empty droplets, ambient
+  only, as its background estimate expects) and GMM-Demux (PyPI, venv /work/venvs/gmmdemux),
+  through tests/benchmarks/demux_peer_runner.py in their own interpreters.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import io
 import os
+import shutil
+import signal
 import statistics
+import subprocess
+import tempfile
 import time
 import warnings
+from collections.abc import Callable
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
-from scipy.cluster.vq import kmeans2
-from scipy.stats import nbinom, poisson
 
-from kbagg.cells.demux import clr, demultiplex
-from kbagg.reference.features import MULTIPLEXING_CAPTURE
-from kbagg.simulate.features import DEFAULT_FEATURES, feature_barcodes, simulate_feature_counts
+from kbagg.cells.demux import demultiplex
+from kbagg.simulate.hashtags import (
+    REGIMES,
+    draw_regime,
+    simulate_empty_droplets,
+    simulate_hashtags,
+)
+
+HERE = Path(__file__).resolve().parent
+R_SCRIPT = HERE.parent / "r" / "demux_peers.R"
+RUNNER = HERE / "demux_peer_runner.py"
+VENVS = Path(os.environ.get("KBAGG_PEER_VENVS", "/work/venvs"))
+FIXED_THRESHOLD_UMIS = 20
+PEER_TIMEOUT_SECONDS = 600  # GMM-Demux enumerates all 2**n hashtag sets: hours at 24
+METRICS = ("singlet", "doublet", "negative")
 
 
-def simulated_hashtags(seed: int, n_cells: int, n_hashtags: int, n_unused: int = 0) -> ad.AnnData:
-    libraries = tuple(
-        dataclasses.replace(lib, n_features=n_hashtags)
-        if lib.feature_type == MULTIPLEXING_CAPTURE
-        else lib
-        for lib in DEFAULT_FEATURES.libraries
-    )
-    spec = dataclasses.replace(DEFAULT_FEATURES, seed=seed, libraries=libraries)
-    rng = np.random.default_rng(seed)
-    features = feature_barcodes(rng, spec)
-    cell_types = rng.integers(0, 4, n_cells)
-    hashtags = simulate_feature_counts(rng, cell_types, features, spec)[MULTIPLEXING_CAPTURE]
-    if not n_unused:
-        return hashtags
-    ambient = rng.negative_binomial(
-        10, 10 / (10 + spec.hashtag_background_umis), (n_cells, n_unused)
-    )
-    unused = ad.AnnData(
-        sp.csr_matrix(ambient),
-        obs=hashtags.obs,
-        var=pd.DataFrame(index=[f"unused{i + 1}" for i in range(n_unused)]),
-    )
-    return ad.concat([hashtags, unused], axis=1, merge="first")
+class Unavailable(Exception):
+    """A peer that could not be installed or run: its row says why."""
 
 
 def scores(truth: pd.DataFrame, called: pd.Series) -> dict[str, float]:
     """Singlet accuracy, doublet recall, negative recall."""
+    called = called.reindex(truth.index).astype(str)
     out = {}
-    for kind, label in (("singlet", None), ("doublet", "doublet"), ("negative", "negative")):
-        rows = truth["hashtag_class"] == kind
-        expected = truth.loc[rows, "hashtag"] if label is None else label
-        out[kind] = float((called[rows] == expected).mean())
+    for kind in METRICS:
+        rows = (truth["hashtag_class"] == kind).to_numpy()
+        expected = truth["hashtag"].to_numpy()[rows] if kind == "singlet" else kind
+        out[kind] = float(np.mean(called.to_numpy()[rows] == expected)) if rows.any() else np.nan
     return out
 
 
-def run_kbagg(hashtags: ad.AnnData) -> pd.Series:
-    return demultiplex(hashtags)["hashtag"]
-
-
-def run_htodemux(hashtags: ad.AnnData, quantile: float = 0.99) -> pd.Series:
-    """Seurat's HTODemux defaults (kfunc k-means instead of clara; moments instead of MLE)."""
-    counts = hashtags.X.toarray().astype(float)
-    normalised = clr(counts)
-    rng = np.random.default_rng(0)
-    best, best_inertia = None, np.inf
-    for _ in range(10):
-        centroids, labels = kmeans2(normalised, counts.shape[1] + 1, minit="++", seed=rng)
-        inertia = float(((normalised - centroids[labels]) ** 2).sum())
-        if inertia < best_inertia:
-            best, best_inertia = labels, inertia
-    thresholds = []
-    for h in range(counts.shape[1]):
-        means = [counts[best == c, h].mean() for c in np.unique(best)]
-        background = counts[best == np.unique(best)[int(np.argmin(means))], h]
-        low, high = np.quantile(background, [0.005, 0.995])
-        background = background[(background >= low) & (background <= high)]
-        mean, var = background.mean(), background.var(ddof=1)
-        if var <= mean:
-            thresholds.append(poisson.ppf(quantile, mean))
-        else:
-            size = mean**2 / (var - mean)
-            thresholds.append(nbinom.ppf(quantile, size, size / (size + mean)))
-    positive = counts > np.array(thresholds)
+def fixed_threshold(hashtags: ad.AnnData, threshold: float = FIXED_THRESHOLD_UMIS) -> pd.Series:
+    """A hashtag is on a cell when its count exceeds `threshold`: the trivial baseline."""
+    counts = hashtags.X.toarray()
+    positive = counts > threshold
     n_positive = positive.sum(axis=1)
     names = np.array(hashtags.var_names, dtype=object)
     calls = np.where(
@@ -113,63 +92,184 @@ def run_htodemux(hashtags: ad.AnnData, quantile: float = 0.99) -> pd.Series:
     return pd.Series(calls, index=hashtags.obs_names)
 
 
-def run_hashsolo(hashtags: ad.AnnData, priors) -> pd.Series:
+def run_hashsolo(hashtags: ad.AnnData) -> pd.Series:
     import scanpy.external as sce
 
     adata = ad.AnnData(obs=pd.DataFrame(hashtags.X.toarray(), index=hashtags.obs_names))
     adata.obs.columns = list(hashtags.var_names)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        sce.pp.hashsolo(adata, list(hashtags.var_names), priors=priors)
+        sce.pp.hashsolo(adata, list(hashtags.var_names))
     calls = adata.obs["Classification"].astype(str)
     return calls.replace({"Doublet": "doublet", "Negative": "negative"})
 
 
+def write_counts(hashtags: ad.AnnData, path: Path) -> None:
+    frame = pd.DataFrame(hashtags.X.toarray(), index=hashtags.obs_names, columns=hashtags.var_names)
+    frame.to_csv(path, index_label="cell")
+
+
+def run_seurat(datasets: list[ad.AnnData], workdir: Path) -> list[dict[str, tuple]]:
+    """HTODemux and MULTIseqDemux on every data set in one Rscript call (Seurat loads once).
+
+    Returns per data set {method: (calls or None, seconds, error)}."""
+    if shutil.which("Rscript") is None:
+        raise Unavailable("Rscript not found")
+    args = []
+    for i, hashtags in enumerate(datasets):
+        write_counts(hashtags, workdir / f"counts{i}.csv")
+        args += [str(workdir / f"counts{i}.csv"), str(workdir / f"seurat{i}.csv")]
+    done = subprocess.run(["Rscript", str(R_SCRIPT), *args], capture_output=True, text=True)
+    if done.returncode:
+        raise Unavailable(f"Rscript failed: {done.stderr.strip().splitlines()[-1:]}")
+    out = []
+    for i in range(len(datasets)):
+        table = pd.read_csv(workdir / f"seurat{i}.csv", keep_default_na=False)
+        per = {}
+        for method, rows in table.groupby("method"):
+            error = str(rows["error"].iloc[0])
+            calls = None if error else pd.Series(rows["call"].to_numpy(), index=rows["cell"])
+            per[method] = (calls, float(rows["seconds"].iloc[0]), error)
+        out.append(per)
+    return out
+
+
+def run_venv_peer(
+    peer: str, hashtags: ad.AnnData, workdir: Path, empties: ad.AnnData
+) -> tuple[pd.Series, float]:
+    """demuxEM or GMM-Demux in its own venv; the runner writes calls and its own timing."""
+    python = VENVS / {"demuxEM": "demuxEM", "GMM-Demux": "gmmdemux"}[peer] / "bin" / "python"
+    if not python.exists():
+        raise Unavailable(f"no venv {python.parent.parent} (pip install it there)")
+    counts, calls = workdir / f"{peer}_counts.csv", workdir / f"{peer}_calls.csv"
+    write_counts(hashtags, counts)
+    pd.Series(hashtags.obs["rna_umis"]).to_csv(workdir / f"{peer}_rna.csv", index_label="cell")
+    command = [str(python), str(RUNNER), peer, str(counts), str(workdir / f"{peer}_rna.csv")]
+    command.append(str(calls))
+    if peer == "demuxEM":  # its background estimate expects empty droplets among barcodes
+        write_counts(empties, workdir / "empties.csv")
+        command.append(str(workdir / "empties.csv"))
+    # its own session, so that a timeout ends the peer's children too (GMM-demux's CLI)
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    ) as process:
+        try:
+            _, stderr = process.communicate(timeout=PEER_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise Unavailable(f"{peer} did not finish in {PEER_TIMEOUT_SECONDS:.0f} s") from None
+    done = subprocess.CompletedProcess(command, process.returncode, "", stderr)
+    if done.returncode:
+        lines = done.stderr.strip().splitlines() or ["(no message)"]
+        raise Unavailable(f"{peer} failed: {lines[-1][:150]}")
+    table = pd.read_csv(calls, keep_default_na=False)
+    return pd.Series(table["call"].to_numpy(), index=table["cell"]), float(table["seconds"].iloc[0])
+
+
+def timed(method: Callable[[ad.AnnData], pd.Series], hashtags: ad.AnnData):
+    start = time.perf_counter()
+    calls = method(hashtags)
+    return calls, time.perf_counter() - start
+
+
+def kbagg_with_rna(hashtags: ad.AnnData) -> pd.Series:
+    return demultiplex(hashtags, rna_umis=hashtags.obs["rna_umis"].to_numpy())["hashtag"]
+
+
+def kbagg_without_rna(hashtags: ad.AnnData) -> pd.Series:
+    return demultiplex(hashtags)["hashtag"]
+
+
+IN_PROCESS = {
+    "kbagg (with RNA library size)": kbagg_with_rna,
+    "kbagg (hashtags only)": kbagg_without_rna,
+    f"fixed threshold (> {FIXED_THRESHOLD_UMIS} UMIs)": fixed_threshold,
+    "scanpy hashsolo": run_hashsolo,
+}
+ORDER = [*IN_PROCESS, "Seurat HTODemux", "Seurat MULTIseqDemux", "demuxEM", "GMM-Demux"]
+
+
+def bench_regime(regime, seeds: list[int], n_cells: int | None, peers: bool) -> dict:
+    results: dict[str, list] = {m: [] for m in ORDER}
+    datasets = [simulate_hashtags(regime, seed, n_cells)[0] for seed in seeds]
+    n_empty = 2 * datasets[0].n_obs
+    empties = [simulate_empty_droplets(regime, seed, n_empty) for seed in seeds]
+    with tempfile.TemporaryDirectory(prefix="bench_demux_") as tmp:
+        workdir = Path(tmp)
+        for hashtags, empty in zip(
+            datasets, empties, strict=True
+        ):  # interleaved: every method on every seed in turn
+            for method, fn in IN_PROCESS.items():
+                try:
+                    calls, seconds = timed(fn, hashtags)
+                    results[method].append({**scores(hashtags.obs, calls), "seconds": seconds})
+                except Exception as error:  # a failing method is a reported row
+                    results[method].append(f"{type(error).__name__}: {error}"[:150])
+            for peer in ("demuxEM", "GMM-Demux") if peers else ():
+                try:
+                    calls, seconds = run_venv_peer(peer, hashtags, workdir, empty)
+                    results[peer].append({**scores(hashtags.obs, calls), "seconds": seconds})
+                except Unavailable as error:
+                    results[peer].append(str(error))
+        if peers:
+            try:
+                seurat = run_seurat(datasets, workdir)
+            except Unavailable as error:
+                seurat = [{m: (None, 0.0, str(error)) for m in ("HTODemux", "MULTIseqDemux")}]
+                seurat = seurat * len(datasets)
+            for hashtags, per in zip(datasets, seurat, strict=True):
+                for method in ("HTODemux", "MULTIseqDemux"):
+                    calls, seconds, error = per.get(method, (None, 0.0, "no output"))
+                    row = error or {**scores(hashtags.obs, calls), "seconds": seconds}
+                    results[f"Seurat {method}"].append(row)
+    return results
+
+
+def print_table(name: str, seeds: list[int], n_cells: int, results: dict) -> None:
+    print(f"\n### {name} ({n_cells} cells, seeds {seeds[0]}-{seeds[-1]}, medians)\n")
+    print("| method | singlet accuracy | doublet recall | negative recall | time (s) |")
+    print("|---|---|---|---|---|")
+    for method in ORDER:
+        rows = results.get(method, [])
+        if not rows:
+            continue
+        ok = [r for r in rows if isinstance(r, dict)]
+        if len(ok) < len(rows):
+            reason = next(r for r in rows if isinstance(r, str))
+            note = f"failed on {len(rows) - len(ok)} of {len(rows)} seeds: {reason}"
+            if not ok:
+                print(f"| {method} | unavailable: {note} | | | |")
+                continue
+        else:
+            note = ""
+        cells = [f"{statistics.median(r[k] for r in ok):.3f}" for k in METRICS]
+        seconds = statistics.median(r["seconds"] for r in ok)
+        print(f"| {method} | {' | '.join(cells)} | {seconds:.2f}{' ' + note if note else ''} |")
+
+
 def main() -> None:
+    global PEER_TIMEOUT_SECONDS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--cells", type=int, default=2000)
-    parser.add_argument("--hashtags", default="4,8,12", help="comma-separated counts")
-    parser.add_argument("--unused", type=int, default=0)
+    parser.add_argument("--regimes", default=",".join(REGIMES))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=1)
+    parser.add_argument("--cells", type=int, default=None, help="default: the regime's")
+    parser.add_argument("--no-peers", action="store_true", help="skip R and venv peers")
+    parser.add_argument("--drawn", type=int, default=0, help="regimes drawn from the ranges")
+    parser.add_argument("--peer-timeout", type=float, default=PEER_TIMEOUT_SECONDS)
     args = parser.parse_args()
-    spec = DEFAULT_FEATURES
-    true_priors = (
-        spec.negative_fraction,
-        1 - spec.negative_fraction - spec.doublet_fraction,
-        spec.doublet_fraction,
-    )
-    methods = {
-        "kbagg (NB mixture)": run_kbagg,
-        "HTODemux (Seurat defaults)": run_htodemux,
-        "hashsolo default priors": lambda h: run_hashsolo(h, (0.01, 0.8, 0.19)),
-        "hashsolo true priors": lambda h: run_hashsolo(h, true_priors),
-    }
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    PEER_TIMEOUT_SECONDS = args.peer_timeout
     load = os.getloadavg()
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    for n_hashtags in (int(n) for n in args.hashtags.split(",")):
-        results: dict[str, list[dict]] = {m: [] for m in methods}
-        for seed in range(1, args.seeds + 1):
-            hashtags = simulated_hashtags(seed, args.cells, n_hashtags, args.unused)
-            for name, method in methods.items():  # interleaved: every method on every seed
-                start = time.perf_counter()
-                called = method(hashtags)
-                elapsed = time.perf_counter() - start
-                results[name].append({**scores(hashtags.obs, called), "seconds": elapsed})
-        anchor = statistics.median(r["seconds"] for r in results["kbagg (NB mixture)"])
-        print(
-            f"\n{args.seeds} seeds x {args.cells} cells, {n_hashtags} hashtags"
-            + (f" + {args.unused} unused" if args.unused else "")
-            + f" (kbagg median {anchor:.2f} s)"
-        )
-        print("| method | singlets right | doublets found | negatives found | time vs kbagg |")
-        print("|---|---|---|---|---|")
-        for name, rows in results.items():
-            cells = []
-            for key in ("singlet", "doublet", "negative"):
-                values = [r[key] for r in rows]
-                cells.append(f"{statistics.median(values):.4f} (worst {min(values):.4f})")
-            ratio = statistics.median(r["seconds"] for r in rows) / anchor
-            print(f"| {name} | {' | '.join(cells)} | {ratio:.2f} |")
+    regimes = [REGIMES[name] for name in args.regimes.split(",") if name != "none"]
+    regimes += [draw_regime(i) for i in range(1, args.drawn + 1)]
+    for regime in regimes:
+        if regime.name.startswith("drawn"):
+            print(f"\n{regime}")
+        results = bench_regime(regime, seeds, args.cells, not args.no_peers)
+        print_table(regime.name, seeds, args.cells or regime.n_cells, results)
     load = os.getloadavg()
     print(f"\nload average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 

@@ -1,5 +1,6 @@
-"""QC of a hashtag (Multiplexing Capture) library: how its cells were assigned, and a figure
-of each hashtag's counts coloured by the call."""
+"""QC of a hashtag (Multiplexing Capture) library: how its cells were assigned, how well
+each hashtag separates from its background, and a figure of each hashtag's counts coloured
+by the call."""
 
 from __future__ import annotations
 
@@ -15,10 +16,36 @@ from kbagg.qc.plots import _pyplot, _save_figure
 CLASS_COLOURS = {"own": "#1b9e77", "other": "#7570b3", "doublet": "#d95f02", "negative": "#999999"}
 
 
+def separability_of(hashtags: ad.AnnData) -> pd.DataFrame | None:
+    """The per-hashtag separability table `demultiplex` left in ``uns``, if any."""
+    stored = hashtags.uns.get("hashtag_separability")
+    if stored is None:
+        return None
+    table = pd.DataFrame({k: np.asarray(v) for k, v in stored.items()})
+    table["hashtag"] = table["hashtag"].astype(str)
+    table["weak"] = table["weak"].astype(str).isin(["True", "true", "1"])
+    return table.set_index("hashtag")
+
+
+def weak_summary(hashtags: ad.AnnData, sample: str) -> str:
+    """One line naming the weak hashtags of `sample`, or '' when all separate."""
+    table = separability_of(hashtags)
+    if table is None or not table["weak"].any():
+        return ""
+    weak = table[table["weak"]]
+    names = ", ".join(f"{h} ({v:.2f})" for h, v in weak["separability"].items())
+    return (
+        f"sample '{sample}': hashtag(s) {names} do not separate from their background "
+        "(separability < 0.85): treat its demultiplexing as uncertain"
+    )
+
+
 def assignment_table(hashtags: ad.AnnData) -> pd.DataFrame:
     """One row per call (each hashtag, doublet, negative): cells, % of cells, the sample the
-    hashtag stands for, and the median UMIs of the hashtag in its own cells."""
+    hashtag stands for, the median UMIs of the hashtag in its own cells, and for hashtags
+    their separability (0-1, see `kbagg.cells.demux.separability`) and whether it is weak."""
     obs = hashtags.obs
+    separability = separability_of(hashtags)
     counts = obs["hashtag"].value_counts()
     rows = []
     for call in [*map(str, hashtags.var_names), "doublet", "negative"]:
@@ -36,6 +63,16 @@ def assignment_table(hashtags: ad.AnnData) -> pd.DataFrame:
                 "pct_cells": round(100.0 * n / max(hashtags.n_obs, 1), 2),
                 "sample": str(sample[0]) if len(sample) else "",
                 "median_umis_of_hashtag": median,
+                "separability": (
+                    round(float(separability.loc[call, "separability"]), 3)
+                    if separability is not None and call in separability.index
+                    else None
+                ),
+                "weak": (
+                    bool(separability.loc[call, "weak"])
+                    if separability is not None and call in separability.index
+                    else None
+                ),
             }
         )
     return pd.DataFrame(rows)
@@ -51,6 +88,7 @@ def plot_hashtags(hashtags: ad.AnnData, sample: str, output: str | Path) -> None
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows + 0.6), squeeze=False)
     calls = hashtags.obs["hashtag"].astype(str).to_numpy()
     classes = hashtags.obs["hashtag_class"].astype(str).to_numpy()
+    separability = separability_of(hashtags)
     for axis, name in zip(axes.flat, names, strict=False):
         values = hashtags.obs[f"clr:{name}"].to_numpy(dtype=float)
         groups = {
@@ -67,13 +105,21 @@ def plot_hashtags(hashtags: ad.AnnData, sample: str, output: str | Path) -> None
             color=list(CLASS_COLOURS.values()),
             label=[f"{k} ({int(m.sum())})" for k, m in groups.items()],
         )
-        axis.set_title(name, fontsize=9)
+        title = name
+        if separability is not None and name in separability.index:
+            value = float(separability.loc[name, "separability"])
+            weak = " WEAK" if separability.loc[name, "weak"] else ""
+            title = f"{name}: separability {value:.2f}{weak}"
+        axis.set_title(title, fontsize=9, color="#d95f02" if "WEAK" in title else "black")
         axis.set_xlabel("CLR", fontsize=8)
         axis.tick_params(labelsize=7)
         axis.legend(fontsize=6)
     for axis in list(axes.flat)[len(names) :]:
         axis.axis("off")
-    fig.suptitle(f"{sample}: hashtag counts (CLR) by call", fontsize=10)
+    heading = f"{sample}: hashtag counts (CLR) by call"
+    if separability is not None and separability["weak"].any():
+        heading += " - weak hashtags: calls uncertain"
+    fig.suptitle(heading, fontsize=10)
     fig.tight_layout()
     _save_figure(fig, output)
 

@@ -1,0 +1,7 @@
+"""Errors of demultiplexing."""
+
+from kbagg.errors import KbaggError
+
+
+class DemuxError(KbaggError):
+    """Hashtag counts that cannot be demultiplexed, or a mapping that misses a hashtag."""
