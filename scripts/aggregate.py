@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from kbagg.aggregate.concat import concat_on_disk
 from kbagg.aggregate.provenance import collect_for_run
+from kbagg.concat.engine import concat_on_disk
 from kbagg.rule import run_rule
 
 

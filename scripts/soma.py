@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 import pandas as pd
 
 import kbagg
-from kbagg.aggregate.soma import update_store
 from kbagg.rule import run_rule
+from kbagg.soma.store import update_store
 
 
 def main(smk) -> None:

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from kbagg.aggregate.concat import ConcatError, concat_on_disk
 from kbagg.aggregate.mudata import concat_h5mu, write_sample_h5mu
+from kbagg.concat.engine import ConcatError, concat_on_disk
 
 SAMPLES = {"a": 30, "b": 20, "c": 12}  # c has no antibody library
 

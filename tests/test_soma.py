@@ -22,10 +22,10 @@ soma = pytest.importorskip("tiledbsoma", reason="the SOMA store needs tiledbsoma
 import tiledbsoma.io as soma_io
 from concat_helpers import REPO, dense, read_quiet
 
-from kbagg.aggregate.concat import concat_on_disk
-from kbagg.aggregate.provenance import sha256
-from kbagg.aggregate.soma import RUN_COLUMN, StoreError, read_store, update_store
-from kbagg.aggregate.soma_obsm import add_obsm
+from kbagg.checksum import sha256
+from kbagg.concat.engine import concat_on_disk
+from kbagg.soma.obsm import add_obsm
+from kbagg.soma.store import RUN_COLUMN, StoreError, read_store, update_store
 
 GENES = [f"ENSG{i:04d}" for i in range(12)]
 KB_LAYERS = ("mature", "nascent", "ambiguous")
@@ -242,7 +242,7 @@ def test_changed_or_removed_sample_rebuilds(inputs, tmp_path):
 KILLER = """
 import os, signal, sys
 import tiledbsoma, tiledbsoma.io
-from kbagg.aggregate.soma import update_store
+from kbagg.soma.store import update_store
 target, after = sys.argv[1], int(sys.argv[2])
 cls, method = {
     "matrix": (tiledbsoma.SparseNDArray, "write"),
@@ -318,7 +318,7 @@ def test_kill_during_append_then_rerun_equals_one_shot(
 
 HOLDER = """
 import sys, time
-from kbagg.aggregate.soma_common import store_lock
+from kbagg.soma.lock import store_lock
 with store_lock(sys.argv[1], None, print):
     print("locked", flush=True)
     time.sleep(float(sys.argv[2]))
@@ -435,7 +435,7 @@ def test_atlas_conflicts_stop_before_writing(inputs, tmp_path):
 
 def obsm_cli(argv: list[str]) -> subprocess.CompletedProcess:
     """kbagg-soma-obsm in a child process: the CLI leaves by os._exit, as every kbagg tool."""
-    command = [sys.executable, "-m", "kbagg.aggregate.soma_cli", *argv]
+    command = [sys.executable, "-m", "kbagg.soma.cli", *argv]
     return subprocess.run(command, capture_output=True, text=True)
 
 

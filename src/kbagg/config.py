@@ -342,7 +342,7 @@ def check_soma_store(uri: str, measurement: str, workdir: str | Path = ".") -> N
 
     import tiledbsoma
 
-    from kbagg.aggregate.soma import JOURNAL_KEY, PROJECT_MARKER
+    from kbagg.soma.store import JOURNAL_KEY, PROJECT_MARKER
 
     try:
         experiment = tiledbsoma.Experiment.open(str(path))

@@ -35,7 +35,7 @@ from concat_helpers import child_peak_rss_mb, write_sparse_h5ad  # noqa: E402
 
 RNA_ONLY = """
 import sys
-from kbagg.aggregate.concat import concat_on_disk
+from kbagg.concat.engine import concat_on_disk
 out, *pairs = sys.argv[1:]
 concat_on_disk(dict(p.split("=", 1) for p in pairs), out, progress=False)
 """

@@ -1,4 +1,4 @@
-# One h5ad for all samples, by the chunked on-disk concat (kbagg.aggregate).
+# One h5ad for all samples, by the chunked on-disk concat (kbagg.concat).
 AGG = config["aggregate"]
 
 

@@ -32,7 +32,7 @@ _require_kbagg()
 
 from kbagg.cells import CELL_COLUMNS
 from kbagg.feature_types import FEATURE_TYPE_OF
-from kbagg.aggregate.output import check_output_options
+from kbagg.concat.output import check_output_options
 from kbagg.config import (
     check_config,
     check_download,

@@ -27,10 +27,10 @@ import h5py
 import pandas as pd
 from natsort import natsorted
 
-from kbagg.aggregate.concat import DEFAULT_CHUNK_ENTRIES, ConcatError, concat_on_disk
-from kbagg.aggregate.inputs import read_dataframe
 from kbagg.atomic import atomic_output
-from kbagg.reference.features import MODALITY
+from kbagg.concat.engine import DEFAULT_CHUNK_ENTRIES, ConcatError, concat_on_disk
+from kbagg.concat.inputs import read_dataframe
+from kbagg.feature_types import MODALITY
 
 MODALITY_ORDER = tuple(MODALITY.values())  # rna, prot, hashtag, crispr
 ModalityInput = str | Path | ad.AnnData

@@ -9,7 +9,6 @@ size and SHA-256.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -18,14 +17,10 @@ from importlib import metadata
 from pathlib import Path
 
 import kbagg
+from kbagg.checksum import sha256
 
 # The source tree when kbagg runs from a clone (pip install -e .): src/kbagg/aggregate/ -> repo.
 CLONE = Path(__file__).resolve().parents[3]
-
-
-def sha256(path: str | Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def workflow_version() -> str:

@@ -16,8 +16,8 @@ import json
 import signal
 from pathlib import Path
 
-from kbagg.aggregate.concat import DEFAULT_CHUNK_ENTRIES, FORMATS, ConcatError, concat_on_disk
 from kbagg.cli import run_cli
+from kbagg.concat.engine import DEFAULT_CHUNK_ENTRIES, FORMATS, ConcatError, concat_on_disk
 
 
 def parse_input(arg: str) -> tuple[str, Path]:

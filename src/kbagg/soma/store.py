@@ -61,7 +61,8 @@ import tiledbsoma.io as soma_io
 from anndata.io import read_elem
 
 import kbagg
-from kbagg.aggregate.soma_common import (
+from kbagg.atomic import atomic_output
+from kbagg.soma.lock import (
     COUNTS_LAYER,
     OBS_ID,
     RUN_COLUMN,
@@ -71,8 +72,7 @@ from kbagg.aggregate.soma_common import (
     stderr_log,
     store_lock,
 )
-from kbagg.aggregate.soma_samples import Sample, column_kinds, conform, read_samples, union_kinds
-from kbagg.atomic import atomic_output
+from kbagg.soma.samples import Sample, column_kinds, conform, read_samples, union_kinds
 
 __all__ = [
     "COUNTS_LAYER",

@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 from natsort import natsorted
 
-from kbagg.aggregate.annot import (
+from kbagg.atomic import atomic_output
+from kbagg.concat.annot import (
     CoalescedVar,
     GeneAxis,
     SameVar,
@@ -32,9 +33,9 @@ from kbagg.aggregate.annot import (
     ordered_union,
     read_obs_metadata,
 )
-from kbagg.aggregate.inputs import InputError, InputScan, open_input, raw_fd, scan_input
-from kbagg.aggregate.matrix import ColumnMap, Scratch, iter_csc, iter_csr, iter_dense
-from kbagg.aggregate.output import (
+from kbagg.concat.inputs import InputError, InputScan, open_input, raw_fd, scan_input
+from kbagg.concat.matrix import ColumnMap, Scratch, iter_csc, iter_csr, iter_dense
+from kbagg.concat.output import (
     Compression,
     DiskSpace,
     H5Array,
@@ -43,7 +44,6 @@ from kbagg.aggregate.output import (
     ZarrArray,
     describe_os_error,
 )
-from kbagg.atomic import atomic_output
 from kbagg.errors import KbaggError
 
 __all__ = ["DEFAULT_CHUNK_ENTRIES", "FORMATS", "ConcatError", "concat_on_disk", "output_format"]
@@ -166,7 +166,7 @@ def concat_on_disk(
         except OSError as e:  # the output side: disk full, quota, I/O error
             raise ConcatError(f"{output}: cannot write the output: {describe_os_error(e)}") from e
     if gene_major_output is not None:
-        from kbagg.aggregate.gene_major import write_gene_major
+        from kbagg.concat.gene_major import write_gene_major
 
         if fmt != "h5ad":
             raise ConcatError(f"{gene_major_output}: the gene-major copy is made from an h5ad")
