@@ -1,9 +1,8 @@
 """Rule aggregate: every sample's matrix in one h5ad (or zarr), with provenance in uns['kbagg']."""
 
-import pandas as pd
-
 from kbagg.aggregate.provenance import collect_for_run
-from kbagg.concat.engine import concat_on_disk
+from kbagg.concat import concat_on_disk
+from kbagg.concat.options import ConcatOptions
 from kbagg.rule import run_rule
 
 
@@ -14,15 +13,17 @@ def main(smk) -> None:
     provenance = collect_for_run(
         matrices, params.config, params.sample_sheet, kb_infos, list(smk.input.checks)
     )
-    metadata = pd.DataFrame(params.metadata).rename(columns={"sample": params.label})
+    options = ConcatOptions.from_sheet(
+        params.metadata,
+        join=params.join,
+        label=params.label,
+        index_unique=params.index_unique,
+        chunk_entries=smk.resources.chunk_entries,
+    )
     concat_on_disk(
         matrices,
         smk.output[0],
-        join=params.join,
-        label=params.label,
-        index_unique=params.index_unique or None,
-        obs_metadata=metadata,
-        chunk_entries=smk.resources.chunk_entries,
+        options,
         uns={"kbagg": provenance},
         format=params.format,
         compression=params.compression,

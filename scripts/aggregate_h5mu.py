@@ -1,11 +1,10 @@
 """Rule aggregate_h5mu: every sample's modalities in one .h5mu, one chunked concat per
 modality, with provenance, and each cell labelled with its (demultiplexed) sample."""
 
-import pandas as pd
-
 from kbagg.aggregate.mudata import concat_h5mu, label_demultiplexed_cells
 from kbagg.aggregate.provenance import collect_for_run
 from kbagg.atomic import atomic_output
+from kbagg.concat.options import ConcatOptions
 from kbagg.rule import run_rule
 
 
@@ -18,16 +17,18 @@ def main(smk) -> None:
     provenance = collect_for_run(
         rna, params.config, params.sample_sheet, kb_infos, list(smk.input.checks)
     )
-    metadata = pd.DataFrame(params.metadata).rename(columns={"sample": params.label})
+    options = ConcatOptions.from_sheet(
+        params.metadata,
+        join=params.join,
+        label=params.label,
+        index_unique=params.index_unique,
+        chunk_entries=smk.resources.chunk_entries,
+    )
     with atomic_output(smk.output[0]) as tmp:
         concat_h5mu(
             modalities,
             tmp,
-            join=params.join,
-            label=params.label,
-            index_unique=params.index_unique or None,
-            obs_metadata=metadata,
-            chunk_entries=smk.resources.chunk_entries,
+            options,
             uns={"kbagg": provenance},
         )
         obs = label_demultiplexed_cells(

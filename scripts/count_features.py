@@ -5,8 +5,8 @@ from pathlib import Path
 
 from kbagg.cells.demux import assign_samples, demultiplex
 from kbagg.cells.matrices import check_reads_processed, write_h5ad
-from kbagg.count.fastq_check import read_lane_record
 from kbagg.count.features import FeatureCountJob, count_features
+from kbagg.count.lane_record import read_lane_record
 from kbagg.feature_types import MULTIPLEXING_CAPTURE
 from kbagg.rule import run_rule
 

@@ -32,6 +32,7 @@ _require_kbagg()
 
 from kbagg.cells import CELL_COLUMNS
 from kbagg.feature_types import FEATURE_TYPE_OF
+from kbagg.concat.options import chunk_entries_for
 from kbagg.concat.output import check_output_options
 from kbagg.config import (
     check_config,
@@ -329,14 +330,14 @@ def qc_outputs():
 
 # --- aggregate -------------------------------------------------------------------------
 def chunk_entries(wildcards, attempt):
-    """Matrix entries (non-zeros) the aggregate holds at once: the config's value, else a
-    quarter of the job's memory at 32 bytes per entry (the engine's worst path). A resource,
-    not a param: memory (which grows with the attempt) must not make Snakemake rerun it.
+    """Matrix entries (non-zeros) the aggregate holds at once: the config's value, else
+    `chunk_entries_for` the job's memory (a quarter of it at the engine's bytes per entry,
+    kbagg.concat.options). A resource, not a param: memory (which grows with the attempt)
+    must not make Snakemake rerun it.
     """
     if config["aggregate"]["chunk_entries"]:
         return config["aggregate"]["chunk_entries"]
-    memory_mb = mem_mb("aggregate")(wildcards, attempt)
-    return max(500_000, memory_mb * 2**20 // 4 // 32)
+    return chunk_entries_for(mem_mb("aggregate")(wildcards, attempt))
 
 
 def _sorted(value):

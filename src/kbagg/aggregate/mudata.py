@@ -28,8 +28,9 @@ import pandas as pd
 from natsort import natsorted
 
 from kbagg.atomic import atomic_output
-from kbagg.concat.engine import DEFAULT_CHUNK_ENTRIES, ConcatError, concat_on_disk
+from kbagg.concat.engine import ConcatError, concat_on_disk
 from kbagg.concat.inputs import read_dataframe
+from kbagg.concat.options import ConcatOptions
 from kbagg.feature_types import MODALITY
 
 MODALITY_ORDER = tuple(MODALITY.values())  # rna, prot, hashtag, crispr
@@ -86,14 +87,11 @@ def _describe(value: ModalityInput) -> str:
 def concat_h5mu(
     inputs: Mapping[str, Mapping[str, str | Path] | str | Path],
     output: str | Path,
+    options: ConcatOptions | None = None,
     *,
-    join: str = "inner",
-    label: str | None = "sample",
-    index_unique: str | None = "-",
-    obs_metadata: str | Path | pd.DataFrame | None = None,
-    chunk_entries: int = DEFAULT_CHUNK_ENTRIES,
     progress: bool = True,
     uns: Mapping | None = None,
+    **concat,
 ) -> Path:
     """Aggregate samples into one ``.h5mu``, one `concat_on_disk` per modality.
 
@@ -104,12 +102,18 @@ def concat_h5mu(
         A modality may be missing from some samples; it then holds the others' cells.
     output
         The ``.h5mu`` to write (atomically).
-    join, label, index_unique, obs_metadata, chunk_entries, progress
-        As for `concat_on_disk`, applied to every modality (so obs_names agree).
+    options
+        `ConcatOptions` (join, label, obs names, obs metadata, chunk budget), applied to
+        every modality (so obs_names agree); None: the config schema's defaults.
+    progress
+        As for `concat_on_disk`.
     uns
         `concat_on_disk`'s ``uns`` for the ``rna`` modality (the provenance), also written
         as the MuData's global ``uns``.
+    **concat
+        Fields of `ConcatOptions` that replace those of ``options``.
     """
+    options = ConcatOptions.given(options, **concat)
     output = Path(output)
     if not inputs:
         raise ConcatError("no input files given")
@@ -123,11 +127,7 @@ def concat_h5mu(
             aggregates[modality] = concat_on_disk(
                 present,
                 parts / f"{modality}.h5ad",
-                join=join,
-                label=label,
-                index_unique=index_unique,
-                obs_metadata=obs_metadata,
-                chunk_entries=chunk_entries,
+                options,
                 progress=progress,
                 uns=uns if modality == "rna" else None,
             )

@@ -149,7 +149,7 @@ def collect_for_run(
     kb_info.json, the FASTQ check records and each matrix's cell-calling record."""
     from dataclasses import asdict
 
-    from kbagg.count.fastq_check import read_lane_record
+    from kbagg.count.lane_record import read_lane_record
 
     lanes = [read_lane_record(path) for path in lane_checks]
     fastqs = {s: [asdict(r) for r in lanes if r.sample == s] for s in matrices}

@@ -26,6 +26,7 @@ from kbagg.concat.matrix import (
     describe_matrix,
     plan_chunks,
 )
+from kbagg.concat.options import DEFAULT_CHUNK_ENTRIES
 from kbagg.concat.output import (
     GENE_MAJOR_CHUNK_ENTRIES,
     Compression,
@@ -36,8 +37,6 @@ from kbagg.concat.output import (
     describe_os_error,
 )
 from kbagg.errors import KbaggError
-
-DEFAULT_CHUNK_ENTRIES = 1 << 21
 
 
 class GeneMajorError(KbaggError):

@@ -62,6 +62,7 @@ from anndata.io import read_elem
 
 import kbagg
 from kbagg.atomic import atomic_output
+from kbagg.concat.options import ConcatOptions
 from kbagg.soma.lock import (
     COUNTS_LAYER,
     OBS_ID,
@@ -557,14 +558,13 @@ def update_store(
     run_id: str,
     manifest_path: str | Path,
     measurement: str = "RNA",
-    label: str = "sample",
-    index_unique: str | None = "-",
-    obs_metadata: str | Path | pd.DataFrame | None = None,
+    options: ConcatOptions | None = None,
     checksums: Mapping[str, str] | None = None,
     project: str | None = None,
     lock_timeout_s: float | None = None,
     platform_config: Mapping | None = None,
     log: Log | None = None,
+    **concat,
 ) -> dict:
     """Bring the SOMA store at ``uri`` up to date with ``samples``; write a JSON manifest.
 
@@ -589,13 +589,12 @@ def update_store(
         SHA-256 and cell counts, what was appended, rebuilt or repaired, and why.
     measurement
         The SOMA measurement holding var and X (``ms[measurement]``).
-    label
-        obs column holding the sample name (a categorical, as in the h5ad aggregate).
-    index_unique
-        obs_ids are ``<barcode><index_unique><sample>``; None or "" keeps the barcodes.
-    obs_metadata
-        Sample table (TSV path or DataFrame) with a ``label`` (else ``sample``) column; its
-        other columns become categorical obs columns, as in ``concat_on_disk``.
+    options
+        `ConcatOptions`, as for ``concat_on_disk``: ``label`` (the obs column holding the
+        sample name, a categorical), ``index_unique`` (obs_ids are
+        ``<barcode><index_unique><sample>``; None keeps the barcodes) and ``obs_metadata``
+        (its other columns become categorical obs columns); ``join`` and
+        ``chunk_entries`` do not apply (samples are appended). None: the schema's defaults.
     checksums
         Sample name -> SHA-256 of its h5ad, when already known; computed otherwise.
     project
@@ -611,12 +610,16 @@ def update_store(
         ``{}``: tiledbsoma's defaults.
     log
         Called with each log line; defaults to printing to stderr.
+    **concat
+        Fields of `ConcatOptions` that replace those of ``options``.
 
     Returns
     -------
     dict
         The manifest.
     """
+    options = ConcatOptions.given(options, **concat)
+    label, index_unique = options.label, options.index_unique
     log = log or stderr_log
     if not samples:
         raise StoreError(f"{uri}: no samples given")
@@ -626,9 +629,8 @@ def update_store(
         raise StoreError(f"{uri}: only local stores are supported (the lock is a local file)")
     path = Path(str(uri).removeprefix("file://")).absolute()
     project = project or project_id(Path.cwd() / PROJECT_MARKER)
-    index_unique = index_unique or None
     settings = {"measurement": measurement, "label": label, "index_unique": index_unique}
-    wanted = read_samples(samples, checksums, obs_metadata, label, index_unique, run_id)
+    wanted = read_samples(samples, checksums, options.obs_metadata, label, index_unique, run_id)
     _check_unique_obs_ids(wanted)
     ctx = {
         "measurement": measurement,
