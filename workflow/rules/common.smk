@@ -30,7 +30,6 @@ def _require_kbagg():
 
 _require_kbagg()
 
-from kbagg.cells import CELL_COLUMNS
 from kbagg.feature_types import FEATURE_TYPE_OF
 from kbagg.concat.options import chunk_entries_for
 from kbagg.concat.output import check_output_options
@@ -52,23 +51,6 @@ from kbagg.sheet import load_sample_sheet
 from kbagg.simulate.spec import demo_outputs
 
 DEMO_DIR = "resources/demo"
-# obs columns kbagg writes itself: neither a metadata column of the sheet nor
-# aggregate.label may take these names (raw.h5ad's cell calls; the .h5mu's global obs and
-# its hashtag modality)
-OBS_COLUMNS = (
-    *CELL_COLUMNS,
-    "bustools_cell",
-    "emptydrops_cell",
-    "emptydrops_fdr",
-    "library",
-    "hashtag",
-    "hashtag_class",
-    "hashtag_confidence",
-    "hashtag_margin",
-    "hashtag_sample",
-)
-
-
 def _planned_feature_reference():
     """The demo's feature reference, which rule simulate_demo writes."""
     from kbagg.simulate.features import DEMO_FEATURES, reference_table
@@ -91,7 +73,7 @@ try:
         will_exist=_demo_files,
         validate_rows=_validate_sheet_rows,
     )
-    SHEET.check_obs_columns(config["aggregate"]["label"], reserved=OBS_COLUMNS)
+    SHEET.check_obs_columns(config["aggregate"]["label"])  # kbagg.obs_columns
     check_technologies(config, SHEET)
     COUNT_EXTRA_ARGS = count_extra_args(config["count"]["extra"])
     check_feature_config(

@@ -32,6 +32,7 @@ from kbagg.concat.engine import ConcatError, concat_on_disk
 from kbagg.concat.inputs import read_dataframe
 from kbagg.concat.options import ConcatOptions
 from kbagg.feature_types import MODALITY
+from kbagg.obs_columns import LIBRARY
 
 MODALITY_ORDER = tuple(MODALITY.values())  # rna, prot, hashtag, crispr
 ModalityInput = str | Path | ad.AnnData
@@ -237,7 +238,7 @@ def label_demultiplexed_cells(
             if column in mod_obs:
                 samples = mod_obs[column].astype(object)
                 labels.loc[samples.index] = samples.where(samples.notna(), None)
-        global_obs["library"] = library
+        global_obs[LIBRARY] = library
         present = [str(v) for v in labels.dropna().unique()]
         order = [*[c for c in library.cat.categories if c in present], *present]
         global_obs[label] = pd.Categorical(labels, categories=list(dict.fromkeys(order)))
