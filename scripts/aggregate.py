@@ -1,6 +1,6 @@
 """Rule aggregate: every sample's matrix in one h5ad (or zarr), with provenance in uns['kbagg']."""
 
-from kbagg.aggregate.provenance import collect_for_run
+from kbagg.aggregate.provenance import read_provenance
 from kbagg.concat import concat_on_disk
 from kbagg.concat.options import ConcatOptions
 from kbagg.rule import run_rule
@@ -9,10 +9,7 @@ from kbagg.rule import run_rule
 def main(smk) -> None:
     params = smk.params
     matrices = dict(zip(params.samples, smk.input.matrices, strict=True))
-    kb_infos = dict(zip(params.samples, smk.input.kb_info, strict=True))
-    provenance = collect_for_run(
-        matrices, params.config, params.sample_sheet, kb_infos, list(smk.input.checks)
-    )
+    provenance = read_provenance(smk.input.provenance)
     options = ConcatOptions.from_sheet(
         params.metadata,
         join=params.join,

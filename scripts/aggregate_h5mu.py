@@ -1,8 +1,10 @@
-"""Rule aggregate_h5mu: every sample's modalities in one .h5mu, one chunked concat per
-modality, with provenance, and each cell labelled with its (demultiplexed) sample."""
+"""Rule aggregate_h5mu: every sample's modalities in one .h5mu: the rna aggregate of rule
+aggregate (when it is an uncompressed h5ad) plus one chunked concat per feature modality,
+with the provenance of rule provenance, and each cell labelled with its (demultiplexed)
+sample."""
 
 from kbagg.aggregate.mudata import concat_h5mu, label_demultiplexed_cells
-from kbagg.aggregate.provenance import collect_for_run
+from kbagg.aggregate.provenance import read_provenance
 from kbagg.atomic import atomic_output
 from kbagg.concat.options import ConcatOptions
 from kbagg.rule import run_rule
@@ -12,11 +14,7 @@ def main(smk) -> None:
     params = smk.params
     files = iter(smk.input.modalities)
     modalities = {s: {m: next(files) for m in params.modalities[s]} for s in params.samples}
-    rna = {s: per_sample["rna"] for s, per_sample in modalities.items()}
-    kb_infos = dict(zip(params.samples, smk.input.kb_info, strict=True))
-    provenance = collect_for_run(
-        rna, params.config, params.sample_sheet, kb_infos, list(smk.input.checks)
-    )
+    provenance = read_provenance(smk.input.provenance)
     options = ConcatOptions.from_sheet(
         params.metadata,
         join=params.join,
@@ -30,6 +28,7 @@ def main(smk) -> None:
             tmp,
             options,
             uns={"kbagg": provenance},
+            rna_aggregate=smk.input.get("rna_aggregate"),
         )
         obs = label_demultiplexed_cells(
             tmp,

@@ -2,11 +2,31 @@
 AGG = config["aggregate"]
 
 
-rule aggregate:
+rule provenance:
     input:
         matrices=expand(sample_matrix("{{kind}}"), sample=SAMPLES),
         kb_info=expand("results/samples/{sample}/kb/kb_info.json", sample=SAMPLES),
         checks=[path for sample in SAMPLES for path in all_lane_checks(sample)],
+    output:
+        "results/aggregate/{kind}.provenance.json",
+    log:
+        "logs/aggregate/{kind}_provenance.log",
+    benchmark:
+        "benchmarks/aggregate/{kind}_provenance.tsv"
+    conda:
+        "../../envs/python.yaml"
+    params:
+        samples=SAMPLES,
+        config=provenance_config(),
+        sample_sheet=provenance_sample_sheet(),
+    script:
+        script_path("provenance.py")
+
+
+rule aggregate:
+    input:
+        matrices=expand(sample_matrix("{{kind}}"), sample=SAMPLES),
+        provenance="results/aggregate/{kind}.provenance.json",
     output:
         (
             directory("results/aggregate/{kind}.zarr")
@@ -34,8 +54,6 @@ rule aggregate:
         # A dict, not a DataFrame: Snakemake's rerun check hashes a DataFrame's values but
         # not its column names, so renaming a metadata column would not rerun this.
         metadata=SHEET.metadata().to_dict("list"),
-        config=provenance_config(),
-        sample_sheet=provenance_sample_sheet(),
     script:
         script_path("aggregate.py")
 
@@ -86,8 +104,6 @@ rule aggregate_h5mu:
         index_unique=AGG["index_unique"],
         metadata=SHEET.metadata().to_dict("list"),
         demultiplexed_metadata=DEMULTIPLEXED_METADATA,
-        config=provenance_config(),
-        sample_sheet=provenance_sample_sheet(),
     script:
         script_path("aggregate_h5mu.py")
 

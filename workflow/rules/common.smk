@@ -51,6 +51,8 @@ from kbagg.sheet import load_sample_sheet
 from kbagg.simulate.spec import demo_outputs
 
 DEMO_DIR = "resources/demo"
+
+
 def _planned_feature_reference():
     """The demo's feature reference, which rule simulate_demo writes."""
     from kbagg.simulate.features import DEMO_FEATURES, reference_table
@@ -248,12 +250,17 @@ def sample_modalities(wildcards):
 
 
 def aggregate_h5mu_inputs(wildcards):
-    """Per sample, its modality files in the order of SHEET.modalities (params.modalities)."""
-    return {
+    """Per sample, its modality files in the order of SHEET.modalities (params.modalities);
+    the provenance of the filtered aggregate (the same rna inputs); and the filtered h5ad
+    aggregate as the rna modality when it is one (an uncompressed h5ad)."""
+    inputs = {
         "modalities": [p for s in SAMPLES for p in modality_files(s).values()],
-        "kb_info": [f"results/samples/{s}/kb/kb_info.json" for s in SAMPLES],
-        "checks": [path for s in SAMPLES for path in all_lane_checks(s)],
+        "provenance": "results/aggregate/filtered.provenance.json",
     }
+    aggregate = config["aggregate"]
+    if aggregate["format"] == "h5ad" and aggregate["compression"] in (None, "none"):
+        inputs["rna_aggregate"] = "results/aggregate/filtered.h5ad"
+    return inputs
 
 
 def aggregate_path(kind):

@@ -7,7 +7,9 @@ matrices have exactly the gene-expression cells as rows (`kbagg.count.features`)
 modalities share obs_names.
 
 The aggregate is built with bounded memory: `concat_on_disk` (the chunked engine of the
-h5ad aggregate) runs once per modality into a temporary h5ad beside the output; mudata then
+h5ad aggregate) runs once per feature modality into a temporary h5ad beside the output (and
+for ``rna`` too, unless the h5ad aggregate of the same samples is given: it is the ``rna``
+modality as it stands); mudata then
 writes the global parts from obs and var names alone (global obs/var, obsmap/varmap, the
 per-modality obsm/varm masks, its file header), and each modality's groups are copied in
 from its temporary h5ad by HDF5 itself (`h5py.Group.copy`, chunk by chunk). So the ``rna``
@@ -92,6 +94,7 @@ def concat_h5mu(
     *,
     progress: bool = True,
     uns: Mapping | None = None,
+    rna_aggregate: str | Path | None = None,
     **concat,
 ) -> Path:
     """Aggregate samples into one ``.h5mu``, one `concat_on_disk` per modality.
@@ -111,6 +114,11 @@ def concat_h5mu(
     uns
         `concat_on_disk`'s ``uns`` for the ``rna`` modality (the provenance), also written
         as the MuData's global ``uns``.
+    rna_aggregate
+        The h5ad aggregate of the samples' ``rna`` modality, made by `concat_on_disk` with
+        the same ``options`` and ``uns`` and without compression (rule aggregate's
+        ``filtered.h5ad``): copied in as the ``rna`` modality instead of concatenating the
+        samples' rna a second time. None: concatenate them here.
     **concat
         Fields of `ConcatOptions` that replace those of ``options``.
     """
@@ -124,6 +132,11 @@ def concat_h5mu(
         files = _modality_files(inputs, parts)
         aggregates = {}
         for modality in _ordered(m for per_sample in files.values() for m in per_sample):
+            if modality == "rna" and rna_aggregate is not None:
+                aggregates[modality] = _checked_rna_aggregate(
+                    Path(rna_aggregate), files, options.label
+                )
+                continue
             present = {s: mods[modality] for s, mods in files.items() if modality in mods}
             aggregates[modality] = concat_on_disk(
                 present,
@@ -135,6 +148,26 @@ def concat_h5mu(
         with atomic_output(output) as tmp:
             _assemble(aggregates, tmp, dict(uns or {}))
     return output
+
+
+def _checked_rna_aggregate(
+    path: Path, files: Mapping[str, Mapping[str, Path]], label: str | None
+) -> Path:
+    """The rna aggregate, if it is an h5ad of exactly the samples with an rna modality."""
+    samples = [s for s, mods in files.items() if "rna" in mods]
+    if not path.is_file():
+        raise ConcatError(f"the rna aggregate {path} does not exist")
+    with h5py.File(path, "r") as f:
+        if "X" not in f or "obs" not in f:
+            raise ConcatError(f"the rna aggregate {path} is not an h5ad")
+        if label is not None:
+            held = [str(s) for s in read_dataframe(f["obs"])[label].cat.categories]
+            if held != samples:
+                raise ConcatError(
+                    f"the rna aggregate {path} holds samples {', '.join(held)}, not "
+                    f"{', '.join(samples)}; rerun rule aggregate"
+                )
+    return path
 
 
 def _modality_files(inputs, parts: Path) -> dict[str, dict[str, Path]]:
