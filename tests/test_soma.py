@@ -152,6 +152,23 @@ def test_store_equals_outer_join_aggregate(inputs, tmp_path):
     }
 
 
+def test_journal_is_a_typed_record_that_round_trips(inputs, tmp_path):
+    """The journal in the store's metadata reads into `Journal` and writes back to the same
+    text; a damaged one is a StoreError naming the store."""
+    from kbagg.soma.journal import Journal
+
+    store = tmp_path / "store.soma"
+    update(store, inputs, list(inputs)[:2], tmp_path)
+    with soma.Experiment.open(str(store)) as exp:
+        raw = exp.metadata["kbagg_store"]
+    journal = Journal.from_json(raw)
+    assert journal.to_json() == raw
+    assert set(journal.own("P")) == set(list(inputs)[:2]) and journal.pending is None
+    assert journal.samples[list(inputs)[0]].sha256 == sha256(inputs[list(inputs)[0]])
+    with pytest.raises(StoreError, match="store.soma: its journal: not a kbagg store journal"):
+        Journal.from_json('{"samples": {}}', source=f"{store}: its journal")
+
+
 def _fragments(store: Path) -> dict[str, float]:
     """Every fragment file of every array, with its modification time."""
     return {
