@@ -16,11 +16,7 @@ def main(smk) -> None:
     modalities = {s: {m: next(files) for m in params.modalities[s]} for s in params.samples}
     provenance = read_provenance(smk.input.provenance)
     options = ConcatOptions.from_sheet(
-        params.metadata,
-        join=params.join,
-        label=params.label,
-        index_unique=params.index_unique,
-        chunk_entries=smk.resources.chunk_entries,
+        params.metadata, **params.concat, chunk_entries=smk.resources.chunk_entries
     )
     with atomic_output(smk.output[0]) as tmp:
         concat_h5mu(
@@ -32,11 +28,11 @@ def main(smk) -> None:
         )
         obs = label_demultiplexed_cells(
             tmp,
-            params.label,
+            options.label,
             metadata_columns=[c for c in params.metadata if c != "sample"],
             demultiplexed_metadata=params.demultiplexed_metadata,
         )
-    counts = obs[params.label].value_counts(dropna=False).to_dict()
+    counts = obs[options.label].value_counts(dropna=False).to_dict()
     print(f"{len(obs):,} cells in {smk.output[0]}: {counts}")
 
 

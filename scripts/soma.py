@@ -22,9 +22,7 @@ def main(smk) -> None:
         run_id=run_id,
         manifest_path=smk.output[0],
         measurement=params.measurement,
-        options=ConcatOptions.from_sheet(
-            params.metadata, label=params.label, index_unique=params.index_unique
-        ),
+        options=ConcatOptions.from_sheet(params.metadata, **params.concat),
         log=print,
     )
     print(

@@ -1,38 +1,22 @@
 # One h5ad for all samples, by the chunked on-disk concat (kbagg.concat).
 AGG = config["aggregate"]
-
-
-rule provenance:
-    input:
-        matrices=expand(sample_matrix("{{kind}}"), sample=SAMPLES),
-        kb_info=expand("results/samples/{sample}/kb/kb_info.json", sample=SAMPLES),
-        checks=[path for sample in SAMPLES for path in all_lane_checks(sample)],
-    output:
-        "results/aggregate/{kind}.provenance.json",
-    log:
-        "logs/aggregate/{kind}_provenance.log",
-    benchmark:
-        "benchmarks/aggregate/{kind}_provenance.tsv"
-    conda:
-        "../../envs/python.yaml"
-    params:
-        samples=SAMPLES,
-        config=provenance_config(),
-        sample_sheet=provenance_sample_sheet(),
-    script:
-        script_path("provenance.py")
+# The concat options every aggregate writer shares (kbagg.concat.options.ConcatOptions).
+CONCAT = {key: AGG[key] for key in ("join", "label", "index_unique")}
 
 
 rule aggregate:
     input:
         matrices=expand(sample_matrix("{{kind}}"), sample=SAMPLES),
-        provenance="results/aggregate/{kind}.provenance.json",
+        kb_info=expand("results/samples/{sample}/kb/kb_info.json", sample=SAMPLES),
+        checks=[path for sample in SAMPLES for path in all_lane_checks(sample)],
     output:
-        (
+        aggregate=(
             directory("results/aggregate/{kind}.zarr")
             if AGG["format"] == "zarr"
             else "results/aggregate/{kind}.h5ad"
         ),
+        # uns['kbagg'], computed once here and attached by every writer of this aggregate
+        provenance="results/aggregate/{kind}.provenance.json",
     log:
         "logs/aggregate/{kind}.log",
     benchmark:
@@ -46,14 +30,14 @@ rule aggregate:
         chunk_entries=chunk_entries,
     params:
         samples=SAMPLES,
-        join=AGG["join"],
-        label=AGG["label"],
-        index_unique=AGG["index_unique"],
+        concat=CONCAT,
         format=AGG["format"],
         compression=AGG["compression"],
         # A dict, not a DataFrame: Snakemake's rerun check hashes a DataFrame's values but
         # not its column names, so renaming a metadata column would not rerun this.
         metadata=SHEET.metadata().to_dict("list"),
+        config=provenance_config(),
+        sample_sheet=provenance_sample_sheet(),
     script:
         script_path("aggregate.py")
 
@@ -99,9 +83,7 @@ rule aggregate_h5mu:
     params:
         samples=SAMPLES,
         modalities={s: SHEET.modalities(s) for s in SAMPLES},
-        join=AGG["join"],
-        label=AGG["label"],
-        index_unique=AGG["index_unique"],
+        concat=CONCAT,
         metadata=SHEET.metadata().to_dict("list"),
         demultiplexed_metadata=DEMULTIPLEXED_METADATA,
     script:
@@ -127,8 +109,7 @@ rule soma:
         samples=SAMPLES,
         uri=AGG["soma"]["uri"],
         measurement=AGG["soma"]["measurement"],
-        label=AGG["label"],
-        index_unique=AGG["index_unique"],
+        concat={key: CONCAT[key] for key in ("label", "index_unique")},
         metadata=SHEET.metadata().to_dict("list"),
     script:
         script_path("soma.py")
