@@ -1,9 +1,11 @@
-"""Rule aggregate: every sample's matrix in one h5ad (or zarr), with provenance in uns['kbagg']."""
+"""Rule aggregate: every sample's matrix in one h5ad (or zarr), with provenance in uns['kbagg'].
 
-import pandas as pd
+The provenance is computed here once (every input hashed once) and also written to its own
+output, which rule aggregate_h5mu attaches as it is."""
 
-from kbagg.aggregate.concat import concat_on_disk
-from kbagg.aggregate.provenance import collect_for_run
+from kbagg.aggregate.provenance import collect_for_run, write_provenance
+from kbagg.concat import concat_on_disk
+from kbagg.concat.options import ConcatOptions
 from kbagg.rule import run_rule
 
 
@@ -14,21 +16,20 @@ def main(smk) -> None:
     provenance = collect_for_run(
         matrices, params.config, params.sample_sheet, kb_infos, list(smk.input.checks)
     )
-    metadata = pd.DataFrame(params.metadata).rename(columns={"sample": params.label})
+    write_provenance(provenance, smk.output.provenance)
+    options = ConcatOptions.from_sheet(
+        params.metadata, **params.concat, chunk_entries=smk.resources.chunk_entries
+    )
     concat_on_disk(
         matrices,
-        smk.output[0],
-        join=params.join,
-        label=params.label,
-        index_unique=params.index_unique or None,
-        obs_metadata=metadata,
-        chunk_entries=smk.resources.chunk_entries,
+        smk.output.aggregate,
+        options,
         uns={"kbagg": provenance},
         format=params.format,
         compression=params.compression,
         threads=smk.threads,
     )
-    print(f"{len(matrices)} samples aggregated into {smk.output[0]}")
+    print(f"{len(matrices)} samples aggregated into {smk.output.aggregate}")
 
 
 run_rule(snakemake, main)

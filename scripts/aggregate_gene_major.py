@@ -1,6 +1,6 @@
 """Rule aggregate_gene_major: the aggregate again with X and layers as CSC (gene-major)."""
 
-from kbagg.aggregate.gene_major import write_gene_major
+from kbagg.concat.gene_major import write_gene_major
 from kbagg.rule import run_rule
 
 

@@ -1,11 +1,12 @@
-"""Rule aggregate_h5mu: every sample's modalities in one .h5mu, one chunked concat per
-modality, with provenance, and each cell labelled with its (demultiplexed) sample."""
-
-import pandas as pd
+"""Rule aggregate_h5mu: every sample's modalities in one .h5mu: the rna aggregate of rule
+aggregate (when it is an uncompressed h5ad) plus one chunked concat per feature modality,
+with the provenance of rule provenance, and each cell labelled with its (demultiplexed)
+sample."""
 
 from kbagg.aggregate.mudata import concat_h5mu, label_demultiplexed_cells
-from kbagg.aggregate.provenance import collect_for_run
+from kbagg.aggregate.provenance import read_provenance
 from kbagg.atomic import atomic_output
+from kbagg.concat.options import ConcatOptions
 from kbagg.rule import run_rule
 
 
@@ -13,30 +14,25 @@ def main(smk) -> None:
     params = smk.params
     files = iter(smk.input.modalities)
     modalities = {s: {m: next(files) for m in params.modalities[s]} for s in params.samples}
-    rna = {s: per_sample["rna"] for s, per_sample in modalities.items()}
-    kb_infos = dict(zip(params.samples, smk.input.kb_info, strict=True))
-    provenance = collect_for_run(
-        rna, params.config, params.sample_sheet, kb_infos, list(smk.input.checks)
+    provenance = read_provenance(smk.input.provenance)
+    options = ConcatOptions.from_sheet(
+        params.metadata, **params.concat, chunk_entries=smk.resources.chunk_entries
     )
-    metadata = pd.DataFrame(params.metadata).rename(columns={"sample": params.label})
     with atomic_output(smk.output[0]) as tmp:
         concat_h5mu(
             modalities,
             tmp,
-            join=params.join,
-            label=params.label,
-            index_unique=params.index_unique or None,
-            obs_metadata=metadata,
-            chunk_entries=smk.resources.chunk_entries,
+            options,
             uns={"kbagg": provenance},
+            rna_aggregate=smk.input.get("rna_aggregate"),
         )
         obs = label_demultiplexed_cells(
             tmp,
-            params.label,
+            options.label,
             metadata_columns=[c for c in params.metadata if c != "sample"],
             demultiplexed_metadata=params.demultiplexed_metadata,
         )
-    counts = obs[params.label].value_counts(dropna=False).to_dict()
+    counts = obs[options.label].value_counts(dropna=False).to_dict()
     print(f"{len(obs):,} cells in {smk.output[0]}: {counts}")
 
 

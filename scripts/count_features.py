@@ -15,8 +15,8 @@ from kbagg.cells.demux import (
 )
 from kbagg.cells.guides import add_guide_calls
 from kbagg.cells.matrices import check_reads_processed, write_h5ad
-from kbagg.count.fastq_check import read_lane_record
 from kbagg.count.features import FeatureCountJob, count_features
+from kbagg.count.lane_record import read_lane_record
 from kbagg.feature_types import CRISPR_GUIDE_CAPTURE, MULTIPLEXING_CAPTURE
 from kbagg.rule import run_rule, to_terminal
 

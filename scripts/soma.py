@@ -3,11 +3,10 @@
 import socket
 from datetime import UTC, datetime
 
-import pandas as pd
-
 import kbagg
-from kbagg.aggregate.soma import update_store
+from kbagg.concat.options import ConcatOptions
 from kbagg.rule import run_rule
+from kbagg.soma.store import update_store
 
 
 def main(smk) -> None:
@@ -17,16 +16,13 @@ def main(smk) -> None:
     run_id = (
         f"kbagg {kbagg.__version__} {socket.gethostname()} {datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}"
     )
-    metadata = pd.DataFrame(params.metadata).rename(columns={"sample": params.label})
     manifest = update_store(
         params.uri,
         dict(zip(params.samples, smk.input.matrices, strict=True)),
         run_id=run_id,
         manifest_path=smk.output[0],
         measurement=params.measurement,
-        label=params.label,
-        index_unique=params.index_unique or None,
-        obs_metadata=metadata,
+        options=ConcatOptions.from_sheet(params.metadata, **params.concat),
         log=print,
     )
     print(

@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from natsort import natsorted
 
 REPO = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-m", "kbagg.aggregate.cli"]  # the kbagg-concat console script
+CLI = [sys.executable, "-m", "kbagg.concat.cli"]  # the kbagg-concat console script
 TESTDATA = REPO.parent / "shared" / "testdata"
 
 

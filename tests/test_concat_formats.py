@@ -21,8 +21,8 @@ from concat_helpers import (
     run_cli,
 )
 
-from kbagg.aggregate.concat import concat_on_disk
-from kbagg.aggregate.output import CHUNK_ENTRIES, Compression, shuffle_bytes
+from kbagg.concat.engine import concat_on_disk
+from kbagg.concat.output import CHUNK_ENTRIES, Compression, shuffle_bytes
 
 
 @pytest.fixture(scope="module")

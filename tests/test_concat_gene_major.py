@@ -23,8 +23,8 @@ from concat_helpers import (
     write_sparse_h5ad,
 )
 
-from kbagg.aggregate.concat import concat_on_disk
-from kbagg.aggregate.gene_major import GeneMajorError, write_gene_major
+from kbagg.concat.engine import concat_on_disk
+from kbagg.concat.gene_major import GeneMajorError, write_gene_major
 
 
 def _write(path, adata):
@@ -166,7 +166,7 @@ def test_backed_gene_reads_touch_only_those_genes(tmp_path):
     np.testing.assert_array_equal(dense(backed[:, wanted].to_memory().X), from_csr)
 
 
-GENE_MAJOR = "import sys; from kbagg.aggregate.gene_major import write_gene_major as w; " + (
+GENE_MAJOR = "import sys; from kbagg.concat.gene_major import write_gene_major as w; " + (
     "w(sys.argv[1], sys.argv[2], chunk_entries=int(sys.argv[3]), threads=int(sys.argv[4]))"
 )
 

@@ -13,9 +13,9 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kbagg.aggregate.annot import GeneAxis
-from kbagg.aggregate.inputs import read_dataframe
-from kbagg.aggregate.matrix import ColumnMap, _remap
+from kbagg.concat.annot import GeneAxis
+from kbagg.concat.inputs import read_dataframe
+from kbagg.concat.matrix import ColumnMap, _remap
 
 POOL = [f"g{i}" for i in range(7)] + ["é1", "Z"]
 

@@ -15,7 +15,7 @@ import pytest
 import scipy.sparse as sp
 from concat_helpers import assert_matches_reference, reference_concat, write_sparse_h5ad
 
-from kbagg.aggregate.concat import ConcatError, concat_on_disk
+from kbagg.concat.engine import ConcatError, concat_on_disk
 
 GENES = [f"G{i:04d}" for i in range(300)]
 LAYOUTS = ("same", "subset", "shuffled", "csc", "dense")

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from concat_helpers import TESTDATA, assert_matches_reference, read_quiet, reference_concat
 
-from kbagg.aggregate.concat import concat_on_disk
+from kbagg.concat.engine import concat_on_disk
 
 PBMC = TESTDATA / "pbmc1k_h5ad" / "pbmc1k.h5ad"
 

@@ -16,7 +16,7 @@ from concat_helpers import assert_matches_reference, reference_concat
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kbagg.aggregate.concat import concat_on_disk
+from kbagg.concat.engine import concat_on_disk
 
 GENES = [f"G{i}" for i in range(8)]
 CHROM = {g: f"chr{i % 3}" for i, g in enumerate(GENES)}

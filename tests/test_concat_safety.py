@@ -93,9 +93,9 @@ def test_disk_full_is_one_error_line_and_leaves_nothing(small_disk, inputs):
 # disk at the same time).
 UNGUARDED = """
 import sys
-from kbagg.aggregate import output
+from kbagg.concat import output
 output.DiskSpace.claim = lambda self, nbytes: None
-from kbagg.aggregate.cli import main
+from kbagg.concat.cli import main
 main(sys.argv[1:])
 """
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from conftest import copy_tree, run_snakemake
 
-from kbagg.aggregate.output import check_output_options
+from kbagg.concat.output import check_output_options
 from kbagg.config import (
     check_download,
     check_feature_config,
@@ -356,7 +356,7 @@ def soma_store(tmp_path):
     import numpy as np
     import scipy.sparse as sp
 
-    from kbagg.aggregate.soma import update_store
+    from kbagg.soma.store import update_store
 
     sample = tmp_path / "s1.h5ad"
     var = {"gene_name": ["G1", "G2"]}
@@ -403,7 +403,7 @@ def test_soma_store_with_another_measurement_is_named_unless_it_is_ours(tmp_path
         check_soma_store(str(soma_store), "GEX", workdir=tmp_path)
     (tmp_path / ".kbagg_project").write_text("P\n")  # this project's own store: rebuilt
     check_soma_store(str(soma_store), "GEX", workdir=tmp_path)
-    from kbagg.aggregate.soma import update_store
+    from kbagg.soma.store import update_store
 
     manifest = update_store(
         soma_store,

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from kbagg.aggregate.concat import concat_on_disk
+from kbagg.concat.engine import concat_on_disk
 from kbagg.config import hashtag_samples
 from kbagg.feature_types import MODALITY
 from kbagg.simulate.spec import DEMO
@@ -336,7 +336,7 @@ def test_h5mu_and_h5ad_aggregate_agree_on_sample_and_metadata_of_every_cell(demo
 def test_soma_store_equals_the_aggregate(demo_run):
     """The demo keeps a TileDB-SOMA store (aggregate.soma.enabled): read back, it holds the
     outer-join aggregate's cells, genes, counts and obs, plus the run that added each cell."""
-    from kbagg.aggregate.soma import read_store
+    from kbagg.soma.store import read_store
 
     store = read_store(demo_run / "results" / "aggregate" / "filtered.soma")
     agg = ad.read_h5ad(demo_run / "results" / "aggregate" / "filtered.h5ad")

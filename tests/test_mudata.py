@@ -13,8 +13,8 @@ import pytest
 import scipy.sparse as sp
 from concat_helpers import reference_concat
 
-from kbagg.aggregate.concat import ConcatError, concat_on_disk
 from kbagg.aggregate.mudata import concat_h5mu, write_sample_h5mu
+from kbagg.concat.engine import ConcatError, concat_on_disk
 
 SAMPLES = {"a": 30, "b": 20, "c": 12}  # c has no antibody library
 
@@ -150,3 +150,24 @@ def test_aggregate_errors_name_the_sample(tmp_path, inputs):
     with pytest.raises(ConcatError, match=r"sample 'a': .*a_rna\.h5ad is not a MuData"):
         concat_h5mu({"a": inputs["a"]["rna"]}, tmp_path / "z.h5mu", progress=False)
     assert not (tmp_path / "z.h5mu").exists()
+
+
+def test_rna_from_the_h5ad_aggregate_gives_the_same_h5mu(tmp_path, inputs):
+    """Rule aggregate_h5mu takes rule aggregate's filtered.h5ad as the rna modality instead
+    of concatenating the samples' rna again: the .h5mu is the same, value for value."""
+    meta = pd.DataFrame({"sample": list(SAMPLES), "donor": ["d1", "d1", "d2"]})
+    uns = {"kbagg": {"version": "test"}}
+    both = {"obs_metadata": meta, "uns": uns, "progress": False}
+    rna = {s: files["rna"] for s, files in inputs.items()}
+    aggregate = concat_on_disk(rna, tmp_path / "rna.h5ad", **both)
+    once = read_h5mu(concat_h5mu(inputs, tmp_path / "once.h5mu", rna_aggregate=aggregate, **both))
+    twice = read_h5mu(concat_h5mu(inputs, tmp_path / "twice.h5mu", **both))
+    assert list(once.mod) == list(twice.mod)
+    for modality in twice.mod:
+        assert_same_anndata(once[modality], twice[modality])
+    pd.testing.assert_frame_equal(once.obs, twice.obs)
+    assert once.uns["kbagg"]["version"] == "test"
+    # An aggregate of other samples is refused, naming it.
+    other = concat_on_disk({"a": rna["a"]}, tmp_path / "a_only.h5ad", progress=False)
+    with pytest.raises(ConcatError, match=r"a_only\.h5ad holds samples a, not a, b, c"):
+        concat_h5mu(inputs, tmp_path / "z.h5mu", rna_aggregate=other, progress=False)

@@ -45,3 +45,13 @@ def test_versions_come_from_what_kb_recorded(tmp_path):
     mixed = collect(inputs, {}, {}, {"a": kb_info("a", "0.52.0"), "b": kb_info("b", "0.51.1")})
     assert mixed["versions"]["kallisto"] == "mixed: 0.51.1, 0.52.0"
     assert set(package_versions()) == {"kbagg", "anndata", "snakemake"}
+
+
+def test_record_written_once_reads_back_the_same(tmp_path):
+    """Rule provenance writes the record once; every writer attaches what it reads back."""
+    from kbagg.aggregate.provenance import read_provenance, write_provenance
+
+    (tmp_path / "a.h5ad").write_bytes(b"first")
+    record = collect({"a": tmp_path / "a.h5ad"}, {"workflow": "standard"}, {"sample": ["a"]})
+    write_provenance(record, tmp_path / "filtered.provenance.json")
+    assert read_provenance(tmp_path / "filtered.provenance.json") == record

@@ -222,6 +222,31 @@ def test_metadata_column_named_like_the_label_is_an_error(tmp_path):
         loaded.check_obs_columns("batch")
 
 
+@pytest.mark.parametrize(
+    ("column", "written"),
+    [
+        ("library", "the sample-sheet sample (library) of each cell"),
+        ("kbagg_run", "the kbagg run that added the cell to the SOMA store"),
+        ("hashtag_pool", "hashtag demultiplexing columns"),
+    ],
+)
+def test_metadata_column_named_like_a_column_kbagg_writes_is_an_error(tmp_path, column, written):
+    """The registry (kbagg.obs_columns) is checked when the workflow parses the sheet: the
+    message names the column and what kbagg writes there, before any job runs."""
+    make_fastqs(tmp_path, "a.fq", "b.fq")
+    sheet = write_sheet(
+        tmp_path, "S1\ta.fq\tb.fq\tx\n", header=f"sample\tfastq_1\tfastq_2\t{column}\n"
+    )
+    loaded = load_sample_sheet(sheet, "10xv3", workdir=tmp_path)
+    with pytest.raises(
+        SampleSheetError,
+        match=re.escape(f"metadata column '{column}' would replace the obs column '{column}'")
+        + ".*"
+        + re.escape(written),
+    ):
+        loaded.check_obs_columns("sample")
+
+
 def test_a_folder_given_as_fastq_is_an_error(tmp_path):
     make_fastqs(tmp_path, "a.fq")
     (tmp_path / "dir.fq").mkdir()
@@ -417,3 +442,15 @@ def test_aggregate_output_options_are_checked_before_anything_runs(tmp_path, agg
     proc = dry_run_with(tmp_path, "S1\ta.fq\tb.fq\t10xv2\tx\n", aggregate=aggregate)
     assert proc.returncode != 0
     assert message in output(proc)
+
+
+def test_snakemake_stops_at_parse_time_on_a_sheet_column_kbagg_writes(tmp_path):
+    """The registry check runs when the workflow parses the sheet: a dry run fails with the
+    message and plans no job."""
+    proc = dry_run_with(
+        tmp_path, "S1\ta.fq\tb.fq\tr1\n", header="sample\tfastq_1\tfastq_2\tkbagg_run\n"
+    )
+    assert proc.returncode != 0
+    assert "metadata column 'kbagg_run' would replace the obs column 'kbagg_run'" in output(proc)
+    assert "the kbagg run that added the cell to the SOMA store" in output(proc)
+    assert "Traceback" not in output(proc)

@@ -22,10 +22,10 @@ soma = pytest.importorskip("tiledbsoma", reason="the SOMA store needs tiledbsoma
 import tiledbsoma.io as soma_io
 from concat_helpers import REPO, dense, read_quiet
 
-from kbagg.aggregate.concat import concat_on_disk
-from kbagg.aggregate.provenance import sha256
-from kbagg.aggregate.soma import RUN_COLUMN, StoreError, read_store, update_store
-from kbagg.aggregate.soma_obsm import add_obsm
+from kbagg.checksum import sha256
+from kbagg.concat.engine import concat_on_disk
+from kbagg.soma.obsm import add_obsm
+from kbagg.soma.store import RUN_COLUMN, StoreError, read_store, update_store
 
 GENES = [f"ENSG{i:04d}" for i in range(12)]
 KB_LAYERS = ("mature", "nascent", "ambiguous")
@@ -152,6 +152,23 @@ def test_store_equals_outer_join_aggregate(inputs, tmp_path):
     }
 
 
+def test_journal_is_a_typed_record_that_round_trips(inputs, tmp_path):
+    """The journal in the store's metadata reads into `Journal` and writes back to the same
+    text; a damaged one is a StoreError naming the store."""
+    from kbagg.soma.journal import Journal
+
+    store = tmp_path / "store.soma"
+    update(store, inputs, list(inputs)[:2], tmp_path)
+    with soma.Experiment.open(str(store)) as exp:
+        raw = exp.metadata["kbagg_store"]
+    journal = Journal.from_json(raw)
+    assert journal.to_json() == raw
+    assert set(journal.own("P")) == set(list(inputs)[:2]) and journal.pending is None
+    assert journal.samples[list(inputs)[0]].sha256 == sha256(inputs[list(inputs)[0]])
+    with pytest.raises(StoreError, match="store.soma: its journal: not a kbagg store journal"):
+        Journal.from_json('{"samples": {}}', source=f"{store}: its journal")
+
+
 def _fragments(store: Path) -> dict[str, float]:
     """Every fragment file of every array, with its modification time."""
     return {
@@ -242,7 +259,7 @@ def test_changed_or_removed_sample_rebuilds(inputs, tmp_path):
 KILLER = """
 import os, signal, sys
 import tiledbsoma, tiledbsoma.io
-from kbagg.aggregate.soma import update_store
+from kbagg.soma.store import update_store
 target, after = sys.argv[1], int(sys.argv[2])
 cls, method = {
     "matrix": (tiledbsoma.SparseNDArray, "write"),
@@ -318,7 +335,7 @@ def test_kill_during_append_then_rerun_equals_one_shot(
 
 HOLDER = """
 import sys, time
-from kbagg.aggregate.soma_common import store_lock
+from kbagg.soma.lock import store_lock
 with store_lock(sys.argv[1], None, print):
     print("locked", flush=True)
     time.sleep(float(sys.argv[2]))
@@ -435,7 +452,7 @@ def test_atlas_conflicts_stop_before_writing(inputs, tmp_path):
 
 def obsm_cli(argv: list[str]) -> subprocess.CompletedProcess:
     """kbagg-soma-obsm in a child process: the CLI leaves by os._exit, as every kbagg tool."""
-    command = [sys.executable, "-m", "kbagg.aggregate.soma_cli", *argv]
+    command = [sys.executable, "-m", "kbagg.soma.cli", *argv]
     return subprocess.run(command, capture_output=True, text=True)
 
 

@@ -338,11 +338,10 @@ def check_soma_store(uri: str, measurement: str, workdir: str | Path = ".") -> N
             f"{', '.join(content) if content else 'nothing'}); give the folder of an "
             "experiment, or a new path for kbagg to create one"
         )
-    import json
-
     import tiledbsoma
 
-    from kbagg.aggregate.soma import JOURNAL_KEY, PROJECT_MARKER
+    from kbagg.soma.journal import JOURNAL_KEY, Journal
+    from kbagg.soma.store import PROJECT_MARKER
 
     try:
         experiment = tiledbsoma.Experiment.open(str(path))
@@ -351,16 +350,13 @@ def check_soma_store(uri: str, measurement: str, workdir: str | Path = ".") -> N
     with experiment:
         n_obs = experiment.obs.count if "obs" in experiment else 0
         measurements = list(experiment.ms.keys()) if "ms" in experiment else []
-        journal = json.loads(experiment.metadata.get(JOURNAL_KEY) or "{}")
+        raw = experiment.metadata.get(JOURNAL_KEY)
+        journal = Journal.from_json(raw, source=f"{where}: its journal") if raw else None
     if not n_obs or measurement in measurements:
         return
     marker = Path(workdir) / PROJECT_MARKER
     project = marker.read_text().strip() if marker.is_file() else None
-    own = sum(
-        entry.get("n_obs", 0)
-        for entry in journal.get("samples", {}).values()
-        if entry.get("project") == project
-    )
+    own = sum(entry.n_obs for entry in journal.own(project).values()) if journal else 0
     if project is not None and own == n_obs:
         return  # this project's own store: the rule rebuilds it with the new measurement
     raise KbaggError(

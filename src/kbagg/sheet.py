@@ -20,6 +20,7 @@ import pandas as pd
 
 from kbagg.errors import KbaggError
 from kbagg.feature_types import FEATURE_TYPES, GENE_EXPRESSION, MODALITY
+from kbagg.obs_columns import OBS_COLUMNS, OBS_PREFIXES, written_by_kbagg
 
 REQUIRED_COLUMNS = ("sample", "fastq_1", "fastq_2")
 LIBRARY_COLUMNS = ("technology", "feature_type")  # per library, not sample metadata
@@ -74,21 +75,41 @@ class SampleSheet:
             (self.libraries.index.get_level_values("feature_type") != GENE_EXPRESSION).any()
         )
 
-    def check_obs_columns(self, label: str, reserved: Iterable[str] = ()) -> None:
+    def check_obs_columns(self, label: str, reserved: Iterable[str] | None = None) -> None:
         """Metadata columns become obs columns: none may take the name of the label column
         (config aggregate.label) or of a column kbagg writes itself, and neither may the
-        label."""
-        if label in reserved:
+        label.
+
+        Parameters
+        ----------
+        label
+            The label column (config aggregate.label).
+        reserved
+            The column names kbagg writes; None: the registry (`kbagg.obs_columns`), whose
+            message says what kbagg writes there.
+        """
+        if reserved is None:
+            written = written_by_kbagg
+            listed = ", ".join([*OBS_COLUMNS, *(f"{p}*" for p in OBS_PREFIXES)])
+        else:
+            names = tuple(reserved)
+            written = dict.fromkeys(names, "a column of that name").get
+            listed = ", ".join(names)
+        if (what := written(label)) is not None:
             raise KbaggError(
                 f"config aggregate.label '{label}': kbagg writes an obs column of that name "
-                f"itself ({', '.join(reserved)}); choose another label"
+                f"itself ({what}; kbagg writes {listed}); choose another label"
             )
-        taken = {label: "config aggregate.label", **dict.fromkeys(reserved, "kbagg")}
         for column in self.metadata_columns:
-            if column in taken:
+            if column == label:
                 raise SampleSheetError(
                     f"sample sheet {self.path}: metadata column '{column}' would replace the obs "
-                    f"column of that name set by {taken[column]}; rename the column"
+                    f"column of that name set by config aggregate.label; rename the column"
+                )
+            if (what := written(column)) is not None:
+                raise SampleSheetError(
+                    f"sample sheet {self.path}: metadata column '{column}' would replace the obs "
+                    f"column '{column}' kbagg writes ({what}); rename the column"
                 )
 
     def metadata(self) -> pd.DataFrame:

@@ -99,7 +99,7 @@ with soma.Experiment.open(sys.argv[1]) as exp:
 
 CONCAT = """
 import sys
-from kbagg.aggregate.concat import concat_on_disk
+from kbagg.concat.engine import concat_on_disk
 out, *pairs = sys.argv[1:]
 concat_on_disk(dict(p.split("=", 1) for p in pairs), out, join="outer", progress=False)
 """
@@ -114,7 +114,7 @@ a.write_h5ad(sys.argv[2])
 
 UPDATE = """
 import json, sys
-from kbagg.aggregate.soma import update_store
+from kbagg.soma.store import update_store
 config, store, manifest, *pairs = sys.argv[1:]
 update_store(store, dict(p.split("=", 1) for p in pairs), run_id="bench",
              manifest_path=manifest, project="bench", log=lambda line: None,

@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 from concat_helpers import child_usage, write_sparse_h5ad  # noqa: E402
 
-CLI = [sys.executable, "-m", "kbagg.aggregate.cli"]  # kbagg-concat
+CLI = [sys.executable, "-m", "kbagg.concat.cli"]  # kbagg-concat
 LAYOUTS = ("same", "subset", "shuffled", "csc", "dense")
 
 ANNDATA_ON_DISK = """
@@ -106,7 +106,7 @@ with h5py.File(out, "w") as o:
 
 GENE_MAJOR = """
 import sys
-from kbagg.aggregate.gene_major import write_gene_major
+from kbagg.concat.gene_major import write_gene_major
 src, out, compression, threads = sys.argv[1:]
 write_gene_major(src, out, compression=compression, threads=int(threads))
 """

@@ -1,5 +1,7 @@
-# One h5ad for all samples, by the chunked on-disk concat (kbagg.aggregate).
+# One h5ad for all samples, by the chunked on-disk concat (kbagg.concat).
 AGG = config["aggregate"]
+# The concat options every aggregate writer shares (kbagg.concat.options.ConcatOptions).
+CONCAT = {key: AGG[key] for key in ("join", "label", "index_unique")}
 
 
 rule aggregate:
@@ -8,11 +10,13 @@ rule aggregate:
         kb_info=expand("results/samples/{sample}/kb/kb_info.json", sample=SAMPLES),
         checks=[path for sample in SAMPLES for path in all_lane_checks(sample)],
     output:
-        (
+        aggregate=(
             directory("results/aggregate/{kind}.zarr")
             if AGG["format"] == "zarr"
             else "results/aggregate/{kind}.h5ad"
         ),
+        # uns['kbagg'], computed once here and attached by every writer of this aggregate
+        provenance="results/aggregate/{kind}.provenance.json",
     log:
         "logs/aggregate/{kind}.log",
     benchmark:
@@ -26,9 +30,7 @@ rule aggregate:
         chunk_entries=chunk_entries,
     params:
         samples=SAMPLES,
-        join=AGG["join"],
-        label=AGG["label"],
-        index_unique=AGG["index_unique"],
+        concat=CONCAT,
         format=AGG["format"],
         compression=AGG["compression"],
         # A dict, not a DataFrame: Snakemake's rerun check hashes a DataFrame's values but
@@ -81,13 +83,9 @@ rule aggregate_h5mu:
     params:
         samples=SAMPLES,
         modalities={s: SHEET.modalities(s) for s in SAMPLES},
-        join=AGG["join"],
-        label=AGG["label"],
-        index_unique=AGG["index_unique"],
+        concat=CONCAT,
         metadata=SHEET.metadata().to_dict("list"),
         demultiplexed_metadata=DEMULTIPLEXED_METADATA,
-        config=provenance_config(),
-        sample_sheet=provenance_sample_sheet(),
     script:
         script_path("aggregate_h5mu.py")
 
@@ -111,8 +109,7 @@ rule soma:
         samples=SAMPLES,
         uri=AGG["soma"]["uri"],
         measurement=AGG["soma"]["measurement"],
-        label=AGG["label"],
-        index_unique=AGG["index_unique"],
+        concat={key: CONCAT[key] for key in ("label", "index_unique")},
         metadata=SHEET.metadata().to_dict("list"),
     script:
         script_path("soma.py")

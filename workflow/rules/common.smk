@@ -30,9 +30,9 @@ def _require_kbagg():
 
 _require_kbagg()
 
-from kbagg.cells import CELL_COLUMNS, GUIDE_COLUMNS
 from kbagg.feature_types import FEATURE_TYPE_OF
-from kbagg.aggregate.output import check_output_options
+from kbagg.concat.options import chunk_entries_for
+from kbagg.concat.output import check_output_options
 from kbagg.config import (
     check_config,
     check_download,
@@ -51,22 +51,6 @@ from kbagg.sheet import load_sample_sheet
 from kbagg.simulate.spec import demo_outputs
 
 DEMO_DIR = "resources/demo"
-# obs columns kbagg writes itself: neither a metadata column of the sheet nor
-# aggregate.label may take these names (raw.h5ad's cell calls; the .h5mu's global obs and
-# its hashtag and crispr modalities)
-OBS_COLUMNS = (
-    *CELL_COLUMNS,
-    "bustools_cell",
-    "emptydrops_cell",
-    "emptydrops_fdr",
-    "library",
-    "hashtag",
-    "hashtag_class",
-    "hashtag_confidence",
-    "hashtag_margin",
-    "hashtag_sample",
-    *GUIDE_COLUMNS,
-)
 
 
 def _planned_feature_reference():
@@ -91,7 +75,7 @@ try:
         will_exist=_demo_files,
         validate_rows=_validate_sheet_rows,
     )
-    SHEET.check_obs_columns(config["aggregate"]["label"], reserved=OBS_COLUMNS)
+    SHEET.check_obs_columns(config["aggregate"]["label"])  # kbagg.obs_columns
     check_technologies(config, SHEET)
     COUNT_EXTRA_ARGS = count_extra_args(config["count"]["extra"])
     check_feature_config(
@@ -266,12 +250,17 @@ def sample_modalities(wildcards):
 
 
 def aggregate_h5mu_inputs(wildcards):
-    """Per sample, its modality files in the order of SHEET.modalities (params.modalities)."""
-    return {
+    """Per sample, its modality files in the order of SHEET.modalities (params.modalities);
+    the provenance of the filtered aggregate (the same rna inputs); and the filtered h5ad
+    aggregate as the rna modality when it is one (an uncompressed h5ad)."""
+    inputs = {
         "modalities": [p for s in SAMPLES for p in modality_files(s).values()],
-        "kb_info": [f"results/samples/{s}/kb/kb_info.json" for s in SAMPLES],
-        "checks": [path for s in SAMPLES for path in all_lane_checks(s)],
+        "provenance": "results/aggregate/filtered.provenance.json",
     }
+    aggregate = config["aggregate"]
+    if aggregate["format"] == "h5ad" and aggregate["compression"] in (None, "none"):
+        inputs["rna_aggregate"] = "results/aggregate/filtered.h5ad"
+    return inputs
 
 
 def aggregate_path(kind):
@@ -330,14 +319,14 @@ def qc_outputs():
 
 # --- aggregate -------------------------------------------------------------------------
 def chunk_entries(wildcards, attempt):
-    """Matrix entries (non-zeros) the aggregate holds at once: the config's value, else a
-    quarter of the job's memory at 32 bytes per entry (the engine's worst path). A resource,
-    not a param: memory (which grows with the attempt) must not make Snakemake rerun it.
+    """Matrix entries (non-zeros) the aggregate holds at once: the config's value, else
+    `chunk_entries_for` the job's memory (a quarter of it at the engine's bytes per entry,
+    kbagg.concat.options). A resource, not a param: memory (which grows with the attempt)
+    must not make Snakemake rerun it.
     """
     if config["aggregate"]["chunk_entries"]:
         return config["aggregate"]["chunk_entries"]
-    memory_mb = mem_mb("aggregate")(wildcards, attempt)
-    return max(500_000, memory_mb * 2**20 // 4 // 32)
+    return chunk_entries_for(mem_mb("aggregate")(wildcards, attempt))
 
 
 def _sorted(value):

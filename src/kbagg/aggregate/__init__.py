@@ -1,5 +1,3 @@
-"""The aggregate: a chunked on-disk concat of every sample's matrix, with provenance."""
-
-from kbagg.aggregate.concat import concat_on_disk
-
-__all__ = ["concat_on_disk"]
+"""The aggregate `.h5mu` (`mudata`) and the provenance record every aggregate output carries
+(`provenance`). The h5ad aggregate itself is written by `kbagg.concat`, the SOMA store by
+`kbagg.soma`."""

@@ -7,7 +7,9 @@ matrices have exactly the gene-expression cells as rows (`kbagg.count.features`)
 modalities share obs_names.
 
 The aggregate is built with bounded memory: `concat_on_disk` (the chunked engine of the
-h5ad aggregate) runs once per modality into a temporary h5ad beside the output; mudata then
+h5ad aggregate) runs once per feature modality into a temporary h5ad beside the output (and
+for ``rna`` too, unless the h5ad aggregate of the same samples is given: it is the ``rna``
+modality as it stands); mudata then
 writes the global parts from obs and var names alone (global obs/var, obsmap/varmap, the
 per-modality obsm/varm masks, its file header), and each modality's groups are copied in
 from its temporary h5ad by HDF5 itself (`h5py.Group.copy`, chunk by chunk). So the ``rna``
@@ -27,10 +29,12 @@ import h5py
 import pandas as pd
 from natsort import natsorted
 
-from kbagg.aggregate.concat import DEFAULT_CHUNK_ENTRIES, ConcatError, concat_on_disk
-from kbagg.aggregate.inputs import read_dataframe
 from kbagg.atomic import atomic_output
-from kbagg.reference.features import MODALITY
+from kbagg.concat.engine import ConcatError, concat_on_disk
+from kbagg.concat.inputs import read_dataframe
+from kbagg.concat.options import ConcatOptions
+from kbagg.feature_types import MODALITY
+from kbagg.obs_columns import LIBRARY
 
 MODALITY_ORDER = tuple(MODALITY.values())  # rna, prot, hashtag, crispr
 ModalityInput = str | Path | ad.AnnData
@@ -86,14 +90,12 @@ def _describe(value: ModalityInput) -> str:
 def concat_h5mu(
     inputs: Mapping[str, Mapping[str, str | Path] | str | Path],
     output: str | Path,
+    options: ConcatOptions | None = None,
     *,
-    join: str = "inner",
-    label: str | None = "sample",
-    index_unique: str | None = "-",
-    obs_metadata: str | Path | pd.DataFrame | None = None,
-    chunk_entries: int = DEFAULT_CHUNK_ENTRIES,
     progress: bool = True,
     uns: Mapping | None = None,
+    rna_aggregate: str | Path | None = None,
+    **concat,
 ) -> Path:
     """Aggregate samples into one ``.h5mu``, one `concat_on_disk` per modality.
 
@@ -104,12 +106,23 @@ def concat_h5mu(
         A modality may be missing from some samples; it then holds the others' cells.
     output
         The ``.h5mu`` to write (atomically).
-    join, label, index_unique, obs_metadata, chunk_entries, progress
-        As for `concat_on_disk`, applied to every modality (so obs_names agree).
+    options
+        `ConcatOptions` (join, label, obs names, obs metadata, chunk budget), applied to
+        every modality (so obs_names agree); None: the config schema's defaults.
+    progress
+        As for `concat_on_disk`.
     uns
         `concat_on_disk`'s ``uns`` for the ``rna`` modality (the provenance), also written
         as the MuData's global ``uns``.
+    rna_aggregate
+        The h5ad aggregate of the samples' ``rna`` modality, made by `concat_on_disk` with
+        the same ``options`` and ``uns`` and without compression (rule aggregate's
+        ``filtered.h5ad``): copied in as the ``rna`` modality instead of concatenating the
+        samples' rna a second time. None: concatenate them here.
+    **concat
+        Fields of `ConcatOptions` that replace those of ``options``.
     """
+    options = ConcatOptions.given(options, **concat)
     output = Path(output)
     if not inputs:
         raise ConcatError("no input files given")
@@ -119,21 +132,42 @@ def concat_h5mu(
         files = _modality_files(inputs, parts)
         aggregates = {}
         for modality in _ordered(m for per_sample in files.values() for m in per_sample):
+            if modality == "rna" and rna_aggregate is not None:
+                aggregates[modality] = _checked_rna_aggregate(
+                    Path(rna_aggregate), files, options.label
+                )
+                continue
             present = {s: mods[modality] for s, mods in files.items() if modality in mods}
             aggregates[modality] = concat_on_disk(
                 present,
                 parts / f"{modality}.h5ad",
-                join=join,
-                label=label,
-                index_unique=index_unique,
-                obs_metadata=obs_metadata,
-                chunk_entries=chunk_entries,
+                options,
                 progress=progress,
                 uns=uns if modality == "rna" else None,
             )
         with atomic_output(output) as tmp:
             _assemble(aggregates, tmp, dict(uns or {}))
     return output
+
+
+def _checked_rna_aggregate(
+    path: Path, files: Mapping[str, Mapping[str, Path]], label: str | None
+) -> Path:
+    """The rna aggregate, if it is an h5ad of exactly the samples with an rna modality."""
+    samples = [s for s, mods in files.items() if "rna" in mods]
+    if not path.is_file():
+        raise ConcatError(f"the rna aggregate {path} does not exist")
+    with h5py.File(path, "r") as f:
+        if "X" not in f or "obs" not in f:
+            raise ConcatError(f"the rna aggregate {path} is not an h5ad")
+        if label is not None:
+            held = [str(s) for s in read_dataframe(f["obs"])[label].cat.categories]
+            if held != samples:
+                raise ConcatError(
+                    f"the rna aggregate {path} holds samples {', '.join(held)}, not "
+                    f"{', '.join(samples)}; rerun rule aggregate"
+                )
+    return path
 
 
 def _modality_files(inputs, parts: Path) -> dict[str, dict[str, Path]]:
@@ -237,7 +271,7 @@ def label_demultiplexed_cells(
             if column in mod_obs:
                 samples = mod_obs[column].astype(object)
                 labels.loc[samples.index] = samples.where(samples.notna(), None)
-        global_obs["library"] = library
+        global_obs[LIBRARY] = library
         present = [str(v) for v in labels.dropna().unique()]
         order = [*[c for c in library.cat.categories if c in present], *present]
         global_obs[label] = pd.Categorical(labels, categories=list(dict.fromkeys(order)))

@@ -9,7 +9,6 @@ size and SHA-256.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -18,14 +17,10 @@ from importlib import metadata
 from pathlib import Path
 
 import kbagg
+from kbagg.checksum import sha256
 
 # The source tree when kbagg runs from a clone (pip install -e .): src/kbagg/aggregate/ -> repo.
 CLONE = Path(__file__).resolve().parents[3]
-
-
-def sha256(path: str | Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def workflow_version() -> str:
@@ -154,9 +149,44 @@ def collect_for_run(
     kb_info.json, the FASTQ check records and each matrix's cell-calling record."""
     from dataclasses import asdict
 
-    from kbagg.count.fastq_check import read_lane_record
+    from kbagg.count.lane_record import read_lane_record
 
     lanes = [read_lane_record(path) for path in lane_checks]
     fastqs = {s: [asdict(r) for r in lanes if r.sample == s] for s in matrices}
     cells = {s: text for s, path in matrices.items() if (text := cell_calling_record(path))}
     return collect(matrices, config, sample_sheet, kb_infos, fastqs, cells)
+
+
+def write_provenance(record: Mapping, path: str | Path) -> None:
+    """Write a `collect` record as JSON (atomically), for `read_provenance`.
+
+    Parameters
+    ----------
+    record
+        The `collect` (or `collect_for_run`) record.
+    path
+        The JSON file to write.
+    """
+    from kbagg.atomic import atomic_output
+
+    with atomic_output(path) as tmp:
+        Path(tmp).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def read_provenance(path: str | Path) -> dict[str, object]:
+    """The record `write_provenance` wrote, as `collect` returned it.
+
+    Parameters
+    ----------
+    path
+        The JSON file.
+    """
+    from kbagg.errors import KbaggError
+
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise KbaggError(f"{path}: cannot read the provenance record ({e})") from None
+    if not isinstance(record, dict) or "inputs" not in record:
+        raise KbaggError(f"{path}: not a provenance record (no 'inputs'); rerun rule provenance")
+    return record

@@ -41,20 +41,23 @@ shared 2-core machine.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 
-from kbagg.atomic import atomic_output
-from kbagg.errors import KbaggError
+from kbagg.count.lane_record import (  # the record, in its own small module for its readers
+    FastqError,
+    FastqFileRecord,
+    LaneRecord,
+    read_lane_record,
+    write_lane_record,
+)
 
 try:
     from isal import isal_zlib
@@ -69,101 +72,14 @@ MAX_NAME_BYTES = 254  # longest read name accepted (SAM's limit for QNAME)
 _NAME_ROW_BYTES = 256  # names are compared in rows of at most this many bytes
 _PAD_BYTES = _NAME_ROW_BYTES  # zeros after each text block: every header's row stays inside
 
-
-class FastqError(KbaggError):
-    """A FASTQ file of a lane is damaged or does not pair; the message names sample, lane,
-    file and read number or byte offset."""
-
-
-@dataclass(frozen=True)
-class FastqFileRecord:
-    """What one FASTQ file of a lane held when it was checked."""
-
-    path: str  # as given to check_lane
-    size_bytes: int  # bytes as stored (compressed when gzip)
-    sha256: str  # of the bytes as stored: equals `sha256sum PATH`
-    compression: str  # "gzip" or "none"
-    gzip_members: int  # 0 for plain FASTQ; 1 for plain gzip; more for bgzip / concatenated
-    reads: int
-    min_length: int  # shortest sequence (bases)
-    max_length: int  # longest sequence (bases)
-
-
-@dataclass(frozen=True)
-class LaneRecord:
-    """The outcome of `check_lane` for one lane: both files passed every check."""
-
-    sample: str
-    lane: int
-    reads: int  # read pairs
-    r1: FastqFileRecord
-    r2: FastqFileRecord
-
-    def to_json(self) -> str:
-        """JSON with stable, sorted keys: sample, lane, reads, r1 {...}, r2 {...}."""
-        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
-
-    @classmethod
-    def from_json(cls, text: str, *, source: str = "lane record") -> LaneRecord:
-        """Parse `to_json()` output; FastqError naming `source` and the key when malformed.
-
-        Parameters
-        ----------
-        text
-            The JSON text.
-        source
-            What the text came from (a file name), for the error message.
-        """
-        try:
-            data = json.loads(text)
-            files = {}
-            for key in ("r1", "r2"):
-                entry = data[key]
-                files[key] = FastqFileRecord(
-                    **{f: entry[f] for f in FastqFileRecord.__dataclass_fields__}
-                )
-            return cls(
-                sample=data["sample"],
-                lane=data["lane"],
-                reads=data["reads"],
-                r1=files["r1"],
-                r2=files["r2"],
-            )
-        except json.JSONDecodeError as e:
-            raise FastqError(f"{source}: not valid JSON ({e})") from None
-        except KeyError as e:
-            raise FastqError(f"{source}: key {e} is missing; rerun the FASTQ check") from None
-        except TypeError as e:
-            raise FastqError(f"{source}: not a lane record ({e}); rerun the FASTQ check") from None
-
-
-def write_lane_record(record: LaneRecord, path: str | Path) -> None:
-    """Write `record.to_json()` to `path` atomically (kbagg.atomic.atomic_output).
-
-    Parameters
-    ----------
-    record
-        The result of `check_lane`.
-    path
-        The JSON file to write.
-    """
-    with atomic_output(path) as tmp:
-        Path(tmp).write_text(record.to_json())
-
-
-def read_lane_record(path: str | Path) -> LaneRecord:
-    """Read a JSON file written by `write_lane_record`.
-
-    Parameters
-    ----------
-    path
-        The JSON file.
-    """
-    try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise FastqError(f"{path}: cannot read the lane record ({e.strerror})") from None
-    return LaneRecord.from_json(text, source=str(path))
+__all__ = [
+    "FastqError",
+    "FastqFileRecord",
+    "LaneRecord",
+    "check_lane",
+    "read_lane_record",
+    "write_lane_record",
+]
 
 
 def check_lane(

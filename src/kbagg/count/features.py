@@ -55,6 +55,7 @@ from kbagg.reference.features import (
     features_of_type,
     read_feature_reference,
 )
+from kbagg.schema import schema_default
 
 KB_LARGE_FILES = ("10x_feature_barcode_map.txt", "10x_fb_whitelist.txt")  # ~230 + 115 MB
 
@@ -82,7 +83,9 @@ class FeatureCountJob:
     translate: bool | None = None
     onlist: str | None = None
     threads: int = 1
-    memory_mb: int = 1024
+    memory_mb: int = field(
+        default_factory=lambda: schema_default("resources", "kb_count", "mem_mb")
+    )
     extra_args: list[str] = field(default_factory=list)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from kbagg.count.attempt import count_in_attempt
 from kbagg.kb.run import KbError, read_json_if_present
+from kbagg.schema import schema_default
 
 WORKFLOWS = ("standard", "nac", "lamanno")
 
@@ -33,7 +34,9 @@ class CountJob:
     onlist: str | None = None
     filter_threshold: int | None = None
     threads: int = 1
-    memory_mb: int = 2048
+    memory_mb: int = field(
+        default_factory=lambda: schema_default("resources", "kb_count", "mem_mb")
+    )
     extra_args: list[str] = field(default_factory=list)
 
 

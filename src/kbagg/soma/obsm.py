@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import tiledbsoma as soma
 
-from kbagg.aggregate.soma_common import OBS_ID, Log, StoreError, stderr_log, store_lock
+from kbagg.soma.lock import OBS_ID, Log, StoreError, stderr_log, store_lock
 
 __all__ = ["add_obsm"]
 

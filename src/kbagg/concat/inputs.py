@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from anndata.io import read_elem
 
-from kbagg.aggregate.matrix import MatrixSource, describe_matrix
+from kbagg.concat.matrix import MatrixSource, describe_matrix
 from kbagg.errors import KbaggError
 
 

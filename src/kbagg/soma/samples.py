@@ -18,10 +18,10 @@ import pandas as pd
 import pyarrow as pa
 from tiledbsoma.io import conversions
 
-from kbagg.aggregate.annot import read_obs_metadata
-from kbagg.aggregate.inputs import open_input, scan_input
-from kbagg.aggregate.provenance import sha256
-from kbagg.aggregate.soma_common import COUNTS_LAYER, OBS_ID, RUN_COLUMN, VAR_ID, StoreError
+from kbagg.checksum import sha256
+from kbagg.concat.annot import read_obs_metadata
+from kbagg.concat.inputs import open_input, scan_input
+from kbagg.soma.lock import COUNTS_LAYER, OBS_ID, RUN_COLUMN, VAR_ID, StoreError
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Add a per-cell matrix (an embedding, a QC table) to a kbagg SOMA store's obsm.
 
-    python -m kbagg.aggregate.soma_cli --store STORE --key KEY --table TABLE.tsv
+    python -m kbagg.soma.cli --store STORE --key KEY --table TABLE.tsv
         [--id-column obs_id] [--measurement RNA] [--lock-timeout S]
-    python -m kbagg.aggregate.soma_cli --store STORE --key KEY --npy VALUES.npy
+    python -m kbagg.soma.cli --store STORE --key KEY --npy VALUES.npy
         --obs-ids IDS.txt [--measurement RNA] [--lock-timeout S]
 
 A table (.csv comma-separated, anything else tab-separated) names each cell in its id
@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kbagg.aggregate.soma_common import StoreError
-from kbagg.aggregate.soma_obsm import add_obsm
 from kbagg.cli import run_cli
+from kbagg.soma.lock import StoreError
+from kbagg.soma.obsm import add_obsm
 
 
 def build_parser() -> argparse.ArgumentParser:

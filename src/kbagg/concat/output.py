@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 from isal import isal_zlib
 
-from kbagg.aggregate.matrix import INDEX_DTYPE, RowChunk
+from kbagg.concat.matrix import INDEX_DTYPE, RowChunk
 from kbagg.errors import KbaggError
 
 CHUNK_ENTRIES = 1 << 18  # values per stored chunk: 1 MB of float32/int32, 2 MB of int64 indptr

@@ -61,7 +61,10 @@ import tiledbsoma.io as soma_io
 from anndata.io import read_elem
 
 import kbagg
-from kbagg.aggregate.soma_common import (
+from kbagg.atomic import atomic_output
+from kbagg.concat.options import ConcatOptions
+from kbagg.soma.journal import JOURNAL_KEY, Journal, PendingAppend, SampleEntry
+from kbagg.soma.lock import (
     COUNTS_LAYER,
     OBS_ID,
     RUN_COLUMN,
@@ -71,8 +74,7 @@ from kbagg.aggregate.soma_common import (
     stderr_log,
     store_lock,
 )
-from kbagg.aggregate.soma_samples import Sample, column_kinds, conform, read_samples, union_kinds
-from kbagg.atomic import atomic_output
+from kbagg.soma.samples import Sample, column_kinds, conform, read_samples, union_kinds
 
 __all__ = [
     "COUNTS_LAYER",
@@ -83,8 +85,6 @@ __all__ = [
     "update_store",
 ]
 
-JOURNAL_KEY = "kbagg_store"
-_FORMAT = 1
 
 # The X arrays' layout (what tiledbsoma calls platform_config). Within tiles of 2,048 cells x
 # 64 genes, cells are stored gene by gene, 2,000 to a data tile, so a query for a few genes
@@ -106,28 +106,15 @@ GENE_QUERY_LAYOUT = {
 # ---------------------------------------------------------------------------- the journal
 
 
-def _read_journal(uri: str) -> dict | None:
+def _read_journal(uri: str) -> Journal | None:
     with soma.Experiment.open(uri) as exp:
         raw = exp.metadata.get(JOURNAL_KEY)
-    return None if raw is None else json.loads(raw)
+    return None if raw is None else Journal.from_json(raw, source=f"{uri}: its journal")
 
 
-def _write_journal(uri: str, journal: dict) -> None:
+def _write_journal(uri: str, journal: Journal) -> None:
     with soma.Experiment.open(uri, "w") as exp:
-        exp.metadata[JOURNAL_KEY] = json.dumps(journal, sort_keys=True)
-
-
-def _new_journal(measurement: str, label: str, index_unique: str | None) -> dict:
-    return {
-        "format": _FORMAT,
-        "measurement": measurement,
-        "label": label,
-        "index_unique": index_unique,
-        "samples": {},
-        "pending": None,
-        "obs_dtypes": {},
-        "runs": [],
-    }
+        exp.metadata[JOURNAL_KEY] = journal.to_json()
 
 
 def _now() -> str:
@@ -142,7 +129,7 @@ class _State:
     """What is in the store at ``uri`` before this update."""
 
     exists: bool
-    journal: dict | None = None
+    journal: Journal | None = None
     n_obs: int = 0
     measurements: list[str] = field(default_factory=list)
     obs_kinds: dict[str, str] = field(default_factory=dict)
@@ -150,12 +137,11 @@ class _State:
     layer_dtypes: dict[str, np.dtype] = field(default_factory=dict)
     obsm_keys: list[str] = field(default_factory=list)
 
-    def own(self, project: str) -> dict[str, dict]:
-        samples = (self.journal or {}).get("samples", {})
-        return {n: s for n, s in samples.items() if s.get("project") == project}
+    def own(self, project: str) -> dict[str, SampleEntry]:
+        return self.journal.own(project) if self.journal else {}
 
     def foreign_n_obs(self, project: str) -> int:
-        return self.n_obs - sum(s["n_obs"] for s in self.own(project).values())
+        return self.n_obs - sum(s.n_obs for s in self.own(project).values())
 
 
 def _read_state(uri: str, measurement: str) -> _State:
@@ -171,7 +157,7 @@ def _read_state(uri: str, measurement: str) -> _State:
             raise StoreError(f"{uri}: the experiment has no obs dataframe")
         state = _State(
             exists=True,
-            journal=None if raw is None else json.loads(raw),
+            journal=None if raw is None else Journal.from_json(raw, source=f"{uri}: its journal"),
             n_obs=exp.obs.count,
             measurements=list(exp.ms.keys()) if "ms" in exp else [],
             obs_kinds=column_kinds(exp.obs.schema),
@@ -198,10 +184,10 @@ def _max_joinid(df: soma.DataFrame) -> int:
     return int(ids.max()) + 1 if len(ids) else 0
 
 
-def _rollback(uri: str, measurement: str, pending: dict, log: Log) -> None:
+def _rollback(uri: str, measurement: str, pending: PendingAppend, log: Log) -> None:
     """Delete everything a killed append could have written: obs rows, X and obsm cells of
     its joinid range, and var rows numbered from the var count it started from."""
-    start, stop = pending["obs_joinids"]
+    start, stop = pending.obs_joinids
     targets = []  # (class, uri, first row, last row) to delete, within the current domain
     with soma.Experiment.open(uri) as exp:
         targets.append((soma.DataFrame, exp.obs.uri, start, min(stop, exp.obs.domain[0][1] + 1)))
@@ -209,7 +195,7 @@ def _rollback(uri: str, measurement: str, pending: dict, log: Log) -> None:
             ms = exp.ms[measurement]
             if "var" in ms:
                 n_vars = _max_joinid(ms.var)
-                targets.append((soma.DataFrame, ms.var.uri, pending["n_vars_before"], n_vars))
+                targets.append((soma.DataFrame, ms.var.uri, pending.n_vars_before, n_vars))
             for coll in ("X", "obsm"):
                 if coll in ms:
                     for arr in ms[coll].values():
@@ -221,8 +207,8 @@ def _rollback(uri: str, measurement: str, pending: dict, log: Log) -> None:
     # A later write in the same millisecond as a delete would be deleted too.
     time.sleep(0.005)
     log(
-        f"soma: repaired {uri}: removed the half-written append of sample {pending['sample']} "
-        f"(run {pending['run']}, up to {stop - start} cells)"
+        f"soma: repaired {uri}: removed the half-written append of sample {pending.sample} "
+        f"(run {pending.run}, up to {stop - start} cells)"
     )
 
 
@@ -269,9 +255,9 @@ def _append_sample(
         "run": run_id,
         "project": project,
         "added": _now(),
-    }
+    }  # a SampleEntry once its cells' joinids are known
     if n == 0:  # tiledbsoma cannot ingest an empty AnnData: journal it, write nothing
-        journal["samples"][sample.name] = {**entry, "obs_joinids": [0, 0]}
+        journal.samples[sample.name] = SampleEntry(**entry, obs_joinids=[0, 0])
         if exists:
             _write_journal(uri, journal)
         log(f"soma: sample {sample.name} has no cells; nothing to append")
@@ -293,13 +279,13 @@ def _append_sample(
     if exists:
         with soma.Experiment.open(uri) as exp:
             n_vars = _max_joinid(exp.ms[measurement].var) if measurement in exp.ms else 0
-        journal["pending"] = {
-            "sample": sample.name,
-            "run": run_id,
-            "obs_joinids": [start, start + n],
-            "n_vars_before": n_vars,
+        journal.pending = PendingAppend(
+            sample=sample.name,
+            run=run_id,
+            obs_joinids=[start, start + n],
+            n_vars_before=n_vars,
             **sample.fingerprint,
-        }
+        )
         _write_journal(uri, journal)
         mapping.prepare_experiment(uri)
     adata = ad.AnnData(obs=obs, var=var)
@@ -318,8 +304,8 @@ def _append_sample(
         platform_config=platform_config,
     )
     del adata
-    journal["samples"][sample.name] = {**entry, "obs_joinids": [start, start + n]}
-    journal["pending"] = None
+    journal.samples[sample.name] = SampleEntry(**entry, obs_joinids=[start, start + n])
+    journal.pending = None
     _write_journal(uri, journal)
 
 
@@ -355,18 +341,18 @@ def _layer_dtypes(samples: list[Sample], existing: Mapping[str, np.dtype], uri: 
 def _stale_reasons(state: _State, samples: list[Sample], project: str, settings: dict) -> list:
     """Why the samples this project already has in the store no longer match the inputs."""
     reasons = []
-    journal = state.journal or {}
+    held = state.journal.settings() if state.journal else {}
     own = state.own(project)
     for key, value in settings.items():
-        if own and journal.get(key, value) != value:
-            reasons.append(f"{key} changed from {journal.get(key)!r} to {value!r}")
+        if own and held.get(key, value) != value:
+            reasons.append(f"{key} changed from {held.get(key)!r} to {value!r}")
     wanted = {s.name: s for s in samples}
     for name, entry in own.items():
         if name not in wanted:
             reasons.append(f"sample {name} left the sample set")
-        elif entry["sha256"] != wanted[name].sha256:
-            reasons.append(f"sample {name} input changed (sha256 {entry['sha256'][:12]}…)")
-        elif entry.get("metadata", {}) != wanted[name].metadata:
+        elif entry.sha256 != wanted[name].sha256:
+            reasons.append(f"sample {name} input changed (sha256 {entry.sha256[:12]}…)")
+        elif entry.metadata != wanted[name].metadata:
             reasons.append(f"sample {name} sample-table row changed")
     return reasons
 
@@ -377,7 +363,7 @@ def _plan(
     samples: list[Sample],
     project: str,
     settings: dict,
-    pending: dict | None,
+    pending: PendingAppend | None,
 ) -> _Plan:
     measurement = settings["measurement"]
     obs_kinds = union_kinds([(s.name, s.obs) for s in samples], OBS_ID, "obs")
@@ -388,12 +374,9 @@ def _plan(
     is_atlas = state.foreign_n_obs(project) > 0 or state.journal is None
     reasons = _stale_reasons(state, samples, project, settings)
     if pending and not is_atlas:
-        again = next((s for s in samples if s.name == pending["sample"]), None)
-        if again is None or again.fingerprint != {
-            "sha256": pending["sha256"],
-            "metadata": pending["metadata"],
-        }:
-            reasons.append(f"a half-written append of sample {pending['sample']} is not redone")
+        again = next((s for s in samples if s.name == pending.sample), None)
+        if again is None or again.fingerprint != pending.fingerprint:
+            reasons.append(f"a half-written append of sample {pending.sample} is not redone")
     if not is_atlas:
         extra = [c for c in obs_kinds if c not in state.obs_kinds]
         if extra and state.n_obs:
@@ -489,7 +472,7 @@ def _extension_dtypes(samples: list[Sample]) -> dict[str, str]:
     return out
 
 
-def _write_all(uri: str, plan: _Plan, journal: dict, ctx: dict) -> None:
+def _write_all(uri: str, plan: _Plan, journal: Journal, ctx: dict) -> None:
     for sample in plan.append:
         _append_sample(
             uri,
@@ -519,7 +502,7 @@ def _clean_siblings(uri: Path, log: Log) -> None:
                 log(f"soma: restored {uri} from an interrupted rebuild")
 
 
-def _build(uri: Path, plan: _Plan, journal: dict, ctx: dict) -> None:
+def _build(uri: Path, plan: _Plan, journal: Journal, ctx: dict) -> None:
     """Write every sample into a sibling directory, then put it in the store's place."""
     tmp = _sibling(uri, "build")
     _write_all(str(tmp), plan, journal, ctx)
@@ -557,14 +540,13 @@ def update_store(
     run_id: str,
     manifest_path: str | Path,
     measurement: str = "RNA",
-    label: str = "sample",
-    index_unique: str | None = "-",
-    obs_metadata: str | Path | pd.DataFrame | None = None,
+    options: ConcatOptions | None = None,
     checksums: Mapping[str, str] | None = None,
     project: str | None = None,
     lock_timeout_s: float | None = None,
     platform_config: Mapping | None = None,
     log: Log | None = None,
+    **concat,
 ) -> dict:
     """Bring the SOMA store at ``uri`` up to date with ``samples``; write a JSON manifest.
 
@@ -589,13 +571,12 @@ def update_store(
         SHA-256 and cell counts, what was appended, rebuilt or repaired, and why.
     measurement
         The SOMA measurement holding var and X (``ms[measurement]``).
-    label
-        obs column holding the sample name (a categorical, as in the h5ad aggregate).
-    index_unique
-        obs_ids are ``<barcode><index_unique><sample>``; None or "" keeps the barcodes.
-    obs_metadata
-        Sample table (TSV path or DataFrame) with a ``label`` (else ``sample``) column; its
-        other columns become categorical obs columns, as in ``concat_on_disk``.
+    options
+        `ConcatOptions`, as for ``concat_on_disk``: ``label`` (the obs column holding the
+        sample name, a categorical), ``index_unique`` (obs_ids are
+        ``<barcode><index_unique><sample>``; None keeps the barcodes) and ``obs_metadata``
+        (its other columns become categorical obs columns); ``join`` and
+        ``chunk_entries`` do not apply (samples are appended). None: the schema's defaults.
     checksums
         Sample name -> SHA-256 of its h5ad, when already known; computed otherwise.
     project
@@ -611,12 +592,16 @@ def update_store(
         ``{}``: tiledbsoma's defaults.
     log
         Called with each log line; defaults to printing to stderr.
+    **concat
+        Fields of `ConcatOptions` that replace those of ``options``.
 
     Returns
     -------
     dict
         The manifest.
     """
+    options = ConcatOptions.given(options, **concat)
+    label, index_unique = options.label, options.index_unique
     log = log or stderr_log
     if not samples:
         raise StoreError(f"{uri}: no samples given")
@@ -626,9 +611,8 @@ def update_store(
         raise StoreError(f"{uri}: only local stores are supported (the lock is a local file)")
     path = Path(str(uri).removeprefix("file://")).absolute()
     project = project or project_id(Path.cwd() / PROJECT_MARKER)
-    index_unique = index_unique or None
     settings = {"measurement": measurement, "label": label, "index_unique": index_unique}
-    wanted = read_samples(samples, checksums, obs_metadata, label, index_unique, run_id)
+    wanted = read_samples(samples, checksums, options.obs_metadata, label, index_unique, run_id)
     _check_unique_obs_ids(wanted)
     ctx = {
         "measurement": measurement,
@@ -641,13 +625,17 @@ def update_store(
         _clean_siblings(path, log)
         uri = str(path)
         state = _read_state(uri, measurement)
-        pending = (state.journal or {}).get("pending")
+        pending = state.journal.pending if state.journal else None
         repaired = None
         if pending:
             _rollback(uri, measurement, pending, log)
-            state.journal["pending"] = None
+            state.journal.pending = None
             _write_journal(uri, state.journal)
-            repaired = {k: pending[k] for k in ("sample", "run", "obs_joinids")}
+            repaired = {
+                "sample": pending.sample,
+                "run": pending.run,
+                "obs_joinids": pending.obs_joinids,
+            }
             state = _read_state(uri, measurement)
         plan = _plan(uri, state, wanted, project, settings, pending)
         run = {"run": run_id, "time": _now(), "kbagg": kbagg.__version__, "action": plan.action}
@@ -658,19 +646,18 @@ def update_store(
                 log(
                     f"soma: the rebuilt store has no obsm ({', '.join(state.obsm_keys)}): add again"
                 )
-            journal = {**_new_journal(measurement, label, index_unique), **settings}
-            journal["obs_dtypes"] = _extension_dtypes(wanted)
-            journal["runs"] = [{**run, "reason": plan.reason}]
+            journal = Journal(**settings)
+            journal.obs_dtypes = _extension_dtypes(wanted)
+            journal.runs = [{**run, "reason": plan.reason}]
             _build(path, plan, journal, ctx)
         else:
-            journal = state.journal or _new_journal(measurement, label, index_unique)
-            journal.setdefault("samples", {})
-            journal["obs_dtypes"] = {
-                **journal.get("obs_dtypes", {}),
+            journal = state.journal or Journal(**settings)
+            journal.obs_dtypes = {
+                **journal.obs_dtypes,
                 **_extension_dtypes(plan.append),
             }
             if plan.append:
-                journal["runs"] = [*journal.get("runs", []), run]
+                journal.runs = [*journal.runs, run]
             _write_all(uri, plan, journal, ctx)
             if not plan.append:
                 log(f"soma: {uri} already holds all {len(wanted)} samples; nothing to append")
@@ -686,7 +673,7 @@ def _manifest(path, wanted, journal, plan, repaired, settings, run_id, project) 
         measurement = settings["measurement"]
         has_var = "ms" in exp and measurement in exp.ms and "var" in exp.ms[measurement]
         n_vars = exp.ms[measurement].var.count if has_var else 0
-    entries = journal["samples"]
+    entries = journal.samples
     return {
         "store": str(path),
         **settings,
@@ -699,14 +686,14 @@ def _manifest(path, wanted, journal, plan, repaired, settings, run_id, project) 
         "samples": {
             s.name: {
                 "sha256": s.sha256,
-                "n_obs": entries[s.name]["n_obs"],
-                "run": entries[s.name]["run"],
+                "n_obs": entries[s.name].n_obs,
+                "run": entries[s.name].run,
             }
             for s in wanted
         },
         "n_obs": n_obs,
         "n_vars": n_vars,
-        "n_obs_other_projects": n_obs - sum(entries[s.name]["n_obs"] for s in wanted),
+        "n_obs_other_projects": n_obs - sum(entries[s.name].n_obs for s in wanted),
     }
 
 
@@ -743,7 +730,7 @@ def read_store(uri: str | Path, measurement: str = "RNA") -> ad.AnnData:
                 var_id_name=VAR_ID,
                 uns_keys=[],
             )
-    dtypes = json.loads(raw).get("obs_dtypes", {}) if raw else {}
+    dtypes = Journal.from_json(raw, source=f"{uri}: its journal").obs_dtypes if raw else {}
     for col, dtype in dtypes.items():
         if col in adata.obs.columns:
             adata.obs[col] = adata.obs[col].astype(dtype)

@@ -16,8 +16,9 @@ import json
 import signal
 from pathlib import Path
 
-from kbagg.aggregate.concat import DEFAULT_CHUNK_ENTRIES, FORMATS, ConcatError, concat_on_disk
 from kbagg.cli import run_cli
+from kbagg.concat.engine import FORMATS, ConcatError, concat_on_disk
+from kbagg.concat.options import ConcatOptions
 
 
 def parse_input(arg: str) -> tuple[str, Path]:
@@ -55,19 +56,25 @@ def positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    default = ConcatOptions()  # the config schema's defaults
     p = argparse.ArgumentParser(
         description="Concatenate h5ad files along cells with bounded memory (see README)."
     )
     p.add_argument(
         "-o", "--output", required=True, type=Path, help="output .h5ad (or .zarr: a zarr store)"
     )
-    p.add_argument("--join", choices=("inner", "outer"), default="inner")
-    p.add_argument("--label", default="sample", help="obs column holding the sample name")
+    p.add_argument("--join", choices=("inner", "outer"), default=default.join)
+    p.add_argument(
+        "--label",
+        default=default.label,
+        help=f"obs column holding the sample name (default {default.label})",
+    )
     p.add_argument(
         "--index-unique",
-        default="-",
+        default=default.index_unique or "",
         metavar="SEP",
-        help="obs names become <barcode><SEP><NAME>; '' keeps barcodes unchanged (default '-')",
+        help="obs names become <barcode><SEP><NAME>; '' keeps barcodes unchanged "
+        f"(default '{default.index_unique or ''}')",
     )
     p.add_argument(
         "--obs-metadata",
@@ -78,9 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--chunk-entries",
         type=int,
-        default=DEFAULT_CHUNK_ENTRIES,
+        default=default.chunk_entries,
         metavar="N",
-        help=f"stored entries (non-zeros) per chunk in memory (default {DEFAULT_CHUNK_ENTRIES})",
+        help=f"stored entries (non-zeros) per chunk in memory (default {default.chunk_entries})",
     )
     p.add_argument(
         "--uns",
@@ -142,11 +149,13 @@ def _concat(args: argparse.Namespace) -> None:
     concat_on_disk(
         dict(args.inputs),
         args.output,
-        join=args.join,
-        label=args.label,
-        index_unique=args.index_unique or None,
-        obs_metadata=args.obs_metadata,
-        chunk_entries=args.chunk_entries,
+        ConcatOptions(
+            join=args.join,
+            label=args.label,
+            index_unique=args.index_unique,
+            obs_metadata=args.obs_metadata,
+            chunk_entries=args.chunk_entries,
+        ),
         progress=not args.quiet,
         uns=dict(args.uns),
         format=args.format,

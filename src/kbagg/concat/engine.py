@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 from natsort import natsorted
 
-from kbagg.aggregate.annot import (
+from kbagg.atomic import atomic_output
+from kbagg.concat.annot import (
     CoalescedVar,
     GeneAxis,
     SameVar,
@@ -32,9 +33,10 @@ from kbagg.aggregate.annot import (
     ordered_union,
     read_obs_metadata,
 )
-from kbagg.aggregate.inputs import InputError, InputScan, open_input, raw_fd, scan_input
-from kbagg.aggregate.matrix import ColumnMap, Scratch, iter_csc, iter_csr, iter_dense
-from kbagg.aggregate.output import (
+from kbagg.concat.inputs import InputError, InputScan, open_input, raw_fd, scan_input
+from kbagg.concat.matrix import ColumnMap, Scratch, iter_csc, iter_csr, iter_dense
+from kbagg.concat.options import DEFAULT_CHUNK_ENTRIES, ConcatOptions
+from kbagg.concat.output import (
     Compression,
     DiskSpace,
     H5Array,
@@ -43,16 +45,17 @@ from kbagg.aggregate.output import (
     ZarrArray,
     describe_os_error,
 )
-from kbagg.atomic import atomic_output
 from kbagg.errors import KbaggError
 
-__all__ = ["DEFAULT_CHUNK_ENTRIES", "FORMATS", "ConcatError", "concat_on_disk", "output_format"]
+__all__ = [
+    "DEFAULT_CHUNK_ENTRIES",
+    "FORMATS",
+    "ConcatError",
+    "ConcatOptions",
+    "concat_on_disk",
+    "output_format",
+]
 
-# Stored entries (non-zeros) in memory at once, over all chunks in flight: 2**21 entries are
-# 16 MB of float32 values + int32 column indices. CSR and dense inputs are read in tasks of
-# at most matrix.TASK_ENTRIES (2**18) entries anyway; CSC inputs (and the gene-major copy)
-# transpose blocks of up to this many entries.
-DEFAULT_CHUNK_ENTRIES = 1 << 21
 FORMATS = ("h5ad", "zarr")
 
 
@@ -71,18 +74,15 @@ class _Plan:
 def concat_on_disk(
     inputs: Mapping[str, str | Path],
     output: str | Path,
+    options: ConcatOptions | None = None,
     *,
-    join: str = "inner",
-    label: str | None = "sample",
-    index_unique: str | None = "-",
-    obs_metadata: str | Path | pd.DataFrame | None = None,
-    chunk_entries: int = DEFAULT_CHUNK_ENTRIES,
     progress: bool = True,
     uns: Mapping | None = None,
     format: str | None = None,  # noqa: A002 - the natural name, as in anndata
     compression: str | None = None,
     threads: int = 1,
     gene_major_output: str | Path | None = None,
+    **concat,
 ) -> Path:
     """Concatenate h5ad files (sample name -> path) into ``output`` (written atomically).
 
@@ -92,17 +92,9 @@ def concat_on_disk(
         Sample name -> input h5ad path, in output order.
     output
         The h5ad file or zarr store to write; it appears only once complete.
-    join
-        ``"inner"``: genes in every input; ``"outer"``: genes in any input.
-    label
-        obs column that holds the sample name (None: no such column).
-    index_unique
-        obs names become ``<barcode><index_unique><name>``; None or "" keeps the barcodes.
-    obs_metadata
-        TSV path or DataFrame whose ``label`` (else ``sample``) column names the samples;
-        its other columns become categorical obs columns.
-    chunk_entries
-        Stored entries (non-zeros) held in memory at once, over all chunks in flight.
+    options
+        Join, label, obs names, obs metadata and chunk budget (`ConcatOptions`; None: the
+        config schema's defaults).
     progress
         Show a tqdm progress bar on stderr.
     uns
@@ -122,17 +114,18 @@ def concat_on_disk(
     gene_major_output
         Also write the same content with X and layers as CSC (gene-major) h5ad to this path
         (see ``write_gene_major``).
+    **concat
+        Fields of `ConcatOptions` (``join``, ``label``, ``index_unique``, ``obs_metadata``,
+        ``chunk_entries``) that replace those of ``options``.
 
     Returns
     -------
     The output path.
     """
-    if join not in ("inner", "outer"):
-        raise ValueError(f"join must be 'inner' or 'outer', got {join!r}")
+    options = ConcatOptions.given(options, **concat)
+    label, chunk_entries = options.label, options.chunk_entries
     if not inputs:
         raise ConcatError("no input files given")
-    if chunk_entries < 1:
-        raise ValueError("chunk_entries must be at least 1")
     if threads < 1:
         raise ValueError("threads must be at least 1")
     items = [(str(name), Path(path)) for name, path in inputs.items()]
@@ -148,12 +141,16 @@ def concat_on_disk(
     if gene_major_output is not None:
         _refuse_output_among_inputs(Path(gene_major_output), items + [("output", output)])
     try:
-        meta = read_obs_metadata(obs_metadata, label) if obs_metadata is not None else None
+        meta = (
+            read_obs_metadata(options.obs_metadata, label)
+            if options.obs_metadata is not None
+            else None
+        )
     except (OSError, ValueError) as e:
         raise ConcatError(str(e)) from e
     with atomic_output(output) as tmp:
         try:
-            plan = _plan(items, join, label, index_unique or None, meta)
+            plan = _plan(items, options.join, label, options.index_unique, meta)
             plan.annotations.uns = dict(uns or {})
             space = DiskSpace(tmp)
             space.claim(_annotation_bytes(plan.annotations))
@@ -166,7 +163,7 @@ def concat_on_disk(
         except OSError as e:  # the output side: disk full, quota, I/O error
             raise ConcatError(f"{output}: cannot write the output: {describe_os_error(e)}") from e
     if gene_major_output is not None:
-        from kbagg.aggregate.gene_major import write_gene_major
+        from kbagg.concat.gene_major import write_gene_major
 
         if fmt != "h5ad":
             raise ConcatError(f"{gene_major_output}: the gene-major copy is made from an h5ad")

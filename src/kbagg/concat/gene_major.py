@@ -16,8 +16,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from kbagg.aggregate.inputs import InputError, open_input, raw_fd
-from kbagg.aggregate.matrix import (
+from kbagg.atomic import atomic_output
+from kbagg.concat.inputs import InputError, open_input, raw_fd
+from kbagg.concat.matrix import (
     BucketTranspose,
     RowChunk,
     Scratch,
@@ -25,7 +26,8 @@ from kbagg.aggregate.matrix import (
     describe_matrix,
     plan_chunks,
 )
-from kbagg.aggregate.output import (
+from kbagg.concat.options import DEFAULT_CHUNK_ENTRIES
+from kbagg.concat.output import (
     GENE_MAJOR_CHUNK_ENTRIES,
     Compression,
     DiskSpace,
@@ -34,10 +36,7 @@ from kbagg.aggregate.output import (
     SparseWriter,
     describe_os_error,
 )
-from kbagg.atomic import atomic_output
 from kbagg.errors import KbaggError
-
-DEFAULT_CHUNK_ENTRIES = 1 << 21
 
 
 class GeneMajorError(KbaggError):
@@ -205,7 +204,7 @@ def _dense_rows(ds: h5py.Dataset, source):
 
 
 def _csc_columns(grp: h5py.Group, budget: int, fd):
-    from kbagg.aggregate.matrix import canonical_chunk
+    from kbagg.concat.matrix import canonical_chunk
 
     indptr = grp["indptr"][:].astype(np.int64)
     n_rows = int(grp.attrs["shape"][0])

@@ -1,4 +1,5 @@
-"""What the SOMA store's writers share: its names, its error type, and its lock."""
+"""What the SOMA store's writers share: its names (obs and var columns from
+`kbagg.obs_columns`), its error type, and its lock."""
 
 from __future__ import annotations
 
@@ -11,11 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from kbagg.errors import KbaggError
+from kbagg.obs_columns import OBS_ID, RUN_COLUMN, VAR_ID  # noqa: F401 - the store's names
 
-RUN_COLUMN = "kbagg_run"  # obs: the kbagg run that added the cell
 COUNTS_LAYER = "counts"  # the X layer holding the inputs' X
-OBS_ID = "obs_id"
-VAR_ID = "gene_id"
 
 Log = Callable[[str], None]
 

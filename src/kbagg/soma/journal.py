@@ -1,0 +1,122 @@
+"""The SOMA store's journal: which samples it holds for which project, the append in flight,
+the runs that changed it. Kept as JSON in the experiment's metadata (`JOURNAL_KEY`); these
+typed records are its only readers and writers (`Journal.to_json` / `Journal.from_json`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+from kbagg.soma.lock import StoreError
+
+JOURNAL_KEY = "kbagg_store"  # the experiment metadata key holding the journal
+FORMAT = 1
+
+
+@dataclass
+class SampleEntry:
+    """One sample the store holds: what it was made from and where its cells are."""
+
+    sha256: str  # of the sample's h5ad
+    metadata: dict[str, str | None]  # its sample-table row
+    n_obs: int
+    path: str
+    run: str  # the run that added it
+    project: str | None  # the project that manages it
+    added: str  # UTC time, ISO 8601
+    obs_joinids: list[int]  # [first, end) soma_joinids of its cells
+
+    @property
+    def fingerprint(self) -> dict:
+        return {"sha256": self.sha256, "metadata": self.metadata}
+
+
+@dataclass
+class PendingAppend:
+    """An append in flight: journaled before its cells are written, cleared after."""
+
+    sample: str
+    run: str
+    obs_joinids: list[int]  # [first, end) soma_joinids it may have written
+    n_vars_before: int  # var rows before it (rows from here on may be its own)
+    sha256: str
+    metadata: dict[str, str | None]
+
+    @property
+    def fingerprint(self) -> dict:
+        return {"sha256": self.sha256, "metadata": self.metadata}
+
+
+@dataclass
+class Journal:
+    """The whole journal of one store."""
+
+    measurement: str
+    label: str
+    index_unique: str | None
+    samples: dict[str, SampleEntry] = field(default_factory=dict)
+    pending: PendingAppend | None = None
+    obs_dtypes: dict[str, str] = field(default_factory=dict)  # nullable dtypes to restore
+    runs: list[dict] = field(default_factory=list)  # the runs that changed it, a log
+    format: int = FORMAT
+
+    def settings(self) -> dict[str, str | None]:
+        """The update settings a project's samples were written with."""
+        return {
+            "measurement": self.measurement,
+            "label": self.label,
+            "index_unique": self.index_unique,
+        }
+
+    def own(self, project: str | None) -> dict[str, SampleEntry]:
+        """The samples ``project`` manages."""
+        return {n: e for n, e in self.samples.items() if e.project == project}
+
+    def to_json(self) -> str:
+        """Compact JSON with sorted keys (as stored in the experiment's metadata)."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str = "the store's journal") -> Journal:
+        """Parse `to_json` output (or an older journal, whose missing keys take defaults).
+
+        Parameters
+        ----------
+        text
+            The JSON text.
+        source
+            What the text came from (the store), for the error message.
+        """
+        try:
+            data = json.loads(text)
+            samples = {
+                str(name): SampleEntry(**_known(SampleEntry, _entry_defaults(entry)))
+                for name, entry in data.get("samples", {}).items()
+            }
+            pending = data.get("pending")
+            return cls(
+                measurement=data["measurement"],
+                label=data["label"],
+                index_unique=data.get("index_unique"),
+                samples=samples,
+                pending=None
+                if pending is None
+                else PendingAppend(**_known(PendingAppend, pending)),
+                obs_dtypes=dict(data.get("obs_dtypes", {})),
+                runs=list(data.get("runs", [])),
+                format=int(data.get("format", FORMAT)),
+            )
+        except json.JSONDecodeError as e:
+            raise StoreError(f"{source}: not valid JSON ({e})") from None
+        except (KeyError, TypeError, AttributeError) as e:
+            raise StoreError(f"{source}: not a kbagg store journal ({e!r})") from None
+
+
+def _entry_defaults(entry: dict) -> dict:
+    defaults = {"metadata": {}, "path": "", "run": "", "project": None, "added": ""}
+    return {**defaults, "obs_joinids": [0, entry.get("n_obs", 0)], **entry}
+
+
+def _known(record: type, data: dict) -> dict:
+    names = {f.name for f in fields(record)}
+    return {k: v for k, v in data.items() if k in names}
