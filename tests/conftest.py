@@ -16,6 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "workflow" / "Snakefile"
 TESTDATA = REPO.parent / "shared" / "testdata"
+KB = Path(sys.executable).with_name("kb")  # the kb of this venv, for kb by hand
 
 
 @pytest.fixture(autouse=True)
@@ -107,6 +108,17 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if session.config.stash.get(_STARTED_SLURM, False):
         slurm_cluster_script("stop_cluster.sh")
+
+
+def kb(*args) -> str:
+    """`kb ARGS` by hand, with the test's own arguments; kb exits 0 on most errors, so its
+    log is checked too. Returns the log."""
+    proc = subprocess.run([str(KB), *map(str, args)], capture_output=True, text=True)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "An exception occurred" not in log, (
+        f"kb {' '.join(map(str, args))} failed ({proc.returncode}):\n{log[-4000:]}"
+    )
+    return log
 
 
 def run_snakemake(workdir: Path, *args: str, check: bool = True, snakefile: Path = SNAKEFILE):

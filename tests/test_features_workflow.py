@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import anndata as ad
@@ -22,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import run_snakemake
+from conftest import kb, run_snakemake
 
 from kbagg.count.features import feature_barcode_translation
 from kbagg.simulate.demo import write_demo
@@ -30,7 +28,6 @@ from kbagg.simulate.spec import DemoSpec, SampleSpec, fastq_path
 
 pytestmark = pytest.mark.slow
 
-KB = Path(sys.executable).with_name("kb")
 
 N_CELLS = 200
 
@@ -42,16 +39,6 @@ def cells_with_guide_reads(data: Path) -> list[str]:
         seen = {line[:16] for n, line in enumerate(handle) if n % 4 == 1}
     twins = feature_barcode_translation(called)
     return sorted(b for b in called if twins[b] in seen)[:N_CELLS]
-
-
-def kb(*args) -> str:
-    """`kb ARGS` by hand; kb exits 0 on most errors, so its log is checked too."""
-    proc = subprocess.run([str(KB), *map(str, args)], capture_output=True, text=True)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0 and "An exception occurred" not in log, (
-        f"kb {' '.join(map(str, args))} failed ({proc.returncode}):\n{log[-4000:]}"
-    )
-    return log
 
 
 def test_real_crispr_library_through_the_workflow_equals_kb_by_hand(testdata, tmp_path):

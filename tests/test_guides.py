@@ -20,25 +20,9 @@ import scipy.sparse as sp
 
 from kbagg.cells.guides import GuideCallWarning, add_guide_calls, call_guides
 from kbagg.errors import KbaggError
-from kbagg.simulate.guides import scaled, simulate_guides
+from kbagg.simulate.guides import guide_sets, scaled, score_guide_calls, simulate_guides
 
 N_CELLS = 2000
-
-
-def guide_sets(column) -> list[frozenset]:
-    return [frozenset(x for x in str(v).split("|") if x) for v in column]
-
-
-def scores(truth, called) -> dict:
-    tp = fp = fn = exact = 0
-    for t, c in zip(guide_sets(truth), guide_sets(called), strict=True):
-        tp, fp, fn = tp + len(t & c), fp + len(c - t), fn + len(t - c)
-        exact += t == c
-    return {
-        "precision": tp / max(tp + fp, 1),
-        "recall": tp / max(tp + fn, 1),
-        "exact": exact / len(truth),
-    }
 
 
 def fixed_calls(guides: ad.AnnData, min_umis: int = 3) -> list[str]:
@@ -49,7 +33,7 @@ def fixed_calls(guides: ad.AnnData, min_umis: int = 3) -> list[str]:
 
 def oracle_fixed_exact(guides: ad.AnnData) -> float:
     truth = guides.obs["true_guides"]
-    return max(scores(truth, fixed_calls(guides, k))["exact"] for k in range(1, 60))
+    return max(score_guide_calls(truth, fixed_calls(guides, k))["exact"] for k in range(1, 60))
 
 
 def quiet_calls(guides: ad.AnnData, sample: str = "s1", **kwargs):
@@ -81,8 +65,8 @@ def test_guide_calls_beat_fixed_thresholds(regimes, regime):
     guides = regimes[regime]
     truth = guides.obs["true_guides"]
     calls, fits, warned = quiet_calls(guides)
-    got = scores(truth, calls["guide_call"])
-    fixed = scores(truth, fixed_calls(guides))
+    got = score_guide_calls(truth, calls["guide_call"])
+    fixed = score_guide_calls(truth, fixed_calls(guides))
     floor, margin_fixed, margin_oracle = BOUNDS[regime]
     assert got["exact"] >= floor, got
     assert got["exact"] >= fixed["exact"] + margin_fixed, (got, fixed)
@@ -99,8 +83,8 @@ def test_cells_with_two_or_three_guides(regimes, regime):
     calls, _, _ = quiet_calls(guides)
     multi = (guides.obs["true_n_guides"] >= 2).to_numpy()
     truth = guides.obs["true_guides"][multi]
-    got = scores(truth, calls["guide_call"][multi])
-    fixed = scores(truth, np.array(fixed_calls(guides), dtype=object)[multi])
+    got = score_guide_calls(truth, calls["guide_call"][multi])
+    fixed = score_guide_calls(truth, np.array(fixed_calls(guides), dtype=object)[multi])
     # measured: high_moi 0.907 vs 0.815, high_ambient 0.756 vs 0.059
     assert got["exact"] >= 0.72 and got["exact"] >= fixed["exact"] + 0.05, (got, fixed)
     n_called = calls["n_guides"].to_numpy()[multi]

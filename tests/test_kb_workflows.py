@@ -10,32 +10,17 @@ from __future__ import annotations
 
 import gzip
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import pytest
 import yaml
 from concat_helpers import named_layers
-from conftest import REPO, run_snakemake
+from conftest import REPO, kb, run_snakemake
 
 from kbagg.simulate.spec import DEMO
 
 pytestmark = pytest.mark.slow
-
-KB = Path(sys.executable).with_name("kb")
-
-
-def kb(*args) -> str:
-    """`kb ARGS` by hand; kb exits 0 on most errors, so its log is checked too."""
-    proc = subprocess.run([str(KB), *map(str, args)], capture_output=True, text=True)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0 and "An exception occurred" not in log, (
-        f"kb {' '.join(map(str, args))} failed ({proc.returncode}):\n{log[-4000:]}"
-    )
-    return log
 
 
 def test_nac_reference_and_counts_recover_the_truth(tmp_path):

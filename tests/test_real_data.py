@@ -18,7 +18,6 @@ import gzip
 import re
 import shutil
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +27,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import run_snakemake
+from conftest import kb, run_snakemake
 
 pytestmark = pytest.mark.slow
 
-KB = Path(sys.executable).with_name("kb")
 # Resources written into the test configs, so the by-hand arguments do not hang on the
 # schema's defaults: kb count -t 2 -m <mem_mb / 2>M.
 THREADS, MEM_MB = 2, 2000
@@ -64,16 +62,6 @@ class Run:
 
 
 # --- by hand ---------------------------------------------------------------------------
-def kb(*args: str) -> str:
-    """`kb ARGS`; kb exits 0 on most errors, so its log is checked too."""
-    proc = subprocess.run([str(KB), *map(str, args)], capture_output=True, text=True)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0 and "An exception occurred" not in log, (
-        f"kb {' '.join(map(str, args))} failed ({proc.returncode}):\n{log[-4000:]}"
-    )
-    return log
-
-
 def hand_count_args(hand: Path, sample: Sample) -> list[str]:
     """The arguments the workflow's kb_count rule passes (see kbagg.count.kb_count_args)."""
     out = hand / sample.name

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kbagg.simulate.guides import GUIDE_REGIMES, scaled, simulate_guides
+from kbagg.simulate.guides import GUIDE_REGIMES, scaled, score_guide_calls, simulate_guides
 
 DEFAULT_CRISPAT_PYTHON = os.environ.get("KBAGG_CRISPAT_PYTHON", "/work/venvs/guides/bin/python")
 DEFAULT_PERTPY_PYTHON = os.environ.get(
@@ -105,22 +105,6 @@ PEERS = {
     "crispat ga_max (top guide per cell)": "crispat_max",
 }
 PERTPY = "pertpy assign_mixture_model (Poisson-Gauss)"
-
-
-def guide_sets(values) -> list[frozenset]:
-    return [frozenset(v for v in str(x).split("|") if v) for x in values]
-
-
-def scores(truth: pd.Series, called: pd.Series) -> dict[str, float]:
-    tp = fp = fn = exact = 0
-    for t, c in zip(guide_sets(truth), guide_sets(called), strict=True):
-        tp, fp, fn = tp + len(t & c), fp + len(c - t), fn + len(t - c)
-        exact += t == c
-    return {
-        "precision": tp / max(tp + fp, 1),
-        "recall": tp / max(tp + fn, 1),
-        "exact": exact / len(truth),
-    }
 
 
 def calls_from_csv(path: str, cells: pd.Index, guides: list[str]) -> pd.Series:
@@ -215,12 +199,12 @@ def main() -> None:
                         errors[name] = result["error"]
                         continue
                     called = calls_from_csv(result["csv"], guides.obs_names, list(guides.var_names))
-                    row = scores(truth, called) | {
+                    row = score_guide_calls(truth, called) | {
                         "seconds": result["seconds"],
                         "peak_rss_mb": result["peak_rss_mb"],
                     }
                     results.setdefault(name, []).append(row)
-                fixed = scores(truth, fixed_calls(guides)) | {
+                fixed = score_guide_calls(truth, fixed_calls(guides)) | {
                     "seconds": np.nan,
                     "peak_rss_mb": np.nan,
                 }

@@ -37,9 +37,10 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from scipy.special import expit, gammaln
+from scipy.special import expit
 
 from kbagg.cells import GUIDE_COLUMNS
+from kbagg.cells.nb import nb_log_pmf
 from kbagg.errors import KbaggError
 
 GUIDE_SEPARATOR = "|"
@@ -190,8 +191,8 @@ def fit_guide(counts: np.ndarray, min_umis: int = DEFAULT_MIN_UMIS) -> dict:
         fraction = float(np.clip(responsibility.mean(), 1e-6, 1 - 1e-6))
         mu_b, size_b = _weighted_nb(counts, 1.0 - responsibility)
         mu_s, size_s = _weighted_nb(counts, responsibility)
-        log_b = _nb_logpmf(counts, mu_b, size_b) + np.log1p(-fraction)
-        log_s = _nb_logpmf(counts, mu_s, size_s) + np.log(fraction)
+        log_b = nb_log_pmf(counts, mu_b, size_b) + np.log1p(-fraction)
+        log_s = nb_log_pmf(counts, mu_s, size_s) + np.log(fraction)
         responsibility = expit(log_s - log_b)
         loglik = float(np.logaddexp(log_b, log_s).sum())
         if loglik - previous < EM_TOLERANCE * abs(loglik):
@@ -213,9 +214,9 @@ def fit_guide(counts: np.ndarray, min_umis: int = DEFAULT_MIN_UMIS) -> dict:
     # the threshold: the smallest count from which on the signal posterior stays > 0.5
     grid = np.arange(int(counts.max()) + 1, dtype=float)
     posterior = expit(
-        _nb_logpmf(grid, mu_s, size_s)
+        nb_log_pmf(grid, mu_s, size_s)
         + np.log(fraction)
-        - _nb_logpmf(grid, mu_b, size_b)
+        - nb_log_pmf(grid, mu_b, size_b)
         - np.log1p(-fraction)
     )
     below = np.flatnonzero(posterior <= 0.5)
@@ -276,13 +277,3 @@ def _weighted_nb(counts: np.ndarray, weight: np.ndarray) -> tuple[float, float]:
     var = float((weight * (counts - mean) ** 2).sum() / total)
     size = mean**2 / (var - mean) if var > mean * (1 + 1e-6) else 1e4
     return mean, float(np.clip(size, 0.05, 1e4))
-
-
-def _nb_logpmf(k: np.ndarray, mean: float, size: float) -> np.ndarray:
-    return (
-        gammaln(k + size)
-        - gammaln(size)
-        - gammaln(k + 1)
-        + size * np.log(size / (size + mean))
-        + k * np.log(mean / (size + mean))
-    )

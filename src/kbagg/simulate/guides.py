@@ -148,3 +148,34 @@ def simulate_guides(regime: str | GuideSimSpec = "low_moi", seed: int = 0) -> ad
 def scaled(regime: str, **changes) -> GuideSimSpec:
     """A regime of `GUIDE_REGIMES` with some fields changed (e.g. fewer cells for tests)."""
     return replace(GUIDE_REGIMES[regime], **changes)
+
+
+def guide_sets(calls) -> list[frozenset[str]]:
+    """Each cell's guides as a set, from `guide_call`-style strings ("g1|g2", "" for none)."""
+    return [frozenset(name for name in str(call).split("|") if name) for call in calls]
+
+
+def score_guide_calls(truth, called) -> dict[str, float]:
+    """Guide calls against the truth, cell by cell.
+
+    Parameters
+    ----------
+    truth
+        The true guides of each cell (``obs['true_guides']``), as `guide_call` strings.
+    called
+        The called guides of the same cells in the same order, as `guide_call` strings.
+
+    Returns
+    -------
+    ``precision`` and ``recall`` over (cell, guide) pairs, and ``exact``: the share of cells
+    whose called set equals the true set.
+    """
+    tp = fp = fn = exact = 0
+    for true, call in zip(guide_sets(truth), guide_sets(called), strict=True):
+        tp, fp, fn = tp + len(true & call), fp + len(call - true), fn + len(true - call)
+        exact += true == call
+    return {
+        "precision": tp / max(tp + fp, 1),
+        "recall": tp / max(tp + fn, 1),
+        "exact": exact / max(len(truth), 1),
+    }

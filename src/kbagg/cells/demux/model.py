@@ -21,7 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import gammaln, logsumexp
+from scipy.special import logsumexp
+
+from kbagg.cells.nb import nb_log_pmf
 
 EM_MAX_ITERATIONS = 100
 EM_MIN_ITERATIONS = 5
@@ -58,18 +60,6 @@ class MixtureFit:
     log_prior: np.ndarray
     iterations: int
     log_likelihood: float
-
-
-def nb_log_pmf(values: np.ndarray, mean: np.ndarray, size: float) -> np.ndarray:
-    """Negative binomial log-pmf with the given mean and size."""
-    mean = np.maximum(mean, 1e-6)
-    return (
-        gammaln(values + size)
-        - gammaln(size)
-        - gammaln(values + 1)
-        + size * np.log(size / (size + mean))
-        + values * np.log(mean / (size + mean))
-    )
 
 
 def fit_nb_regression(
