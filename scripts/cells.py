@@ -8,10 +8,11 @@ With `ambient.method` set, the cells' ambient RNA is estimated and removed into 
 
 from pathlib import Path
 
+from kbagg.cell_calling_record import UNS_KEY
 from kbagg.cells.ambient import add_ambient
-from kbagg.cells.call import add_cell_qc, call_cells, record_json
+from kbagg.cells.call import add_cell_qc, call_cells
 from kbagg.cells.matrices import check_reads_processed, read_kb_matrices, write_h5ad
-from kbagg.count.fastq_check import read_lane_record
+from kbagg.count.lane_record import read_lane_record
 from kbagg.rule import run_rule, to_terminal
 
 
@@ -28,8 +29,10 @@ def main(smk) -> None:
         calls = call_cells(sample, raw, kb["filtered"], params.method, params.emptydrops)
         add_cell_qc(calls, **params.cell_qc)
         ambient = dict(params.ambient)
-        calls.warnings += add_ambient(sample, calls.filtered, raw, ambient.pop("method"), ambient)
-        calls.filtered.uns["kbagg_cells"] = record_json(calls)
+        calls.warnings.extend(
+            add_ambient(sample, calls.filtered, raw, ambient.pop("method"), ambient)
+        )
+        calls.filtered.uns[UNS_KEY] = calls.record.to_json()
         for warning in calls.warnings:
             to_terminal(f"WARNING: sample '{sample}': {warning}")
         write_h5ad(calls.filtered, smk.output.filtered)

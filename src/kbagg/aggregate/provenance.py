@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 import kbagg
+from kbagg.cell_calling_record import UNS_KEY, CellCallingRecord
 from kbagg.checksum import sha256
 
 # The source tree when kbagg runs from a clone (pip install -e .): src/kbagg/aggregate/ -> repo.
@@ -76,14 +77,17 @@ def _agreed(values: list[str]) -> str:
 
 
 def cell_calling_record(h5ad: str | Path) -> str | None:
-    """The `uns['kbagg_cells']` JSON text of a per-sample matrix, if it has one."""
+    """The `uns['kbagg_cells']` JSON text of a per-sample matrix, if it has one; checked to
+    be a `CellCallingRecord` (KbaggError naming the file otherwise)."""
     import h5py
     from anndata.io import read_elem
 
     with h5py.File(h5ad, "r") as f:
-        if "uns" in f and "kbagg_cells" in f["uns"]:
-            return str(read_elem(f["uns"]["kbagg_cells"]))
-    return None
+        if "uns" not in f or UNS_KEY not in f["uns"]:
+            return None
+        text = str(read_elem(f["uns"][UNS_KEY]))
+    CellCallingRecord.from_json(text, source=f"{h5ad}: uns['{UNS_KEY}']")
+    return text
 
 
 def file_record(path: str | Path) -> dict[str, str | int]:

@@ -15,15 +15,14 @@ knee plot can show both. Every called cell then gets QC columns in `obs`: `n_umi
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 
+from kbagg.cell_calling_record import CellCallingRecord
 from kbagg.cells.metrics import cell_qc
 
 METHODS = ("bustools", "emptydrops")
@@ -34,8 +33,12 @@ class CellCalls:
     """The called cells of one sample and how they were called."""
 
     filtered: ad.AnnData
-    record: dict  # method, parameters, counts, warnings: for uns and provenance
-    warnings: list[str] = field(default_factory=list)
+    record: CellCallingRecord  # for uns['kbagg_cells'] and provenance
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the sample's calls should be read with (also in the record)."""
+        return self.record.warnings
 
 
 def call_cells(
@@ -66,11 +69,11 @@ def call_cells(
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     raw.obs["bustools_cell"] = raw.obs_names.isin(kb_filtered.obs_names)
-    record: dict = {"method": method, "n_barcodes": int(raw.n_obs)}
-    warnings: list[str] = []
+    record = CellCallingRecord(method=method, n_barcodes=int(raw.n_obs))
+    warnings = record.warnings
     if method == "bustools":
         filtered = kb_filtered
-        record["params"] = {"method": "bustools", "tool": "kb count --filter bustools"}
+        record.params = {"method": "bustools", "tool": "kb count --filter bustools"}
     else:
         from kbagg.cells.emptydrops import empty_drops  # scipy.interpolate etc.: ~0.6 s
 
@@ -82,20 +85,20 @@ def call_cells(
         filtered = raw[result.is_cell].copy()
         for column in ("bustools_cell", "emptydrops_fdr", "emptydrops_cell"):
             del filtered.obs[column]
-        record["params"] = result.params
+        record.params = result.params
         warnings += [f"EmptyDrops: {w}" for w in result.warnings]
         both = int((raw.obs["bustools_cell"] & raw.obs["emptydrops_cell"]).sum())
         log(
             f"sample '{sample}': EmptyDrops called {filtered.n_obs:,} cells; the bustools "
             f"knee {int(raw.obs['bustools_cell'].sum()):,}; {both:,} in both"
         )
-    record["n_cells"] = int(filtered.n_obs)
+    record.n_cells = int(filtered.n_obs)
     if filtered.n_obs == 0:
         warnings.append(
             f"the {method} cell calling kept 0 of {raw.n_obs:,} barcodes: the sample adds no "
             "cells to the aggregate"
         )
-    return CellCalls(filtered, record, warnings)
+    return CellCalls(filtered, record)
 
 
 def add_cell_qc(
@@ -107,14 +110,14 @@ def add_cell_qc(
     for column in qc.columns:
         cells.obs[column] = qc[column].to_numpy()
     if not doublets:
-        calls.record["doublets"] = {"method": None, "reason": "qc.doublets is false"}
+        calls.record.doublets = {"method": None, "reason": "qc.doublets is false"}
         return
     from kbagg.cells.doublets import score_doublets  # scipy.ndimage, and scanpy when it runs
 
     scores = score_doublets(cells, seed=seed, expected_doublet_rate=expected_doublet_rate)
     cells.obs["doublet_score"] = np.asarray(scores.doublet_score, dtype=np.float64)
     cells.obs["predicted_doublet"] = pd.array(scores.predicted_doublet, dtype="boolean")
-    calls.record["doublets"] = {
+    calls.record.doublets = {
         "method": "scrublet (scanpy.pp.scrublet)",
         "seed": int(seed),
         "expected_doublet_rate": float(expected_doublet_rate),
@@ -124,19 +127,3 @@ def add_cell_qc(
     }
     if scores.reason:
         calls.warnings.append(f"doublet scores missing: {scores.reason}")
-
-
-def record_json(calls: CellCalls) -> str:
-    """The record as JSON text (it holds None, which h5ad cannot store); infinite numbers
-    become the strings "inf"/"-inf", so the text is standard JSON."""
-
-    def finite(value):
-        if isinstance(value, float) and not math.isfinite(value):
-            return str(value)
-        if isinstance(value, dict):
-            return {k: finite(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [finite(v) for v in value]
-        return value
-
-    return json.dumps(finite({**calls.record, "warnings": calls.warnings}), default=str)
