@@ -1,7 +1,7 @@
 """Rule aggregate_h5mu: every sample's modalities in one .h5mu: the rna aggregate of rule
 aggregate (when it is an uncompressed h5ad) plus one chunked concat per feature modality,
-with the provenance of rule provenance, and each cell labelled with its (demultiplexed)
-sample."""
+with the provenance rule aggregate wrote to its own output, and each cell labelled with its
+(demultiplexed) sample."""
 
 from kbagg.aggregate.mudata import concat_h5mu, label_demultiplexed_cells
 from kbagg.aggregate.provenance import read_provenance
