@@ -10,6 +10,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from kbagg.cells.demux import WEAK_SEPARABILITY
 from kbagg.qc.metrics import write_table
 from kbagg.qc.plots import _pyplot, _save_figure
 
@@ -36,7 +37,7 @@ def weak_summary(hashtags: ad.AnnData, sample: str) -> str:
     names = ", ".join(f"{h} ({v:.2f})" for h, v in weak["separability"].items())
     return (
         f"sample '{sample}': hashtag(s) {names} do not separate from their background "
-        "(separability < 0.85): treat its demultiplexing as uncertain"
+        f"(separability < {WEAK_SEPARABILITY}): treat its demultiplexing as uncertain"
     )
 
 
