@@ -53,6 +53,7 @@ import io
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 import anndata as ad
@@ -76,6 +77,7 @@ SPLITSEQ_LINKERS = (b"GTGGCCGATGTTTCGCATCGGCGTACGACT", b"ATCCACGTGCTTGAGACTGTGG"
 BDWTA_LINKERS = (b"ACTGGCCTGCGA", b"GGTAGCGGTGACA")
 ULTIMA_ADAPTER = b"CTACACGACGCTCTTCCGATCT"
 SPLITSEQ_ROUND1_WELLS = 96
+ONLIST_LIMIT = 200_000  # barcodes are drawn from the first this many of kb's on-list
 FRAGMENT_LENGTH = (200, 300)  # Smart-seq3 paired fragments, bases (uniform)
 
 
@@ -333,7 +335,7 @@ def _random_barcodes(rng: np.random.Generator, length: int, n: int) -> list[str]
 
 def _onlist_barcodes(rng: np.random.Generator, lay: Layout, n: int) -> list[str]:
     """n barcodes of kb's on-list, distinct in every part, at Hamming distance >= 3."""
-    pool = onlist_barcodes(lay.kb_name, limit=1_000_000)
+    pool = _onlist(lay.kb_name)
     lengths = [p.stop - p.start for p in lay.barcode]
     chosen: list[str] = []
     parts_seen: list[set[str]] = [set() for _ in lengths]
@@ -351,6 +353,12 @@ def _onlist_barcodes(rng: np.random.Generator, lay: Layout, n: int) -> list[str]
             if len(chosen) == n:
                 return chosen
     raise KbaggError(f"technology '{lay.kb_name}': kb's on-list has fewer than {n} usable barcodes")
+
+
+@cache
+def _onlist(name: str) -> list[str]:
+    """The first ONLIST_LIMIT barcodes of kb's on-list (read once per process)."""
+    return onlist_barcodes(name, limit=ONLIST_LIMIT)
 
 
 def _split(barcode: str, lengths: list[int]) -> list[str]:
