@@ -346,8 +346,15 @@ def _sorted(value):
 
 def provenance_config():
     """The config as recorded in uns['kbagg'], without the keys that cannot change the
-    aggregate (resources, QC warning thresholds): editing those does not rerun it."""
-    return _sorted({k: v for k, v in config.items() if k not in ("resources", "qc")})
+    aggregate (resources, QC warning thresholds, the depth normalization, which writes its
+    own aggregate and records itself there): editing those does not rerun it."""
+    recorded = {k: v for k, v in config.items() if k not in ("resources", "qc")}
+    recorded["aggregate"] = {
+        k: v
+        for k, v in recorded["aggregate"].items()
+        if k not in ("normalize", "normalize_seed")
+    }
+    return _sorted(recorded)
 
 
 def provenance_sample_sheet():
