@@ -65,8 +65,13 @@ def mapped_reads_per_cell(bus: str | Path, barcodes: np.ndarray) -> np.ndarray:
     reads = np.zeros(len(barcodes), dtype=np.int64)
     for chunk in iter_records(bus):
         slot, is_cell = _cell_slots(chunk["barcode"], ranked)
-        np.add.at(reads, order[slot[is_cell]], chunk["count"][is_cell])
+        reads += _per_cell(order[slot[is_cell]], chunk["count"][is_cell], len(barcodes))
     return reads
+
+
+def _per_cell(cell: np.ndarray, reads: np.ndarray, n_cells: int) -> np.ndarray:
+    """Reads summed per cell (bincount: exact in float64 below 2**53 reads)."""
+    return np.bincount(cell, weights=reads, minlength=n_cells).astype(np.int64)
 
 
 def _cell_slots(barcodes: np.ndarray, ranked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -157,10 +162,10 @@ def thin_bus(
         for chunk in iter_records(bus):
             slot, is_cell = _cell_slots(chunk["barcode"], ranked)
             chunk, cell = chunk[is_cell], order[slot[is_cell]]
-            np.add.at(before, cell, chunk["count"])
+            before[:] += _per_cell(cell, chunk["count"], len(barcodes))
             chunk["count"] = thin_counts(chunk["count"], rate, rng)
             kept = chunk["count"] > 0
-            np.add.at(after, cell[kept], chunk["count"][kept])
+            after[:] += _per_cell(cell[kept], chunk["count"][kept], len(barcodes))
             yield chunk[kept]
 
     write_bus(output, read_header(bus), thinned())
