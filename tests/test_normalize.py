@@ -219,3 +219,9 @@ def test_barcodes_that_are_not_sequences_are_named():
         encode_sequences(["AACG", "AACN"], 4)
     with pytest.raises(KbaggError, match="barcode 'AAC' is not 4 bases long"):
         encode_sequences(["AACG", "AAC"], 4)
+
+
+def test_the_obs_columns_written_are_registered():
+    from kbagg.obs_columns import MAPPED_READS, MAPPED_READS_NORMALIZED, written_by_kbagg
+
+    assert written_by_kbagg(MAPPED_READS) and written_by_kbagg(MAPPED_READS_NORMALIZED)
