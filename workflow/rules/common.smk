@@ -37,6 +37,7 @@ from kbagg.config import (
     check_config,
     check_download,
     check_feature_config,
+    check_normalize,
     check_soma_store,
     check_technologies,
     count_extra_args,
@@ -68,6 +69,7 @@ try:
     check_config(config)  # clear messages for what the schema would word obscurely
     validate(config, "../schemas/config.schema.yaml")
     check_download(config)
+    check_normalize(config)
     _demo_files = [p for paths in demo_outputs(DEMO_DIR).values() for p in paths]
     SHEET = load_sample_sheet(
         config["samples"],
@@ -294,8 +296,14 @@ def final_outputs():
         if config["aggregate"]["gene_major"]
         else []
     )
+    normalized = (
+        ["results/aggregate/filtered.normalized.h5ad", "results/qc/normalization.tsv"]
+        if config["aggregate"]["normalize"] == "mapped"
+        else []
+    )
     return (
         [aggregate_path(kind) for kind in kinds]
+        + normalized
         + gene_major
         + h5mu
         + soma
@@ -338,8 +346,15 @@ def _sorted(value):
 
 def provenance_config():
     """The config as recorded in uns['kbagg'], without the keys that cannot change the
-    aggregate (resources, QC warning thresholds): editing those does not rerun it."""
-    return _sorted({k: v for k, v in config.items() if k not in ("resources", "qc")})
+    aggregate (resources, QC warning thresholds, the depth normalization, which writes its
+    own aggregate and records itself there): editing those does not rerun it."""
+    recorded = {k: v for k, v in config.items() if k not in ("resources", "qc")}
+    recorded["aggregate"] = {
+        k: v
+        for k, v in recorded["aggregate"].items()
+        if k not in ("normalize", "normalize_seed")
+    }
+    return _sorted(recorded)
 
 
 def provenance_sample_sheet():
