@@ -3,7 +3,7 @@
 import anndata as ad
 
 from kbagg.qc.hashtags import run_hashtag_qc
-from kbagg.rule import run_rule, to_terminal
+from kbagg.rule import run_rule, to_terminal, warning_line
 
 
 def main(smk) -> None:
@@ -13,7 +13,7 @@ def main(smk) -> None:
     )
     print(table.to_string(index=False))
     if warning:
-        to_terminal(f"warning: {warning}")
+        to_terminal(warning_line(warning))
 
 
 run_rule(snakemake, main)
