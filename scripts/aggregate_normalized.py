@@ -2,7 +2,7 @@
 aggregate's provenance plus the normalization's method, seed and rates in uns['kbagg'], and
 the table of mapped reads per cell before and after."""
 
-from kbagg.aggregate.provenance import read_provenance, with_normalization
+from kbagg.aggregate.provenance import read_provenance, to_uns, with_normalization
 from kbagg.concat import concat_on_disk
 from kbagg.concat.options import ConcatOptions
 from kbagg.normalize.run import normalization_record, normalization_table, write_table
@@ -24,7 +24,7 @@ def main(smk) -> None:
         matrices,
         smk.output.aggregate,
         options,
-        uns={"kbagg": provenance},
+        uns={"kbagg": to_uns(provenance)},
         format="h5ad",
         compression=params.compression,
         threads=smk.threads,

@@ -13,7 +13,7 @@ from kbagg.cells.ambient import add_ambient
 from kbagg.cells.call import add_cell_qc, call_cells
 from kbagg.cells.matrices import check_reads_processed, read_kb_matrices, write_h5ad
 from kbagg.count.lane_record import read_lane_record
-from kbagg.rule import run_rule, to_terminal
+from kbagg.rule import run_rule, to_terminal, warning_line
 
 
 def main(smk) -> None:
@@ -34,7 +34,7 @@ def main(smk) -> None:
         )
         calls.filtered.uns[UNS_KEY] = calls.record.to_json()
         for warning in calls.warnings:
-            to_terminal(f"WARNING: sample '{sample}': {warning}")
+            to_terminal(warning_line(warning, sample))
         write_h5ad(calls.filtered, smk.output.filtered)
         print(f"sample '{sample}': {calls.filtered.n_obs:,} cells ({params.method})")
     write_h5ad(raw, smk.output.raw)

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from kbagg.atomic import atomic_output
-from kbagg.errors import KbaggError
+from kbagg.errors import KbaggError, parse_json_record
 
 
 class FastqError(KbaggError):
@@ -56,27 +56,28 @@ class LaneRecord:
         source
             What the text came from (a file name), for the error message.
         """
-        try:
-            data = json.loads(text)
-            files = {}
-            for key in ("r1", "r2"):
-                entry = data[key]
-                files[key] = FastqFileRecord(
-                    **{f: entry[f] for f in FastqFileRecord.__dataclass_fields__}
-                )
-            return cls(
-                sample=data["sample"],
-                lane=data["lane"],
-                reads=data["reads"],
-                r1=files["r1"],
-                r2=files["r2"],
-            )
-        except json.JSONDecodeError as e:
-            raise FastqError(f"{source}: not valid JSON ({e})") from None
-        except KeyError as e:
-            raise FastqError(f"{source}: key {e} is missing; rerun the FASTQ check") from None
-        except TypeError as e:
-            raise FastqError(f"{source}: not a lane record ({e}); rerun the FASTQ check") from None
+        return parse_json_record(
+            text,
+            cls._from_dict,
+            source=source,
+            what="lane record",
+            error=FastqError,
+            hint="rerun the FASTQ check",
+        )
+
+    @classmethod
+    def _from_dict(cls, data: dict) -> LaneRecord:
+        files = {
+            key: FastqFileRecord(**{f: data[key][f] for f in FastqFileRecord.__dataclass_fields__})
+            for key in ("r1", "r2")
+        }
+        return cls(
+            sample=data["sample"],
+            lane=data["lane"],
+            reads=data["reads"],
+            r1=files["r1"],
+            r2=files["r2"],
+        )
 
 
 def write_lane_record(record: LaneRecord, path: str | Path) -> None:
