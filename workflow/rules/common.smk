@@ -46,6 +46,7 @@ from kbagg.config import (
 from kbagg.count.kite import kite_mode
 from kbagg.errors import KbaggError
 from kbagg.kb.technology import paired_technology
+from kbagg.lineage.register import check_instance
 from kbagg.reference.build import reference_outputs
 from kbagg.sheet import load_sample_sheet
 from kbagg.simulate.spec import demo_outputs
@@ -96,6 +97,8 @@ try:
     _soma = config["aggregate"]["soma"]
     if _soma["enabled"] and config["filter"]["enabled"] and workflow.is_main_process:
         check_soma_store(_soma["uri"], _soma["measurement"])
+    if config["lamindb"]["enabled"]:
+        check_instance(config["lamindb"]["instance"], config["lamindb"]["key_prefix"])
 except KbaggError as error:
     raise WorkflowError(str(error))
 SAMPLES = SHEET.names
@@ -294,11 +297,13 @@ def final_outputs():
         if config["aggregate"]["gene_major"]
         else []
     )
+    lineage = ["results/aggregate/lamindb.json"] if config["lamindb"]["enabled"] else []
     return (
         [aggregate_path(kind) for kind in kinds]
         + gene_major
         + h5mu
         + soma
+        + lineage
         + qc_outputs()
     )
 
