@@ -25,10 +25,9 @@ def main(smk) -> None:
         # made here, not a param: a param would change every run and rerun the job
         run_name=f"{socket.gethostname()} {datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}",
     )
-    with atomic_output(smk.output[0]) as tmp:
-        with open(tmp, "w") as f:
-            json.dump(registered, f, indent=2)
-            f.write("\n")
+    with atomic_output(smk.output[0]) as tmp, open(tmp, "w") as f:
+        json.dump(registered, f, indent=2)
+        f.write("\n")
     print(
         f"{registered['instance']} ({params.instance}): run {registered['run']}, "
         f"{len(registered['artifacts'])} artifacts, collection {registered['collection']['key']}"

@@ -1,0 +1,200 @@
+"""Lineage in lamindb (kbagg.lineage.register, rule lineage): the config checks, and a real
+round trip through a local lamindb instance (SQLite + a local storage folder) made here.
+
+lamindb cannot share the test venv: lamindb 2.12.1 pins anndata<=0.13.2 and its own
+botocore, against constraints.txt's anndata 0.13.4 and botocore 1.44.5. The round trip
+runs in the env of rule lineage (envs/lamindb.yaml), built as a venv the way
+tests/test_envs.py builds each env, or the one named by KBAGG_LAMINDB_PYTHON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+
+from kbagg.errors import KbaggError
+from kbagg.lineage.register import SETTINGS_FOLDER, check_instance
+
+
+def test_a_new_or_empty_folder_is_accepted(tmp_path):
+    check_instance(tmp_path / "new", "kbagg")
+    (tmp_path / "empty").mkdir()
+    check_instance(tmp_path / "empty", "atlas/runs")
+
+
+def test_a_folder_that_is_not_an_instance_is_refused_by_name(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("x")
+    with pytest.raises(KbaggError, match=rf"lamindb.instance {re.escape(str(folder))}: not a"):
+        check_instance(folder, "kbagg")
+    (folder / ".lamindb").mkdir()
+    (folder / ".lamindb" / "lamin.db").write_text("")
+    with pytest.raises(KbaggError, match="an instance kbagg did not create|kbagg did not"):
+        check_instance(folder, "kbagg")
+    settings = folder / SETTINGS_FOLDER / ".lamin"
+    settings.mkdir(parents=True)
+    (settings / "instance--anonymous--data.env").write_text("")
+    check_instance(folder, "kbagg")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(KbaggError, match="a file, not a folder"):
+        check_instance(tmp_path / "file", "kbagg")
+
+
+@pytest.mark.parametrize("prefix", ["", "/abs", "a/../b", "a b", "a//b", "trailing/"])
+def test_a_bad_key_prefix_is_refused_by_name(tmp_path, prefix):
+    with pytest.raises(KbaggError, match="config lamindb.key_prefix"):
+        check_instance(tmp_path / "new", prefix)
+
+
+def lamindb_python(root: Path) -> Path:
+    """KBAGG_LAMINDB_PYTHON, else a venv of envs/lamindb.yaml's pip list (kbagg from this
+    checkout), built under `root`."""
+    if given := os.environ.get("KBAGG_LAMINDB_PYTHON"):
+        return Path(given)
+    spec = yaml.safe_load((REPO / "envs" / "lamindb.yaml").read_text())
+    (pip,) = [d["pip"] for d in spec["dependencies"] if isinstance(d, dict)]
+    subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True)
+    python = root / "venv" / "bin" / "python"
+    packages = [str(REPO) if p.startswith("kbagg") else p for p in pip]
+    install = [str(python), "-m", "pip", "install", "-q", "--no-compile", *packages]
+    proc = subprocess.run(install, capture_output=True, text=True)
+    assert proc.returncode == 0, f"pip install failed:\n{proc.stderr[-4000:]}"
+    return python
+
+
+def run_in(python: Path, code: str, home: Path, cwd: Path) -> str:
+    """`code` in `python`, HOME pointed at an empty folder (to see what lamindb writes)."""
+    env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(REPO / "src")}
+    env.pop("LAMIN_SETTINGS_DIR", None)
+    proc = subprocess.run(
+        [str(python), "-c", textwrap.dedent(code)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc.stdout
+
+
+REGISTER = """
+    import json, sys
+    from pathlib import Path
+    from kbagg.lineage.register import register_run
+    agg = Path("results/aggregate")
+    samples = sorted(p.name for p in Path("results/samples").iterdir())
+    record = register_run(
+        sys.argv[1] if len(sys.argv) > 1 else "{instance}",
+        "kbagg",
+        {{"filtered.h5ad": agg / "filtered.h5ad", "filtered.h5mu": agg / "filtered.h5mu",
+          "filtered.soma": agg / "filtered.soma"}},
+        {{s: f"results/samples/{{s}}/filtered.h5ad" for s in samples}},
+        agg / "filtered.provenance.json",
+        {{"aggregate": {{"join": "outer"}}}},
+        run_name="{name}",
+    )
+    print(json.dumps(record))
+"""
+
+QUERY = """
+    import json
+    from kbagg.lineage.register import connect
+    from kbagg.checksum import sha256
+    ln = connect("{instance}")
+    transform = ln.Transform.get(key="kbagg")
+    runs = ln.Run.filter(transform=transform).order_by("started_at")
+    by_key = {{a.key: a for a in ln.Artifact.filter(key__startswith="kbagg/")}}
+    outputs = {{a.key for a in ln.Artifact.filter(run__transform__key="kbagg")}}
+    collection = ln.Collection.get(key="kbagg/samples")
+    print(json.dumps({{
+        "runs": [r.uid for r in runs],
+        "run_names": [r.name for r in runs],
+        "params": runs.last().params,
+        "inputs": [a.key for a in runs.first().input_artifacts.all()],
+        "keys": sorted(by_key),
+        "outputs_by_transform": sorted(outputs),
+        "artifact_run": {{k: a.run.uid for k, a in by_key.items() if a.run}},
+        "collection": sorted(a.key for a in collection.artifacts.all()),
+        "collection_run": collection.run.uid,
+        "h5ad_sha256": sha256(by_key["kbagg/filtered.h5ad"].cache()),
+        "soma_otype": by_key["kbagg/filtered.soma"].otype,
+        "n_artifacts": ln.Artifact.filter().count(),
+    }}))
+"""
+
+
+@pytest.mark.slow
+def test_registration_round_trips(demo_run, tmp_path):
+    import shutil
+
+    from kbagg.checksum import sha256
+
+    workdir = tmp_path / "demo"
+    shutil.copytree(demo_run / "results", workdir / "results", symlinks=True)
+    home = tmp_path / "home"
+    home.mkdir()
+    python = lamindb_python(tmp_path)
+    instance = workdir / "lamindb"
+    first = json.loads(
+        run_in(python, REGISTER.format(instance=instance, name="one"), home, workdir).splitlines()[
+            -1
+        ]
+    )
+    assert first["instance"].startswith("anonymous/")
+    second = json.loads(
+        run_in(python, REGISTER.format(instance=instance, name="two"), home, workdir).splitlines()[
+            -1
+        ]
+    )
+    found = json.loads(
+        run_in(python, QUERY.format(instance=instance), home, workdir).splitlines()[-1]
+    )
+
+    samples = sorted(p.name for p in (workdir / "results" / "samples").iterdir())
+    sample_keys = [f"kbagg/samples/{s}.h5ad" for s in samples]
+    outputs = ["kbagg/filtered.h5ad", "kbagg/filtered.h5mu", "kbagg/filtered.soma"]
+    # by transform: both runs, named as registered, each output found by key
+    assert found["runs"] == [first["run"], second["run"]]
+    assert found["run_names"] == ["one", "two"]
+    assert found["keys"] == sorted(
+        [*outputs, *sample_keys, "kbagg/provenance/filtered.provenance.json"]
+    )
+    assert found["outputs_by_transform"] == sorted([*outputs, *sample_keys])
+    # unchanged files are the same artifacts the second time (lamindb's hash lookup)
+    assert second["artifacts"] == first["artifacts"] and second["samples"] == first["samples"]
+    assert found["n_artifacts"] == len(outputs) + len(samples) + 1
+    assert found["artifact_run"]["kbagg/filtered.h5ad"] == first["run"]
+    # the collection holds the per-sample matrices
+    assert found["collection"] == sorted(sample_keys)
+    # the copy in the instance is the aggregate, byte for byte
+    assert found["h5ad_sha256"] == sha256(workdir / "results/aggregate/filtered.h5ad")
+    assert found["soma_otype"] == "tiledbsoma"
+    # the run: config, kbagg's version, FASTQ SHA-256 as the FASTQ check computed them
+    provenance = json.loads((workdir / "results/aggregate/filtered.provenance.json").read_text())
+    expected = {}
+    for record in provenance["inputs"].values():
+        lanes = record["fastqs"]
+        for lane in json.loads(lanes) if isinstance(lanes, str) else lanes:
+            for read in ("r1", "r2"):
+                expected[lane[read]["path"]] = lane[read]["sha256"]
+    params = found["params"]
+    assert params["fastq_sha256"] == expected and len(expected) >= 2 * len(samples)
+    assert params["config"] == {"aggregate": {"join": "outer"}}
+    assert params["kbagg_version"] == provenance["versions"]["kbagg"]
+    assert found["inputs"] == ["kbagg/provenance/filtered.provenance.json"]
+    # lamindb wrote nothing in HOME nor in the working directory, only in the instance
+    assert sorted(p.name for p in home.iterdir()) == [] or not any(home.rglob("*.env"))
+    assert sorted(p.name for p in workdir.iterdir()) == ["lamindb", "results"]
+    assert (instance / SETTINGS_FOLDER / ".lamin").is_dir()
+    assert (instance / ".lamindb" / "lamin.db").is_file()
