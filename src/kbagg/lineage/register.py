@@ -116,6 +116,11 @@ def connect(instance: str | Path):
             lamindb_setup.connect(f"{owner}/{name}")
         else:
             lamindb_setup.init(storage=str(path))
+    # kbagg's instances are local (anonymous user, SQLite): never on LaminHub. Said here,
+    # lamindb does not ask the hub, which it does for every artifact from outside the
+    # storage folder (InstanceSettings.is_on_hub) and which fails offline with
+    # "urllib.error.URLError: <urlopen error [Errno -2] Name or service not known>".
+    lamindb_setup.settings.instance._is_on_hub = False
     import lamindb
 
     return lamindb
