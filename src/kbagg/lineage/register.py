@@ -5,7 +5,9 @@ Everything lamindb writes stays in the instance's folder:
 - ``<instance>/.lamindb/``: the SQLite database (``lamin.db``) and the artifacts' copies;
 - ``<instance>/.kbagg-lamin/.lamin/``: lamindb's settings (user, instance, the
   current-instance marker), through ``LAMIN_SETTINGS_DIR``, instead of ``~/.lamin`` and
-  the working directory.
+  the working directory;
+- ``<instance>/.kbagg-lamin/cache/``: lamindb's cache (``LAMIN_CACHE_DIR``), instead of
+  ``~/.cache/lamindb``.
 
 No login and no network: the instance is local and its user is lamindb's anonymous user.
 `check_instance` runs at parse time without importing lamindb; `register_run` runs in the
@@ -106,6 +108,7 @@ def connect(instance: str | Path):
             "register each instance in its own process"
         )
     os.environ["LAMIN_SETTINGS_DIR"] = str(settings)
+    os.environ["LAMIN_CACHE_DIR"] = str(settings / "cache")  # else ~/.cache/lamindb
     os.environ.pop("LAMIN_CURRENT_INSTANCE", None)
     import lamindb_setup
 
