@@ -343,8 +343,9 @@ def _sorted(value):
 
 def provenance_config():
     """The config as recorded in uns['kbagg'], without the keys that cannot change the
-    aggregate (resources, QC warning thresholds): editing those does not rerun it."""
-    return _sorted({k: v for k, v in config.items() if k not in ("resources", "qc")})
+    aggregate (resources, QC warning thresholds, lineage): editing those does not rerun it."""
+    unused = ("resources", "qc", "lamindb")
+    return _sorted({k: v for k, v in config.items() if k not in unused})
 
 
 def provenance_sample_sheet():
