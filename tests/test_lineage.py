@@ -14,7 +14,7 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -56,9 +56,18 @@ def test_a_bad_key_prefix_is_refused_by_name(tmp_path, prefix):
         check_instance(tmp_path / "new", prefix)
 
 
+PARSE_NEEDS = ("snakemake", "kb-python", "tiledbsoma")
+
+
+def pins(path: Path) -> dict[str, str]:
+    lines = [line.split("==") for line in path.read_text().splitlines() if "==" in line]
+    return {name.lower().replace("_", "-"): version for name, version in lines}
+
+
 def lamindb_python(root: Path) -> Path:
-    """KBAGG_LAMINDB_PYTHON, else a venv of envs/lamindb.yaml's pip list (kbagg from this
-    checkout), built under `root`."""
+    """KBAGG_LAMINDB_PYTHON, else a venv built under `root`: envs/lamindb.yaml's pip list
+    (kbagg from this checkout) plus what Snakemake needs to parse the workflow (snakemake,
+    kb-python, tiledbsoma), pinned by envs/lamindb.constraints.txt."""
     if given := os.environ.get("KBAGG_LAMINDB_PYTHON"):
         return Path(given)
     spec = yaml.safe_load((REPO / "envs" / "lamindb.yaml").read_text())
@@ -67,111 +76,111 @@ def lamindb_python(root: Path) -> Path:
     python = root / "venv" / "bin" / "python"
     packages = [str(REPO) if p.startswith("kbagg") else p for p in pip]
     constraints = REPO / "envs" / "lamindb.constraints.txt"
+    packages += [f"{name}=={pins(constraints)[name]}" for name in PARSE_NEEDS]
     install = [str(python), "-m", "pip", "install", "-q", "--no-compile", "-c", str(constraints)]
-    install += packages
-    proc = subprocess.run(install, capture_output=True, text=True)
+    proc = subprocess.run([*install, *packages], capture_output=True, text=True)
     assert proc.returncode == 0, f"pip install failed:\n{proc.stderr[-4000:]}"
     return python
 
 
-def run_in(python: Path, code: str, home: Path, cwd: Path) -> str:
-    """`code` in `python`, HOME pointed at an empty folder (to see what lamindb writes)."""
-    env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(REPO / "src")}
-    env.pop("LAMIN_SETTINGS_DIR", None)
+def lamindb_env(home: Path) -> dict[str, str]:
+    """The child processes' environment: HOME an empty folder (to see what lamindb writes
+    there), no lamindb settings inherited."""
+    env = {**os.environ, "HOME": str(home)}
+    for name in ("LAMIN_SETTINGS_DIR", "LAMIN_CACHE_DIR", "PYTHONPATH"):
+        env.pop(name, None)
+    return env
+
+
+def run_lineage(python: Path, workdir: Path, home: Path, *args: str) -> None:
+    """Snakemake, from the lamindb venv, up to results/aggregate/lamindb.json of a copy of
+    the demo with lamindb on: only rule lineage runs (`--forcerun lineage` the second time)."""
+    config = "lamindb={enabled: true, instance: lamindb, key_prefix: kbagg}"
+    command = [str(python), "-m", "snakemake", "--cores", "1", "--config", config]
+    command += [*args, "results/aggregate/lamindb.json"]
     proc = subprocess.run(
-        [str(python), "-c", textwrap.dedent(code)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        command, cwd=workdir, env=lamindb_env(home), capture_output=True, text=True, timeout=600
     )
-    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    return proc.stdout
+    log = workdir / "logs" / "aggregate" / "lineage.log"
+    detail = log.read_text()[-4000:] if log.exists() else ""
+    assert proc.returncode == 0, f"{proc.stderr[-5000:]}\n--- lineage.log\n{detail}"
+    jobs = re.search(r"Job stats:\n(.*?)\n\n", proc.stderr + proc.stdout, re.S)
+    assert jobs, proc.stderr[-3000:]
+    ran = re.findall(r"^(\w+)\s+\d+\s*$", jobs[1], re.M)
+    assert ran == ["lineage", "total"], jobs[1]
 
-
-REGISTER = """
-    import json, sys
-    from pathlib import Path
-    from kbagg.lineage.register import register_run
-    agg = Path("results/aggregate")
-    samples = sorted(p.name for p in Path("results/samples").iterdir())
-    record = register_run(
-        sys.argv[1] if len(sys.argv) > 1 else "{instance}",
-        "kbagg",
-        {{"filtered.h5ad": agg / "filtered.h5ad", "filtered.h5mu": agg / "filtered.h5mu",
-          "filtered.soma": agg / "filtered.soma"}},
-        {{s: f"results/samples/{{s}}/filtered.h5ad" for s in samples}},
-        agg / "filtered.provenance.json",
-        {{"aggregate": {{"join": "outer"}}}},
-        run_name="{name}",
-    )
-    print(json.dumps(record))
-"""
 
 QUERY = """
-    import json
-    from kbagg.lineage.register import connect
-    from kbagg.checksum import sha256
-    ln = connect("{instance}")
-    transform = ln.Transform.get(key="kbagg")
-    runs = ln.Run.filter(transform=transform).order_by("started_at")
-    by_key = {{a.key: a for a in ln.Artifact.filter(key__startswith="kbagg/")}}
-    outputs = {{a.key for a in ln.Artifact.filter(run__transform__key="kbagg")}}
-    collection = ln.Collection.get(key="kbagg/samples")
-    print(json.dumps({{
-        "runs": [r.uid for r in runs],
-        "run_names": [r.name for r in runs],
-        "params": runs.last().params,
-        "inputs": [a.key for a in runs.first().input_artifacts.all()],
-        "keys": sorted(by_key),
-        "outputs_by_transform": sorted(outputs),
-        "artifact_run": {{k: a.run.uid for k, a in by_key.items() if a.run}},
-        "collection": sorted(a.key for a in collection.artifacts.all()),
-        "collection_run": collection.run.uid,
-        "h5ad_sha256": sha256(by_key["kbagg/filtered.h5ad"].cache()),
-        "soma_otype": by_key["kbagg/filtered.soma"].otype,
-        "n_artifacts": ln.Artifact.filter().count(),
-    }}))
+import json
+from kbagg.lineage.register import connect
+from kbagg.checksum import sha256
+ln = connect("lamindb")
+transform = ln.Transform.get(key="kbagg")
+runs = ln.Run.filter(transform=transform).order_by("started_at")
+by_key = {a.key: a for a in ln.Artifact.filter(key__startswith="kbagg/")}
+outputs = {a.key for a in ln.Artifact.filter(run__transform__key="kbagg")}
+collection = ln.Collection.get(key="kbagg/samples")
+print(json.dumps({
+    "runs": [r.uid for r in runs],
+    "run_names": [r.name for r in runs],
+    "params": runs.last().params,
+    "inputs": [a.key for a in runs.first().input_artifacts.all()],
+    "keys": sorted(by_key),
+    "outputs_by_transform": sorted(outputs),
+    "artifact_run": {k: a.run.uid for k, a in by_key.items() if a.run},
+    "collection": sorted(a.key for a in collection.artifacts.all()),
+    "h5ad_sha256": sha256(by_key["kbagg/filtered.h5ad"].cache()),
+    "soma_otype": by_key["kbagg/filtered.soma"].otype,
+    "n_artifacts": ln.Artifact.filter().count(),
+}))
 """
+
+
+def du(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 @pytest.mark.slow
 def test_registration_round_trips(demo_run, tmp_path):
+    """The real rule in the lamindb env, run twice by Snakemake on a copy of the demo; then
+    lamindb's registry, queried in a fresh process, finds what the runs registered."""
     import shutil
 
     from kbagg.checksum import sha256
 
     workdir = tmp_path / "demo"
-    shutil.copytree(demo_run / "results", workdir / "results", symlinks=True)
+    shutil.copytree(demo_run, workdir, symlinks=True)
     home = tmp_path / "home"
     home.mkdir()
     python = lamindb_python(tmp_path)
+    before = {p.name for p in workdir.iterdir()}
+    started = time.monotonic()
+    run_lineage(python, workdir, home)
+    first = json.loads((workdir / "results/aggregate/lamindb.json").read_text())
+    run_lineage(python, workdir, home, "--forcerun", "lineage")
+    second = json.loads((workdir / "results/aggregate/lamindb.json").read_text())
+    seconds = time.monotonic() - started
+    proc = subprocess.run(
+        [str(python), "-c", QUERY],
+        cwd=workdir,
+        env=lamindb_env(home),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    found = json.loads(proc.stdout.splitlines()[-1])
     instance = workdir / "lamindb"
-    first = json.loads(
-        run_in(python, REGISTER.format(instance=instance, name="one"), home, workdir).splitlines()[
-            -1
-        ]
-    )
-    assert first["instance"].startswith("anonymous/")
-    second = json.loads(
-        run_in(python, REGISTER.format(instance=instance, name="two"), home, workdir).splitlines()[
-            -1
-        ]
-    )
-    found = json.loads(
-        run_in(python, QUERY.format(instance=instance), home, workdir).splitlines()[-1]
-    )
+    print(f"two lineage runs {seconds:.1f} s; instance {du(instance) / 1e6:.2f} MB")
 
+    assert first["instance"] == "anonymous/lamindb"
     samples = sorted(p.name for p in (workdir / "results" / "samples").iterdir())
     sample_keys = [f"kbagg/samples/{s}.h5ad" for s in samples]
     outputs = ["kbagg/filtered.h5ad", "kbagg/filtered.h5mu", "kbagg/filtered.soma"]
-    # by transform: both runs, named as registered, each output found by key
-    assert found["runs"] == [first["run"], second["run"]]
-    assert found["run_names"] == ["one", "two"]
-    assert found["keys"] == sorted(
-        [*outputs, *sample_keys, "kbagg/provenance/filtered.provenance.json"]
-    )
+    provenance_key = "kbagg/provenance/filtered.provenance.json"
+    # by transform: both runs; by key: every output; by the runs' transform: the outputs
+    assert found["runs"] == [first["run"], second["run"]] and all(found["run_names"])
+    assert found["keys"] == sorted([*outputs, *sample_keys, provenance_key])
     assert found["outputs_by_transform"] == sorted([*outputs, *sample_keys])
     # unchanged files are the same artifacts the second time (lamindb's hash lookup)
     assert second["artifacts"] == first["artifacts"] and second["samples"] == first["samples"]
@@ -192,11 +201,11 @@ def test_registration_round_trips(demo_run, tmp_path):
                 expected[lane[read]["path"]] = lane[read]["sha256"]
     params = found["params"]
     assert params["fastq_sha256"] == expected and len(expected) >= 2 * len(samples)
-    assert params["config"] == {"aggregate": {"join": "outer"}}
+    assert params["config"]["aggregate"]["join"] == "outer" and "lamindb" not in params["config"]
     assert params["kbagg_version"] == provenance["versions"]["kbagg"]
-    assert found["inputs"] == ["kbagg/provenance/filtered.provenance.json"]
+    assert found["inputs"] == [provenance_key]
     # lamindb wrote nothing in HOME nor in the working directory, only in the instance
     assert list(home.iterdir()) == []
-    assert sorted(p.name for p in workdir.iterdir()) == ["lamindb", "results"]
-    assert (instance / SETTINGS_FOLDER / ".lamin").is_dir()
+    assert {p.name for p in workdir.iterdir()} - before == {"lamindb"}
+    assert (instance / ".kbagg-lamin" / ".lamin").is_dir()
     assert (instance / ".lamindb" / "lamin.db").is_file()
