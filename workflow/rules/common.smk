@@ -343,7 +343,7 @@ def _sorted(value):
 
 def provenance_config():
     """The config as recorded in uns['kbagg'], without the keys that cannot change the
-    aggregate (resources, QC warning thresholds, lineage): editing those does not rerun it."""
+    aggregate (resources, QC thresholds, lamindb): editing those does not rerun it."""
     unused = ("resources", "qc", "lamindb")
     return _sorted({k: v for k, v in config.items() if k not in unused})
 
@@ -353,3 +353,28 @@ def provenance_sample_sheet():
         "lanes": SHEET.lanes.drop(columns="line").to_dict("list"),
         "metadata": SHEET.metadata().to_dict("list"),
     }
+
+
+# --- lineage (rule lineage, config lamindb) ---------------------------------------------
+def lineage_inputs(wildcards):
+    """The aggregates (and the SOMA store's manifest) of this run, the per-sample matrices
+    and the provenance record of the main kind (filtered, or raw without cell calling).
+    """
+    kind = "filtered" if FILTER else "raw"
+    inputs = {
+        f"{kind}.{config['aggregate']['format']}": aggregate_path(kind),
+        "provenance": f"results/aggregate/{kind}.provenance.json",
+        "samples": expand(sample_matrix(kind), sample=SAMPLES),
+    }
+    if FILTER and config["aggregate"]["raw"]:
+        inputs[f"raw.{config['aggregate']['format']}"] = aggregate_path("raw")
+    if SHEET.has_features and FILTER:
+        inputs["filtered.h5mu"] = "results/aggregate/filtered.h5mu"
+    if config["aggregate"]["soma"]["enabled"] and FILTER:
+        inputs["soma_manifest"] = "results/aggregate/soma_manifest.json"
+    return inputs
+
+
+def lineage_artifact_names():
+    names = lineage_inputs(None).keys()
+    return [n for n in names if n not in ("provenance", "samples", "soma_manifest")]

@@ -3,30 +3,6 @@
 LAMINDB = config["lamindb"]
 
 
-def lineage_inputs(wildcards):
-    """The aggregates (and the SOMA store's manifest) of this run, the per-sample matrices
-    and the provenance record of the main kind (filtered, or raw without cell calling).
-    """
-    kind = "filtered" if FILTER else "raw"
-    inputs = {
-        f"{kind}.{AGG['format']}": aggregate_path(kind),
-        "provenance": f"results/aggregate/{kind}.provenance.json",
-        "samples": expand(sample_matrix(kind), sample=SAMPLES),
-    }
-    if FILTER and AGG["raw"]:
-        inputs[f"raw.{AGG['format']}"] = aggregate_path("raw")
-    if SHEET.has_features and FILTER:
-        inputs["filtered.h5mu"] = "results/aggregate/filtered.h5mu"
-    if AGG["soma"]["enabled"] and FILTER:
-        inputs["soma_manifest"] = "results/aggregate/soma_manifest.json"
-    return inputs
-
-
-def lineage_artifact_names():
-    names = lineage_inputs(None).keys()
-    return [n for n in names if n not in ("provenance", "samples", "soma_manifest")]
-
-
 rule lineage:
     input:
         unpack(lineage_inputs),
