@@ -208,7 +208,10 @@ def register_run(
     run.input_artifacts.add(source)
     registered = {}
     for name, path in artifacts.items():
-        artifact = ln.Artifact(path, key=f"{key_prefix}/{name}", run=run).save()
+        # a TileDB group (the SOMA store) is a folder lamindb does not recognise by itself
+        soma = (Path(path) / "__tiledb_group.tdb").exists()
+        otype = "tiledbsoma" if soma else None
+        artifact = ln.Artifact(path, key=f"{key_prefix}/{name}", otype=otype, run=run).save()
         registered[artifact.key] = artifact.uid
     per_sample = [
         ln.Artifact(path, key=f"{key_prefix}/samples/{sample}.h5ad", run=run).save()
