@@ -218,3 +218,25 @@ def test_registration_round_trips(demo_run, tmp_path):
     assert {p.name for p in workdir.iterdir()} - before == {"lamindb"}
     assert (instance / ".kbagg-lamin" / ".lamin").is_dir()
     assert (instance / ".lamindb" / "lamin.db").is_file()
+
+
+def test_snakemake_stops_on_a_bad_instance_before_any_job(tmp_path):
+    from test_config_names import dry_run
+
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("x")
+    proc = dry_run(tmp_path, lamindb={"enabled": True, "instance": "notes"})
+    said = proc.stdout + proc.stderr
+    assert proc.returncode == 1, said[-3000:]
+    assert "config lamindb.instance notes: not a lamindb instance" in said, said[-3000:]
+    assert "Traceback" not in said and not (tmp_path / "results").exists()
+
+
+def test_snakemake_plans_rule_lineage_when_enabled(tmp_path):
+    from test_config_names import dry_run
+
+    proc = dry_run(tmp_path, lamindb={"enabled": True, "instance": "new_instance"})
+    said = proc.stdout + proc.stderr
+    assert proc.returncode == 0, said[-3000:]
+    assert re.search(r"^lineage\s+1$", said, re.M), said[-3000:]
+    assert not (tmp_path / "new_instance").exists()  # created by the job, not at parse time
