@@ -74,7 +74,11 @@ def lamindb_python(root: Path) -> Path:
     (pip,) = [d["pip"] for d in spec["dependencies"] if isinstance(d, dict)]
     subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True)
     python = root / "venv" / "bin" / "python"
-    packages = [str(REPO) if p.startswith("kbagg") else p for p in pip]
+    # a wheel of this checkout (as tests/test_envs.py does): no build files left in it
+    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(root), str(REPO)]
+    subprocess.run(build, check=True, capture_output=True)
+    (wheel,) = root.glob("kbagg-*.whl")
+    packages = [f"kbagg @ {wheel.as_uri()}" if p.startswith("kbagg") else p for p in pip]
     constraints = REPO / "envs" / "lamindb.constraints.txt"
     packages += [f"{name}=={pins(constraints)[name]}" for name in PARSE_NEEDS]
     install = [str(python), "-m", "pip", "install", "-q", "--no-compile", "-c", str(constraints)]
