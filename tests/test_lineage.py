@@ -129,6 +129,8 @@ collection = ln.Collection.get(key="kbagg/samples")
 print(json.dumps({
     "runs": [r.uid for r in runs],
     "run_names": [r.name for r in runs],
+    "made": [[r.output_artifacts.count(), r.recreated_artifacts.count()] for r in runs],
+    "collections": [[r.output_collections.count(), r.recreated_collections.count()] for r in runs],
     "params": runs.last().params,
     "inputs": [a.key for a in runs.first().input_artifacts.all()],
     "keys": sorted(by_key),
@@ -194,7 +196,10 @@ def test_registration_round_trips(demo_run, tmp_path):
     assert found["runs"] == [first["run"], second["run"]] and all(found["run_names"])
     assert found["keys"] == sorted([*outputs, *sample_keys, provenance_key])
     assert found["outputs_by_transform"] == sorted([*outputs, *sample_keys])
-    # unchanged files are the same artifacts the second time (lamindb's hash lookup)
+    # unchanged files are the same artifacts the second time (lamindb's hash lookup), which
+    # lamindb records as recreated by the second run
+    n = len(outputs) + len(samples)
+    assert found["made"] == [[n, 0], [0, n]] and found["collections"] == [[1, 0], [0, 1]]
     assert second["artifacts"] == first["artifacts"] and second["samples"] == first["samples"]
     assert found["n_artifacts"] == len(outputs) + len(samples) + 1
     assert found["artifact_run"]["kbagg/filtered.h5ad"] == first["run"]
