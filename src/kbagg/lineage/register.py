@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -106,6 +107,11 @@ def connect(instance: str | Path):
         raise KbaggError(
             f"{instance}: this process already uses lamindb settings in {current}; "
             "register each instance in its own process"
+        )
+    if "lamindb_setup" in sys.modules and current is None:
+        raise KbaggError(
+            f"{instance}: lamindb was imported before kbagg set its settings folder "
+            f"({settings}); call connect before importing lamindb"
         )
     os.environ["LAMIN_SETTINGS_DIR"] = str(settings)
     os.environ["LAMIN_CACHE_DIR"] = str(settings / "cache")  # else ~/.cache/lamindb
