@@ -82,8 +82,12 @@ def lamindb_python(root: Path) -> Path:
     constraints = REPO / "envs" / "lamindb.constraints.txt"
     packages += [f"{name}=={pins(constraints)[name]}" for name in PARSE_NEEDS]
     install = [str(python), "-m", "pip", "install", "-q", "--no-compile", "-c", str(constraints)]
-    proc = subprocess.run([*install, *packages], capture_output=True, text=True)
+    # no PYTHONPATH: pip would take a kbagg found there as installed and skip the wheel
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([*install, *packages], capture_output=True, text=True, env=clean)
     assert proc.returncode == 0, f"pip install failed:\n{proc.stderr[-4000:]}"
+    kbagg = subprocess.run([str(python), "-c", "import kbagg"], env=clean, capture_output=True)
+    assert kbagg.returncode == 0, kbagg.stderr.decode()[-2000:]
     return python
 
 
