@@ -58,7 +58,7 @@ LAYERS = [
     {"cli", "kb", "cell_calling_record"},
     {"rule", "reference", "concat"},
     {"count"},
-    {"cells", "aggregate", "soma"},
+    {"cells", "aggregate", "soma", "normalize"},
     {"qc", "simulate", "sheet", "lineage"},
     {"config"},
 ]

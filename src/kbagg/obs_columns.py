@@ -19,6 +19,9 @@ OBS_COLUMNS: dict[str, str] = {
     "predicted_doublet": "whether Scrublet calls the cell a doublet (per-cell QC)",
     # ambient RNA removal with config ambient.method (kbagg.cells.ambient)
     "ambient_fraction": "each cell's estimated share of ambient RNA (ambient.method)",
+    # depth normalization with config aggregate.normalize (kbagg.normalize)
+    "mapped_reads": "each cell's reads in kb's BUS file (filtered.normalized.h5ad)",
+    "mapped_reads_normalized": "each cell's reads left after thinning (filtered.normalized.h5ad)",
     # cell calling, every sample's raw.h5ad (kbagg.cells.call)
     "bustools_cell": "whether kb/bustools called the barcode a cell (raw.h5ad)",
     "emptydrops_cell": "whether EmptyDrops called the barcode a cell (raw.h5ad)",
@@ -64,6 +67,8 @@ LIBRARY = "library"
 RUN_COLUMN = "kbagg_run"
 OBS_ID = "obs_id"
 VAR_ID = "gene_id"
+MAPPED_READS = "mapped_reads"
+MAPPED_READS_NORMALIZED = "mapped_reads_normalized"
 
 
 def written_by_kbagg(column: str) -> str | None:

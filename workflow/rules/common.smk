@@ -37,6 +37,7 @@ from kbagg.config import (
     check_config,
     check_download,
     check_feature_config,
+    check_normalize,
     check_soma_store,
     check_technologies,
     count_extra_args,
@@ -69,6 +70,7 @@ try:
     check_config(config)  # clear messages for what the schema would word obscurely
     validate(config, "../schemas/config.schema.yaml")
     check_download(config)
+    check_normalize(config)
     _demo_files = [p for paths in demo_outputs(DEMO_DIR).values() for p in paths]
     SHEET = load_sample_sheet(
         config["samples"],
@@ -298,8 +300,14 @@ def final_outputs():
         else []
     )
     lineage = ["results/aggregate/lamindb.json"] if config["lamindb"]["enabled"] else []
+    normalized = (
+        ["results/aggregate/filtered.normalized.h5ad", "results/qc/normalization.tsv"]
+        if config["aggregate"]["normalize"] == "mapped"
+        else []
+    )
     return (
         [aggregate_path(kind) for kind in kinds]
+        + normalized
         + gene_major
         + h5mu
         + soma
@@ -343,9 +351,17 @@ def _sorted(value):
 
 def provenance_config():
     """The config as recorded in uns['kbagg'], without the keys that cannot change the
-    aggregate (resources, QC thresholds, lamindb): editing those does not rerun it."""
+    aggregate (resources, QC warning thresholds, lamindb, the depth normalization, which
+    writes its own aggregate and records itself there): editing those does not rerun it.
+    """
     unused = ("resources", "qc", "lamindb")
-    return _sorted({k: v for k, v in config.items() if k not in unused})
+    recorded = {k: v for k, v in config.items() if k not in unused}
+    recorded["aggregate"] = {
+        k: v
+        for k, v in recorded["aggregate"].items()
+        if k not in ("normalize", "normalize_seed")
+    }
+    return _sorted(recorded)
 
 
 def provenance_sample_sheet():

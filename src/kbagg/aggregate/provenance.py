@@ -194,3 +194,17 @@ def read_provenance(path: str | Path) -> dict[str, object]:
     if not isinstance(record, dict) or "inputs" not in record:
         raise KbaggError(f"{path}: not a provenance record (no 'inputs'); rerun rule provenance")
     return record
+
+
+def with_normalization(record: Mapping, normalization: Mapping) -> dict[str, object]:
+    """A provenance record with the depth normalization's record (method, seed, per-sample
+    subsampling rates; `kbagg.normalize.run.normalization_record`) under ``normalization``.
+
+    Parameters
+    ----------
+    record
+        The aggregate's provenance record (`collect`, or `read_provenance`).
+    normalization
+        What the normalization did.
+    """
+    return {**record, "normalization": dict(normalization)}
