@@ -59,7 +59,7 @@ LAYERS = [
     {"rule", "reference", "concat"},
     {"count"},
     {"cells", "aggregate", "soma", "normalize"},
-    {"qc", "simulate", "sheet"},
+    {"qc", "simulate", "sheet", "lineage"},
     {"config"},
 ]
 
