@@ -100,13 +100,14 @@ with soma.Experiment.open(sys.argv[1]) as exp:
 APPENDS = """
 import sys, time, json
 from kbagg.soma.store import update_store
-store, manifest, *pairs = sys.argv[1:]
+store, manifest, max_fragments, *pairs = sys.argv[1:]
+max_fragments = json.loads(max_fragments)
 pairs = [p.split("=", 1) for p in pairs]
 times = []
 for k in range(1, len(pairs) + 1):
     t0 = time.perf_counter()
     update_store(store, dict(pairs[:k]), run_id=f"r{k}", manifest_path=manifest,
-                 project="bench", log=lambda line: None, max_fragments=None)
+                 project="bench", log=lambda line: None, max_fragments=max_fragments)
     times.append(time.perf_counter() - t0)
 print(json.dumps(times))
 """
@@ -154,6 +155,16 @@ def main(argv=None) -> None:
     p.add_argument("--workdir", type=Path, default=None, help="default: a temp dir")
     p.add_argument("--keep", action="store_true")
     p.add_argument("--queries", default="abcde")
+    p.add_argument(
+        "--max-fragments",
+        type=int,
+        default=None,
+        metavar="K",
+        help="also grow a store by the appends with update_store(max_fragments=K)",
+    )
+    p.add_argument(
+        "--no-layouts", action="store_true", help="skip the tiledb default, row and col stores"
+    )
     args = p.parse_args(argv)
     os.environ["PYTHONPATH"] = str(REPO / "src")
     from kbagg.soma.store import GENE_QUERY_LAYOUT
@@ -181,7 +192,16 @@ def main(argv=None) -> None:
             "row": work / "row",
             "col": work / "col",
         }
-        appends = run_child(APPENDS, stores["append"], work / "m.json", *pairs)
+        if args.no_layouts:
+            for name in ("tiledb default", "row", "col"):
+                del stores[name]
+        if args.max_fragments:
+            key = f"append, max_fragments={args.max_fragments}"
+            stores[key] = work / "bounded"
+            build[f"{args.samples} appends, max_fragments={args.max_fragments}"] = run_child(
+                APPENDS, stores[key], work / "m.json", args.max_fragments, *pairs
+            )
+        appends = run_child(APPENDS, stores["append"], work / "m.json", "null", *pairs)
         build[f"{args.samples} appends (update_store each)"] = appends
         per_append = json.loads(appends[2].strip().splitlines()[-1])
         shutil.copytree(stores["append"], stores["append+consolidated"])
@@ -194,6 +214,8 @@ def main(argv=None) -> None:
             ("row", ROW_LAYOUT),
             ("col", COL_LAYOUT),
         ):
+            if name not in stores:
+                continue
             build[f"from_h5ad, {name}"] = run_child(ONE_STEP, stores[name], csr, json.dumps(layout))
         print("| build step | wall s | peak RSS MB |\n|---|---:|---:|")
         for step, (wall, rss, _) in build.items():
@@ -204,7 +226,8 @@ def main(argv=None) -> None:
         )
         sizes = {"CSR h5ad": csr.stat().st_size, "CSC h5ad": csc.stat().st_size}
         sizes.update({name: disk(path) for name, path in stores.items()})
-        sizes["row + col X (two arrays)"] = disk(stores["row"]) + x_disk(stores["col"])
+        if "col" in stores:
+            sizes["row + col X (two arrays)"] = disk(stores["row"]) + x_disk(stores["col"])
         print("| on disk | MB | X only MB |\n|---|---:|---:|")
         for name, size in sizes.items():
             x = x_disk(stores[name]) if name in stores else None
@@ -218,8 +241,9 @@ def main(argv=None) -> None:
             "\nSeconds (median of interleaved runs) and, in brackets, the ratio to the better "
             "h5ad layout; peak RSS MB below each query.\n"
         )
-        print("| query | " + " | ".join(names) + " | two arrays |")
-        print("|---|" + "---:|" * (len(names) + 1))
+        header = [*names, "two arrays"] if "col" in stores else names
+        print("| query | " + " | ".join(header) + " |")
+        print("|---|" + "---:|" * len(header))
         genes = [f"ENSG{i:011d}".lower() for i in range(args.genes)]
         for label, (query, arg) in queries(n_cells, genes, args.samples).items():
             if label[1] not in args.queries:
@@ -238,17 +262,15 @@ def main(argv=None) -> None:
                 raise RuntimeError(f"{label}: the formats disagree: {results}")
             t = {f: statistics.median(v) for f, v in times.items()}
             m = {f: statistics.median(v) for f, v in rss.items()}
-            two = "col" if query == "genes" else "row"
-            t["two arrays"], m["two arrays"] = t[two], m[two]
+            shown = names
+            if "col" in stores:
+                two = "col" if query == "genes" else "row"
+                t["two arrays"], m["two arrays"] = t[two], m[two]
+                shown = [*names, "two arrays"]
             best = min(t["CSR"], t["CSC"])
-            cells = [f"{t[f]:.3f} ({t[f] / best:.1f}x)" for f in [*names, "two arrays"]]
+            cells = [f"{t[f]:.3f} ({t[f] / best:.1f}x)" for f in shown]
             print(f"| {label} | " + " | ".join(cells) + " |")
-            print(
-                "| peak RSS MB | "
-                + " | ".join(f"{m[f]:,.0f}" for f in [*names, "two arrays"])
-                + " |",
-                flush=True,
-            )
+            print("| peak RSS MB | " + " | ".join(f"{m[f]:,.0f}" for f in shown) + " |", flush=True)
         print(f"\nload average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     finally:
         if not args.keep:
