@@ -23,11 +23,13 @@ def main(smk) -> None:
         manifest_path=smk.output[0],
         measurement=params.measurement,
         options=ConcatOptions.from_sheet(params.metadata, **params.concat),
+        max_fragments=params.max_fragments,
         log=print,
     )
     print(
         f"{params.uri}: {manifest['action']}; {manifest['n_obs']:,} cells x "
-        f"{manifest['n_vars']:,} genes"
+        f"{manifest['n_vars']:,} genes; fragments per array at most "
+        f"{max(manifest['fragments'].values(), default=0)}"
     )
 
 

@@ -109,6 +109,8 @@ rule soma:
         samples=SAMPLES,
         uri=AGG["soma"]["uri"],
         measurement=AGG["soma"]["measurement"],
+        # consolidated in this job, after the appends and under the store's lock
+        max_fragments=AGG["soma"]["max_fragments"],
         concat={key: CONCAT[key] for key in ("label", "index_unique")},
         metadata=SHEET.metadata().to_dict("list"),
     script:

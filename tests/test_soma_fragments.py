@@ -1,0 +1,263 @@
+"""Fragments kept in check: update_store consolidates and vacuums the store's arrays once they
+hold more than ``max_fragments`` fragments, and the values read stay those of the h5ad
+aggregate; a kill mid-consolidation, then a rerun, leaves an equal store."""
+
+# ruff: noqa: E402  (the module is skipped, before importing it, where tiledbsoma is absent)
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+soma = pytest.importorskip("tiledbsoma", reason="the SOMA store needs tiledbsoma (extra 'soma')")
+from concat_helpers import REPO, dense, write_sparse_h5ad
+from test_soma import GENES, KB_LAYERS, aggregate, assert_same_cells, run_killed, write_sample
+
+from kbagg.concat.engine import concat_on_disk
+from kbagg.soma.store import (
+    consolidate_store,
+    fragment_counts,
+    read_store,
+    update_store,
+)
+
+N_SAMPLES = 12
+BOUND = 4
+
+
+@pytest.fixture
+def twelve(tmp_path) -> dict[str, Path]:
+    """Twelve small samples over overlapping gene sets (new genes arrive with later samples)."""
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    return {
+        f"t{i:02d}": write_sample(
+            folder / f"t{i:02d}.h5ad", GENES[i % 5 : 7 + i % 6], 3 + i % 4, KB_LAYERS, seed=i
+        )
+        for i in range(N_SAMPLES)
+    }
+
+
+def _reference(inputs, tmp_path):
+    out = tmp_path / "aggregate.h5ad"
+    concat_on_disk(inputs, out, join="outer", progress=False)
+    from concat_helpers import read_quiet
+
+    return read_quiet(out)
+
+
+def _fragment_folders(store: Path) -> int:
+    """Every fragment folder on disk, committed or not: what vacuum must keep small."""
+    return sum(1 for p in store.rglob("__fragments") for f in p.iterdir() if f.is_dir())
+
+
+def test_appends_keep_fragments_bounded_and_values_equal(twelve, tmp_path):
+    store = tmp_path / "store"
+    names = list(twelve)
+    consolidations, expected = 0, 0  # expected: X's fragments under the rule
+    for k in range(1, N_SAMPLES + 1):
+        manifest = update_store(
+            store,
+            {n: twelve[n] for n in names[:k]},
+            run_id=f"r{k}",
+            manifest_path=tmp_path / "manifest.json",
+            project="P",
+            log=lambda line: None,
+            max_fragments=BOUND,
+        )
+        assert manifest["appended"] == [names[k - 1]]
+        counts = fragment_counts(store)
+        assert counts == manifest["fragments"]
+        # The bound: without consolidation X would hold k fragments after k appends.
+        assert max(counts.values()) <= BOUND, (k, counts)
+        consolidations += bool(manifest["consolidated"])
+        expected = 1 if expected + 1 > BOUND else expected + 1
+        assert counts["ms/RNA/X/counts"] == expected, k
+    assert consolidations == 2  # after appends 5 and 9
+    # vacuumed: the replaced fragments are gone from disk, not only from reads
+    assert _fragment_folders(store) == sum(counts.values())
+
+    ref = _reference(twelve, tmp_path)
+    got = read_store(store)
+    for col in ("n_umis", "doublet_score"):  # the obs of the inputs (no sample table here)
+        pd.testing.assert_series_equal(
+            got.obs[col].reindex(ref.obs_names), ref.obs[col], check_names=False
+        )
+    got = got[ref.obs_names, ref.var_names]
+    np.testing.assert_array_equal(dense(got.X), dense(ref.X))
+    for layer in KB_LAYERS:
+        np.testing.assert_array_equal(dense(got.layers[layer]), dense(ref.layers[layer]))
+
+    # Through the query paths: by gene (var value filter) and by cell (obs value filter,
+    # and coordinates), each against the aggregate's same slice.
+    with soma.Experiment.open(str(store)) as exp:
+        for gene_name in ("GENE0000", "GENE0006", "GENE0011"):
+            where = soma.AxisQuery(value_filter=f"gene_name == '{gene_name}'")
+            with exp.axis_query("RNA", var_query=where) as q:
+                a = q.to_anndata(X_name="counts", obs_id_name="obs_id", var_id_name="gene_id")
+            want = ref[a.obs_names, ref.var["gene_name"] == gene_name]
+            np.testing.assert_array_equal(dense(a.X), dense(want.X), err_msg=gene_name)
+            assert a.n_obs == ref.n_obs
+        for sample in ("t00", "t07"):
+            where = soma.AxisQuery(value_filter=f"sample == '{sample}'")
+            with exp.axis_query("RNA", obs_query=where) as q:
+                a = q.to_anndata(X_name="counts", obs_id_name="obs_id", var_id_name="gene_id")
+            want = ref[ref.obs["sample"] == sample][:, a.var_names]
+            assert list(a.obs_names) == list(want.obs_names)
+            np.testing.assert_array_equal(dense(a.X), dense(want.X), err_msg=sample)
+        cells = np.arange(1, ref.n_obs, 5)
+        with exp.axis_query("RNA", obs_query=soma.AxisQuery(coords=(cells,))) as q:
+            a = q.to_anndata(X_name="counts", obs_id_name="obs_id", var_id_name="gene_id")
+        want = ref[a.obs_names, a.var_names]
+        np.testing.assert_array_equal(dense(a.X), dense(want.X))
+
+
+def test_no_consolidation_below_the_threshold_or_when_off(twelve, tmp_path):
+    store = tmp_path / "store"
+    names = list(twelve)[:6]
+    for k in range(1, 7):
+        manifest = update_store(
+            store,
+            {n: twelve[n] for n in names[:k]},
+            run_id=f"r{k}",
+            manifest_path=tmp_path / "m.json",
+            project="P",
+            log=lambda line: None,
+            max_fragments=None,
+        )
+        assert manifest["consolidated"] == {}
+    assert fragment_counts(store)["ms/RNA/X/counts"] == 6
+    lines = []
+    assert consolidate_store(store, 6, log=lines.append) == {}
+    done = consolidate_store(store, log=lines.append)  # default 1: merge every array
+    assert done["ms/RNA/X/counts"] == [6, 1] and done["obs"] == [6, 1]
+    assert any("consolidated ms/RNA/X/counts: 6 -> 1" in line for line in lines)
+    assert_same_cells(read_store(store), _reference({n: twelve[n] for n in names}, tmp_path))
+
+
+@pytest.mark.slow  # a child killed mid-append: ~15 s
+def test_kill_during_append_then_consolidating_rerun_equals_one_shot(tmp_path):
+    """The rerun deletes the half-written append (TileDB delete conditions), writes it again
+    and consolidates: the deleted cells must stay deleted and the rewritten ones must stay."""
+    from test_soma import META, SAMPLES
+
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    inputs = {
+        n: write_sample(folder / f"{n}.h5ad", seed=i, **spec)
+        for i, (n, spec) in enumerate(SAMPLES.items())
+    }
+    store = tmp_path / "store"
+    kw = {"project": "P", "log": lambda line: None, "obs_metadata": META}
+    update_store(
+        store,
+        {n: inputs[n] for n in ("s1", "s2")},
+        run_id="r1",
+        **kw,
+        manifest_path=tmp_path / "m1.json",
+        max_fragments=None,
+    )
+    proc = run_killed(store, inputs, tmp_path, "matrix", 3)  # s4 killed after its counts
+    assert proc.returncode == -9, proc.stderr
+    manifest = update_store(
+        store, inputs, run_id="r2", manifest_path=tmp_path / "m2.json", max_fragments=1, **kw
+    )
+    assert manifest["repaired"]["sample"] == "s4"
+    assert set(manifest["consolidated"]) >= {"obs", "ms/RNA/X/counts"}
+    assert max(fragment_counts(store).values()) == 1
+    assert_same_cells(read_store(store), aggregate(inputs, list(SAMPLES), tmp_path))
+
+
+KILL_CONSOLIDATION = (
+    "import sys; from kbagg.soma.store import consolidate_store; "
+    "consolidate_store(sys.argv[1], 1, log=print)"
+)
+
+
+def _consolidate_killed(store: Path, when) -> None:
+    """Run consolidate_store in a child; SIGKILL it as soon as ``when(store)`` is true."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILL_CONSOLIDATION, str(store)], env=env, stdout=subprocess.PIPE
+    )
+    try:
+        while child.poll() is None and not when(store):
+            time.sleep(0.002)
+        assert child.poll() is None, "the consolidation ended before the kill"
+        child.send_signal(signal.SIGKILL)
+        assert child.wait() == -9
+    finally:
+        child.kill()
+        child.wait()
+
+
+def _x_folders(store: Path) -> set[str]:
+    return {f.name for f in (store / "ms/RNA/X/counts/__fragments").iterdir()}
+
+
+def _summary(store: Path) -> tuple:
+    with soma.Experiment.open(str(store)) as exp:
+        x = exp.ms["RNA"].X["counts"].read().tables().concat()
+        obs = exp.obs.read(column_names=["obs_id"]).concat().column("obs_id").to_pylist()
+    order = np.lexsort((x.column("soma_dim_1").to_numpy(), x.column("soma_dim_0").to_numpy()))
+    return (
+        obs,
+        x.column("soma_dim_0").to_numpy()[order].tobytes(),
+        x.column("soma_dim_1").to_numpy()[order].tobytes(),
+        x.column("soma_data").to_numpy()[order].tobytes(),
+    )
+
+
+@pytest.mark.slow  # a 5-sample store and two killed consolidations
+def test_kill_during_consolidation_then_rerun_equals_the_store(tmp_path):
+    genes = [f"G{i:05d}" for i in range(2000)]
+    paths = {}
+    for i in range(5):
+        paths[f"s{i}"] = tmp_path / f"s{i}.h5ad"
+        write_sparse_h5ad(paths[f"s{i}"], 2000, genes, 300, seed=i)
+    base = tmp_path / "base"
+    update_store(
+        base,
+        paths,
+        run_id="b",
+        manifest_path=tmp_path / "m.json",
+        project="P",
+        log=lambda line: None,
+        max_fragments=None,
+    )
+    before = _x_folders(base)
+    want = _summary(base)
+
+    def writing_consolidated(store):  # a new fragment folder: the merge is being written
+        return bool(_x_folders(store) - before)
+
+    def vacuuming(store):  # an old fragment folder is gone: the vacuum is under way
+        return bool(before - _x_folders(store))
+
+    for phase in (writing_consolidated, vacuuming):
+        store = tmp_path / phase.__name__
+        shutil.copytree(base, store)
+        _consolidate_killed(store, phase)
+        assert _summary(store) == want, phase.__name__  # readable, and equal, right away
+        lines = []
+        update_store(
+            store,
+            paths,
+            run_id="again",
+            manifest_path=tmp_path / "m2.json",
+            project="P",
+            log=lines.append,
+            max_fragments=1,
+        )
+        assert max(fragment_counts(store).values()) == 1
+        assert _fragment_folders(store) == len(fragment_counts(store))
+        assert _summary(store) == want, phase.__name__
