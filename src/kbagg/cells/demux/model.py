@@ -35,8 +35,8 @@ MIN_SIZE, MAX_SIZE = 0.2, 1e4  # NB size bounds (variance mean + mean**2 / size)
 # hashtag in small samples (45 cells of the demo: 4 of 7 doublets lost at size 0.4).
 MIN_BACKGROUND_SIZE = 1.0
 LOG2 = float(np.log(2.0))
-CAPTURE_NODES = 5  # Gauss-Hermite nodes of the latent log capture (1: no latent capture)
-CAPTURE_START_SD = 0.3
+CAPTURE_NODES = 1  # Gauss-Hermite nodes of the latent log capture; 1: none (default, see docs)
+CAPTURE_START_SD = 0.3  # its starting sd; EM then fits it
 
 
 @dataclass
@@ -108,8 +108,11 @@ def fit_nb_regression(
         working = weights * mu / (1 + mu / size)
         response = eta - offset + (values - mu) / mu
         gram = design.T @ (design * working[:, None])
-        if np.linalg.cond(gram) > 1e10:
-            gram = gram + 1e-6 * np.trace(gram) * np.eye(len(beta))
+        if design.shape[1] > 1 and np.linalg.cond(gram) > 1e10:
+            # no information on the slopes: intercept only from here on
+            design, beta = design[:, :1], beta[:1]
+            use_slope = fitted_capture = False
+            continue
         beta = np.linalg.solve(gram, design.T @ (working * response))
     mu = np.exp(np.clip(design @ beta + offset, -10, 15))
     excess = float((weights * ((values - mu) ** 2 - mu)).sum())
@@ -122,7 +125,7 @@ def fit_nb_regression(
     if fitted_capture:
         capture = float(beta[-1])
     else:
-        capture = 0.0 if log_capture is None else float(capture_coefficient)
+        capture = 0.0 if capture_coefficient is None else float(capture_coefficient)
     return NBRegression(float(beta[0]), slope, size, capture)
 
 
@@ -358,7 +361,8 @@ def latent_log_likelihoods(counts, x, background, signal, pairs, active, nodes, 
         double_signal.append(double)
     singles = np.stack(singles, axis=2)
     single_total = logsumexp(singles, axis=2)
-    node_posterior = [np.exp(singles - single_total[:, :, None])]
+    with np.errstate(invalid="ignore"):  # classes of an inactive hashtag: -inf - -inf
+        node_posterior = [np.nan_to_num(np.exp(singles - single_total[:, :, None]))]
     log_like = [single_total]
     double_signal = np.stack(double_signal)  # q, c, h
     with np.errstate(invalid="ignore"):
