@@ -14,6 +14,13 @@ its own likelihood and prior, not two hashtags that each had to pass a cut.
 EM: start from each cell's top hashtag (counts divided by each hashtag's median), then
 alternate posteriors over all classes (E) and weighted NB regressions per hashtag and
 component plus class priors (M).
+
+Optional, off by default (`CAPTURE_NODES` > 1): a latent per-cell log capture, normal with
+a fitted sd, integrated out by Gauss-Hermite quadrature, shared by a cell's signal (offset)
+and background (fitted coefficient); a doublet's two hashtags each have their own. Measured
+(docs/demultiplexing.md): more singlets right on every noisy or variable-capture regime,
+also held out, but fewer doublets and negatives found (noisy negatives below the bound of
+tests/test_demux.py), so it is not the default.
 """
 
 from __future__ import annotations
