@@ -119,10 +119,10 @@ def demultiplex(
     if n_cells < 2:
         raise DemuxError(f"{label}demultiplexing needs at least 2 cells, got {n_cells}")
     covariate = _covariate(rna_umis, hashtags.obs_names, label)
-    fit = fit_mixture(counts, covariate)
+    fit = fit_mixture(counts, covariate, capture_nodes=1)
     active = _used_hashtags(counts, covariate, fit, names)
-    if not active.all():
-        fit = fit_mixture(counts, covariate, active) if active.any() else fit
+    if active.any():
+        fit = fit_mixture(counts, covariate, active)
     if not active.any():
         fit.posterior[:] = 0
         fit.posterior[:, 0] = 1
@@ -172,7 +172,7 @@ def _used_hashtags(counts, covariate, fit: MixtureFit, names) -> np.ndarray:
         without[h] = False
         if not without.any():
             continue
-        reduced = fit_mixture(counts, covariate, without, init_quantiles=(0.5,))
+        reduced = fit_mixture(counts, covariate, without, init_quantiles=(0.5,), capture_nodes=1)
         if fit.log_likelihood - reduced.log_likelihood < penalty:
             active[h] = False
     return active

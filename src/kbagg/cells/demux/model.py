@@ -14,10 +14,18 @@ its own likelihood and prior, not two hashtags that each had to pass a cut.
 EM: start from each cell's top hashtag (counts divided by each hashtag's median), then
 alternate posteriors over all classes (E) and weighted NB regressions per hashtag and
 component plus class priors (M).
+
+Optional, off by default (`CAPTURE_NODES` > 1): a latent per-cell log capture, normal with
+a fitted sd, integrated out by Gauss-Hermite quadrature, shared by a cell's signal (offset)
+and background (fitted coefficient); a doublet's two hashtags each have their own. Measured
+(docs/demultiplexing.md): more singlets right on every noisy or variable-capture regime,
+also held out, but fewer doublets and negatives found (noisy negatives below the bound of
+tests/test_demux.py), so it is not the default.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,24 +42,28 @@ MIN_SIZE, MAX_SIZE = 0.2, 1e4  # NB size bounds (variance mean + mean**2 / size)
 # hashtag in small samples (45 cells of the demo: 4 of 7 doublets lost at size 0.4).
 MIN_BACKGROUND_SIZE = 1.0
 LOG2 = float(np.log(2.0))
+CAPTURE_NODES = 1  # Gauss-Hermite nodes of the latent log capture; 1: none (default, see docs)
+CAPTURE_START_SD = 0.3  # its starting sd; EM then fits it
 
 
 @dataclass
 class NBRegression:
-    """log mean = intercept + slope * covariate; NB size."""
+    """log mean = intercept + slope * covariate + capture * (latent log capture); NB size."""
 
     intercept: float
     slope: float
     size: float
+    capture: float = 0.0
 
-    def mean(self, covariate: np.ndarray) -> np.ndarray:
-        return np.exp(np.clip(self.intercept + self.slope * covariate, -10, 15))
+    def mean(self, covariate: np.ndarray, log_capture: float | np.ndarray = 0.0) -> np.ndarray:
+        eta = self.intercept + self.slope * covariate + self.capture * log_capture
+        return np.exp(np.clip(eta, -10, 15))
 
 
 @dataclass
 class MixtureFit:
     """The fitted model: per hashtag background and signal regressions, class priors,
-    and per cell the posterior of every class."""
+    the latent log capture's nodes and weights, and per cell the posterior of every class."""
 
     background: list[NBRegression]
     signal: list[NBRegression]
@@ -60,6 +72,8 @@ class MixtureFit:
     log_prior: np.ndarray
     iterations: int
     log_likelihood: float
+    capture_nodes: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(1))
+    capture_log_weights: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(1))
 
 
 def fit_nb_regression(
@@ -69,39 +83,57 @@ def fit_nb_regression(
     use_slope: bool,
     start=None,
     min_size: float = MIN_SIZE,
+    log_capture: np.ndarray | None = None,
+    capture_coefficient: float | None = None,
 ) -> NBRegression:
     """Weighted NB regression with a log link: IRLS for the coefficients, the size by
-    weighted moments of the Pearson residuals (a few steps: EM calls it every iteration)."""
+    weighted moments of the Pearson residuals (a few steps: EM calls it every iteration).
+
+    `log_capture` (per value) enters with a fitted coefficient when `capture_coefficient`
+    is None, else as an offset times `capture_coefficient`."""
     total = weights.sum()
     if total <= 1e-9:
         return start or NBRegression(0.0, 0.0, 1.0)
     mean0 = max(float((weights * values).sum() / total), 1e-3)
     fit = start or NBRegression(float(np.log(mean0)), 0.0, 1.0)
-    beta = np.array([fit.intercept, fit.slope if use_slope else 0.0])
+    u = np.zeros_like(covariate) if log_capture is None else log_capture
+    fitted_capture = log_capture is not None and capture_coefficient is None
+    columns = [np.ones_like(covariate)]
+    if use_slope:
+        columns.append(covariate)
+    if fitted_capture:
+        columns.append(u)
+    design = np.column_stack(columns)
+    beta = np.array([fit.intercept] + ([fit.slope] if use_slope else []))
+    if fitted_capture:
+        beta = np.append(beta, fit.capture)
+    offset = 0.0 if fitted_capture or log_capture is None else capture_coefficient * u
     size = fit.size
-    design = np.column_stack([np.ones_like(covariate), covariate])
     for _ in range(IRLS_STEPS):
-        eta = np.clip(design @ beta, -10, 15)
+        eta = np.clip(design @ beta + offset, -10, 15)
         mu = np.exp(eta)
         working = weights * mu / (1 + mu / size)
-        response = eta + (values - mu) / mu
-        if use_slope:
-            gram = design.T @ (design * working[:, None])
-            if np.linalg.cond(gram) > 1e10:
-                use_slope = False
-                beta[1] = 0.0
-                continue
-            beta = np.linalg.solve(gram, design.T @ (working * response))
-        else:
-            beta = np.array([float((working * response).sum() / working.sum()), 0.0])
-    mu = np.exp(np.clip(design @ beta, -10, 15))
+        response = eta - offset + (values - mu) / mu
+        gram = design.T @ (design * working[:, None])
+        if design.shape[1] > 1 and np.linalg.cond(gram) > 1e10:
+            # no information on the slopes: intercept only from here on
+            design, beta = design[:, :1], beta[:1]
+            use_slope = fitted_capture = False
+            continue
+        beta = np.linalg.solve(gram, design.T @ (working * response))
+    mu = np.exp(np.clip(design @ beta + offset, -10, 15))
     excess = float((weights * ((values - mu) ** 2 - mu)).sum())
     size = (
         float(np.clip((weights * mu**2).sum() / excess, min_size, MAX_SIZE))
         if excess > 0
         else MAX_SIZE
     )
-    return NBRegression(float(beta[0]), float(beta[1]), size)
+    slope = float(beta[1]) if use_slope else 0.0
+    if fitted_capture:
+        capture = float(beta[-1])
+    else:
+        capture = 0.0 if capture_coefficient is None else float(capture_coefficient)
+    return NBRegression(float(beta[0]), slope, size, capture)
 
 
 def _initial_posterior(
@@ -136,21 +168,38 @@ def fit_mixture(
     covariate: np.ndarray | None,
     active: np.ndarray | None = None,
     init_quantiles: tuple[float, ...] = (0.5, 0.1),
+    capture_nodes: int | None = None,
 ) -> MixtureFit:
     """The fit of highest likelihood among EM runs started from each of `init_quantiles`
-    (see `_initial_posterior`; EM finds local optima, e.g. with no negatives left)."""
+    (see `_initial_posterior`; EM finds local optima, e.g. with no negatives left), without
+    latent capture; with `capture_nodes` > 1 (default `CAPTURE_NODES`) that fit is then
+    refined by EM with the latent capture (see `_fit_mixture`)."""
+    n_nodes = CAPTURE_NODES if capture_nodes is None else capture_nodes
     fits = [_fit_mixture(counts, covariate, active, q) for q in init_quantiles]
-    return max(fits, key=lambda fit: fit.log_likelihood)
+    best = max(fits, key=lambda fit: fit.log_likelihood)
+    if n_nodes <= 1:
+        return best
+    return _fit_mixture(counts, covariate, active, init_quantiles[0], n_nodes, best)
 
 
 def _fit_mixture(
-    counts: np.ndarray, covariate: np.ndarray | None, active: np.ndarray | None, quantile: float
+    counts: np.ndarray,
+    covariate: np.ndarray | None,
+    active: np.ndarray | None,
+    quantile: float,
+    n_nodes: int = 1,
+    start: MixtureFit | None = None,
 ) -> MixtureFit:
     """Fit the joint mixture to cells x hashtags counts.
 
     `covariate` is the centred log RNA library size per cell (None: intercept-only
     regressions). `active` marks the hashtags that may be carried (default all); the
-    others have only a background component.
+    others have only a background component. `start`: a fit to continue from (its
+    posterior and regressions) instead of `_initial_posterior`. With `n_nodes` > 1 each cell has a latent
+    log capture, normal with an sd fitted by EM and integrated out by Gauss-Hermite
+    quadrature on `n_nodes` nodes: it enters every signal mean as an offset and every
+    background mean with a fitted coefficient, so that one cell's signal and background
+    rise and fall together.
     """
     n_cells, n_tags = counts.shape
     use_slope = covariate is not None
@@ -162,7 +211,10 @@ def _fit_mixture(
     n_pairs = len(pairs)
     n_classes = 1 + n_tags + n_pairs
     allowed = np.concatenate([[True], active, np.ones(n_pairs, dtype=bool)])
-    posterior = _initial_posterior(counts, n_classes, pairs, active, quantile)
+    if start is None:
+        posterior = _initial_posterior(counts, n_classes, pairs, active, quantile)
+    else:
+        posterior = start.posterior.copy()
     # carries[k, h]: class k carries hashtag h; doublet[k]: class k is a doublet
     carries = np.zeros((n_classes, n_tags))
     carries[1 + np.arange(n_tags), np.arange(n_tags)] = 1
@@ -171,49 +223,83 @@ def _fit_mixture(
         carries[1 + n_tags + np.arange(n_pairs), pairs[:, 1]] = 1
     is_doublet = np.zeros(n_classes, dtype=bool)
     is_doublet[1 + n_tags :] = True
-    background = [None] * n_tags
-    signal = [None] * n_tags
+    background = [None] * n_tags if start is None else list(start.background)
+    signal = [None] * n_tags if start is None else list(start.signal)
     log_prior = np.full(n_classes, -np.inf)
+    latent = n_nodes > 1
+    if latent:
+        standard, node_weights = np.polynomial.hermite_e.hermegauss(n_nodes)
+        log_weights = np.log(node_weights / node_weights.sum())
+    else:
+        standard, log_weights = np.zeros(1), np.zeros(1)
+    capture_sd = CAPTURE_START_SD if latent else 0.0
+    nodes = capture_sd * standard
+    # joint[c, k, q]: posterior of class k and capture node q (start: the node's prior)
+    joint = posterior[:, :, None] * np.exp(log_weights)[None, None, :]
+    signal_nodes = np.broadcast_to(np.exp(log_weights)[:, None, None], (n_nodes, n_cells, n_tags))
     # Log RNA library size per class: a doublet holds two cells' RNA (scDblFinder and
     # every expression-based doublet caller rely on it). Gaussian per kind, singlet-like
     # (negative and singlet) or doublet.
     rna_single = rna_double = (0.0, 1.0)
     iteration = 0
     log_likelihood = previous = -np.inf
+    n_q = len(nodes)
+    x_q = np.tile(x, n_q)  # node-major: value i of node q at q * n_cells + i
+    u_q = np.repeat(nodes, n_cells)
     for iteration in range(1, EM_MAX_ITERATIONS + 1):  # noqa: B007 (reported)
         # M step: class priors and per-hashtag regressions.
         share = posterior.mean(axis=0)
         with np.errstate(divide="ignore"):
             log_prior = np.where(allowed, np.log(np.maximum(share, 1e-8)), -np.inf)
-        carried = posterior @ carries  # P(cell carries h)
-        in_doublet = posterior[:, is_doublet] @ carries[is_doublet]  # P(carries h, doublet)
+        by_node = joint.transpose(2, 0, 1)  # q, c, k
+        total = by_node.sum(axis=2)  # q, c
+        carried = by_node @ carries  # q, c, h: P(node, carries h)
+        # P(node, doublet with h): each hashtag of a doublet has its own cell's capture
+        in_doublet = (posterior[:, is_doublet] @ carries[is_doublet])[None] * signal_nodes
         for h in range(n_tags):
+            values = np.tile(counts[:, h], n_q)
             background[h] = fit_nb_regression(
-                counts[:, h], x, 1 - carried[:, h], use_slope, background[h], MIN_BACKGROUND_SIZE
+                values,
+                x_q,
+                (total - carried[:, :, h]).ravel(),
+                use_slope,
+                background[h],
+                MIN_BACKGROUND_SIZE,
+                log_capture=u_q if latent else None,
             )
             if not active[h]:
                 continue
-            in_singlet = posterior[:, 1 + h]
             signal[h] = fit_nb_regression(
-                np.concatenate([counts[:, h], counts[:, h]]),
-                np.concatenate([x, x - LOG2]),
-                np.concatenate([in_singlet, in_doublet[:, h]]),
+                np.concatenate([values, values]),
+                np.concatenate([x_q, x_q - LOG2]),
+                np.concatenate([by_node[:, :, 1 + h].ravel(), in_doublet[:, :, h].ravel()]),
                 use_slope,
                 signal[h],
+                log_capture=np.concatenate([u_q, u_q]) if latent else None,
+                capture_coefficient=1.0 if latent else None,
             )
         if use_slope:
             rna_single = _weighted_normal(x, posterior[:, ~is_doublet].sum(axis=1))
             rna_double = _weighted_normal(x, posterior[:, is_doublet].sum(axis=1), LOG2)
+        if latent and iteration > 1:
+            capture_sd = float(
+                np.clip(np.sqrt((total * nodes[:, None] ** 2).sum() / n_cells), 0.01, 3.0)
+            )
+            nodes = capture_sd * standard
+            u_q = np.repeat(nodes, n_cells)
         # E step.
-        log_like = class_log_likelihoods(counts, x, background, signal, pairs, active)
+        per_node, node_total, signal_nodes = latent_log_likelihoods(
+            counts, x, background, signal, pairs, active, nodes, log_weights
+        )
+        log_like = node_total.copy()
         if use_slope:
             log_like[:, ~is_doublet] += _normal_log_pdf(x, *rna_single)[:, None]
             log_like[:, is_doublet] += _normal_log_pdf(x, *rna_double)[:, None]
-        joint = log_like + log_prior
-        per_cell = logsumexp(joint, axis=1, keepdims=True)
-        updated = np.exp(joint - per_cell)
+        joint_log = log_like + log_prior
+        per_cell = logsumexp(joint_log, axis=1, keepdims=True)
+        posterior = np.exp(joint_log - per_cell)
+        joint = posterior[:, :, None] * per_node
         log_likelihood = float(per_cell.sum())
-        posterior = updated
         # The M step is approximate (a few IRLS steps, moment sizes): the likelihood may
         # dip, so stop on a small change either way, after a few iterations.
         if (
@@ -222,7 +308,17 @@ def _fit_mixture(
         ):
             break
         previous = log_likelihood
-    return MixtureFit(background, signal, pairs, posterior, log_prior, iteration, log_likelihood)
+    return MixtureFit(
+        background,
+        signal,
+        pairs,
+        posterior,
+        log_prior,
+        iteration,
+        log_likelihood,
+        nodes,
+        log_weights,
+    )
 
 
 def _weighted_normal(values, weights, default_mean=0.0) -> tuple[float, float]:
@@ -238,19 +334,72 @@ def _normal_log_pdf(values, mean, sd) -> np.ndarray:
     return -0.5 * ((values - mean) / sd) ** 2 - np.log(sd) - 0.5 * np.log(2 * np.pi)
 
 
-def class_log_likelihoods(counts, x, background, signal, pairs, active) -> np.ndarray:
-    """Cells x classes log-likelihood: negative, singlet of each hashtag, each doublet."""
+def latent_log_likelihoods(counts, x, background, signal, pairs, active, nodes, log_weights):
+    """Per cell and class the log-likelihood with the log capture integrated out.
+
+    Returns ``(node_posterior, log_like, signal_nodes)``: cells x classes x nodes posterior
+    of the capture node given the class (for a doublet: of the background's capture),
+    cells x classes log-likelihood, and nodes x cells x hashtags posterior of the capture
+    node of a doublet's cell carrying the hashtag. A negative or a singlet is one cell
+    whose capture scales its signal and background alike; a doublet's two hashtags each
+    have their own cell's capture, and its background a third (the sum of both cells').
+    """
+    n_cells, n_tags = counts.shape
+    singles, doublets, double_signal = [], [], []
+    for u, lw in zip(nodes, log_weights, strict=True):
+        log_background = np.column_stack(
+            [
+                nb_log_pmf(counts[:, h], background[h].mean(x, u), background[h].size)
+                for h in range(n_tags)
+            ]
+        )
+        negative = log_background.sum(axis=1, keepdims=True)
+        gain = np.full((n_cells, n_tags), -np.inf)
+        double = np.full((n_cells, n_tags), -np.inf)
+        for h in np.flatnonzero(active):
+            s = signal[h]
+            gain[:, h] = nb_log_pmf(counts[:, h], s.mean(x, u), s.size) - log_background[:, h]
+            double[:, h] = nb_log_pmf(counts[:, h], s.mean(x - LOG2, u), s.size) + lw
+        singles.append(np.concatenate([negative, negative + gain], axis=1) + lw)
+        if len(pairs):
+            doublets.append(
+                negative - log_background[:, pairs[:, 0]] - log_background[:, pairs[:, 1]] + lw
+            )
+        double_signal.append(double)
+    singles = np.stack(singles, axis=2)
+    single_total = logsumexp(singles, axis=2)
+    with np.errstate(invalid="ignore"):  # classes of an inactive hashtag: -inf - -inf
+        node_posterior = [np.nan_to_num(np.exp(singles - single_total[:, :, None]))]
+    log_like = [single_total]
+    double_signal = np.stack(double_signal)  # q, c, h
+    with np.errstate(invalid="ignore"):
+        signal_total = logsumexp(double_signal, axis=0)
+        signal_nodes = np.nan_to_num(np.exp(double_signal - signal_total[None]))
+    if len(pairs):
+        doublets = np.stack(doublets, axis=2)
+        doublet_total = logsumexp(doublets, axis=2)
+        node_posterior.append(np.exp(doublets - doublet_total[:, :, None]))
+        log_like.append(doublet_total + signal_total[:, pairs[:, 0]] + signal_total[:, pairs[:, 1]])
+    return np.concatenate(node_posterior, axis=1), np.concatenate(log_like, axis=1), signal_nodes
+
+
+def class_log_likelihoods(counts, x, background, signal, pairs, active, u=0.0) -> np.ndarray:
+    """Cells x classes log-likelihood at log capture `u`: negative, singlet of each
+    hashtag, each doublet."""
     n_cells, n_tags = counts.shape
     log_background = np.column_stack(
-        [nb_log_pmf(counts[:, h], background[h].mean(x), background[h].size) for h in range(n_tags)]
+        [
+            nb_log_pmf(counts[:, h], background[h].mean(x, u), background[h].size)
+            for h in range(n_tags)
+        ]
     )
     gain_single = np.full((n_cells, n_tags), -np.inf)
     gain_double = np.full((n_cells, n_tags), -np.inf)
     for h in np.flatnonzero(active):
         s = signal[h]
-        gain_single[:, h] = nb_log_pmf(counts[:, h], s.mean(x), s.size) - log_background[:, h]
+        gain_single[:, h] = nb_log_pmf(counts[:, h], s.mean(x, u), s.size) - log_background[:, h]
         gain_double[:, h] = (
-            nb_log_pmf(counts[:, h], s.mean(x - LOG2), s.size) - log_background[:, h]
+            nb_log_pmf(counts[:, h], s.mean(x - LOG2, u), s.size) - log_background[:, h]
         )
     negative = log_background.sum(axis=1, keepdims=True)
     parts = [negative, negative + gain_single]
