@@ -119,7 +119,7 @@ def test_metacharacters_in_paths_metadata_and_config_never_run(tmp_path, demo_da
     assert set(agg.obs["condition"]) == {"$(touch pwned_meta); `touch x`"}
     assert agg.obs_names.str.contains(";pbmc_").all()
     record = json.loads(agg.uns["kbagg"]["inputs"]["pbmc_a"]["fastqs"])
-    assert [lane["r1"]["path"] for lane in record] == [rows[0][1], rows[1][1]]
+    assert [lane["files"][0]["path"] for lane in record] == [rows[0][1], rows[1][1]]
 
 
 # --- reference that does not match -----------------------------------------------------------

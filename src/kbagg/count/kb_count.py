@@ -14,6 +14,8 @@ from pathlib import Path
 
 from kbagg.count.attempt import count_in_attempt
 from kbagg.kb.run import KbError, read_json_if_present
+from kbagg.kb.technology import PARITY_TECHNOLOGIES
+from kbagg.kb.technology import technology as kb_technology
 from kbagg.schema import schema_default
 
 WORKFLOWS = ("standard", "nac", "lamanno")
@@ -38,6 +40,33 @@ class CountJob:
         default_factory=lambda: schema_default("resources", "kb_count", "mem_mb")
     )
     extra_args: list[str] = field(default_factory=list)
+    cells: list[str] | None = None  # plate technologies with a batch file: each lane's cell id
+
+
+BATCH_FILE = "batch.txt"  # kb's batch file, in the attempt's folder
+
+
+def batch_lines(job: CountJob) -> list[str]:
+    """kb's batch file for a plate sample: `cell<TAB>fastq_1[<TAB>fastq_2]` per lane (cell),
+    with absolute paths (kb reads them from its own folder)."""
+    tech = kb_technology(job.technology)
+    n_cells = len(job.cells or [])
+    if not n_cells or len(job.fastqs) % n_cells:
+        raise KbError(
+            f"sample '{job.sample}': technology '{job.technology}' is counted from kb's batch "
+            f"file, one cell per lane; got {n_cells} cell ids for {len(job.fastqs)} FASTQs"
+        )
+    per_cell = len(job.fastqs) // n_cells
+    if per_cell not in tech.allowed_n_files:
+        raise KbError(
+            f"sample '{job.sample}': technology '{job.technology}' takes "
+            f"{' or '.join(map(str, tech.allowed_n_files))} FASTQ files per cell, got {per_cell}"
+        )
+    lines = []
+    for i, cell in enumerate(job.cells):
+        files = [str(Path(f).resolve()) for f in job.fastqs[i * per_cell : (i + 1) * per_cell]]
+        lines.append("\t".join([cell, *files]))
+    return lines
 
 
 def kb_memory(memory_mb: int) -> str:
@@ -46,8 +75,28 @@ def kb_memory(memory_mb: int) -> str:
 
 
 def kb_count_args(job: CountJob, outdir: Path, tmpdir: Path) -> list[str]:
-    if len(job.fastqs) % 2:
-        raise KbError(f"sample '{job.sample}': FASTQs must come in R1/R2 pairs: {job.fastqs}")
+    """`kb count`'s arguments for `job`, as kb needs them for the job's technology.
+
+    Plate technologies (`Technology.plate`) are counted without `--filter` (kb refuses it
+    for them: every cell of a plate is a cell). Those counted from kb's batch file (SMARTSEQ2,
+    BULK, STORMSEQ) get the batch file `outdir/batch.txt` (written by `run_count`) instead of
+    FASTQs, and `--parity paired` or `single` (SMARTSEQ2, BULK: kb requires it).
+
+    Parameters
+    ----------
+    job
+        The sample's count job.
+    outdir
+        kb's output folder (`-o`).
+    tmpdir
+        kb's private temporary folder (`--tmp`).
+    """
+    tech = kb_technology(job.technology)
+    if not tech.batch and len(job.fastqs) % tech.n_files:
+        raise KbError(
+            f"sample '{job.sample}': technology '{job.technology}' takes {tech.n_files} FASTQ "
+            f"files per lane; got {len(job.fastqs)}, not whole lanes: {job.fastqs}"
+        )
     args = ["count", "-i", job.index, "-g", job.t2g, "-x", job.technology]
     args += ["-o", str(outdir), "--tmp", str(tmpdir), "-t", str(job.threads)]
     args += ["-m", kb_memory(job.memory_mb), "--h5ad", "--overwrite"]
@@ -57,10 +106,15 @@ def kb_count_args(job: CountJob, outdir: Path, tmpdir: Path) -> list[str]:
         args += ["--workflow", job.workflow, "-c1", job.c1, "-c2", job.c2]
     if job.onlist:
         args += ["-w", job.onlist]
-    if job.filter:
+    if job.filter and not tech.plate:
         args += ["--filter", "bustools"]
         if job.filter_threshold is not None:
             args += ["--filter-threshold", str(job.filter_threshold)]
+    if tech.batch:
+        if tech.name.upper() in PARITY_TECHNOLOGIES:
+            paired = len(job.fastqs) == 2 * len(job.cells or [])
+            args += ["--parity", "paired" if paired else "single"]
+        return [*args, *job.extra_args, str(outdir / BATCH_FILE)]
     return [*args, *job.extra_args, *job.fastqs]
 
 

@@ -33,16 +33,25 @@ class FastqFileRecord:
 
 @dataclass(frozen=True)
 class LaneRecord:
-    """The outcome of `check_lane` for one lane: both files passed every check."""
+    """The outcome of `check_lane_files` for one lane: all its files passed every check."""
 
     sample: str
     lane: int
-    reads: int  # read pairs
-    r1: FastqFileRecord
-    r2: FastqFileRecord
+    reads: int  # reads per file (read pairs for R1 + R2)
+    files: tuple[FastqFileRecord, ...]  # fastq_1 ... fastq_N of the sample sheet
+
+    @property
+    def r1(self) -> FastqFileRecord:
+        """The first file (fastq_1)."""
+        return self.files[0]
+
+    @property
+    def r2(self) -> FastqFileRecord:
+        """The second file (fastq_2)."""
+        return self.files[1]
 
     def to_json(self) -> str:
-        """JSON with stable, sorted keys: sample, lane, reads, r1 {...}, r2 {...}."""
+        """JSON with stable, sorted keys: files [{...}, ...], lane, reads, sample."""
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
 
     @classmethod
@@ -58,19 +67,11 @@ class LaneRecord:
         """
         try:
             data = json.loads(text)
-            files = {}
-            for key in ("r1", "r2"):
-                entry = data[key]
-                files[key] = FastqFileRecord(
-                    **{f: entry[f] for f in FastqFileRecord.__dataclass_fields__}
-                )
-            return cls(
-                sample=data["sample"],
-                lane=data["lane"],
-                reads=data["reads"],
-                r1=files["r1"],
-                r2=files["r2"],
+            files = tuple(
+                FastqFileRecord(**{f: entry[f] for f in FastqFileRecord.__dataclass_fields__})
+                for entry in data["files"]
             )
+            return cls(sample=data["sample"], lane=data["lane"], reads=data["reads"], files=files)
         except json.JSONDecodeError as e:
             raise FastqError(f"{source}: not valid JSON ({e})") from None
         except KeyError as e:
