@@ -164,6 +164,19 @@ def onlist_file(technology):
     )
 
 
+def plate_technology(sample):
+    """The sample's technology when it is plate-based (every barcode a cell), else ''."""
+    name = SHEET.technology(sample)
+    return name if kb_technology(name).plate else ""
+
+
+def plate_cells(sample):
+    """The cell id of each lane of a plate counted from kb's batch file, else []."""
+    if kb_technology(SHEET.technology(sample)).batch:
+        return SHEET.cells(sample)
+    return []
+
+
 def count_inputs(wildcards):
     inputs = {"fastqs": SHEET.fastqs(wildcards.sample), **reference_files()}
     onlist = onlist_file(SHEET.technology(wildcards.sample))

@@ -49,5 +49,6 @@ rule kb_count:
         filter=FILTER,
         filter_threshold=config["filter"]["threshold"],
         extra_args=COUNT_EXTRA_ARGS,
+        cells=lambda wc: plate_cells(wc.sample),
     script:
         script_path("kb_count.py")
