@@ -21,6 +21,7 @@ from conftest import kb, run_snakemake
 from kbagg.cell_calling_record import UNS_KEY, CellCallingRecord
 
 pytestmark = pytest.mark.slow
+CUSTOM = "0,0,16:0,16,28:1,0,0"
 
 
 def by_hand_matrix(path, obs_names, var_names):
@@ -40,6 +41,10 @@ def test_smartseq3_and_smartseq2_plates_equal_kb_by_hand(testdata, tmp_path):
     header = ["sample", "fastq_1", "fastq_2", "fastq_3", "fastq_4", "technology", "cell"]
     rows = [["ss3", *ss3_files, "SMARTSEQ3", ""]]
     rows += [["ss2", *files, "", "", "SMARTSEQ2", cell] for cell, files in cells.items()]
+    # a droplet library beside the plates, with 10x v3's layout as a kallisto string
+    pbmc = testdata / "human_pbmc_cellplex_10xv3"
+    droplet = [str(pbmc / f"PBMC1_S2_L001_R{r}_001.fastq.gz") for r in (1, 2)]
+    rows += [["pbmc", *droplet, "", "", CUSTOM, ""]]
     (workdir / "samples.tsv").write_text("\n".join("\t".join(r) for r in [header, *rows]) + "\n")
     mt = testdata / "human_mt"
     config = {
@@ -49,7 +54,7 @@ def test_smartseq3_and_smartseq2_plates_equal_kb_by_hand(testdata, tmp_path):
         "resources": {"kb_count": {"threads": 1, "mem_mb": 2000}},
     }
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    targets = [f"results/samples/{s}/filtered.h5ad" for s in ("ss3", "ss2")]
+    targets = ["results/aggregate/filtered.h5ad"]
     run_snakemake(workdir, *targets, "--configfile", str(workdir / "config.yaml"))
 
     # kb by hand, in a fresh folder, with this test's own arguments (kb's documented usage).
@@ -65,6 +70,8 @@ def test_smartseq3_and_smartseq2_plates_equal_kb_by_hand(testdata, tmp_path):
     batch.write_text("".join(f"{c}\t{f[0]}\t{f[1]}\n" for c, f in cells.items()))
     kb("count", *index, "-x", "SMARTSEQ2", "--parity", "paired", "-o", by_hand / "ss2",
        "--tmp", by_hand / "t2", "--h5ad", batch)  # fmt: skip
+    kb("count", *index, "-x", CUSTOM, "-o", by_hand / "pbmc", "--tmp", by_hand / "tp",
+       "--h5ad", *droplet)  # fmt: skip
 
     # Smart-seq3: X holds kb's UMI counts, layer nonumi_reads kb's internal-read counts.
     got = ad.read_h5ad(workdir / "results" / "samples" / "ss3" / "filtered.h5ad")
@@ -105,3 +112,19 @@ def test_smartseq3_and_smartseq2_plates_equal_kb_by_hand(testdata, tmp_path):
     assert got.X.sum() > 0
     kb_info = json.loads((workdir / "results/samples/ss2/kb/kb_info.json").read_text())
     assert any("--batch" in c and "-x BULK" in c for c in kb_info["commands"])
+
+    # The custom string: the raw matrix equals kb's; the mixed sheet aggregates into one
+    # outer-joined h5ad with every sample's cells.
+    got = ad.read_h5ad(workdir / "results" / "samples" / "pbmc" / "raw.h5ad")
+    expected = by_hand_matrix(
+        by_hand / "pbmc" / "counts_unfiltered" / "adata.h5ad", got.obs_names, got.var_names
+    )
+    np.testing.assert_array_equal(got.X.toarray(), expected)
+    assert got.X.sum() > 0
+    aggregate = ad.read_h5ad(workdir / "results" / "aggregate" / "filtered.h5ad")
+    per_sample = {
+        s: ad.read_h5ad(workdir / "results" / "samples" / s / "filtered.h5ad").n_obs
+        for s in ("ss3", "ss2", "pbmc")
+    }
+    counts = aggregate.obs["sample"].value_counts()
+    assert {s: int(counts.get(s, 0)) for s in per_sample} == per_sample

@@ -82,6 +82,7 @@ MANAGED_COUNT_OPTIONS = {
     "-c1": "reference.c1",
     "-c2": "reference.c2",
     "--h5ad": "the workflow (always on)",
+    "--parity": "the sample sheet (one or two FASTQs per plate cell)",
 }
 
 
