@@ -373,7 +373,11 @@ def provenance_config():
 
 
 def provenance_sample_sheet():
+    """The sheet's lanes and metadata; columns empty in every row (fastq_3 ... of a shorter
+    layout, `cell` of droplets) are left out, empty cells of the others are None."""
+    lanes = SHEET.lanes.drop(columns="line").dropna(axis="columns", how="all")
+    lanes = lanes.astype(object).where(lanes.notna(), None)
     return {
-        "lanes": SHEET.lanes.drop(columns="line").to_dict("list"),
+        "lanes": lanes.to_dict("list"),
         "metadata": SHEET.metadata().to_dict("list"),
     }
