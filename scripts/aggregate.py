@@ -3,7 +3,7 @@
 The provenance is computed here once (every input hashed once) and also written to its own
 output, which rule aggregate_h5mu attaches as it is."""
 
-from kbagg.aggregate.provenance import collect_for_run, write_provenance
+from kbagg.aggregate.provenance import collect_for_run, to_uns, write_provenance
 from kbagg.concat import concat_on_disk
 from kbagg.concat.options import ConcatOptions
 from kbagg.rule import run_rule
@@ -24,7 +24,7 @@ def main(smk) -> None:
         matrices,
         smk.output.aggregate,
         options,
-        uns={"kbagg": provenance},
+        uns={"kbagg": to_uns(provenance)},
         format=params.format,
         compression=params.compression,
         threads=smk.threads,

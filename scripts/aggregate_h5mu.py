@@ -4,7 +4,7 @@ with the provenance rule aggregate wrote to its own output, and each cell labell
 (demultiplexed) sample."""
 
 from kbagg.aggregate.mudata import concat_h5mu, label_demultiplexed_cells
-from kbagg.aggregate.provenance import read_provenance
+from kbagg.aggregate.provenance import read_provenance, to_uns
 from kbagg.atomic import atomic_output
 from kbagg.concat.options import ConcatOptions
 from kbagg.rule import run_rule
@@ -23,7 +23,7 @@ def main(smk) -> None:
             modalities,
             tmp,
             options,
-            uns={"kbagg": provenance},
+            uns={"kbagg": to_uns(provenance)},
             rna_aggregate=smk.input.get("rna_aggregate"),
         )
         obs = label_demultiplexed_cells(

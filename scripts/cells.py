@@ -18,7 +18,7 @@ from kbagg.cells.matrices import (
     write_h5ad,
 )
 from kbagg.count.lane_record import read_lane_record
-from kbagg.rule import run_rule, to_terminal
+from kbagg.rule import run_rule, to_terminal, warning_line
 
 
 def main(smk) -> None:
@@ -45,7 +45,7 @@ def main(smk) -> None:
         )
         calls.filtered.uns[UNS_KEY] = calls.record.to_json()
         for warning in calls.warnings:
-            to_terminal(f"WARNING: sample '{sample}': {warning}")
+            to_terminal(warning_line(warning, sample))
         write_h5ad(calls.filtered, smk.output.filtered)
         print(f"sample '{sample}': {calls.filtered.n_obs:,} cells ({params.method})")
     write_h5ad(raw, smk.output.raw)

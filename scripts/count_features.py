@@ -18,7 +18,7 @@ from kbagg.cells.matrices import check_reads_processed, write_h5ad
 from kbagg.count.features import FeatureCountJob, count_features
 from kbagg.count.lane_record import read_lane_record
 from kbagg.feature_types import CRISPR_GUIDE_CAPTURE, MULTIPLEXING_CAPTURE
-from kbagg.rule import run_rule, to_terminal
+from kbagg.rule import run_rule, to_terminal, warning_line
 
 
 def main(smk) -> None:
@@ -56,7 +56,7 @@ def main(smk) -> None:
             warnings.simplefilter("always", WeakHashtagsWarning)
             calls = demultiplex(features, rna_umis=rna_umis, sample=sample)
         for warning in caught:  # to the log and the terminal
-            to_terminal(f"warning: {warning.message}")
+            to_terminal(warning_line(warning.message))
         separability = calls.attrs["hashtag_separability"]
         features.uns["hashtag_separability"] = {
             column: separability[column].to_numpy() for column in separability.columns
@@ -76,7 +76,7 @@ def main(smk) -> None:
             warnings.simplefilter("always")
             add_guide_calls(features, sample, int(params.guide_min_umis))
         for warning in caught:
-            to_terminal(f"WARNING: {warning.message}")
+            to_terminal(warning_line(warning.message))
         n_guides = features.obs["n_guides"]
         print(
             f"sample '{sample}': guides: {int((n_guides == 0).sum())} cells none, "

@@ -2,17 +2,18 @@
 
 import anndata as ad
 
-from kbagg.qc.hashtags import run_hashtag_qc, weak_summary
-from kbagg.rule import run_rule, to_terminal
+from kbagg.qc.hashtags import run_hashtag_qc
+from kbagg.rule import run_rule, to_terminal, warning_line
 
 
 def main(smk) -> None:
     sample = smk.wildcards.sample
-    table = run_hashtag_qc(smk.input[0], sample, smk.output.table, smk.output.figure)
+    table, warning = run_hashtag_qc(
+        ad.read_h5ad(smk.input[0]), sample, smk.output.table, smk.output.figure
+    )
     print(table.to_string(index=False))
-    warning = weak_summary(ad.read_h5ad(smk.input[0], backed="r"), sample)
     if warning:
-        to_terminal(f"warning: {warning}")
+        to_terminal(warning_line(warning))
 
 
 run_rule(snakemake, main)

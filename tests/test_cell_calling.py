@@ -159,7 +159,7 @@ def test_cells_carry_qc_columns_and_the_method_record(hard_run):
     assert record["params"]["fdr"] == 0.001 and record["n_cells"] == filtered.n_obs
     agg = ad.read_h5ad(workdir / "results" / "aggregate" / "filtered.h5ad")
     assert isinstance(agg.obs["predicted_doublet"].dtype, pd.BooleanDtype)
-    cells = json.loads(agg.uns["kbagg"]["inputs"]["hard_a"]["cells"])
+    cells = agg.uns["kbagg"]["inputs"]["hard_a"]["cells"]
     assert cells["method"] == "emptydrops"
     knee = workdir / "results" / "qc" / "hard_a" / "knee.png"
     assert knee.stat().st_size > 10_000

@@ -73,7 +73,7 @@ def test_call_cells_fills_the_record_that_rule_cells_writes(tmp_path):
 
     calls.filtered.uns[UNS_KEY] = calls.record.to_json()
     calls.filtered.write_h5ad(tmp_path / "filtered.h5ad")
-    assert cell_calling_record(tmp_path / "filtered.h5ad") == calls.record.to_json()
+    assert cell_calling_record(tmp_path / "filtered.h5ad") == json.loads(calls.record.to_json())
     calls.filtered.uns[UNS_KEY] = '{"method": "bustools"}'
     calls.filtered.write_h5ad(tmp_path / "broken.h5ad")
     with pytest.raises(KbaggError, match=r"broken\.h5ad: uns\['kbagg_cells'\]: key"):

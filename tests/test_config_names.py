@@ -448,8 +448,12 @@ def dry_run(tmp_path: Path, **config):
             {"aggregate": {"soma": {"enabled": True, "uri": "genome.fa"}}},
             "config aggregate.soma.uri genome.fa: a file, not a TileDB-SOMA store",
         ),
+        (
+            {"workflow": "nac", "aggregate": {"normalize": "mapped"}},
+            "config aggregate.normalize: mapped needs workflow standard, not 'nac'",
+        ),
     ],
-    ids=["hashtags", "technology", "label", "download", "compression", "soma-uri"],
+    ids=["hashtags", "technology", "label", "download", "compression", "soma-uri", "normalize"],
 )
 def test_snakemake_stops_on_bad_names_before_any_job(tmp_path, config, message):
     proc = dry_run(tmp_path, **config)
@@ -463,6 +467,14 @@ def test_snakemake_stops_on_bad_names_before_any_job(tmp_path, config, message):
 def test_snakemake_dry_run_passes_with_good_names(tmp_path):
     proc = dry_run(tmp_path)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+
+
+def test_normalize_mapped_plans_its_jobs(tmp_path):
+    proc = dry_run(tmp_path, aggregate={"normalize": "mapped"})
+    said = proc.stdout + proc.stderr
+    assert proc.returncode == 0, said[-3000:]
+    for rule in ("normalize_rates", "normalize_sample", "aggregate_normalized"):
+        assert rule in said, said[-3000:]
 
 
 # --- the two cases of issue 22, on a fresh copy of the demo ---------------------------------------

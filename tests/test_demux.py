@@ -177,7 +177,7 @@ def test_assign_samples_maps_singlets_and_names_missing_hashtags():
 
 def test_the_qc_table_and_figure_carry_the_separability(tmp_path):
     """As count_features stores it (uns) and hashtag_qc reports it."""
-    from kbagg.qc.hashtags import run_hashtag_qc, weak_summary
+    from kbagg.qc.hashtags import run_hashtag_qc
 
     tables = {}
     for regime in ("noisy", "clean"):
@@ -192,10 +192,10 @@ def test_the_qc_table_and_figure_carry_the_separability(tmp_path):
             hashtags.obs[column] = calls[column].to_numpy()
         hashtags.write_h5ad(tmp_path / f"{regime}.h5ad")
         stored = ad.read_h5ad(tmp_path / f"{regime}.h5ad")
-        tables[regime] = run_hashtag_qc(
-            tmp_path / f"{regime}.h5ad", regime, tmp_path / f"{regime}.tsv", tmp_path / "f.png"
-        ).set_index("call")
-        summary = weak_summary(stored, regime)
+        table, summary = run_hashtag_qc(
+            stored, regime, tmp_path / f"{regime}.tsv", tmp_path / "f.png"
+        )
+        tables[regime] = table.set_index("call")
         assert bool(summary) == (regime == "noisy")
     noisy, clean = tables["noisy"], tables["clean"]
     assert noisy.loc["HTO1", "separability"] < 0.85 and noisy.loc["HTO1", "weak"]

@@ -21,10 +21,10 @@ run_cli(main)
 RULE = """
 import sys, types
 from kbagg.errors import KbaggError
-from kbagg.rule import run_rule, to_terminal
+from kbagg.rule import run_rule, to_terminal, warning_line
 def main(smk):
     print("working")
-    to_terminal("WARNING: sample 'S1': shown on the terminal too")
+    to_terminal(warning_line("shown on the terminal too", "S1"))
     if {expected}:
         raise KbaggError("sample 'S1': something the user can fix")
     return {{}}["a bug"]

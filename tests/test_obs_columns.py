@@ -15,13 +15,12 @@ import pytest
 import scipy.sparse as sp
 
 from kbagg.aggregate.mudata import concat_h5mu, label_demultiplexed_cells
-from kbagg.cells import CELL_COLUMNS
 from kbagg.cells.ambient import add_ambient
 from kbagg.cells.demux import demultiplex
 from kbagg.cells.guides import add_guide_calls
 from kbagg.concat import concat_on_disk
 from kbagg.concat.inputs import read_dataframe
-from kbagg.obs_columns import OBS_COLUMNS, VAR_COLUMNS, written_by_kbagg
+from kbagg.obs_columns import CELL_COLUMNS, OBS_COLUMNS, VAR_COLUMNS, written_by_kbagg
 
 SAMPLES = {"a": 30, "b": 20}
 METADATA = pd.DataFrame({"sample": list(SAMPLES), "donor": ["d1", "d2"]})
@@ -69,7 +68,14 @@ def samples(tmp_path_factory) -> dict[str, dict[str, str]]:
 
 
 def test_registry_covers_the_cell_and_hashtag_writers(samples):
-    assert unregistered(CELL_COLUMNS) == []
+    from kbagg.cells.call import add_cell_qc, call_cells
+
+    rng = np.random.default_rng(0)
+    raw = ad.AnnData(sp.csr_matrix(rng.poisson(1.0, (40, 30)).astype(np.float32)))
+    raw.obs_names = [f"bc{i}" for i in range(40)]
+    calls = call_cells("s", raw, raw[:25].copy(), "bustools")
+    add_cell_qc(calls, doublets=True, seed=0, expected_doublet_rate=0.06)
+    assert tuple(calls.filtered.obs.columns) == CELL_COLUMNS  # the per-cell QC writer
     hashtag = ad.read_h5ad(samples["a"]["hashtag"])
     assert unregistered(hashtag.obs.columns) == []
     assert {"library", "kbagg_run", "obs_id", "guide_call", "n_guides", "guide_umis"} <= set(

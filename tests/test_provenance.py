@@ -20,8 +20,8 @@ def test_record_names_every_input_with_its_checksum(tmp_path):
         "size": 11,
         "sha256": hashlib.sha256(b"second file").hexdigest(),
     }
-    assert json.loads(record["config"]) == config
-    assert json.loads(record["sample_sheet"]) == {"sample": ["a", "b"]}
+    assert record["config"] == config  # JSON objects, not JSON text inside JSON
+    assert record["sample_sheet"] == {"sample": ["a", "b"]}
 
 
 def test_versions_come_from_what_kb_recorded(tmp_path):
@@ -55,3 +55,33 @@ def test_record_written_once_reads_back_the_same(tmp_path):
     record = collect({"a": tmp_path / "a.h5ad"}, {"workflow": "standard"}, {"sample": ["a"]})
     write_provenance(record, tmp_path / "filtered.provenance.json")
     assert read_provenance(tmp_path / "filtered.provenance.json") == record
+
+
+def test_record_in_uns_reads_back_as_the_same_objects(tmp_path):
+    """uns['kbagg'] holds the record's dicts as h5ad groups; lists come back as arrays, and
+    only a list h5ad cannot hold as one array (None, dicts, mixed types) is JSON text."""
+    import anndata as ad
+    import numpy as np
+
+    from kbagg.aggregate.provenance import to_uns
+
+    (tmp_path / "a.h5ad").write_bytes(b"first")
+    config = {"filter": {"threshold": None}, "extra": {"odd": [1, None], "ints": [1, 2]}}
+    sheet = {"metadata": {"sample": ["a"], "age": [3]}}
+    lane = {"sample": "a", "lane": 1, "reads": 2, "r1": {"sha256": "x"}}
+    cells = {"method": "bustools", "warnings": [], "doublets": {"threshold": None}}
+    record = collect(
+        {"a": tmp_path / "a.h5ad"}, config, sheet, fastqs={"a": {"rna_lane1": lane}},
+        cells={"a": cells},
+    )  # fmt: skip
+    ad.AnnData(uns={"kbagg": to_uns(record)}).write_h5ad(tmp_path / "agg.h5ad")
+    uns = ad.read_h5ad(tmp_path / "agg.h5ad").uns["kbagg"]
+    assert uns["config"]["filter"] == {"threshold": None}
+    assert json.loads(uns["config"]["extra"]["odd"]) == [1, None]
+    assert list(uns["config"]["extra"]["ints"]) == [1, 2]
+    assert list(uns["sample_sheet"]["metadata"]["sample"]) == ["a"]
+    assert uns["inputs"]["a"]["fastqs"]["rna_lane1"] == lane
+    assert uns["inputs"]["a"]["cells"]["doublets"] == {"threshold": None}
+    assert len(uns["inputs"]["a"]["cells"]["warnings"]) == 0
+    assert uns["inputs"]["a"]["sha256"] == record["inputs"]["a"]["sha256"]
+    assert isinstance(uns["sample_sheet"]["metadata"]["age"], np.ndarray)

@@ -165,8 +165,10 @@ def test_journal_is_a_typed_record_that_round_trips(inputs, tmp_path):
     assert journal.to_json() == raw
     assert set(journal.own("P")) == set(list(inputs)[:2]) and journal.pending is None
     assert journal.samples[list(inputs)[0]].sha256 == sha256(inputs[list(inputs)[0]])
-    with pytest.raises(StoreError, match="store.soma: its journal: not a kbagg store journal"):
+    with pytest.raises(StoreError, match="store.soma: its journal: key 'measurement' is missing"):
         Journal.from_json('{"samples": {}}', source=f"{store}: its journal")
+    with pytest.raises(StoreError, match="store.soma: its journal: not a kbagg store journal"):
+        Journal.from_json("[1, 2]", source=f"{store}: its journal")
 
 
 def _fragments(store: Path) -> dict[str, float]:

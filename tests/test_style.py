@@ -58,8 +58,8 @@ LAYERS = [
     {"cli", "kb", "cell_calling_record"},
     {"rule", "reference", "concat"},
     {"count"},
-    {"cells", "aggregate", "soma"},
-    {"qc", "simulate", "sheet"},
+    {"cells", "aggregate", "soma", "normalize"},
+    {"qc", "simulate", "sheet", "lineage"},
     {"config"},
 ]
 

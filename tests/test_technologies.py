@@ -161,8 +161,8 @@ def check(paths, min_lengths=(0, 0, 19, 0)):
 
 def test_four_files_of_a_smartseq3_lane_are_checked_together(tmp_path):
     record = check(four_files(tmp_path))
-    assert record.reads == 5 and [f.reads for f in record.files] == [5] * 4
-    assert [f.max_length for f in record.files] == [10, 10, 150, 150]
+    assert record.reads == 5 and [f.reads for f in record.files.values()] == [5] * 4
+    assert [f.max_length for f in record.files.values()] == [10, 10, 150, 150]
 
 
 def test_a_file_with_fewer_reads_is_named(tmp_path):

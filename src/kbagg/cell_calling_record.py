@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import dataclass, field
 
-from kbagg.errors import KbaggError
+from kbagg.errors import parse_json_record
 
 UNS_KEY = "kbagg_cells"
 
@@ -56,22 +56,20 @@ class CellCallingRecord:
         source
             What the text came from (a file name), for the error message.
         """
-        try:
-            data = json.loads(text)
-            return cls(
+        return parse_json_record(
+            text,
+            lambda data: cls(
                 method=data["method"],
                 n_barcodes=data["n_barcodes"],
                 params=data["params"],
                 n_cells=data["n_cells"],
                 doublets=data.get("doublets"),
                 warnings=list(data["warnings"]),
-            )
-        except json.JSONDecodeError as e:
-            raise KbaggError(f"{source}: not valid JSON ({e})") from None
-        except KeyError as e:
-            raise KbaggError(f"{source}: key {e} is missing; rerun rule cells") from None
-        except TypeError as e:
-            raise KbaggError(f"{source}: not a cell-calling record ({e})") from None
+            ),
+            source=source,
+            what="cell-calling record",
+            hint="rerun rule cells",
+        )
 
 
 def _finite(value):

@@ -378,3 +378,23 @@ def check_download(config: Mapping) -> None:
             f"indices for workflows standard and nac, not '{workflow}'; build it with "
             "reference.fasta and reference.gtf"
         )
+
+
+def check_normalize(config: Mapping) -> None:
+    """``aggregate.normalize: mapped`` thins kb's BUS file of the called cells and recounts it
+    as kb did: it needs called cells (filter.enabled) and kb's standard workflow (one
+    ``bustools count`` of one BUS file)."""
+    aggregate = config.get("aggregate") or {}
+    if aggregate.get("normalize", "none") != "mapped":
+        return
+    if not (config.get("filter") or {}).get("enabled", True):
+        raise KbaggError(
+            "config aggregate.normalize: mapped normalizes the called cells; it needs "
+            "filter.enabled: true"
+        )
+    workflow = config.get("workflow", "standard")
+    if workflow != "standard":
+        raise KbaggError(
+            f"config aggregate.normalize: mapped needs workflow standard, not '{workflow}' "
+            "(kb counts nascent and mature RNA separately there)"
+        )

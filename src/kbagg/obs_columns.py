@@ -8,17 +8,30 @@ writer's columns are tested to be listed here (tests/test_obs_columns.py).
 
 from __future__ import annotations
 
-# obs column -> what kbagg writes there (and where). The label column (config
-# aggregate.label, "sample" by default) is not listed: its name is the config's.
-OBS_COLUMNS: dict[str, str] = {
-    # per-cell QC, every sample's filtered.h5ad and so every aggregate (kbagg.cells)
+# per-cell QC: obs of every sample's filtered.h5ad and so of every aggregate (kbagg.cells)
+CELL_QC_COLUMNS: dict[str, str] = {
     "n_umis": "each cell's UMI count (per-cell QC)",
     "n_genes": "each cell's number of detected genes (per-cell QC)",
     "pct_mito": "each cell's percentage of mitochondrial UMIs (per-cell QC)",
     "doublet_score": "each cell's Scrublet doublet score (per-cell QC)",
     "predicted_doublet": "whether Scrublet calls the cell a doublet (per-cell QC)",
+}
+# CRISPR guide calls: obs of the crispr modality of the .h5mu (kbagg.cells.guides)
+GUIDE_CALL_COLUMNS: dict[str, str] = {
+    "guide_call": "each cell's guide call (crispr modality)",
+    "n_guides": "each cell's number of called guides (crispr modality)",
+    "guide_umis": "each cell's UMIs of its called guides (crispr modality)",
+}
+
+# obs column -> what kbagg writes there (and where). The label column (config
+# aggregate.label, "sample" by default) is not listed: its name is the config's.
+OBS_COLUMNS: dict[str, str] = {
+    **CELL_QC_COLUMNS,
     # ambient RNA removal with config ambient.method (kbagg.cells.ambient)
     "ambient_fraction": "each cell's estimated share of ambient RNA (ambient.method)",
+    # depth normalization with config aggregate.normalize (kbagg.normalize)
+    "mapped_reads": "each cell's reads in kb's BUS file (filtered.normalized.h5ad)",
+    "mapped_reads_normalized": "each cell's reads left after thinning (filtered.normalized.h5ad)",
     # cell calling, every sample's raw.h5ad (kbagg.cells.call)
     "bustools_cell": "whether kb/bustools called the barcode a cell (raw.h5ad)",
     "emptydrops_cell": "whether EmptyDrops called the barcode a cell (raw.h5ad)",
@@ -29,10 +42,7 @@ OBS_COLUMNS: dict[str, str] = {
     "hashtag_confidence": "the confidence of each cell's hashtag call",
     "hashtag_margin": "the margin of each cell's hashtag call",
     "hashtag_sample": "the demultiplexed sample of each cell's hashtag",
-    # CRISPR guide calls: the crispr modality of the .h5mu
-    "guide_call": "each cell's guide call (crispr modality)",
-    "n_guides": "each cell's number of called guides (crispr modality)",
-    "guide_umis": "each cell's UMIs of its called guides (crispr modality)",
+    **GUIDE_CALL_COLUMNS,
     # the aggregate .h5mu's global obs (kbagg.aggregate.mudata)
     "library": "the sample-sheet sample (library) of each cell, in the .h5mu's global obs",
     # the TileDB-SOMA store's obs (kbagg.soma)
@@ -60,10 +70,14 @@ VAR_COLUMNS: dict[str, str] = {
 }
 
 # The names writers use (importable, so a writer never spells them twice).
+CELL_COLUMNS = tuple(CELL_QC_COLUMNS)  # the per-cell QC columns, in the order written
+GUIDE_COLUMNS = tuple(GUIDE_CALL_COLUMNS)  # the guide-call columns, in the order written
 LIBRARY = "library"
 RUN_COLUMN = "kbagg_run"
 OBS_ID = "obs_id"
 VAR_ID = "gene_id"
+MAPPED_READS = "mapped_reads"
+MAPPED_READS_NORMALIZED = "mapped_reads_normalized"
 
 
 def written_by_kbagg(column: str) -> str | None:

@@ -11,7 +11,8 @@ shell. `run_rule` gives every rule script the same behaviour:
 - a signal (SIGTERM, SIGINT, SIGHUP) deletes the job's outputs and temp files and ends it
   with status 128 + signal;
 - any other exception is a bug: its traceback goes to the log and to the terminal;
-- `to_terminal(line)` shows a line (a QC warning) on the terminal as well as in the log.
+- `to_terminal(line)` shows a line (a QC warning) on the terminal as well as in the log;
+  `warning_line` gives every warning the same form, `WARNING: sample 'S': ...`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,26 @@ from kbagg.cli import exit_now, one_line
 from kbagg.errors import KbaggError
 
 _terminal: TextIO | None = None
+
+
+WARNING_PREFIX = "WARNING: "
+
+
+def warning_line(message: str, sample: str | None = None) -> str:
+    """A warning as one log and terminal line: ``WARNING: sample 'S': message`` (users and
+    tests grep ``^WARNING``).
+
+    Parameters
+    ----------
+    message
+        The warning; newlines become spaces.
+    sample
+        The sample it is about, unless `message` already starts with ``sample '...'``.
+    """
+    message = " ".join(str(message).splitlines())
+    if sample is not None:
+        message = f"sample '{sample}': {message}"
+    return WARNING_PREFIX + message
 
 
 def to_terminal(line: str) -> None:

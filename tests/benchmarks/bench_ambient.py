@@ -1,6 +1,6 @@
 """Ambient RNA removal: kbagg's `soup` against the real peers on simulated droplets with truth.
 
-Peers run for real in their own venv (default /work/venvs/ambient, `--peer-python`):
+Peers run for real in their own venv (peer venv `ambient` of tests/benchmarks/install_peers.sh, or `--peer-python`):
 soupx-python (autoEstCont + adjustCounts) and decontx-python (decontx), both given the same
 k-means clusters kbagg uses; CellBender on the CPU when installed, stopped at 10x kbagg's
 time. Baseline: every cell 10% ambient, subtracted along the soup profile.
@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+from peers import peer_python  # tests/benchmarks/peers.py: install_peers.sh's venvs
 
 PEER = r"""
 import json, resource, sys, time
@@ -152,7 +153,7 @@ def main() -> None:
     parser.add_argument("--levels", default="0.05,0.1,0.2")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--peer-timeout", type=float, default=300, help="seconds per peer run")
-    parser.add_argument("--peer-python", default="/work/venvs/ambient/bin/python")
+    parser.add_argument("--peer-python", default=str(peer_python("ambient")))
     args = parser.parse_args()
 
     from kbagg.cells.ambient import remove_ambient

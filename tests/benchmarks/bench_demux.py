@@ -21,8 +21,8 @@ reason; nothing is re-implemented):
 - Seurat 4.3 `HTODemux` (positive.quantile 0.99) and `MULTIseqDemux` (autoThresh), by
   Rscript tests/r/demux_peers.R;
 - scanpy's `hashsolo` (`scanpy.external.pp.hashsolo`, default priors), in this venv;
-- demuxEM (PyPI, venv /work/venvs/demuxEM; given also 2x as many empty droplets, ambient
-  only, as its background estimate expects) and GMM-Demux (PyPI, venv /work/venvs/gmmdemux),
+- demuxEM (PyPI, peer venv demuxEM; given also 2x as many empty droplets, ambient
+  only, as its background estimate expects) and GMM-Demux (PyPI, peer venv gmmdemux),
   through tests/benchmarks/demux_peer_runner.py in their own interpreters.
 """
 
@@ -45,6 +45,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
+from peers import peer_python  # tests/benchmarks/peers.py: install_peers.sh's venvs
 
 from kbagg.cells.demux import demultiplex
 from kbagg.simulate.hashtags import (
@@ -57,7 +58,6 @@ from kbagg.simulate.hashtags import (
 HERE = Path(__file__).resolve().parent
 R_SCRIPT = HERE.parent / "r" / "demux_peers.R"
 RUNNER = HERE / "demux_peer_runner.py"
-VENVS = Path(os.environ.get("KBAGG_PEER_VENVS", "/work/venvs"))
 FIXED_THRESHOLD_UMIS = 20
 PEER_TIMEOUT_SECONDS = 600  # GMM-Demux enumerates all 2**n hashtag sets: hours at 24
 METRICS = ("singlet", "doublet", "negative")
@@ -138,7 +138,7 @@ def run_venv_peer(
     peer: str, hashtags: ad.AnnData, workdir: Path, empties: ad.AnnData
 ) -> tuple[pd.Series, float]:
     """demuxEM or GMM-Demux in its own venv; the runner writes calls and its own timing."""
-    python = VENVS / {"demuxEM": "demuxEM", "GMM-Demux": "gmmdemux"}[peer] / "bin" / "python"
+    python = peer_python({"demuxEM": "demuxEM", "GMM-Demux": "gmmdemux"}[peer])
     if not python.exists():
         raise Unavailable(f"no venv {python.parent.parent} (pip install it there)")
     counts, calls = workdir / f"{peer}_counts.csv", workdir / f"{peer}_calls.csv"

@@ -41,13 +41,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from peers import peer_python  # tests/benchmarks/peers.py: install_peers.sh's venvs
 
 from kbagg.simulate.guides import GUIDE_REGIMES, scaled, score_guide_calls, simulate_guides
 
-DEFAULT_CRISPAT_PYTHON = os.environ.get("KBAGG_CRISPAT_PYTHON", "/work/venvs/guides/bin/python")
-DEFAULT_PERTPY_PYTHON = os.environ.get(
-    "KBAGG_PERTPY_PYTHON", "/work/venvs/guides/pertpy/bin/python"
-)
+DEFAULT_CRISPAT_PYTHON = os.environ.get("KBAGG_CRISPAT_PYTHON", str(peer_python("crispat")))
+DEFAULT_PERTPY_PYTHON = os.environ.get("KBAGG_PERTPY_PYTHON", str(peer_python("pertpy")))
 
 # Runs in the method's own interpreter: argv = method, h5ad, output dir. Prints one JSON
 # line: seconds of the assignment call, peak RSS (MB) of the process, the calls' CSV path.

@@ -378,9 +378,10 @@ def hand_commands(workdir: Path) -> dict:
 def recorded_config(h5ad: Path) -> dict:
     """join, label and index_unique as the aggregate recorded them (uns['kbagg']['config'])."""
     import h5py
+    from anndata.io import read_elem
 
     with h5py.File(h5ad, "r") as f:
-        config = json.loads(f["uns/kbagg/config"][()].decode())["aggregate"]
+        config = read_elem(f["uns/kbagg/config/aggregate"])
     return {k: config[k] for k in ("join", "label", "index_unique")}
 
 

@@ -37,6 +37,7 @@ from kbagg.config import (
     check_config,
     check_download,
     check_feature_config,
+    check_normalize,
     check_soma_store,
     check_technologies,
     count_extra_args,
@@ -46,6 +47,7 @@ from kbagg.config import (
 from kbagg.count.kite import kite_mode
 from kbagg.errors import KbaggError
 from kbagg.kb.technology import technology as kb_technology
+from kbagg.lineage.register import check_instance
 from kbagg.reference.build import reference_outputs
 from kbagg.sheet import load_sample_sheet
 from kbagg.simulate.spec import demo_outputs
@@ -68,6 +70,7 @@ try:
     check_config(config)  # clear messages for what the schema would word obscurely
     validate(config, "../schemas/config.schema.yaml")
     check_download(config)
+    check_normalize(config)
     _demo_files = [p for paths in demo_outputs(DEMO_DIR).values() for p in paths]
     SHEET = load_sample_sheet(
         config["samples"],
@@ -96,6 +99,8 @@ try:
     _soma = config["aggregate"]["soma"]
     if _soma["enabled"] and config["filter"]["enabled"] and workflow.is_main_process:
         check_soma_store(_soma["uri"], _soma["measurement"])
+    if config["lamindb"]["enabled"]:
+        check_instance(config["lamindb"]["instance"], config["lamindb"]["key_prefix"])
 except KbaggError as error:
     raise WorkflowError(str(error))
 SAMPLES = SHEET.names
@@ -324,11 +329,19 @@ def final_outputs():
         if config["aggregate"]["gene_major"]
         else []
     )
+    lineage = ["results/aggregate/lamindb.json"] if config["lamindb"]["enabled"] else []
+    normalized = (
+        ["results/aggregate/filtered.normalized.h5ad", "results/qc/normalization.tsv"]
+        if config["aggregate"]["normalize"] == "mapped"
+        else []
+    )
     return (
         [aggregate_path(kind) for kind in kinds]
+        + normalized
         + gene_major
         + h5mu
         + soma
+        + lineage
         + qc_outputs()
     )
 
@@ -368,8 +381,17 @@ def _sorted(value):
 
 def provenance_config():
     """The config as recorded in uns['kbagg'], without the keys that cannot change the
-    aggregate (resources, QC warning thresholds): editing those does not rerun it."""
-    return _sorted({k: v for k, v in config.items() if k not in ("resources", "qc")})
+    aggregate (resources, QC warning thresholds, lamindb, the depth normalization, which
+    writes its own aggregate and records itself there): editing those does not rerun it.
+    """
+    unused = ("resources", "qc", "lamindb")
+    recorded = {k: v for k, v in config.items() if k not in unused}
+    recorded["aggregate"] = {
+        k: v
+        for k, v in recorded["aggregate"].items()
+        if k not in ("normalize", "normalize_seed")
+    }
+    return _sorted(recorded)
 
 
 def provenance_sample_sheet():
@@ -381,3 +403,28 @@ def provenance_sample_sheet():
         "lanes": lanes.to_dict("list"),
         "metadata": SHEET.metadata().to_dict("list"),
     }
+
+
+# --- lineage (rule lineage, config lamindb) ---------------------------------------------
+def lineage_inputs(wildcards):
+    """The aggregates (and the SOMA store's manifest) of this run, the per-sample matrices
+    and the provenance record of the main kind (filtered, or raw without cell calling).
+    """
+    kind = "filtered" if FILTER else "raw"
+    inputs = {
+        f"{kind}.{config['aggregate']['format']}": aggregate_path(kind),
+        "provenance": f"results/aggregate/{kind}.provenance.json",
+        "samples": expand(sample_matrix(kind), sample=SAMPLES),
+    }
+    if FILTER and config["aggregate"]["raw"]:
+        inputs[f"raw.{config['aggregate']['format']}"] = aggregate_path("raw")
+    if SHEET.has_features and FILTER:
+        inputs["filtered.h5mu"] = "results/aggregate/filtered.h5mu"
+    if config["aggregate"]["soma"]["enabled"] and FILTER:
+        inputs["soma_manifest"] = "results/aggregate/soma_manifest.json"
+    return inputs
+
+
+def lineage_artifact_names():
+    names = lineage_inputs(None).keys()
+    return [n for n in names if n not in ("provenance", "samples", "soma_manifest")]

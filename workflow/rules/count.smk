@@ -30,6 +30,8 @@ rule kb_count:
     output:
         **({"filtered": kb_matrix("filtered")} if FILTER else {}),
         raw=kb_matrix("raw"),
+        # sorted, barcode-corrected: what aggregate.normalize thins
+        bus="results/samples/{sample}/kb/output.unfiltered.bus",
         run_info="results/samples/{sample}/kb/run_info.json",
         inspect="results/samples/{sample}/kb/inspect.json",
         kb_info="results/samples/{sample}/kb/kb_info.json",

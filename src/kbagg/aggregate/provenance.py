@@ -4,7 +4,9 @@ It records the workflow version (`git describe` when the clone is a git checkout
 versions of kbagg, anndata and snakemake, the kb-python, kallisto and bustools versions that
 kb itself recorded for each sample (kb_info.json: what was really run, and no heavy import
 of kb_python here), the config and sample sheet used, and for every input file its path,
-size and SHA-256.
+size and SHA-256. Every entry is a JSON object (nested dicts of strings, numbers, booleans,
+None and lists of one type), the same in the record's JSON file and in `uns['kbagg']`
+(`to_uns`). A new entry is one more key of the dict `collect` returns.
 """
 
 from __future__ import annotations
@@ -76,9 +78,15 @@ def _agreed(values: list[str]) -> str:
     return distinct[0] if len(distinct) == 1 else "mixed: " + ", ".join(distinct)
 
 
-def cell_calling_record(h5ad: str | Path) -> str | None:
-    """The `uns['kbagg_cells']` JSON text of a per-sample matrix, if it has one; checked to
-    be a `CellCallingRecord` (KbaggError naming the file otherwise)."""
+def cell_calling_record(h5ad: str | Path) -> dict | None:
+    """The `uns['kbagg_cells']` record of a per-sample matrix as a dict, if it has one;
+    checked to be a `CellCallingRecord` (KbaggError naming the file otherwise).
+
+    Parameters
+    ----------
+    h5ad
+        The sample's filtered (or raw) h5ad.
+    """
     import h5py
     from anndata.io import read_elem
 
@@ -87,7 +95,7 @@ def cell_calling_record(h5ad: str | Path) -> str | None:
             return None
         text = str(read_elem(f["uns"][UNS_KEY]))
     CellCallingRecord.from_json(text, source=f"{h5ad}: uns['{UNS_KEY}']")
-    return text
+    return json.loads(text)
 
 
 def file_record(path: str | Path) -> dict[str, str | int]:
@@ -100,11 +108,11 @@ def collect(
     config: Mapping,
     sample_sheet: Mapping,
     kb_infos: Mapping[str, str | Path] | None = None,
-    fastqs: Mapping[str, list[dict]] | None = None,
-    cells: Mapping[str, str] | None = None,
+    fastqs: Mapping[str, Mapping[str, dict]] | None = None,
+    cells: Mapping[str, dict] | None = None,
 ) -> dict[str, object]:
-    """The `uns['kbagg']` record. Config and sheet are kept as JSON text: h5ad cannot store
-    None or ragged lists, and text round-trips exactly.
+    """The `uns['kbagg']` record, a dict of JSON objects (`write_provenance` writes it as
+    JSON, `to_uns` as an h5ad/h5mu ``uns`` entry).
 
     Parameters
     ----------
@@ -115,17 +123,17 @@ def collect(
     kb_infos
         Sample name -> kb's kb_info.json (kb, kallisto and bustools versions, the kb call).
     fastqs
-        Sample name -> its lanes' FASTQ check records (reads, size and SHA-256 of each file),
-        stored as JSON text under ``inputs[sample]["fastqs"]``.
+        Sample name -> {check name (``<library>_lane<N>``): that lane's FASTQ check record
+        (reads, size and SHA-256 of each file)}, stored under ``inputs[sample]["fastqs"]``.
     cells
-        Sample name -> how its cells were called (JSON text: method, parameters, doublet
-        scoring, warnings), stored under ``inputs[sample]["cells"]``.
+        Sample name -> how its cells were called (the `CellCallingRecord`'s dict: method,
+        parameters, doublet scoring, warnings), stored under ``inputs[sample]["cells"]``.
     """
     records = {name: file_record(path) for name, path in inputs.items()}
     for name, lanes in (fastqs or {}).items():
-        records[name]["fastqs"] = json.dumps(lanes)
-    for name, text in (cells or {}).items():
-        records[name]["cells"] = text
+        records[name]["fastqs"] = dict(lanes)
+    for name, record in (cells or {}).items():
+        records[name]["cells"] = record
     versions = package_versions()
     if kb_infos:
         kb = {name: kb_versions(path) for name, path in kb_infos.items()}
@@ -136,10 +144,41 @@ def collect(
     return {
         "workflow_version": workflow_version(),
         "versions": versions,
-        "config": json.dumps(config, sort_keys=True),
-        "sample_sheet": json.dumps(sample_sheet),
+        "config": dict(config),
+        "sample_sheet": dict(sample_sheet),
         "inputs": records,
     }
+
+
+def to_uns(record: Mapping) -> dict[str, object]:
+    """A `collect` record as an h5ad/h5mu ``uns`` entry: the same nested dicts.
+
+    anndata writes dicts, strings, numbers, booleans and None as they are, and a list as an
+    array of one type (read back as a numpy array). A list it cannot store so, such as one
+    with None, dicts, nested lists or mixed types (a hand-written config may hold one), is
+    kept as its JSON text; kbagg's own entries have none.
+
+    Parameters
+    ----------
+    record
+        The `collect` (or `read_provenance`) record.
+    """
+    return {str(key): _uns_value(value) for key, value in record.items()}
+
+
+def _uns_value(value):
+    if isinstance(value, Mapping):
+        return to_uns(value)
+    if isinstance(value, list | tuple) and not _one_scalar_type(value):
+        return json.dumps(value)
+    return value
+
+
+def _one_scalar_type(values) -> bool:
+    kinds = {
+        bool if isinstance(v, bool) else float if isinstance(v, int) else type(v) for v in values
+    }
+    return len(kinds) <= 1 and kinds <= {str, float, bool}
 
 
 def collect_for_run(
@@ -150,14 +189,17 @@ def collect_for_run(
     lane_checks: list[str | Path],
 ) -> dict[str, object]:
     """`collect` from what a workflow run has on disk: the per-sample matrices, kb's
-    kb_info.json, the FASTQ check records and each matrix's cell-calling record."""
+    kb_info.json, the FASTQ check records (``<library>_lane<N>.json``) and each matrix's
+    cell-calling record."""
     from dataclasses import asdict
 
     from kbagg.count.lane_record import read_lane_record
 
-    lanes = [read_lane_record(path) for path in lane_checks]
-    fastqs = {s: [asdict(r) for r in lanes if r.sample == s] for s in matrices}
-    cells = {s: text for s, path in matrices.items() if (text := cell_calling_record(path))}
+    fastqs = {sample: {} for sample in matrices}
+    for path in lane_checks:
+        lane = read_lane_record(path)
+        fastqs[lane.sample][Path(path).stem] = asdict(lane)
+    cells = {s: record for s, path in matrices.items() if (record := cell_calling_record(path))}
     return collect(matrices, config, sample_sheet, kb_infos, fastqs, cells)
 
 
@@ -192,5 +234,19 @@ def read_provenance(path: str | Path) -> dict[str, object]:
     except (OSError, ValueError) as e:
         raise KbaggError(f"{path}: cannot read the provenance record ({e})") from None
     if not isinstance(record, dict) or "inputs" not in record:
-        raise KbaggError(f"{path}: not a provenance record (no 'inputs'); rerun rule provenance")
+        raise KbaggError(f"{path}: not a provenance record (no 'inputs'); rerun rule aggregate")
     return record
+
+
+def with_normalization(record: Mapping, normalization: Mapping) -> dict[str, object]:
+    """A provenance record with the depth normalization's record (method, seed, per-sample
+    subsampling rates; `kbagg.normalize.run.normalization_record`) under ``normalization``.
+
+    Parameters
+    ----------
+    record
+        The aggregate's provenance record (`collect`, or `read_provenance`).
+    normalization
+        What the normalization did.
+    """
+    return {**record, "normalization": dict(normalization)}

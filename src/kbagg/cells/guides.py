@@ -39,9 +39,9 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.special import expit
 
-from kbagg.cells import GUIDE_COLUMNS
 from kbagg.cells.nb import nb_log_pmf
 from kbagg.errors import KbaggError
+from kbagg.obs_columns import GUIDE_COLUMNS
 
 GUIDE_SEPARATOR = "|"
 DEFAULT_MIN_UMIS = 3  # Cell Ranger's default min_crispr_umi
@@ -50,7 +50,6 @@ MIN_FIT_CELLS = 5  # fewer cells than this at >= min_umis: too few to fit a sign
 EM_MAX_ITERATIONS = 200
 EM_TOLERANCE = 1e-7
 CALLED, NOT_SEPARATED, TOO_FEW = "called", "not_separated", "too_few_cells"
-OBS_COLUMNS = GUIDE_COLUMNS
 
 
 class GuideCallWarning(UserWarning):
@@ -113,7 +112,7 @@ def call_guides(
 
 
 def add_guide_calls(guides: ad.AnnData, sample: str, min_umis: int = DEFAULT_MIN_UMIS) -> None:
-    """`call_guides`, written into `guides`: obs columns `OBS_COLUMNS` and
+    """`call_guides`, written into `guides`: obs columns `GUIDE_COLUMNS` and
     ``uns['guide_calls']`` (``sample``, ``min_umis`` and the per-guide ``fits`` table).
 
     Parameters
@@ -126,7 +125,7 @@ def add_guide_calls(guides: ad.AnnData, sample: str, min_umis: int = DEFAULT_MIN
         As in `call_guides`.
     """
     calls, fits = call_guides(guides, sample, min_umis)
-    for column in OBS_COLUMNS:
+    for column in GUIDE_COLUMNS:
         guides.obs[column] = calls[column].to_numpy()
     guides.uns["guide_calls"] = {
         "sample": sample,

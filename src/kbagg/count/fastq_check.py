@@ -183,7 +183,7 @@ def check_lane_files(
         for label, path, min_length in zip(labels, fastqs, min_lengths, strict=True):
             sides.append(_Side(label, path, int(min_length), block_bytes, module, where))
         _check_files(sides, _Progress(progress, sides))
-        files = tuple(side.file_record() for side in sides)
+        files = [side.file_record() for side in sides]
     finally:
         for side in sides:
             side.close()
@@ -195,7 +195,8 @@ def check_lane_files(
                     f"identical contents (SHA-256 {files[i].sha256[:12]}...); give the lane's "
                     f"{labels[j]} as the {_ordinal(j)} FASTQ"
                 )
-    return LaneRecord(sample=sample, lane=int(lane), reads=files[0].reads, files=files)
+    by_column = {f"fastq_{i}": record for i, record in enumerate(files, start=1)}
+    return LaneRecord(sample=sample, lane=int(lane), reads=files[0].reads, files=by_column)
 
 
 # --- internals -------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from kbagg.atomic import atomic_output
-from kbagg.errors import KbaggError
+from kbagg.errors import KbaggError, parse_json_record
 
 
 class FastqError(KbaggError):
@@ -38,20 +38,20 @@ class LaneRecord:
     sample: str
     lane: int
     reads: int  # reads per file (read pairs for R1 + R2)
-    files: tuple[FastqFileRecord, ...]  # fastq_1 ... fastq_N of the sample sheet
+    files: dict[str, FastqFileRecord]  # by sample-sheet column: fastq_1 ... fastq_N
 
     @property
     def r1(self) -> FastqFileRecord:
         """The first file (fastq_1)."""
-        return self.files[0]
+        return self.files["fastq_1"]
 
     @property
     def r2(self) -> FastqFileRecord:
         """The second file (fastq_2)."""
-        return self.files[1]
+        return self.files["fastq_2"]
 
     def to_json(self) -> str:
-        """JSON with stable, sorted keys: files [{...}, ...], lane, reads, sample."""
+        """JSON with stable, sorted keys: files {fastq_1: {...}, ...}, lane, reads, sample."""
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
 
     @classmethod
@@ -65,19 +65,22 @@ class LaneRecord:
         source
             What the text came from (a file name), for the error message.
         """
-        try:
-            data = json.loads(text)
-            files = tuple(
-                FastqFileRecord(**{f: entry[f] for f in FastqFileRecord.__dataclass_fields__})
-                for entry in data["files"]
-            )
-            return cls(sample=data["sample"], lane=data["lane"], reads=data["reads"], files=files)
-        except json.JSONDecodeError as e:
-            raise FastqError(f"{source}: not valid JSON ({e})") from None
-        except KeyError as e:
-            raise FastqError(f"{source}: key {e} is missing; rerun the FASTQ check") from None
-        except TypeError as e:
-            raise FastqError(f"{source}: not a lane record ({e}); rerun the FASTQ check") from None
+        return parse_json_record(
+            text,
+            cls._from_dict,
+            source=source,
+            what="lane record",
+            error=FastqError,
+            hint="rerun the FASTQ check",
+        )
+
+    @classmethod
+    def _from_dict(cls, data: dict) -> LaneRecord:
+        files = {
+            column: FastqFileRecord(**{f: entry[f] for f in FastqFileRecord.__dataclass_fields__})
+            for column, entry in data["files"].items()
+        }
+        return cls(sample=data["sample"], lane=data["lane"], reads=data["reads"], files=files)
 
 
 def write_lane_record(record: LaneRecord, path: str | Path) -> None:

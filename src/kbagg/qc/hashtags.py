@@ -125,9 +125,28 @@ def plot_hashtags(hashtags: ad.AnnData, sample: str, output: str | Path) -> None
     _save_figure(fig, output)
 
 
-def run_hashtag_qc(hashtag_h5ad: str | Path, sample: str, table_out, figure_out) -> pd.DataFrame:
-    hashtags = ad.read_h5ad(hashtag_h5ad)
+def run_hashtag_qc(
+    hashtags: ad.AnnData, sample: str, table_out: str | Path, figure_out: str | Path
+) -> tuple[pd.DataFrame, str]:
+    """Rule hashtag_qc's work on one sample: the assignment table and figure written, and
+    the line that warns of its weak hashtags.
+
+    Parameters
+    ----------
+    hashtags
+        The sample's hashtag modality as `count_features` wrote it (calls in ``obs``, the
+        per-hashtag separability in ``uns['hashtag_separability']``).
+    sample
+        The sample's name, for the figure and the warning.
+    table_out, figure_out
+        The assignment table (TSV) and figure to write.
+
+    Returns
+    -------
+    The assignment table (`assignment_table`) and `weak_summary`'s line ('' when every
+    hashtag separates).
+    """
     table = assignment_table(hashtags)
     write_table(table, table_out)
     plot_hashtags(hashtags, sample, figure_out)
-    return table
+    return table, weak_summary(hashtags, sample)

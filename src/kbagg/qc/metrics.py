@@ -25,6 +25,7 @@ import pandas as pd
 from kbagg.atomic import atomic_output
 from kbagg.cells.metrics import mito_genes
 from kbagg.errors import KbaggError
+from kbagg.rule import warning_line
 
 if TYPE_CHECKING:  # the summary and MultiQC jobs read no matrix: no anndata import (~1.5 s)
     import anndata as ad
@@ -73,8 +74,8 @@ class Thresholds:
 
 
 def warning_lines(sample: str, warnings: str) -> list[str]:
-    """The log lines for a sample's '; '-joined warnings (the rules grep '^WARNING')."""
-    return [f"WARNING: sample '{sample}': {w}" for w in warnings.split("; ") if w]
+    """The log lines for a sample's '; '-joined warnings (`kbagg.rule.warning_line`)."""
+    return [warning_line(w, sample) for w in warnings.split("; ") if w]
 
 
 def read_json(path: str | Path) -> dict:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 
+from kbagg.errors import parse_json_record
 from kbagg.soma.lock import StoreError
 
 JOURNAL_KEY = "kbagg_store"  # the experiment metadata key holding the journal
@@ -87,29 +88,27 @@ class Journal:
         source
             What the text came from (the store), for the error message.
         """
-        try:
-            data = json.loads(text)
-            samples = {
-                str(name): SampleEntry(**_known(SampleEntry, _entry_defaults(entry)))
-                for name, entry in data.get("samples", {}).items()
-            }
-            pending = data.get("pending")
-            return cls(
-                measurement=data["measurement"],
-                label=data["label"],
-                index_unique=data.get("index_unique"),
-                samples=samples,
-                pending=None
-                if pending is None
-                else PendingAppend(**_known(PendingAppend, pending)),
-                obs_dtypes=dict(data.get("obs_dtypes", {})),
-                runs=list(data.get("runs", [])),
-                format=int(data.get("format", FORMAT)),
-            )
-        except json.JSONDecodeError as e:
-            raise StoreError(f"{source}: not valid JSON ({e})") from None
-        except (KeyError, TypeError, AttributeError) as e:
-            raise StoreError(f"{source}: not a kbagg store journal ({e!r})") from None
+        return parse_json_record(
+            text, cls._from_dict, source=source, what="kbagg store journal", error=StoreError
+        )
+
+    @classmethod
+    def _from_dict(cls, data: dict) -> Journal:
+        samples = {
+            str(name): SampleEntry(**_known(SampleEntry, _entry_defaults(entry)))
+            for name, entry in data.get("samples", {}).items()
+        }
+        pending = data.get("pending")
+        return cls(
+            measurement=data["measurement"],
+            label=data["label"],
+            index_unique=data.get("index_unique"),
+            samples=samples,
+            pending=None if pending is None else PendingAppend(**_known(PendingAppend, pending)),
+            obs_dtypes=dict(data.get("obs_dtypes", {})),
+            runs=list(data.get("runs", [])),
+            format=int(data.get("format", FORMAT)),
+        )
 
 
 def _entry_defaults(entry: dict) -> dict:
