@@ -11,7 +11,12 @@ from pathlib import Path
 from kbagg.cell_calling_record import UNS_KEY
 from kbagg.cells.ambient import add_ambient
 from kbagg.cells.call import add_cell_qc, call_cells
-from kbagg.cells.matrices import check_reads_processed, read_kb_matrices, write_h5ad
+from kbagg.cells.matrices import (
+    check_reads_processed,
+    name_plate_cells,
+    read_kb_matrices,
+    write_h5ad,
+)
 from kbagg.count.lane_record import read_lane_record
 from kbagg.rule import run_rule, to_terminal, warning_line
 
@@ -25,8 +30,14 @@ def main(smk) -> None:
     filtering = bool(smk.output.get("filtered"))
     kb = read_kb_matrices(sample, kb_dir, smk.input.t2g, ("raw", "filtered")[: 1 + filtering])
     raw = kb["raw"]
+    if params.plate:
+        name_plate_cells(raw, kb_dir)
+        if filtering:
+            name_plate_cells(kb["filtered"], kb_dir)
     if filtering:
-        calls = call_cells(sample, raw, kb["filtered"], params.method, params.emptydrops)
+        calls = call_cells(
+            sample, raw, kb["filtered"], params.method, params.emptydrops, plate=params.plate
+        )
         add_cell_qc(calls, **params.cell_qc)
         ambient = dict(params.ambient)
         calls.warnings.extend(

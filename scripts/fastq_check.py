@@ -1,15 +1,15 @@
-"""Rule fastq_check: stream one lane's R1/R2 once; fail the sample on damaged input."""
+"""Rule fastq_check: stream all FASTQs of one lane once; fail the sample on damaged input."""
 
-from kbagg.count.fastq_check import check_lane, write_lane_record
+from kbagg.count.fastq_check import check_lane_files, write_lane_record
 from kbagg.rule import run_rule
 
 
 def main(smk) -> None:
     sample, lane = smk.wildcards.sample, int(smk.wildcards.lane)
-    record = check_lane(
-        smk.input.r1,
-        smk.input.r2,
+    record = check_lane_files(
+        list(smk.input.fastqs),
         min_lengths=tuple(smk.params.min_lengths),
+        labels=tuple(smk.params.labels),
         sample=sample,
         lane=lane,
         progress=lambda done, total: print(
@@ -18,7 +18,10 @@ def main(smk) -> None:
         ),
     )
     write_lane_record(record, smk.output[0])
-    print(f"sample '{sample}', lane {lane}: {record.reads:,} read pairs, both files intact")
+    n_files = len(record.files)
+    print(
+        f"sample '{sample}', lane {lane}: {record.reads:,} reads in each of {n_files} files, intact"
+    )
 
 
 run_rule(snakemake, main)

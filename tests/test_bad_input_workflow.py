@@ -119,7 +119,10 @@ def test_metacharacters_in_paths_metadata_and_config_never_run(tmp_path, demo_da
     assert set(agg.obs["condition"]) == {"$(touch pwned_meta); `touch x`"}
     assert agg.obs_names.str.contains(";pbmc_").all()
     record = agg.uns["kbagg"]["inputs"]["pbmc_a"]["fastqs"]
-    assert [record[f"rna_lane{n}"]["r1"]["path"] for n in (1, 2)] == [rows[0][1], rows[1][1]]
+    assert [record[f"rna_lane{n}"]["files"]["fastq_1"]["path"] for n in (1, 2)] == [
+        rows[0][1],
+        rows[1][1],
+    ]
 
 
 # --- reference that does not match -----------------------------------------------------------

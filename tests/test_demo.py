@@ -151,14 +151,15 @@ def test_fastq_checks_count_every_read_and_match_sha256sum(demo_run):
                 ).read_text()
             )
             assert (record["sample"], record["lane"]) == (spec.name, lane)
-            for read in ("r1", "r2"):
-                path = demo_run / record[read]["path"]
+            assert len(record["files"]) == 2  # fastq_1, fastq_2
+            for read in record["files"].values():
+                path = demo_run / read["path"]
                 n_lines = len(gzip.decompress(path.read_bytes()).splitlines())
-                assert record[read]["reads"] == n_lines // 4 == record["reads"]
+                assert read["reads"] == n_lines // 4 == record["reads"]
                 sha = subprocess.run(
                     ["sha256sum", str(path)], capture_output=True, text=True, check=True
                 ).stdout.split()[0]
-                assert record[read]["sha256"] == sha
+                assert read["sha256"] == sha
         run_info = json.loads(
             (demo_run / "results" / "samples" / spec.name / "kb" / "run_info.json").read_text()
         )
@@ -199,7 +200,7 @@ def test_aggregate_records_provenance_of_every_input(demo_run, kind):
         lanes = list(record["fastqs"].values())  # every library's lanes (rna, prot, hashtag)
         sheet = pd.read_csv(demo_run / "config" / "samples.tsv", sep="\t", dtype=str)
         assert len(lanes) == (sheet["sample"] == sample).sum()
-        assert {lane["r1"]["sha256"] for lane in lanes} == {
+        assert {lane["files"]["fastq_1"]["sha256"] for lane in lanes} == {
             hashlib.sha256((demo_run / "config" / p).read_bytes()).hexdigest()
             for p in sheet.loc[sheet["sample"] == sample, "fastq_1"]
         }

@@ -164,8 +164,8 @@ def test_lane_record_json_round_trip(tmp_path):
     write_lane_record(record, out)
     assert read_lane_record(out) == record
     data = json.loads(out.read_text())
-    assert list(data) == ["lane", "r1", "r2", "reads", "sample"]
-    assert list(data["r1"]) == [
+    assert list(data) == ["files", "lane", "reads", "sample"]
+    assert list(data["files"]["fastq_1"]) == [
         "compression",
         "gzip_members",
         "max_length",
@@ -176,7 +176,7 @@ def test_lane_record_json_round_trip(tmp_path):
         "size_bytes",
     ]
     assert LaneRecord.from_json(record.to_json()) == record
-    del data["r2"]["sha256"]
+    del data["files"]["fastq_2"]["sha256"]
     out.write_text(json.dumps(data))
     with pytest.raises(FastqError, match=re.escape(f"{out}: key 'sha256' is missing")):
         read_lane_record(out)

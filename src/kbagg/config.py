@@ -82,6 +82,7 @@ MANAGED_COUNT_OPTIONS = {
     "-c1": "reference.c1",
     "-c2": "reference.c2",
     "--h5ad": "the workflow (always on)",
+    "--parity": "the sample sheet (one or two FASTQs per plate cell)",
 }
 
 
@@ -293,17 +294,18 @@ def demultiplexed_metadata(config: Mapping, metadata_columns: list[str]) -> dict
 
 def check_technologies(config: Mapping, sheet) -> None:
     """config `technology` and every library's technology (feature libraries too) are kb
-    technologies with an R1 and an R2 per lane."""
-    from kbagg.kb.technology import paired_technology
+    technologies (`kb --list`) or kallisto technology strings kallisto accepts; the files of
+    each lane suit them (checked when the sheet is read, `kbagg.sheet`)."""
+    from kbagg.kb.technology import technology as kb_technology
     from kbagg.sheet import SampleSheetError
 
     try:
-        paired_technology(config["technology"])
+        kb_technology(config["technology"])
     except KbaggError as error:
         raise KbaggError(f"config technology: {error}") from None
     for (sample, feature_type), technology in sheet.libraries["technology"].items():
         try:
-            paired_technology(technology)
+            kb_technology(technology)
         except KbaggError as error:
             raise SampleSheetError(
                 f"sample sheet {sheet.path}, sample '{sample}' ({feature_type} library), "

@@ -1,7 +1,12 @@
 """Sample sheet: one row per lane, rows sharing `sample` are that sample's lanes.
 
-Columns `sample`, `fastq_1`, `fastq_2` are required. `technology` is optional (else the config
-default). `feature_type` is optional: Cell Ranger multi's library types (`Gene Expression`,
+Columns `sample` and `fastq_1` are required, and `fastq_2` ... `fastq_N` as the row's
+technology needs: N is the number of FASTQ files per lane that `kb count` takes for it
+(`kbagg.kb.technology`: 2 for 10x v2/v3, 3 for 10x v1 and inDrops v3, 1 for 10x v3 on Ultima,
+4 for Smart-seq3's I1, I2, R1, R2, in that order). `technology` is optional (else the config
+default), a name from `kb --list` or a kallisto technology string. `cell` gives the cell id of
+a row of a plate technology counted from kb's batch file (SMARTSEQ2, BULK, STORMSEQ): the rows
+of such a sample are the cells of its plate. `feature_type` is optional: Cell Ranger multi's library types (`Gene Expression`,
 the default, `Antibody Capture`, `Multiplexing Capture`, `CRISPR Guide Capture`); rows of one
 sample with different types are libraries of the same cells, and each library's lanes are
 counted together. Every other column is sample metadata that ends up in `obs` of the
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +28,10 @@ from kbagg.errors import KbaggError
 from kbagg.feature_types import FEATURE_TYPES, GENE_EXPRESSION, MODALITY
 from kbagg.obs_columns import OBS_COLUMNS, OBS_PREFIXES, written_by_kbagg
 
-REQUIRED_COLUMNS = ("sample", "fastq_1", "fastq_2")
+REQUIRED_COLUMNS = ("sample", "fastq_1")
 LIBRARY_COLUMNS = ("technology", "feature_type")  # per library, not sample metadata
+CELL_COLUMN = "cell"  # per lane: a plate row's cell id (kb's batch file), not sample metadata
+_FASTQ_COLUMN = re.compile(r"fastq_([1-9][0-9]*)$")
 
 
 class SampleSheetError(KbaggError):
@@ -35,7 +43,7 @@ class SampleSheet:
     path: Path
     lanes: (
         pd.DataFrame
-    )  # one row per lane: sample, feature_type, fastq_1, fastq_2, technology, line
+    )  # one row per lane: sample, feature_type, fastq_1 ... fastq_N, technology, cell, line
     samples: pd.DataFrame  # one row per sample, indexed by sample: its metadata
     libraries: pd.DataFrame  # one row per (sample, feature_type): technology
 
@@ -47,15 +55,40 @@ class SampleSheet:
     def metadata_columns(self) -> list[str]:
         return list(self.samples.columns)
 
-    def lane_pairs(self, sample: str, feature_type: str = GENE_EXPRESSION) -> list[tuple[str, str]]:
-        """(fastq_1, fastq_2) of lane 1, lane 2, ... of a library, in sheet order."""
+    @property
+    def fastq_columns(self) -> list[str]:
+        """fastq_1 ... fastq_N: the FASTQ columns of the sheet, in order."""
+        return [c for c in self.lanes.columns if _FASTQ_COLUMN.match(c)]
+
+    def _rows(self, sample: str, feature_type: str) -> pd.DataFrame:
         lanes = self.lanes
-        rows = lanes[(lanes["sample"] == sample) & (lanes["feature_type"] == feature_type)]
-        return list(zip(rows["fastq_1"], rows["fastq_2"], strict=True))
+        return lanes[(lanes["sample"] == sample) & (lanes["feature_type"] == feature_type)]
+
+    def lane_files(self, sample: str, feature_type: str = GENE_EXPRESSION) -> list[tuple[str, ...]]:
+        """(fastq_1, ..., fastq_N) of lane 1, lane 2, ... of a library, in sheet order; each
+        lane has the files its technology takes (the empty columns left out).
+
+        Parameters
+        ----------
+        sample
+            The sample-sheet sample.
+        feature_type
+            The library's feature type.
+        """
+        rows = self._rows(sample, feature_type)[self.fastq_columns]
+        return [tuple(v for v in row if pd.notna(v)) for row in rows.itertuples(index=False)]
+
+    def lane_pairs(self, sample: str, feature_type: str = GENE_EXPRESSION) -> list[tuple[str, ...]]:
+        """The files of each lane (`lane_files`; pairs for two-file technologies)."""
+        return self.lane_files(sample, feature_type)
 
     def fastqs(self, sample: str, feature_type: str = GENE_EXPRESSION) -> list[str]:
-        """R1, R2 of lane 1, then lane 2, ...: the order `kb count` expects."""
-        return [path for pair in self.lane_pairs(sample, feature_type) for path in pair]
+        """The files of lane 1, then lane 2, ...: the order `kb count` expects."""
+        return [path for lane in self.lane_files(sample, feature_type) for path in lane]
+
+    def cells(self, sample: str, feature_type: str = GENE_EXPRESSION) -> list[str]:
+        """The cell id of each lane (plate technologies with kb's batch file), sheet order."""
+        return list(self._rows(sample, feature_type)[CELL_COLUMN])
 
     def technology(self, sample: str, feature_type: str = GENE_EXPRESSION) -> str:
         return self.libraries.loc[(sample, feature_type), "technology"]
@@ -197,19 +230,123 @@ def load_sample_sheet(
         table["feature_type"] = pd.NA
     table["feature_type"] = table["feature_type"].fillna(GENE_EXPRESSION)
     _check_feature_types(table, where)
+    fastq_columns = _check_fastq_columns(table, where)
+    if CELL_COLUMN not in table.columns:
+        table[CELL_COLUMN] = pd.NA
+    _check_cells(table, where)
 
     workdir = Path(workdir or os.getcwd()).resolve()
     produced = {Path(p).resolve() for p in will_exist}
-    for column in ("fastq_1", "fastq_2"):
-        resolved = [_resolve_fastq(row, column, path, produced) for _, row in table.iterrows()]
+    for column in fastq_columns:
+        resolved = [
+            _resolve_fastq(row, column, path, produced) if pd.notna(row[column]) else None
+            for _, row in table.iterrows()
+        ]
         table[f"{column}_resolved"] = resolved
-        table[column] = [_relative_if_inside(p, workdir) for p in resolved]
-    _check_duplicate_lanes(table, where)
+        table[column] = [
+            _relative_if_inside(p, workdir) if p is not None else pd.NA for p in resolved
+        ]
+    _check_duplicate_lanes(table, where, fastq_columns)
     samples = _per_sample_table(table, where)
     libraries = _per_library_table(table, where)
-    columns = ["sample", "feature_type", "fastq_1", "fastq_2", "technology", "line"]
+    columns = ["sample", "feature_type", *fastq_columns, "technology", CELL_COLUMN, "line"]
     lanes = table[columns].reset_index(drop=True)
     return SampleSheet(path=path, lanes=lanes, samples=samples, libraries=libraries)
+
+
+def _check_fastq_columns(table: pd.DataFrame, where: str) -> list[str]:
+    """fastq_1 ... fastq_N with no gap, and each row filled up to the number of files its
+    technology takes (`kbagg.kb.technology.check_n_files`): no fewer, no more."""
+    from kbagg.kb.technology import check_n_files
+
+    numbers = sorted(int(m.group(1)) for c in table.columns if (m := _FASTQ_COLUMN.match(c)))
+    gaps = [n for n in range(1, max(numbers) + 1) if n not in numbers]
+    if gaps:
+        raise SampleSheetError(
+            f"{where}: column fastq_{gaps[0]} is missing but fastq_{max(numbers)} is there; "
+            "number the FASTQ columns fastq_1, fastq_2, ... without a gap"
+        )
+    columns = [f"fastq_{n}" for n in numbers]
+    for _, row in table.iterrows():
+        context = f"{where}, line {row['line']}, sample '{row['sample']}'"
+        filled = [pd.notna(row[c]) for c in columns]
+        given = sum(filled)
+        if given and not all(filled[:given]):
+            empty = columns[filled.index(False)]
+            raise SampleSheetError(
+                f"{context}, column {empty}: empty, but a later FASTQ column is filled; give "
+                "the files of a lane in fastq_1, fastq_2, ... in kb's order"
+            )
+        allowed = _allowed(row["technology"])
+        if allowed is None:
+            continue  # an unknown technology: config.check_technologies names it
+        try:
+            check_n_files(row["technology"], given, context)
+        except KbaggError as error:
+            needed = max(allowed)
+            if needed > len(columns):  # the sheet lacks the column, not just the value
+                missing = ", ".join(f"fastq_{n}" for n in range(len(columns) + 1, needed + 1))
+                raise SampleSheetError(
+                    f"{where}: missing required column(s) {missing} ({error}); found columns: "
+                    f"{', '.join(c for c in table.columns if c != 'line')}"
+                ) from None
+            raise SampleSheetError(str(error)) from None
+    return columns
+
+
+def _known(name: str):
+    """The technology `name`, None when kb does not know it (reported by the config check)."""
+    from kbagg.kb.technology import technology
+
+    try:
+        return technology(name)
+    except KbaggError:
+        return None
+
+
+def _allowed(name: str) -> tuple[int, ...] | None:
+    found = _known(name)
+    return None if found is None else found.allowed_n_files
+
+
+def _check_cells(table: pd.DataFrame, where: str) -> None:
+    """A plate row counted from kb's batch file names its cell, once per sample; other rows
+    (droplet lanes, Smart-seq3 whose cells are its index reads) leave `cell` empty."""
+    seen: dict[tuple[str, str, str], int] = {}
+    for _, row in table.iterrows():
+        context = f"{where}, line {row['line']}, sample '{row['sample']}', column {CELL_COLUMN}"
+        tech = _known(row["technology"])
+        if tech is None:
+            continue  # config.check_technologies names it
+        cell = row[CELL_COLUMN]
+        if tech.batch and pd.isna(cell):
+            raise SampleSheetError(
+                f"{context}: empty, but technology '{row['technology']}' is plate-based with one "
+                "cell per FASTQ set; give each row of the plate its cell id (e.g. the well, A01)"
+            )
+        if not tech.batch and pd.notna(cell):
+            why = (
+                "its cells come from the I1/I2 index reads"
+                if tech.plate
+                else "its cells come from the barcodes in the reads"
+            )
+            raise SampleSheetError(
+                f"{context}: '{cell}' given, but technology '{row['technology']}' takes no cell "
+                f"id per row ({why}); leave it empty"
+            )
+        if pd.notna(cell):
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", cell):
+                raise SampleSheetError(
+                    f"{context}: '{cell}' is not a cell id of letters, digits, _ . - (it names "
+                    "a row of kb's batch file)"
+                )
+            key = (row["sample"], row["feature_type"], cell)
+            if key in seen:
+                raise SampleSheetError(
+                    f"{context}: cell '{cell}' of sample '{row['sample']}' is on line "
+                    f"{seen[key]} too; a plate's cell ids are distinct"
+                )
+            seen[key] = row["line"]
 
 
 def _check_feature_types(table: pd.DataFrame, where: str) -> None:
@@ -259,17 +396,21 @@ def _file_identity(path: Path) -> tuple:
     return ("inode", stat.st_dev, stat.st_ino)
 
 
-def _check_duplicate_lanes(table: pd.DataFrame, where: str) -> None:
-    """Every FASTQ is used once: not as both reads of a lane, not in two lanes or samples."""
+def _check_duplicate_lanes(table: pd.DataFrame, where: str, fastq_columns: list[str]) -> None:
+    """Every FASTQ is used once: not as two reads of a lane, not in two lanes or samples."""
     seen: dict[tuple, tuple[int, str, str]] = {}
     for _, row in table.iterrows():
-        if _file_identity(row["fastq_1_resolved"]) == _file_identity(row["fastq_2_resolved"]):
-            raise SampleSheetError(
-                f"{where}, line {row['line']}, sample '{row['sample']}': fastq_1 and fastq_2 are "
-                f"the same file ({row['fastq_1']}); give the barcode read (R1) and the cDNA read "
-                "(R2) of the lane"
-            )
-        for column in ("fastq_1", "fastq_2"):
+        used = [c for c in fastq_columns if row[f"{c}_resolved"] is not None]
+        identities = [_file_identity(row[f"{c}_resolved"]) for c in used]
+        for i, first in enumerate(identities):
+            if first in identities[i + 1 :]:
+                other = used[identities.index(first, i + 1)]
+                raise SampleSheetError(
+                    f"{where}, line {row['line']}, sample '{row['sample']}': {used[i]} and "
+                    f"{other} are the same file ({row[used[i]]}); give the barcode read (R1) "
+                    "and the cDNA read (R2) of the lane"
+                )
+        for column in used:
             key = _file_identity(row[f"{column}_resolved"])
             if key in seen:
                 line, sample, other_column = seen[key]
@@ -297,7 +438,8 @@ def _agreed(lanes: pd.DataFrame, column: str, what: str, where: str):
 
 def _per_sample_table(table: pd.DataFrame, where: str) -> pd.DataFrame:
     """Collapse lanes to samples; metadata must agree across all of a sample's lanes."""
-    per_lane = ("fastq_1", "fastq_2", "fastq_1_resolved", "fastq_2_resolved", "line")
+    fastqs = [c for c in table.columns if _FASTQ_COLUMN.match(c.removesuffix("_resolved"))]
+    per_lane = (*fastqs, CELL_COLUMN, "line")
     columns = [c for c in table.columns if c not in (*per_lane, *LIBRARY_COLUMNS, "sample")]
     rows = {
         sample: {c: _agreed(lanes, c, f"sample '{sample}'", where) for c in columns}

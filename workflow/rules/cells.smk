@@ -21,6 +21,7 @@ rule cells:
         runtime=rule_resources("cells")["runtime"],
     params:
         method=config["filter"]["method"],
+        plate=lambda wc: plate_technology(wc.sample),
         emptydrops=config["filter"]["emptydrops"],
         ambient=config["ambient"],
         cell_qc={

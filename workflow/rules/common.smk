@@ -46,7 +46,7 @@ from kbagg.config import (
 )
 from kbagg.count.kite import kite_mode
 from kbagg.errors import KbaggError
-from kbagg.kb.technology import paired_technology
+from kbagg.kb.technology import technology as kb_technology
 from kbagg.lineage.register import check_instance
 from kbagg.reference.build import reference_outputs
 from kbagg.sheet import load_sample_sheet
@@ -164,9 +164,22 @@ def onlist_file(technology):
     """The shared on-list for technologies kb has one for; else none."""
     return (
         f"resources/onlists/{technology.lower()}.txt"
-        if paired_technology(technology).onlist
+        if kb_technology(technology).onlist
         else None
     )
+
+
+def plate_technology(sample):
+    """The sample's technology when it is plate-based (every barcode a cell), else ''."""
+    name = SHEET.technology(sample)
+    return name if kb_technology(name).plate else ""
+
+
+def plate_cells(sample):
+    """The cell id of each lane of a plate counted from kb's batch file, else []."""
+    if kb_technology(SHEET.technology(sample)).batch:
+        return SHEET.cells(sample)
+    return []
 
 
 def count_inputs(wildcards):
@@ -183,14 +196,31 @@ def library_type(wildcards):
 
 
 def lane_fastqs(wildcards):
-    """(fastq_1, fastq_2) of lane `wildcards.lane` (1-based, in sheet order) of a library."""
-    pairs = SHEET.lane_pairs(wildcards.sample, library_type(wildcards))
-    return pairs[int(wildcards.lane) - 1]
+    """fastq_1 ... fastq_N of lane `wildcards.lane` (1-based, in sheet order) of a library."""
+    lanes = SHEET.lane_files(wildcards.sample, library_type(wildcards))
+    return list(lanes[int(wildcards.lane) - 1])
+
+
+def lane_technology(wildcards):
+    """The kb technology of the library of lane `wildcards.lane`."""
+    return kb_technology(SHEET.technology(wildcards.sample, library_type(wildcards)))
+
+
+def lane_file_labels(wildcards):
+    """What each FASTQ of the lane is, for the check's messages: kb's names (I1, I2, R1,
+    R2 for Smart-seq3), R1 and R2 for a pair, else fastq_1 ... fastq_N."""
+    names = lane_technology(wildcards).file_names
+    n_files = len(lane_fastqs(wildcards))
+    if len(names) == n_files:
+        return list(names)
+    if n_files == 2:
+        return ["R1", "R2"]
+    return [f"fastq_{i}" for i in range(1, n_files + 1)]
 
 
 def lane_checks(sample, library="rna"):
     """The FASTQ check record of every lane of one library of `sample`."""
-    n_lanes = len(SHEET.lane_pairs(sample, FEATURE_TYPE_OF[library]))
+    n_lanes = len(SHEET.lane_files(sample, FEATURE_TYPE_OF[library]))
     return [
         f"results/samples/{sample}/fastq_check/{library}_lane{lane}.json"
         for lane in range(1, n_lanes + 1)
@@ -365,8 +395,12 @@ def provenance_config():
 
 
 def provenance_sample_sheet():
+    """The sheet's lanes and metadata; columns empty in every row (fastq_3 ... of a shorter
+    layout, `cell` of droplets) are left out, empty cells of the others are None."""
+    lanes = SHEET.lanes.drop(columns="line").dropna(axis="columns", how="all")
+    lanes = lanes.astype(object).where(lanes.notna(), None)
     return {
-        "lanes": SHEET.lanes.drop(columns="line").to_dict("list"),
+        "lanes": lanes.to_dict("list"),
         "metadata": SHEET.metadata().to_dict("list"),
     }
 

@@ -4,8 +4,7 @@
 
 rule fastq_check:
     input:
-        r1=lambda wc: lane_fastqs(wc)[0],
-        r2=lambda wc: lane_fastqs(wc)[1],
+        fastqs=lane_fastqs,
     output:
         "results/samples/{sample}/fastq_check/{library}_lane{lane}.json",
     log:
@@ -19,9 +18,8 @@ rule fastq_check:
         mem_mb=mem_mb("fastq_check"),
         runtime=rule_resources("fastq_check")["runtime"],
     params:
-        min_lengths=lambda wc: paired_technology(
-            SHEET.technology(wc.sample, library_type(wc))
-        ).min_lengths,
+        min_lengths=lambda wc: lane_technology(wc).min_lengths,
+        labels=lambda wc: lane_file_labels(wc),
     script:
         script_path("fastq_check.py")
 
@@ -53,5 +51,6 @@ rule kb_count:
         filter=FILTER,
         filter_threshold=config["filter"]["threshold"],
         extra_args=COUNT_EXTRA_ARGS,
+        cells=lambda wc: plate_cells(wc.sample),
     script:
         script_path("kb_count.py")

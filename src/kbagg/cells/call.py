@@ -48,6 +48,7 @@ def call_cells(
     method: str,
     emptydrops: Mapping | None = None,
     log: Callable[[str], object] = print,
+    plate: str = "",
 ) -> CellCalls:
     """Call the cells of `sample` and mark the calls in `raw.obs` (modified in place).
 
@@ -65,9 +66,28 @@ def call_cells(
         Keyword arguments of `empty_drops` (lower, fdr, n_iter, seed) for "emptydrops".
     log
         Receives progress lines.
+    plate
+        The technology when it is plate-based (SMARTSEQ2, SMARTSEQ3, BULK, STORMSEQ): every
+        barcode kb reports is a cell of the plate, by construction; no knee and no
+        EmptyDrops run, and the record says so (method "plate"). '' for droplets.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if plate:
+        raw.obs["bustools_cell"] = True  # kb keeps every barcode of a plate (no --filter)
+        record = CellCallingRecord(method="plate", n_barcodes=int(raw.n_obs))
+        record.params = {
+            "method": "plate",
+            "technology": plate,
+            "reason": (
+                "plate-based technology: each barcode kb reports is a cell of the plate "
+                f"(a FASTQ set or an index-read barcode), so no knee and no EmptyDrops; "
+                f"config filter.method '{method}' does not apply"
+            ),
+        }
+        record.n_cells = int(raw.n_obs)
+        log(f"sample '{sample}': plate ({plate}): all {raw.n_obs:,} barcodes are cells")
+        return CellCalls(raw.copy(), record)
     raw.obs["bustools_cell"] = raw.obs_names.isin(kb_filtered.obs_names)
     record = CellCallingRecord(method=method, n_barcodes=int(raw.n_obs))
     warnings = record.warnings

@@ -87,3 +87,34 @@ def read_kb_matrices(
 def write_h5ad(adata: ad.AnnData, output: str | Path) -> None:
     with atomic_output(output) as tmp:
         adata.write_h5ad(tmp)
+
+
+def name_plate_cells(adata: ad.AnnData, kb_dir: str | Path) -> None:
+    """Name the cells of a plate counted from kb's batch file by their cell ids (in place).
+
+    kallisto gives batch row i the barcode on line i of `matrix.sample.barcodes` and its
+    cell id on line i of `matrix.cells` (the `cell` column of the sample sheet). Without
+    those files (Smart-seq3, whose barcode is its index reads) the barcodes stay.
+
+    Parameters
+    ----------
+    adata
+        kb's matrix of the sample.
+    kb_dir
+        kb count's output folder.
+    """
+    barcodes_path = Path(kb_dir) / "matrix.sample.barcodes"
+    cells_path = Path(kb_dir) / "matrix.cells"
+    if not (barcodes_path.exists() and cells_path.exists()):
+        return
+    barcodes = barcodes_path.read_text().split()
+    cells = cells_path.read_text().split()
+    if len(barcodes) != len(cells):
+        raise KbaggError(
+            f"{kb_dir}: kb's batch barcodes ({len(barcodes)}) and cells ({len(cells)}) differ"
+        )
+    names = dict(zip(barcodes, cells, strict=True))
+    unknown = [b for b in adata.obs_names if b not in names]
+    if unknown:
+        raise KbaggError(f"{kb_dir}: barcode {unknown[0]} is in no row of kb's batch file")
+    adata.obs_names = [names[b] for b in adata.obs_names]

@@ -1,5 +1,6 @@
-"""Check one lane's FASTQ pair (R1, R2) in a single streaming pass, cheaply enough to run
-beside `kb count`.
+"""Check one lane's FASTQ files (R1, R2; or as many as the technology takes: I1, I2, R1, R2
+for Smart-seq3, three for 10x v1, one for 10x v3 on Ultima) in a single streaming pass,
+cheaply enough to run beside `kb count`.
 
 kb counts a damaged FASTQ as if it were good (a truncated `.gz` gives half the reads and exit
 0, R1 longer than R2 is silently cut, R1 given twice makes fake cells). `check_lane` reads
@@ -14,11 +15,11 @@ number and/or compressed byte offset. What it checks:
   line ends are not handled: convert with dos2unix). The last line may lack its newline,
   and blank lines after the last record are ignored; a file that ends inside a record is an
   error. Sequence and quality characters are not checked.
-- pairs: R1 and R2 have the same number of reads, and the names agree read by read, compared
-  up to the first space or tab (any byte <= 0x20) without a trailing `/1` or `/2`; a name
-  may have at most 254 characters (SAM's limit).
-- every R1 read has at least `min_lengths[0]` bases, every R2 read at least `min_lengths[1]`.
-- neither file is empty; R1 and R2 are not the same file (path, inode or identical bytes).
+- pairs: all files of the lane have the same number of reads, and the names agree read by
+  read with the first file's, compared up to the first space or tab (any byte <= 0x20)
+  without a trailing `/1` or `/2`; a name may have at most 254 characters (SAM's limit).
+- every read of file i has at least `min_lengths[i]` bases (the technology's barcode and UMI).
+- no file is empty; no two are the same file (path, inode or identical bytes).
 
 Before a FASTQ format or pairing problem is reported, the rest of the file(s) concerned is
 decompressed (not parsed): if the gzip stream is corrupt, that is the root cause and is
@@ -77,6 +78,7 @@ __all__ = [
     "FastqFileRecord",
     "LaneRecord",
     "check_lane",
+    "check_lane_files",
     "read_lane_record",
     "write_lane_record",
 ]
@@ -93,20 +95,56 @@ def check_lane(
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     inflate: str = "isal",
 ) -> LaneRecord:
-    """Check a lane's R1/R2 FASTQ pair in one pass; return what was read, or raise FastqError.
+    """Check a lane's R1/R2 FASTQ pair in one pass (`check_lane_files` with two files).
 
     Parameters
     ----------
     r1, r2
-        The lane's FASTQ files, gzip (one or more members) or plain. Messages and the record
-        name them as given.
+        The lane's FASTQ files.
+    min_lengths, sample, lane, progress, block_bytes, inflate
+        As for `check_lane_files`.
+    """
+    if len(min_lengths) != 2:
+        raise ValueError(f"min_lengths must be two lengths >= 0, got {min_lengths!r}")
+    return check_lane_files(
+        [r1, r2],
+        min_lengths=min_lengths,
+        sample=sample,
+        lane=lane,
+        progress=progress,
+        block_bytes=block_bytes,
+        inflate=inflate,
+    )
+
+
+def check_lane_files(
+    fastqs: list[str | Path],
+    *,
+    min_lengths: tuple[int, ...],
+    labels: tuple[str, ...] | None = None,
+    sample: str = "S1",
+    lane: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    inflate: str = "isal",
+) -> LaneRecord:
+    """Check all FASTQ files of a lane in one pass; return what was read, or raise FastqError.
+
+    Parameters
+    ----------
+    fastqs
+        The lane's FASTQ files in kb's order (fastq_1 ... fastq_N of the sample sheet), gzip
+        (one or more members) or plain. Messages and the record name them as given.
     min_lengths
-        Minimum bases of every R1 and every R2 read: what the technology's barcode and UMI
-        need (`kbagg.kb.technology.technology(name).min_lengths`); 0 for no minimum.
+        Minimum bases of every read of each file: what the technology's barcode and UMI need
+        (`kbagg.kb.technology.technology(name).min_lengths`); 0 for no minimum.
+    labels
+        What each file is, for messages (I1, R1, ...); default R1, R2 for two files, else
+        fastq_1 ... fastq_N.
     sample, lane
         Named in every error message and stored in the record.
     progress
-        Called as ``progress(bytes_done, bytes_total)`` (compressed bytes of both files) at
+        Called as ``progress(bytes_done, bytes_total)`` (compressed bytes of all files) at
         most every 0.5 s, and once at the end.
     block_bytes
         Decompressed bytes parsed at once per file; memory is about 4 x this per file.
@@ -116,34 +154,49 @@ def check_lane(
     Returns
     -------
     LaneRecord
-        Sample, lane, read pairs, and per file: path, size, SHA-256, reads, min/max length.
+        Sample, lane, reads (per file), and per file: path, size, SHA-256, reads, min/max
+        length.
     """
     where = f"sample '{sample}', lane {lane}"
-    if len(min_lengths) != 2 or any(int(m) < 0 for m in min_lengths):
-        raise ValueError(f"min_lengths must be two lengths >= 0, got {min_lengths!r}")
+    fastqs = list(fastqs)
+    n = len(fastqs)
+    if n == 0:
+        raise ValueError("a lane has at least one FASTQ file")
+    if len(min_lengths) != n or any(int(m) < 0 for m in min_lengths):
+        raise ValueError(f"min_lengths must be {n} lengths >= 0, got {min_lengths!r}")
+    if labels is None:
+        labels = ("R1", "R2") if n == 2 else tuple(f"fastq_{i}" for i in range(1, n + 1))
+    if len(labels) != n:
+        raise ValueError(f"labels must name {n} files, got {labels!r}")
     if block_bytes < 8:
         raise ValueError(f"block_bytes must be at least 8, got {block_bytes}")
     module = _inflate_module(inflate, where)
-    if str(r1) == str(r2) or _same_inode(r1, r2):
-        raise FastqError(
-            f"{where}: R1 {r1} and R2 {r2} are the same file; give the lane's R2 as the "
-            "second FASTQ"
-        )
+    for i in range(n):
+        for j in range(i + 1, n):
+            if str(fastqs[i]) == str(fastqs[j]) or _same_inode(fastqs[i], fastqs[j]):
+                raise FastqError(
+                    f"{where}: {labels[i]} {fastqs[i]} and {labels[j]} {fastqs[j]} are the same "
+                    f"file; give the lane's {labels[j]} as the {_ordinal(j)} FASTQ"
+                )
     sides = []
     try:
-        for label, path, min_length in (("R1", r1, min_lengths[0]), ("R2", r2, min_lengths[1])):
+        for label, path, min_length in zip(labels, fastqs, min_lengths, strict=True):
             sides.append(_Side(label, path, int(min_length), block_bytes, module, where))
-        _check_pairs(sides, _Progress(progress, sides))
-        a, b = (side.file_record() for side in sides)
+        _check_files(sides, _Progress(progress, sides))
+        files = [side.file_record() for side in sides]
     finally:
         for side in sides:
             side.close()
-    if a.sha256 == b.sha256:
-        raise FastqError(
-            f"{where}: R1 {r1} and R2 {r2} have identical contents (SHA-256 {a.sha256[:12]}...); "
-            "give the lane's R2 as the second FASTQ"
-        )
-    return LaneRecord(sample=sample, lane=int(lane), reads=a.reads, r1=a, r2=b)
+    for i in range(n):
+        for j in range(i + 1, n):
+            if files[i].sha256 == files[j].sha256:
+                raise FastqError(
+                    f"{where}: {labels[i]} {fastqs[i]} and {labels[j]} {fastqs[j]} have "
+                    f"identical contents (SHA-256 {files[i].sha256[:12]}...); give the lane's "
+                    f"{labels[j]} as the {_ordinal(j)} FASTQ"
+                )
+    by_column = {f"fastq_{i}": record for i, record in enumerate(files, start=1)}
+    return LaneRecord(sample=sample, lane=int(lane), reads=files[0].reads, files=by_column)
 
 
 # --- internals -------------------------------------------------------------------------------
@@ -155,6 +208,12 @@ class _Problem(Exception):
     def __init__(self, message: str, *, truncated: bool = False):
         super().__init__(message)
         self.truncated = truncated  # the file ends inside a gzip member
+
+
+def _ordinal(i: int) -> str:
+    """'first', 'second', ... for file index i (0-based)."""
+    names = ("first", "second", "third", "fourth", "fifth")
+    return names[i] if i < len(names) else f"{i + 1}th"
 
 
 def _inflate_module(name: str, where: str):
@@ -560,26 +619,28 @@ class _Progress:
             self.callback(done, self.total)
 
 
-def _check_pairs(sides: list[_Side], progress: _Progress) -> None:
-    """Consume both files in lock-step by complete records; raise on the first problem."""
-    first, second = sides
+def _check_files(sides: list[_Side], progress: _Progress) -> None:
+    """Consume all files in lock-step by complete records; raise on the first problem."""
+    first = sides[0]
+    need_names = len(sides) > 1
     while True:
         for side in sides:
             if side.available == 0 and not side.at_end:
-                side.fill(need_names=True)
+                side.fill(need_names=need_names)
         progress()
-        k = min(first.available, second.available)
+        k = min(side.available for side in sides)
         if k == 0:
             break
-        # The first problem in read order: a bad record in R1 or R2, or a name mismatch.
+        # The first problem in read order: a bad record in any file, or a name mismatch.
         bad = [side.bad_read(k) for side in sides]
         limit = min((b for b in bad if b is not None), default=None)
-        stop = k if limit is None else limit - first.reads_done - 1  # pairs before it
+        stop = k if limit is None else limit - first.reads_done - 1  # reads before it
         if stop:
-            a, b = first.take(stop), second.take(stop)
-            _compare_names(first, second, a, b)
+            batches = [side.take(stop) for side in sides]
+            for other, batch in zip(sides[1:], batches[1:], strict=True):
+                _compare_names(first, other, batches[0], batch)
         if limit is not None:
-            culprit = first if bad[0] == limit else second
+            culprit = sides[bad.index(limit)]
             culprit.take(1)  # raises for the bad record
     # One file has ended; read the other to its end to report both counts.
     for side in sides:
@@ -590,12 +651,14 @@ def _check_pairs(sides: list[_Side], progress: _Progress) -> None:
                 side.fill(need_names=False)
             progress()
     progress(final=True)
-    if first.reads_done != second.reads_done:
-        raise FastqError(
-            f"{first.where}: R1 {first.path} has {first.reads_done:,} reads, R2 "
-            f"{second.path} has {second.reads_done:,}; R1 and R2 of a lane must have the "
-            "same reads"
-        )
+    for second in sides[1:]:
+        if first.reads_done != second.reads_done:
+            both = "R1 and R2" if len(sides) == 2 else "all files"
+            raise FastqError(
+                f"{first.where}: {first.label} {first.path} has {first.reads_done:,} reads, "
+                f"{second.label} {second.path} has {second.reads_done:,}; {both} of a lane "
+                "must have the same reads"
+            )
 
 
 def _compare_names(first: _Side, second: _Side, a: _Batch, b: _Batch) -> None:
@@ -608,9 +671,11 @@ def _compare_names(first: _Side, second: _Side, a: _Batch, b: _Batch) -> None:
     differ = a.name_lengths != b.name_lengths
     differ |= (a.names[:, :words] != b.names[:, :words]).any(axis=1)
     i = int(differ.argmax())
+    one, two = first.label, second.label
     message = (
-        f"read {a.first_read + i:,}: names differ between R1 and R2 (R1 {first.name(a, i)}, "
-        f"R2 {second.name(b, i)}); the files are not the two reads of one lane, or not in "
+        f"read {a.first_read + i:,}: names differ between {one} and {two} ({one} "
+        f"{first.name(a, i)}, {two} {second.name(b, i)}); the files are not "
+        f"{'the two reads' if (one, two) == ('R1', 'R2') else 'reads'} of one lane, or not in "
         "the same order"
     )
     for side in (first, second):  # a damaged gzip stream would be the cause
@@ -618,4 +683,6 @@ def _compare_names(first: _Side, second: _Side, a: _Batch, b: _Batch) -> None:
             side.stream.drain()
         except _Problem as p:
             raise FastqError(f"{side.where}: {side.label} {side.path}: {p}") from None
-    raise FastqError(f"{first.where}: R1 {first.path} and R2 {second.path}: {message}")
+    raise FastqError(
+        f"{first.where}: {first.label} {first.path} and {second.label} {second.path}: {message}"
+    )

@@ -8,12 +8,18 @@ become `kb/`; a rerun never reuses, or shares a folder with, an earlier attempt.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from kbagg.count.attempt import count_in_attempt
 from kbagg.kb.run import KbError, read_json_if_present
+from kbagg.kb.technology import PARITY_TECHNOLOGIES
+from kbagg.kb.technology import technology as kb_technology
 from kbagg.schema import schema_default
 
 WORKFLOWS = ("standard", "nac", "lamanno")
@@ -38,6 +44,33 @@ class CountJob:
         default_factory=lambda: schema_default("resources", "kb_count", "mem_mb")
     )
     extra_args: list[str] = field(default_factory=list)
+    cells: list[str] | None = None  # plate technologies with a batch file: each lane's cell id
+
+
+BATCH_FILE = "batch.txt"  # kb's batch file, in the attempt's folder
+
+
+def batch_lines(job: CountJob) -> list[str]:
+    """kb's batch file for a plate sample: `cell<TAB>fastq_1[<TAB>fastq_2]` per lane (cell),
+    with absolute paths (kb reads them from its own folder)."""
+    tech = kb_technology(job.technology)
+    n_cells = len(job.cells or [])
+    if not n_cells or len(job.fastqs) % n_cells:
+        raise KbError(
+            f"sample '{job.sample}': technology '{job.technology}' is counted from kb's batch "
+            f"file, one cell per lane; got {n_cells} cell ids for {len(job.fastqs)} FASTQs"
+        )
+    per_cell = len(job.fastqs) // n_cells
+    if per_cell not in tech.allowed_n_files:
+        raise KbError(
+            f"sample '{job.sample}': technology '{job.technology}' takes "
+            f"{' or '.join(map(str, tech.allowed_n_files))} FASTQ files per cell, got {per_cell}"
+        )
+    lines = []
+    for i, cell in enumerate(job.cells):
+        files = [str(Path(f).resolve()) for f in job.fastqs[i * per_cell : (i + 1) * per_cell]]
+        lines.append("\t".join([cell, *files]))
+    return lines
 
 
 def kb_memory(memory_mb: int) -> str:
@@ -46,8 +79,28 @@ def kb_memory(memory_mb: int) -> str:
 
 
 def kb_count_args(job: CountJob, outdir: Path, tmpdir: Path) -> list[str]:
-    if len(job.fastqs) % 2:
-        raise KbError(f"sample '{job.sample}': FASTQs must come in R1/R2 pairs: {job.fastqs}")
+    """`kb count`'s arguments for `job`, as kb needs them for the job's technology.
+
+    Plate technologies (`Technology.plate`) are counted without `--filter` (kb refuses it
+    for them: every cell of a plate is a cell). Those counted from kb's batch file (SMARTSEQ2,
+    BULK, STORMSEQ) get the batch file `outdir/batch.txt` (written by `run_count`) instead of
+    FASTQs, and `--parity paired` or `single` (SMARTSEQ2, BULK: kb requires it).
+
+    Parameters
+    ----------
+    job
+        The sample's count job.
+    outdir
+        kb's output folder (`-o`).
+    tmpdir
+        kb's private temporary folder (`--tmp`).
+    """
+    tech = kb_technology(job.technology)
+    if not tech.batch and len(job.fastqs) % tech.n_files:
+        raise KbError(
+            f"sample '{job.sample}': technology '{job.technology}' takes {tech.n_files} FASTQ "
+            f"files per lane; got {len(job.fastqs)}, not whole lanes: {job.fastqs}"
+        )
     args = ["count", "-i", job.index, "-g", job.t2g, "-x", job.technology]
     args += ["-o", str(outdir), "--tmp", str(tmpdir), "-t", str(job.threads)]
     args += ["-m", kb_memory(job.memory_mb), "--h5ad", "--overwrite"]
@@ -57,10 +110,15 @@ def kb_count_args(job: CountJob, outdir: Path, tmpdir: Path) -> list[str]:
         args += ["--workflow", job.workflow, "-c1", job.c1, "-c2", job.c2]
     if job.onlist:
         args += ["-w", job.onlist]
-    if job.filter:
+    if job.filter and not tech.plate:
         args += ["--filter", "bustools"]
         if job.filter_threshold is not None:
             args += ["--filter-threshold", str(job.filter_threshold)]
+    if tech.batch:
+        if tech.name.upper() in PARITY_TECHNOLOGIES:
+            paired = len(job.fastqs) == 2 * len(job.cells or [])
+            args += ["--parity", "paired" if paired else "single"]
+        return [*args, *job.extra_args, str(outdir / BATCH_FILE)]
     return [*args, *job.extra_args, *job.fastqs]
 
 
@@ -78,12 +136,81 @@ def why_no_matrix(sample: str, kb_dir: Path) -> str:
 
 
 KB_MATRICES = {"raw": "counts_unfiltered/adata.h5ad", "filtered": "counts_filtered/adata.h5ad"}
+# kb count -x SMARTSEQ3 writes two matrices and no counts_unfiltered: UMI counts of the reads
+# with Smart-seq3's UMI tag, and read counts of the internal (non-UMI) reads.
+SMARTSEQ3_MATRICES = {
+    "umi": "counts_unfiltered_umi/adata.h5ad",
+    "nonumi": "counts_unfiltered_internal/adata.h5ad",
+}
+NONUMI_LAYER = "nonumi_reads"  # Smart-seq3: the internal reads per cell and gene (kb's)
+
+
+def plate_matrices(kb_dir: Path, technology: str, filtered: bool) -> None:
+    """The matrices the workflow reads, for a plate (kb writes others, or none filtered).
+
+    Smart-seq3: `counts_unfiltered/adata.h5ad` holds kb's UMI counts in X and kb's internal
+    (non-UMI) read counts in layer `nonumi_reads`, over the barcodes of either (outer join;
+    absent is 0). With `filtered`, `counts_filtered/adata.h5ad` is the same matrix: kb takes
+    no `--filter` for plates, and every barcode of a plate is a cell. Both are written by
+    kbagg (atomically), beside kb's own files, which stay as kb wrote them.
+
+    Parameters
+    ----------
+    kb_dir
+        kb count's output folder of the sample.
+    technology
+        The sample's technology (a plate technology).
+    filtered
+        Whether the workflow calls cells (config filter.enabled).
+    """
+    import anndata as ad
+
+    from kbagg.atomic import atomic_output
+
+    kb_dir = Path(kb_dir)
+    raw = kb_dir / KB_MATRICES["raw"]
+    if kb_technology(technology).name.upper() == "SMARTSEQ3":
+        umi = ad.read_h5ad(kb_dir / SMARTSEQ3_MATRICES["umi"])
+        nonumi = ad.read_h5ad(kb_dir / SMARTSEQ3_MATRICES["nonumi"])
+        barcodes = umi.obs_names.union(nonumi.obs_names, sort=True)
+        if not umi.var_names.equals(nonumi.var_names):
+            raise KbError(f"{kb_dir}: kb's UMI and non-UMI matrices have different genes")
+        joined = _reindexed(umi, barcodes)
+        joined.layers[NONUMI_LAYER] = _reindexed(nonumi, barcodes).X
+        raw.parent.mkdir(exist_ok=True)
+        with atomic_output(raw) as tmp:
+            joined.write_h5ad(tmp)
+    if filtered:
+        target = kb_dir / KB_MATRICES["filtered"]
+        target.parent.mkdir(exist_ok=True)
+        with atomic_output(target) as tmp:
+            shutil.copyfile(raw, tmp)
+
+
+def _reindexed(adata, barcodes):
+    """`adata` with rows `barcodes` in that order (zeros for barcodes it lacks)."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    rows = adata.obs_names.get_indexer(barcodes)
+    matrix = sp.csr_matrix(adata.X)
+    present = rows >= 0
+    take = sp.coo_matrix(
+        (np.ones(int(present.sum())), (np.flatnonzero(present), rows[present])),
+        shape=(len(barcodes), adata.n_obs),
+    ).tocsr()
+    out = (take @ matrix).astype(matrix.dtype)
+    return ad.AnnData(X=out, obs=pd.DataFrame(index=barcodes), var=adata.var.copy())
 
 
 def run_count(job: CountJob, log: Callable[[str], object] = print) -> Path:
     """Run kb count for `job` and install its folder as `job.kb_dir`; returns it."""
 
+    tech = kb_technology(job.technology)
+
     def check(attempt: Path, error: KbError | None) -> None:
+        if tech.plate and error is None:
+            plate_matrices(attempt, job.technology, job.filter)
         info = read_json_if_present(attempt / "run_info.json")
         # kallisto >= 0.51 exits 1 on 0 pseudoaligned reads, which kb reports as a generic
         # exception; its run_info.json still says why.
@@ -97,10 +224,15 @@ def run_count(job: CountJob, log: Callable[[str], object] = print) -> Path:
                 "(bustools filter failed; see its log above)"
             ) from error
 
+    def args(attempt: Path) -> list[str]:
+        if tech.batch:
+            (attempt / BATCH_FILE).write_text("\n".join(batch_lines(job)) + "\n")
+        return kb_count_args(job, attempt, attempt / "tmp")
+
     return count_in_attempt(
         Path(job.kb_dir),
         job.sample,
-        lambda attempt: kb_count_args(job, attempt, attempt / "tmp"),
+        args,
         check,
         label=job.sample,
         log=log,

@@ -33,16 +33,25 @@ class FastqFileRecord:
 
 @dataclass(frozen=True)
 class LaneRecord:
-    """The outcome of `check_lane` for one lane: both files passed every check."""
+    """The outcome of `check_lane_files` for one lane: all its files passed every check."""
 
     sample: str
     lane: int
-    reads: int  # read pairs
-    r1: FastqFileRecord
-    r2: FastqFileRecord
+    reads: int  # reads per file (read pairs for R1 + R2)
+    files: dict[str, FastqFileRecord]  # by sample-sheet column: fastq_1 ... fastq_N
+
+    @property
+    def r1(self) -> FastqFileRecord:
+        """The first file (fastq_1)."""
+        return self.files["fastq_1"]
+
+    @property
+    def r2(self) -> FastqFileRecord:
+        """The second file (fastq_2)."""
+        return self.files["fastq_2"]
 
     def to_json(self) -> str:
-        """JSON with stable, sorted keys: sample, lane, reads, r1 {...}, r2 {...}."""
+        """JSON with stable, sorted keys: files {fastq_1: {...}, ...}, lane, reads, sample."""
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
 
     @classmethod
@@ -68,16 +77,10 @@ class LaneRecord:
     @classmethod
     def _from_dict(cls, data: dict) -> LaneRecord:
         files = {
-            key: FastqFileRecord(**{f: data[key][f] for f in FastqFileRecord.__dataclass_fields__})
-            for key in ("r1", "r2")
+            column: FastqFileRecord(**{f: entry[f] for f in FastqFileRecord.__dataclass_fields__})
+            for column, entry in data["files"].items()
         }
-        return cls(
-            sample=data["sample"],
-            lane=data["lane"],
-            reads=data["reads"],
-            r1=files["r1"],
-            r2=files["r2"],
-        )
+        return cls(sample=data["sample"], lane=data["lane"], reads=data["reads"], files=files)
 
 
 def write_lane_record(record: LaneRecord, path: str | Path) -> None:

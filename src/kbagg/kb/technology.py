@@ -3,7 +3,8 @@
 For each technology kb knows it gives the barcode on-list kb bundles (if any), how many
 FASTQ files a lane has, and how long each read must be to hold the barcode and UMI. The
 facts come from kb-python's own table (`kb_python.config.TECHNOLOGIES_MAPPING`), so they
-follow the installed kb.
+follow the installed kb, except where `kb count` takes other files than its table lists
+(Smart-seq3: I1, I2, R1, R2). Custom kallisto technology strings are parsed here too.
 """
 
 from __future__ import annotations
@@ -17,16 +18,49 @@ from pathlib import Path
 from kbagg.atomic import atomic_output
 from kbagg.errors import KbaggError
 
+# Plate-based technologies: kb counts them without --filter, and a lane is one cell's FASTQ
+# set (kb's batch file) -- except Smart-seq3, whose cells come from the I1/I2 index reads.
+PLATE_TECHNOLOGIES = ("BULK", "SMARTSEQ2", "SMARTSEQ3", "STORMSEQ")
+# Technologies kb counts as reads, not UMIs (`kb count` turns on --parity checks for these).
+PARITY_TECHNOLOGIES = ("BULK", "SMARTSEQ2")
+# kb's table lists Smart-seq3 with R1 and R2 only, but `kb count -x SMARTSEQ3` passes its FASTQs
+# to `kallisto bus -x SMARTSEQ3`, which takes I1, I2, R1, R2 (the cell barcode is I1 + I2);
+# kb_python 0.30.2 tests/fixtures/smartseq3 and kallisto 0.52.0. The UMI sits at R1 bases 11-19.
+_FILES_KB_COUNT_TAKES = {"SMARTSEQ3": ("I1", "I2", "R1", "R2")}
+_MIN_LENGTHS_KB_COUNT_NEEDS = {"SMARTSEQ3": (0, 0, 19, 0)}
+
 
 @dataclass(frozen=True)
 class Technology:
-    """One entry of kb's technology table."""
+    """One entry of kb's technology table, or a custom kallisto technology string."""
 
-    name: str  # kb's own spelling, e.g. 10XV3
+    name: str  # kb's own spelling, e.g. 10XV3; a custom string as given
     description: str
     onlist: Path | None  # kb's bundled barcode on-list, None when kb builds one from the data
-    n_files: int  # FASTQ files per lane (2 for R1 + R2)
+    n_files: int  # FASTQ files per lane that `kb count` takes (2 for R1 + R2)
     min_lengths: tuple[int, ...]  # per file: bases the barcode and UMI need (0: no constraint)
+    file_names: tuple[str, ...] = ()  # what each file is (I1, R1, ...), when kb says
+    custom: bool = False  # a technology string (`0,0,16:0,16,28:1,0,0`), not a name
+
+    @property
+    def plate(self) -> bool:
+        """Plate-based: one cell per FASTQ set (or per index-read barcode, Smart-seq3), so
+        every barcode kb reports is a cell: no knee, no EmptyDrops, no `--filter`."""
+        return not self.custom and self.name.upper() in PLATE_TECHNOLOGIES
+
+    @property
+    def batch(self) -> bool:
+        """Counted from kb's batch file (`cell<TAB>fastq_1[<TAB>fastq_2]` per cell): plate
+        technologies without a cell barcode in the reads (all but Smart-seq3)."""
+        return self.plate and self.name.upper() != "SMARTSEQ3"
+
+    @property
+    def allowed_n_files(self) -> tuple[int, ...]:
+        """The FASTQ counts per lane kb accepts: single-end (1) or paired (2) for kb's
+        `--parity` technologies, else exactly `n_files`."""
+        if not self.custom and self.name.upper() in PARITY_TECHNOLOGIES:
+            return (1, 2)
+        return (self.n_files,)
 
 
 @cache
@@ -49,12 +83,15 @@ def _table() -> dict[str, Technology]:
             for d in parser._definitions:
                 min_lengths[d.index] = max(min_lengths[d.index], d.start + d.length)
         onlist = chemistry.whitelist_path if chemistry.has_whitelist else None
-        table[key.upper()] = Technology(
+        upper = key.upper()
+        file_names = _FILES_KB_COUNT_TAKES.get(upper, ())
+        table[upper] = Technology(
             name=tech.name,
             description=tech.description,
             onlist=Path(onlist) if onlist else None,
-            n_files=n_files,
-            min_lengths=tuple(min_lengths),
+            n_files=len(file_names) or n_files,
+            min_lengths=_MIN_LENGTHS_KB_COUNT_NEEDS.get(upper, tuple(min_lengths)),
+            file_names=file_names,
         )
     return table
 
@@ -63,24 +100,126 @@ def known_names() -> list[str]:
     return sorted(_table())
 
 
+def is_custom(name: str) -> bool:
+    """A kallisto technology string (it has a colon) rather than a name from `kb --list`."""
+    return ":" in name
+
+
+def parse_custom(text: str) -> Technology:
+    """A kallisto technology string, `barcode:UMI:cDNA`, checked as kallisto 0.52.0 checks it.
+
+    Each part is a comma-separated list of `file,start,stop` triples (several triples are
+    concatenated: `0,0,8,1,0,8`); `stop` 0 means the end of the read. kb-python 0.30.2 hands
+    the string to `kallisto bus -x` as is, after taking off a `%strand%parity` suffix.
+    kallisto rejects a string without exactly two colons, an empty part, a count of values
+    that is not a multiple of 3, a value that is not an integer, a negative start, and a stop
+    before its start; each gives KbaggError here, with kallisto's reason.
+
+    Parameters
+    ----------
+    text
+        The string, e.g. ``0,0,16:0,16,28:1,0,0``.
+
+    Returns
+    -------
+    Technology
+        `n_files` is one more than the highest file index; `min_lengths` per file is the
+        furthest barcode or UMI stop (cDNA parts need no fixed length).
+    """
+    where = f"technology '{text}'"
+    body, *suffix = text.strip().split("%")
+    for extra in suffix:
+        if extra.upper() not in ("UNSTRANDED", "FORWARD", "REVERSE", "PAIRED", "SINGLE"):
+            raise KbaggError(
+                f"{where}: suffix '%{extra}' is none of kb's %unstranded, %forward, %reverse, "
+                "%paired, %single"
+            )
+    parts = body.split(":")
+    if len(parts) != 3:
+        raise KbaggError(
+            f"{where}: kallisto needs exactly two colons (barcode:UMI:cDNA), found "
+            f"{len(parts) - 1}; see `kb --list` for the names and the kallisto manual for strings"
+        )
+    triples: dict[str, list[tuple[int, int, int]]] = {}
+    for label, part in zip(("barcode", "UMI", "cDNA"), parts, strict=True):
+        if not part:
+            raise KbaggError(f"{where}: the {label} part is empty (kallisto rejects it)")
+        try:
+            values = [int(v) for v in part.split(",")]
+        except ValueError:
+            raise KbaggError(
+                f"{where}: the {label} part '{part}' is not comma-separated integers "
+                "(file,start,stop triples)"
+            ) from None
+        if len(values) % 3:
+            raise KbaggError(
+                f"{where}: the {label} part '{part}' has {len(values)} values; kallisto needs "
+                "file,start,stop triples (a multiple of 3)"
+            )
+        found = list(zip(values[0::3], values[1::3], values[2::3], strict=True))
+        for file, start, stop in found:
+            if file < 0 or start < 0 or stop < 0:
+                raise KbaggError(
+                    f"{where}: the {label} part '{part}' has a negative file, start or stop "
+                    f"({file},{start},{stop})"
+                )
+            if stop and stop <= start:
+                raise KbaggError(
+                    f"{where}: the {label} part '{part}': stop {stop} is not after start "
+                    f"{start} (stop 0 means the end of the read)"
+                )
+        triples[label] = found
+    n_files = 1 + max(file for found in triples.values() for file, _, _ in found)
+    min_lengths = [0] * n_files
+    for label in ("barcode", "UMI"):
+        for file, start, stop in triples[label]:
+            min_lengths[file] = max(min_lengths[file], stop or start + 1)
+    return Technology(
+        name=text.strip(),
+        description="custom technology string",
+        onlist=None,
+        n_files=n_files,
+        min_lengths=tuple(min_lengths),
+        custom=True,
+    )
+
+
 def technology(name: str) -> Technology:
-    """The table entry for `name` (any case); KbaggError naming the known ones if unknown."""
+    """The table entry for `name` (any case), or the parsed custom string; KbaggError naming
+    the known ones if `name` is neither."""
+    if is_custom(name):
+        return parse_custom(name)
     found = _table().get(name.upper())
     if found is None:
         raise KbaggError(
             f"technology '{name}' is not known to kb; `kb --list` shows the names "
-            f"({', '.join(known_names())})"
+            f"({', '.join(known_names())}), or give a kallisto technology string "
+            "(barcode:UMI:cDNA, e.g. 0,0,16:0,16,28:1,0,0)"
         )
     return found
 
 
-def paired_technology(name: str) -> Technology:
-    """A technology whose lanes are one R1 + R2 pair, as the sample sheet describes them."""
+def check_n_files(name: str, n_files: int, where: str) -> Technology:
+    """The technology `name`, after checking that a lane of `n_files` FASTQs suits it.
+
+    Parameters
+    ----------
+    name
+        A name from `kb --list` or a custom technology string.
+    n_files
+        The FASTQ files a lane of the sample sheet gives (fastq_1 ... fastq_N).
+    where
+        The sample sheet, line, sample and lane, for the message.
+    """
     found = technology(name)
-    if found.n_files != 2:
+    allowed = found.allowed_n_files
+    if n_files not in allowed:
+        expected = " or ".join(str(n) for n in allowed)
+        columns = ", ".join(f"fastq_{i}" for i in range(1, max(allowed) + 1))
+        what = f" ({', '.join(found.file_names)})" if found.file_names else ""
         raise KbaggError(
-            f"technology '{name}' needs {found.n_files} FASTQ files per lane, but the sample "
-            "sheet has two (fastq_1, fastq_2); kbagg supports technologies with two"
+            f"{where}: technology '{name}' takes {expected} FASTQ files per lane{what}, "
+            f"given {n_files}; fill columns {columns}"
         )
     return found
 

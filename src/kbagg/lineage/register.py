@@ -141,8 +141,8 @@ def _fastq_sha256(provenance: Mapping) -> dict[str, str]:
     for record in provenance["inputs"].values():
         lanes = record.get("fastqs", [])
         for lane in json.loads(lanes) if isinstance(lanes, str) else lanes:
-            for read in ("r1", "r2"):
-                found[lane[read]["path"]] = lane[read]["sha256"]
+            for read in lane["files"].values():  # fastq_1 ... fastq_N
+                found[read["path"]] = read["sha256"]
     return found
 
 

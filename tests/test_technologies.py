@@ -1,0 +1,226 @@
+"""Every read layout kb knows: the sample sheet's fastq_1 ... fastq_N and cell columns, and
+the FASTQ check over all files of a lane."""
+
+from __future__ import annotations
+
+import gzip
+import re
+from pathlib import Path
+
+import pytest
+
+from kbagg.count.fastq_check import FastqError, check_lane_files
+from kbagg.count.kb_count import CountJob, batch_lines, kb_count_args
+from kbagg.sheet import SampleSheetError, load_sample_sheet
+
+
+def fastq(path: Path, lengths: list[int], names: list[str] | None = None, base="A") -> Path:
+    names = names or [f"r{i}" for i in range(len(lengths))]
+    text = "".join(
+        f"@{name} x\n{base * n}\n+\n{'I' * n}\n" for name, n in zip(names, lengths, strict=True)
+    )
+    path.write_bytes(gzip.compress(text.encode()))
+    return path
+
+
+def sheet(folder: Path, header: list[str], rows: list[list[str]]) -> Path:
+    for row in rows:
+        for value in row:
+            if value.endswith(".fq.gz"):
+                (folder / value).write_bytes(b"")
+    path = folder / "samples.tsv"
+    path.write_text("\n".join("\t".join(r) for r in [header, *rows]) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("technology", "files"),
+    [
+        ("10xv1", ["R1", "R2", "I1"]),
+        ("indropsv3", ["R1", "R2", "R3"]),
+        ("10xv3_ultima", ["R1"]),
+        ("smartseq3", ["I1", "I2", "R1", "R2"]),
+        ("0,0,16:0,16,28:1,0,0", ["R1", "R2"]),
+    ],
+)
+def test_a_sheet_row_takes_the_files_its_technology_takes(tmp_path, technology, files):
+    header = ["sample", *(f"fastq_{i}" for i in range(1, 5)), "technology"]
+    names = [f"s_{f}.fq.gz" for f in files]
+    path = sheet(tmp_path, header, [["s", *names, *[""] * (4 - len(names)), technology]])
+    loaded = load_sample_sheet(path, "10xv3", workdir=tmp_path)
+    assert loaded.lane_files("s") == [tuple(names)]
+    assert loaded.fastqs("s") == names
+
+
+def test_two_file_sheets_keep_working_beside_other_layouts(tmp_path):
+    header = ["sample", "fastq_1", "fastq_2", "fastq_3", "fastq_4", "technology"]
+    rows = [
+        ["pbmc", "p_R1.fq.gz", "p_R2.fq.gz", "", "", "10xv3"],
+        ["plate", "q_I1.fq.gz", "q_I2.fq.gz", "q_R1.fq.gz", "q_R2.fq.gz", "SMARTSEQ3"],
+    ]
+    loaded = load_sample_sheet(sheet(tmp_path, header, rows), "10xv3", workdir=tmp_path)
+    assert loaded.lane_files("pbmc") == [("p_R1.fq.gz", "p_R2.fq.gz")]
+    assert len(loaded.lane_files("plate")[0]) == 4
+    assert list(loaded.lanes.columns[:6]) == [
+        "sample", "feature_type", "fastq_1", "fastq_2", "fastq_3", "fastq_4"
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        (
+            ["s", "a.fq.gz", "b.fq.gz", "", "", "10xv1"],
+            "line 2, sample 's': technology '10xv1' takes 3 FASTQ files per lane, given 2; "
+            "fill columns fastq_1, fastq_2, fastq_3",
+        ),
+        (
+            ["s", "a.fq.gz", "b.fq.gz", "c.fq.gz", "", "10xv3"],
+            "line 2, sample 's': technology '10xv3' takes 2 FASTQ files per lane, given 3",
+        ),
+        (
+            ["s", "a.fq.gz", "b.fq.gz", "", "", "SMARTSEQ3"],
+            "technology 'SMARTSEQ3' takes 4 FASTQ files per lane (I1, I2, R1, R2), given 2",
+        ),
+        (
+            ["s", "a.fq.gz", "", "c.fq.gz", "", "10xv1"],
+            "line 2, sample 's', column fastq_2: empty, but a later FASTQ column is filled",
+        ),
+    ],
+)
+def test_a_wrong_file_count_is_named(tmp_path, row, message):
+    header = ["sample", "fastq_1", "fastq_2", "fastq_3", "fastq_4", "technology"]
+    with pytest.raises(SampleSheetError, match=re.escape(message)):
+        load_sample_sheet(sheet(tmp_path, header, [row]), "10xv3", workdir=tmp_path)
+
+
+def test_a_plate_row_without_a_cell_id_is_named(tmp_path):
+    header = ["sample", "fastq_1", "fastq_2", "technology", "cell"]
+    rows = [
+        ["plate1", "a1.fq.gz", "a2.fq.gz", "SMARTSEQ2", "A01"],
+        ["plate1", "b1.fq.gz", "b2.fq.gz", "SMARTSEQ2", ""],
+    ]
+    with pytest.raises(
+        SampleSheetError,
+        match=re.escape(
+            "line 3, sample 'plate1', column cell: empty, but technology 'SMARTSEQ2' is "
+            "plate-based with one cell per FASTQ set"
+        ),
+    ):
+        load_sample_sheet(sheet(tmp_path, header, rows), "10xv3", workdir=tmp_path)
+    rows[1][4] = "A01"
+    with pytest.raises(SampleSheetError, match="cell 'A01' of sample 'plate1' is on line 2 too"):
+        load_sample_sheet(sheet(tmp_path, header, rows), "10xv3", workdir=tmp_path)
+    rows[1][4] = "B01"
+    loaded = load_sample_sheet(sheet(tmp_path, header, rows), "10xv3", workdir=tmp_path)
+    assert loaded.cells("plate1") == ["A01", "B01"] and loaded.metadata_columns == []
+
+
+def test_a_cell_id_on_a_droplet_row_is_named(tmp_path):
+    header = ["sample", "fastq_1", "fastq_2", "technology", "cell"]
+    rows = [["s", "a1.fq.gz", "a2.fq.gz", "10xv3", "A01"]]
+    with pytest.raises(SampleSheetError, match="column cell: 'A01' given, but technology"):
+        load_sample_sheet(sheet(tmp_path, header, rows), "10xv3", workdir=tmp_path)
+
+
+def test_a_technology_string_kallisto_rejects_is_named_with_its_row(tmp_path):
+    from kbagg.config import check_technologies
+
+    header = ["sample", "fastq_1", "fastq_2", "technology"]
+    rows = [["s", "a1.fq.gz", "a2.fq.gz", "0,0,16:0,16:1,0,0"]]
+    loaded = load_sample_sheet(sheet(tmp_path, header, rows), "10xv3", workdir=tmp_path)
+    with pytest.raises(
+        SampleSheetError,
+        match=re.escape(
+            "sample 's' (Gene Expression library), column technology: technology "
+            "'0,0,16:0,16:1,0,0': the UMI part '0,16' has 2 values; kallisto needs "
+            "file,start,stop triples (a multiple of 3)"
+        ),
+    ):
+        check_technologies({"technology": "10xv3"}, loaded)
+
+
+# --- the FASTQ check over every file of a lane ------------------------------------------------
+def four_files(tmp_path, **changes):
+    lengths = {"I1": [10] * 5, "I2": [10] * 5, "R1": [150] * 5, "R2": [150] * 5}
+    names = {f: [f"r{i}" for i in range(5)] for f in lengths}
+    for key, value in changes.items():
+        kind, what = key.split("_")
+        (lengths if what == "lengths" else names)[kind] = value
+    return [
+        fastq(tmp_path / f"{f}.fq.gz", lengths[f], names[f], base)
+        for f, base in zip(lengths, "ACGT", strict=True)
+    ]
+
+
+def check(paths, min_lengths=(0, 0, 19, 0)):
+    return check_lane_files(
+        paths, min_lengths=min_lengths, labels=("I1", "I2", "R1", "R2"), sample="p", lane=1
+    )
+
+
+def test_four_files_of_a_smartseq3_lane_are_checked_together(tmp_path):
+    record = check(four_files(tmp_path))
+    assert record.reads == 5 and [f.reads for f in record.files.values()] == [5] * 4
+    assert [f.max_length for f in record.files.values()] == [10, 10, 150, 150]
+
+
+def test_a_file_with_fewer_reads_is_named(tmp_path):
+    paths = four_files(tmp_path, I2_lengths=[10] * 4, I2_names=[f"r{i}" for i in range(4)])
+    with pytest.raises(FastqError, match=r"I1 .*I1.fq.gz has 5 reads, I2 .*I2.fq.gz has 4"):
+        check(paths)
+
+
+def test_names_that_disagree_in_any_file_are_named(tmp_path):
+    paths = four_files(tmp_path, R2_names=["r0", "r1", "r2", "zz", "r4"])
+    with pytest.raises(FastqError, match="read 4: names differ between I1 and R2"):
+        check(paths)
+
+
+def test_a_read_too_short_for_the_umi_is_named(tmp_path):
+    paths = four_files(tmp_path, R1_lengths=[150, 150, 18, 150, 150])
+    with pytest.raises(FastqError, match="R1 .*read 3 .* has 18 bases, fewer than the 19"):
+        check(paths)
+
+
+def test_one_file_lanes_are_checked(tmp_path):
+    path = fastq(tmp_path / "u.fq.gz", [100, 100, 40])
+    with pytest.raises(FastqError, match="read 3 .* has 40 bases, fewer than the 50"):
+        check_lane_files([path], min_lengths=(50,))
+    assert check_lane_files([path], min_lengths=(40,)).reads == 3
+
+
+# --- kb count's arguments for plates ----------------------------------------------------------
+def job(tmp_path, **changes) -> CountJob:
+    fields = {
+        "sample": "plate1",
+        "fastqs": ["A01_R1.fq.gz", "A01_R2.fq.gz", "B01_R1.fq.gz", "B01_R2.fq.gz"],
+        "index": "index.idx",
+        "t2g": "t2g.txt",
+        "technology": "SMARTSEQ2",
+        "kb_dir": tmp_path / "kb",
+        "cells": ["A01", "B01"],
+    }
+    fields.update(changes)
+    return CountJob(**fields)
+
+
+def test_a_smartseq2_plate_is_counted_from_kbs_batch_file_with_parity(tmp_path):
+    args = kb_count_args(job(tmp_path), tmp_path / "out", tmp_path / "tmp")
+    assert args[args.index("--parity") + 1] == "paired"
+    assert "--filter" not in args  # kb refuses --filter for SMARTSEQ2
+    assert args[-1] == str(tmp_path / "out" / "batch.txt")
+    lines = batch_lines(job(tmp_path))
+    assert [line.split("\t")[0] for line in lines] == ["A01", "B01"]
+    assert lines[0].split("\t")[1:] == [str(Path("A01_R1.fq.gz").resolve()), str(Path("A01_R2.fq.gz").resolve())]  # fmt: skip
+    single = job(tmp_path, fastqs=["A01.fq.gz", "B01.fq.gz"])
+    args = kb_count_args(single, tmp_path / "out", tmp_path / "tmp")
+    assert args[args.index("--parity") + 1] == "single"
+
+
+def test_smartseq3_is_counted_from_its_four_files_without_filter_or_parity(tmp_path):
+    fastqs = ["I1.fq.gz", "I2.fq.gz", "R1.fq.gz", "R2.fq.gz"]
+    args = kb_count_args(
+        job(tmp_path, technology="SMARTSEQ3", fastqs=fastqs, cells=None), tmp_path, tmp_path
+    )
+    assert args[-4:] == fastqs and "--parity" not in args and "--filter" not in args
