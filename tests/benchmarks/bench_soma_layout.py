@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO / "tests" / "benchmarks"))
 from bench_access import (  # noqa: E402
     CONCAT,
     H5AD_QUERY,
-    PREAMBLE,
+    SOMA_QUERY,
     TO_CSC,
     generate,
     queries,
@@ -75,27 +75,6 @@ COL_LAYOUT = {
     }
 }
 
-SOMA_QUERY = (
-    PREAMBLE
-    + """
-import tiledbsoma as soma
-t0 = time.perf_counter()
-with soma.Experiment.open(sys.argv[1]) as exp:
-    if query == "obs":
-        obs = exp.obs.read().concat().to_pandas()
-        report(t0, n_obs=len(obs))
-    else:
-        if query == "genes":
-            names = ", ".join(repr(g) for g in arg)
-            where = dict(var_query=soma.AxisQuery(value_filter=f"gene_name in [{names}]"))
-        elif query == "sample":
-            where = dict(obs_query=soma.AxisQuery(value_filter=f"sample == {arg!r}"))
-        else:
-            where = dict(obs_query=soma.AxisQuery(coords=(np.asarray(arg),)))
-        with exp.axis_query("RNA", **where) as q:
-            report(t0, q.to_anndata(X_name="counts").X)
-"""
-)
 
 APPENDS = """
 import sys, time, json
