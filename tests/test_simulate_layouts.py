@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from conftest import KB, kb
 
+from kbagg.count.kb_count import CountJob, run_count
 from kbagg.errors import KbaggError
 from kbagg.simulate.layouts import layout, load_transcriptome, simulate_layout
 
@@ -260,3 +261,25 @@ def test_ultima_name_fails_in_kallisto(simulated, counted, tmp_path):
     assert "An exception occurred" in log, log[-2000:]
     assert re.search(r"kallisto bus .* -x 10XV3_ULTIMA .*non-zero exit status 1", log), log[-2000:]
     assert not (tmp_path / "o" / "counts_unfiltered").exists()
+
+
+@pytest.mark.slow
+def test_kbagg_counts_ultima_through_kbs_layout_string(simulated, counted, tmp_path):
+    """kbagg's own kb count call (`run_count`, what rule kb_count runs) gives the truth for
+    10XV3_ULTIMA reads, which kallisto refuses by name (test above)."""
+    ref, _ = counted
+    sim = simulated["10XV3_ULTIMA"]
+    job = CountJob(
+        sample="ultima",
+        fastqs=[str(f) for f in sim.fastqs],
+        index=str(ref / "index.idx"),
+        t2g=str(ref / "t2g.txt"),
+        technology="10XV3_ULTIMA",
+        kb_dir=tmp_path / "kb",
+        filter=False,
+        onlist=str(sim.cell_barcodes),
+        memory_mb=128,
+    )
+    out = run_count(job, log=lambda line: None)
+    counts = ad.read_h5ad(out / "counts_unfiltered" / "adata.h5ad")
+    _assert_equal(counts, sim.truth, "10XV3_ULTIMA through kbagg's run_count")

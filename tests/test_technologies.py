@@ -224,3 +224,16 @@ def test_smartseq3_is_counted_from_its_four_files_without_filter_or_parity(tmp_p
         job(tmp_path, technology="SMARTSEQ3", fastqs=fastqs, cells=None), tmp_path, tmp_path
     )
     assert args[-4:] == fastqs and "--parity" not in args and "--filter" not in args
+
+
+def test_ultima_goes_to_kb_as_the_layout_string_of_kbs_own_table(tmp_path):
+    """kallisto 0.52 refuses `-x 10XV3_ULTIMA` (kb 0.30.2 then exits 0 with no matrix:
+    tests/test_simulate_layouts.py), so kbagg passes kb's table entry as a string, with kb's
+    on-list; a name kallisto knows goes as the sheet spells it."""
+    fastqs = ["L1.fq.gz"]
+    ultima = job(tmp_path, technology="10XV3_ULTIMA", fastqs=fastqs, cells=None, onlist="wl.txt")
+    args = kb_count_args(ultima, tmp_path, tmp_path)
+    assert args[args.index("-x") + 1] == "0,22,38:0,38,50:0,62,0"
+    assert args[args.index("-w") + 1] == "wl.txt" and args[-1:] == fastqs
+    v3 = job(tmp_path, technology="10xv3", fastqs=["R1.fq.gz", "R2.fq.gz"], cells=None)
+    assert kb_count_args(v3, tmp_path, tmp_path)[kb_count_args(v3, tmp_path, tmp_path).index("-x") + 1] == "10xv3"  # fmt: skip

@@ -101,7 +101,7 @@ def kb_count_args(job: CountJob, outdir: Path, tmpdir: Path) -> list[str]:
             f"sample '{job.sample}': technology '{job.technology}' takes {tech.n_files} FASTQ "
             f"files per lane; got {len(job.fastqs)}, not whole lanes: {job.fastqs}"
         )
-    args = ["count", "-i", job.index, "-g", job.t2g, "-x", job.technology]
+    args = ["count", "-i", job.index, "-g", job.t2g, "-x", tech.kallisto_x or job.technology]
     args += ["-o", str(outdir), "--tmp", str(tmpdir), "-t", str(job.threads)]
     args += ["-m", kb_memory(job.memory_mb), "--h5ad", "--overwrite"]
     if job.workflow != "standard":

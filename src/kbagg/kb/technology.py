@@ -28,6 +28,10 @@ PARITY_TECHNOLOGIES = ("BULK", "SMARTSEQ2")
 # kb_python 0.30.2 tests/fixtures/smartseq3 and kallisto 0.52.0. The UMI sits at R1 bases 11-19.
 _FILES_KB_COUNT_TAKES = {"SMARTSEQ3": ("I1", "I2", "R1", "R2")}
 _MIN_LENGTHS_KB_COUNT_NEEDS = {"SMARTSEQ3": (0, 0, 19, 0)}
+# Names kb lists but kallisto 0.52.0 refuses (`kallisto bus -x 10XV3_ULTIMA`: "Unable to create
+# technology", and kb 0.30.2 still exits 0 with no matrix): kbagg passes kb's own layout of
+# them as a technology string instead (with kb's on-list as -w), which kallisto takes.
+_KALLISTO_REFUSES_NAME = ("10XV3_ULTIMA",)
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,9 @@ class Technology:
     min_lengths: tuple[int, ...]  # per file: bases the barcode and UMI need (0: no constraint)
     file_names: tuple[str, ...] = ()  # what each file is (I1, R1, ...), when kb says
     custom: bool = False  # a technology string (`0,0,16:0,16,28:1,0,0`), not a name
+    # What `kb count -x` gets instead of the name, for a name kallisto refuses: kb's own
+    # layout of it as a technology string. Empty: the name (or string) as the sheet gives it.
+    kallisto_x: str = ""
 
     @property
     def plate(self) -> bool:
@@ -92,8 +99,20 @@ def _table() -> dict[str, Technology]:
             n_files=len(file_names) or n_files,
             min_lengths=_MIN_LENGTHS_KB_COUNT_NEEDS.get(upper, tuple(min_lengths)),
             file_names=file_names,
+            kallisto_x=_layout_string(chemistry) if upper in _KALLISTO_REFUSES_NAME else "",
         )
     return table
+
+
+def _layout_string(chemistry) -> str:
+    """kb's barcode, UMI and cDNA positions as a kallisto string (`file,start,stop` each;
+    stop 0 = to the end of the read)."""
+    return ":".join(
+        ",".join(f"{d.index},{d.start},{d.start + d.length if d.length else 0}" for d in defs)
+        for defs in (
+            chemistry._parsers[part]._definitions for part in ("cell_barcode", "umi", "cdna")
+        )
+    )
 
 
 def known_names() -> list[str]:
