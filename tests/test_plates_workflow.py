@@ -128,3 +128,21 @@ def test_smartseq3_and_smartseq2_plates_equal_kb_by_hand(testdata, tmp_path):
     }
     counts = aggregate.obs["sample"].value_counts()
     assert {s: int(counts.get(s, 0)) for s in per_sample} == per_sample
+
+    # The technology of each cell's sample in obs, as the sheet gives it.
+    technology = aggregate.obs.groupby("sample", observed=True)["technology"]
+    assert technology.agg(lambda v: set(v.astype(str))).to_dict() == {
+        "ss3": {"SMARTSEQ3"},
+        "ss2": {"SMARTSEQ2"},
+        "pbmc": {CUSTOM},
+    }
+    # Smart-seq3's nonumi_reads layer under the outer join: the plate's own values, and no
+    # stored entry (zero) for the cells of the samples without the layer (docs/technologies.md).
+    ss3 = ad.read_h5ad(workdir / "results" / "samples" / "ss3" / "filtered.h5ad")
+    in_ss3 = (aggregate.obs["sample"] == "ss3").to_numpy()
+    layer = aggregate.layers["nonumi_reads"]
+    assert list(aggregate.obs_names[in_ss3]) == [f"{c}-ss3" for c in ss3.obs_names]
+    own = ad.AnnData(ss3.layers["nonumi_reads"], obs=ss3.obs[[]], var=ss3.var[[]]).to_df()
+    expected = own.reindex(columns=aggregate.var_names, fill_value=0).to_numpy()
+    np.testing.assert_array_equal(layer[in_ss3].toarray(), expected)
+    assert layer[~in_ss3].nnz == 0 and (~in_ss3).sum() > 0
