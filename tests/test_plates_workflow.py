@@ -51,6 +51,8 @@ def test_smartseq3_and_smartseq2_plates_equal_kb_by_hand(testdata, tmp_path):
         "samples": "samples.tsv",
         "reference": {"fasta": str(mt / "MT.fa.gz"), "gtf": str(mt / "MT.gtf.gz")},
         "qc": {"multiqc": False, "doublets": False},
+        # outer: the default inner join drops nonumi_reads, a layer the droplets lack
+        "aggregate": {"join": "outer"},
         "resources": {"kb_count": {"threads": 1, "mem_mb": 2000}},
     }
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
