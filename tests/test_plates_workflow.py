@@ -19,9 +19,12 @@ import yaml
 from conftest import kb, run_snakemake
 
 from kbagg.cell_calling_record import UNS_KEY, CellCallingRecord
+from kbagg.simulate.layouts import load_transcriptome, simulate_layout
 
 pytestmark = pytest.mark.slow
 CUSTOM = "0,0,16:0,16,28:1,0,0"
+# three-file droplet layouts beside the plates, simulated on human_mt with their truth
+SIMULATED = {"v1": "10XV1", "indrops": "INDROPSV3"}
 
 
 def by_hand_matrix(path, obs_names, var_names):
@@ -45,12 +48,21 @@ def test_smartseq3_and_smartseq2_plates_equal_kb_by_hand(testdata, tmp_path):
     pbmc = testdata / "human_pbmc_cellplex_10xv3"
     droplet = [str(pbmc / f"PBMC1_S2_L001_R{r}_001.fastq.gz") for r in (1, 2)]
     rows += [["pbmc", *droplet, "", "", CUSTOM, ""]]
-    (workdir / "samples.tsv").write_text("\n".join("\t".join(r) for r in [header, *rows]) + "\n")
     mt = testdata / "human_mt"
+    transcriptome = load_transcriptome(mt / "MT.fa.gz", mt / "MT.gtf.gz")
+    simulated = {
+        sample: simulate_layout(tech, transcriptome, tmp_path / sample, seed=5, sample=sample)
+        for sample, tech in SIMULATED.items()
+    }
+    for sample, sim in simulated.items():
+        rows += [[sample, *map(str, lane), "", SIMULATED[sample], ""] for lane in sim.lanes]
+    (workdir / "samples.tsv").write_text("\n".join("\t".join(r) for r in [header, *rows]) + "\n")
     config = {
         "samples": "samples.tsv",
         "reference": {"fasta": str(mt / "MT.fa.gz"), "gtf": str(mt / "MT.gtf.gz")},
         "qc": {"multiqc": False, "doublets": False},
+        # outer: the default inner join drops nonumi_reads, a layer the droplets lack
+        "aggregate": {"join": "outer"},
         "resources": {"kb_count": {"threads": 1, "mem_mb": 2000}},
     }
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
@@ -124,7 +136,36 @@ def test_smartseq3_and_smartseq2_plates_equal_kb_by_hand(testdata, tmp_path):
     aggregate = ad.read_h5ad(workdir / "results" / "aggregate" / "filtered.h5ad")
     per_sample = {
         s: ad.read_h5ad(workdir / "results" / "samples" / s / "filtered.h5ad").n_obs
-        for s in ("ss3", "ss2", "pbmc")
+        for s in ("ss3", "ss2", "pbmc", *SIMULATED)
     }
     counts = aggregate.obs["sample"].value_counts()
     assert {s: int(counts.get(s, 0)) for s in per_sample} == per_sample
+
+    # The technology of each cell's sample in obs, as the sheet gives it.
+    technology = aggregate.obs.groupby("sample", observed=True)["technology"]
+    assert technology.agg(lambda v: set(v.astype(str))).to_dict() == {
+        "ss3": {"SMARTSEQ3"},
+        "ss2": {"SMARTSEQ2"},
+        "pbmc": {CUSTOM},
+        **{sample: {tech} for sample, tech in SIMULATED.items()},
+    }
+    # Smart-seq3's nonumi_reads layer under the outer join: the plate's own values, and no
+    # stored entry (zero) for the cells of the samples without the layer (docs/technologies.md).
+    ss3 = ad.read_h5ad(workdir / "results" / "samples" / "ss3" / "filtered.h5ad")
+    in_ss3 = (aggregate.obs["sample"] == "ss3").to_numpy()
+    layer = aggregate.layers["nonumi_reads"]
+    assert list(aggregate.obs_names[in_ss3]) == [f"{c}-ss3" for c in ss3.obs_names]
+    own = ad.AnnData(ss3.layers["nonumi_reads"], obs=ss3.obs[[]], var=ss3.var[[]]).to_df()
+    expected = own.reindex(columns=aggregate.var_names, fill_value=0).to_numpy()
+    np.testing.assert_array_equal(layer[in_ss3].toarray(), expected)
+    assert layer[~in_ss3].nnz == 0 and (~in_ss3).sum() > 0
+
+    # 10x v1 and inDrops v3 (three files per lane): the aggregate's cells of each equal the
+    # simulator's truth, every cell and gene.
+    for sample, sim in simulated.items():
+        cells = aggregate[(aggregate.obs["sample"] == sample).to_numpy()]
+        barcodes = cells.obs_names.str.removesuffix(f"-{sample}")
+        assert sorted(barcodes) == sorted(sim.truth.obs_names), sample
+        want = sim.truth[list(barcodes)].to_df().reindex(columns=cells.var_names, fill_value=0)
+        np.testing.assert_array_equal(cells.X.toarray(), want.to_numpy(), err_msg=sample)
+        assert want.to_numpy().sum() > 0

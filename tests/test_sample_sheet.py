@@ -247,6 +247,27 @@ def test_metadata_column_named_like_a_column_kbagg_writes_is_an_error(tmp_path, 
         loaded.check_obs_columns("sample")
 
 
+def test_the_technology_column_goes_to_obs_and_passes_the_registry_check(tmp_path):
+    """`technology` is a lane column, not metadata: a sheet with it passes the parse-time
+    check although kbagg writes obs column `technology` (the sheet's technology of each
+    sample, as given, the config default where empty); as a label it is refused."""
+    make_fastqs(tmp_path, "a.fq", "b.fq", "c.fq", "d.fq")
+    sheet = write_sheet(
+        tmp_path,
+        "A\ta.fq\tb.fq\t0,0,16:0,16,28:1,0,0\tctrl\nB\tc.fq\td.fq\t\ttreated\n",
+    )
+    loaded = load_sample_sheet(sheet, "10xv3", workdir=tmp_path)
+    loaded.check_obs_columns("sample")
+    assert loaded.obs_metadata().to_dict("list") == {
+        "sample": ["A", "B"],
+        "condition": ["ctrl", "treated"],
+        "technology": ["0,0,16:0,16,28:1,0,0", "10xv3"],
+    }
+    assert loaded.metadata_columns == ["condition"]  # the provenance's sheet metadata
+    with pytest.raises(KbaggError, match="aggregate.label 'technology'.*sheet's technology"):
+        loaded.check_obs_columns("technology")
+
+
 def test_a_folder_given_as_fastq_is_an_error(tmp_path):
     make_fastqs(tmp_path, "a.fq")
     (tmp_path / "dir.fq").mkdir()

@@ -45,6 +45,8 @@ OBS_COLUMNS: dict[str, str] = {
     **GUIDE_CALL_COLUMNS,
     # the aggregate .h5mu's global obs (kbagg.aggregate.mudata)
     "library": "the sample-sheet sample (library) of each cell, in the .h5mu's global obs",
+    # every aggregate (kbagg.sheet.SampleSheet.obs_metadata): a lane column of the sheet
+    "technology": "the sheet's technology of each cell's sample (its gene-expression library)",
     # the TileDB-SOMA store's obs (kbagg.soma)
     "kbagg_run": "the kbagg run that added the cell to the SOMA store",
     "obs_id": "each cell's name, the SOMA store's obs index",
@@ -73,6 +75,7 @@ VAR_COLUMNS: dict[str, str] = {
 CELL_COLUMNS = tuple(CELL_QC_COLUMNS)  # the per-cell QC columns, in the order written
 GUIDE_COLUMNS = tuple(GUIDE_CALL_COLUMNS)  # the guide-call columns, in the order written
 LIBRARY = "library"
+TECHNOLOGY = "technology"
 RUN_COLUMN = "kbagg_run"
 OBS_ID = "obs_id"
 VAR_ID = "gene_id"

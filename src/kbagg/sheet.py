@@ -26,10 +26,10 @@ import pandas as pd
 
 from kbagg.errors import KbaggError
 from kbagg.feature_types import FEATURE_TYPES, GENE_EXPRESSION, MODALITY
-from kbagg.obs_columns import OBS_COLUMNS, OBS_PREFIXES, written_by_kbagg
+from kbagg.obs_columns import OBS_COLUMNS, OBS_PREFIXES, TECHNOLOGY, written_by_kbagg
 
 REQUIRED_COLUMNS = ("sample", "fastq_1")
-LIBRARY_COLUMNS = ("technology", "feature_type")  # per library, not sample metadata
+LIBRARY_COLUMNS = (TECHNOLOGY, "feature_type")  # per library, not sample metadata
 CELL_COLUMN = "cell"  # per lane: a plate row's cell id (kb's batch file), not sample metadata
 _FASTQ_COLUMN = re.compile(r"fastq_([1-9][0-9]*)$")
 
@@ -148,6 +148,19 @@ class SampleSheet:
     def metadata(self) -> pd.DataFrame:
         """One row per sample with a `sample` column and the metadata columns."""
         return self.samples[self.metadata_columns].reset_index()
+
+    def obs_metadata(self) -> pd.DataFrame:
+        """`metadata` plus a `technology` column: the technology of each sample's
+        gene-expression library as the sheet (or the config default) gives it, so a mixed
+        sheet's aggregate tells droplets from plate cells. The obs metadata of every
+        aggregate."""
+        table = self.metadata()
+        table[TECHNOLOGY] = [self._rna_technology(sample) for sample in table["sample"]]
+        return table
+
+    def _rna_technology(self, sample: str) -> str:
+        types = self.libraries.loc[sample].index
+        return self.technology(sample, GENE_EXPRESSION if GENE_EXPRESSION in types else types[0])
 
 
 def read_table(path: str | Path) -> pd.DataFrame:

@@ -35,7 +35,7 @@ rule aggregate:
         compression=AGG["compression"],
         # A dict, not a DataFrame: Snakemake's rerun check hashes a DataFrame's values but
         # not its column names, so renaming a metadata column would not rerun this.
-        metadata=SHEET.metadata().to_dict("list"),
+        metadata=SHEET.obs_metadata().to_dict("list"),
         config=provenance_config(),
         sample_sheet=provenance_sample_sheet(),
     script:
@@ -84,7 +84,7 @@ rule aggregate_h5mu:
         samples=SAMPLES,
         modalities={s: SHEET.modalities(s) for s in SAMPLES},
         concat=CONCAT,
-        metadata=SHEET.metadata().to_dict("list"),
+        metadata=SHEET.obs_metadata().to_dict("list"),
         demultiplexed_metadata=DEMULTIPLEXED_METADATA,
     script:
         script_path("aggregate_h5mu.py")
@@ -112,6 +112,6 @@ rule soma:
         # consolidated in this job, after the appends and under the store's lock
         max_fragments=AGG["soma"]["max_fragments"],
         concat={key: CONCAT[key] for key in ("label", "index_unique")},
-        metadata=SHEET.metadata().to_dict("list"),
+        metadata=SHEET.obs_metadata().to_dict("list"),
     script:
         script_path("soma.py")

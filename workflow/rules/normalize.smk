@@ -83,6 +83,6 @@ rule aggregate_normalized:
         concat=CONCAT,
         seed=AGG["normalize_seed"],
         compression=AGG["compression"] if AGG["format"] == "h5ad" else None,
-        metadata=SHEET.metadata().to_dict("list"),
+        metadata=SHEET.obs_metadata().to_dict("list"),
     script:
         script_path("aggregate_normalized.py")
