@@ -29,6 +29,10 @@ from kbagg.simulate.layouts import layout, load_transcriptome, simulate_layout
 ULTIMA_STRING = "0,22,38:0,38,50:0,62,0"  # kb --list: barcode 0,22,38 umi 0,38,50 cDNA 0,62
 CUSTOM = "0,0,16:0,16,28:1,0,0"
 LAYOUTS = ["10XV1", "INDROPSV3", "10XV3_ULTIMA", "SMARTSEQ3", "SPLIT-SEQ", "BDWTA", CUSTOM]
+# kb count of BDWTA peaks at 21 GB RSS whatever the on-list (kb's 912,673 barcodes, or only
+# the 4 cells': 20.98 GB, 41 s, `/usr/bin/time -v`, 2026-12-04; it is bustools correct), which
+# a CI machine running anything beside it cannot give: SIGKILL. Its files are checked above.
+KB_RUN_LAYOUTS = [t for t in LAYOUTS if t != "BDWTA"]
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +202,7 @@ def counted(testdata, simulated, tmp_path_factory):
     with ThreadPoolExecutor(2) as pool:
         jobs = {
             t: pool.submit(_kb_count, t, simulated[t], ref, root / re.sub(r"\W+", "_", t))
-            for t in LAYOUTS
+            for t in KB_RUN_LAYOUTS
         }
         return ref, {t: job.result() for t, job in jobs.items()}
 
@@ -213,7 +217,7 @@ def _assert_equal(counts: ad.AnnData, truth: ad.AnnData, what: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("tech", LAYOUTS)
+@pytest.mark.parametrize("tech", KB_RUN_LAYOUTS)
 def test_kb_count_equals_truth(tech, simulated, counted):
     sim = simulated[tech]
     out = counted[1][tech]

@@ -139,8 +139,7 @@ def _fastq_sha256(provenance: Mapping) -> dict[str, str]:
     """FASTQ path -> SHA-256, as the FASTQ check computed them (provenance inputs)."""
     found = {}
     for record in provenance["inputs"].values():
-        lanes = record.get("fastqs", [])
-        for lane in json.loads(lanes) if isinstance(lanes, str) else lanes:
+        for lane in record.get("fastqs", {}).values():  # keyed <library>_lane<N>
             for read in lane["files"].values():  # fastq_1 ... fastq_N
                 found[read["path"]] = read["sha256"]
     return found
