@@ -135,6 +135,27 @@ def run_child(code: str, *args, env=None) -> tuple[float, float, str]:
     return wall, rss_mb, text
 
 
+def time_query(formats: dict, query: str, arg, repeats: int, label: str) -> tuple[dict, dict]:
+    """Run `query` on every format, interleaved, `repeats` rounds, each in a fresh process;
+    the median seconds and peak RSS (MB) per format. Raises if the formats' answers differ."""
+    times = {f: [] for f in formats}
+    rss = {f: [] for f in formats}
+    results = {}
+    for _ in range(repeats):
+        for fmt, (code, path) in formats.items():
+            _, mb, out = run_child(code, path, query, json.dumps(arg))
+            got = json.loads(out.strip().splitlines()[-1])
+            times[fmt].append(got.pop("seconds"))
+            rss[fmt].append(mb)
+            results.setdefault(fmt, got)
+    if len({json.dumps(r, sort_keys=True) for r in results.values()}) != 1:
+        raise RuntimeError(f"{label}: the formats disagree: {results}")
+    return (
+        {f: statistics.median(v) for f, v in times.items()},
+        {f: statistics.median(v) for f, v in rss.items()},
+    )
+
+
 def generate(workdir: Path, n_samples: int, cells: int, genes: int, nnz: int) -> dict:
     names = [f"ENSG{i:011d}" for i in range(genes)]
     (workdir / "inputs").mkdir()
@@ -241,20 +262,7 @@ def main(argv=None) -> None:
         for label, (query, arg) in queries(args.cells, genes, args.samples).items():
             if label[1] not in args.queries:
                 continue
-            times = {f: [] for f in formats}
-            rss = {f: [] for f in formats}
-            results = {}
-            for _ in range(args.repeats):
-                for fmt, (code, path) in formats.items():
-                    _, mb, out = run_child(code, path, query, json.dumps(arg))
-                    got = json.loads(out.strip().splitlines()[-1])
-                    times[fmt].append(got.pop("seconds"))
-                    rss[fmt].append(mb)
-                    results.setdefault(fmt, got)
-            if len({json.dumps(r, sort_keys=True) for r in results.values()}) != 1:
-                raise RuntimeError(f"{label}: the formats disagree: {results}")
-            t = {f: statistics.median(v) for f, v in times.items()}
-            m = {f: statistics.median(v) for f, v in rss.items()}
+            t, m = time_query(formats, query, arg, args.repeats, label)
             print(
                 f"| {label} | {t['CSR']:.3f} | {t['CSC']:.3f} | {t['SOMA']:.3f} | "
                 f"{m['CSR']:,.0f} | {m['CSC']:,.0f} | {m['SOMA']:,.0f} | "

@@ -48,6 +48,7 @@ from bench_access import (  # noqa: E402
     generate,
     queries,
     run_child,
+    time_query,
     warm,
 )
 
@@ -227,20 +228,7 @@ def main(argv=None) -> None:
         for label, (query, arg) in queries(n_cells, genes, args.samples).items():
             if label[1] not in args.queries:
                 continue
-            times = {f: [] for f in formats}
-            rss = {f: [] for f in formats}
-            results = {}
-            for _ in range(args.repeats):
-                for fmt, (code, path) in formats.items():
-                    _, mb, out = run_child(code, path, query, json.dumps(arg))
-                    got = json.loads(out.strip().splitlines()[-1])
-                    times[fmt].append(got.pop("seconds"))
-                    rss[fmt].append(mb)
-                    results.setdefault(fmt, got)
-            if len({json.dumps(r, sort_keys=True) for r in results.values()}) != 1:
-                raise RuntimeError(f"{label}: the formats disagree: {results}")
-            t = {f: statistics.median(v) for f, v in times.items()}
-            m = {f: statistics.median(v) for f, v in rss.items()}
+            t, m = time_query(formats, query, arg, args.repeats, label)
             shown = names
             if "col" in stores:
                 two = "col" if query == "genes" else "row"
