@@ -99,3 +99,15 @@ def test_killed_writer_rerun_and_concurrent_writers_equal_one_step(inputs, tmp_p
     got = read_store(store)
     assert_same_cells(got, direct.copy())
     pd.testing.assert_index_equal(got.obs_names, direct.obs_names)
+
+
+def test_one_job_update_completes_an_unfinished_parallel_build(inputs, tmp_path):
+    store = tmp_path / "store"
+    update(store, inputs, list(SAMPLES), tmp_path, run="r1", reserve=True)
+    write_sample(store, "s2", **QUIET)  # one writer ran; nothing was finished
+    lines = []
+    update(store, inputs, list(SAMPLES), tmp_path, run="r2", log=lines.append)
+    assert reserved_samples(store) == {}
+    assert any("completed the reserved sample(s) s1, s2, s3, s4" in line for line in lines)
+    direct = one_step(inputs, tmp_path, list(SAMPLES))
+    assert_same_cells(read_store(store), direct.copy())

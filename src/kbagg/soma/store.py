@@ -828,6 +828,8 @@ def update_store(
             }
             if plan.append:
                 journal.runs = [*journal.runs, run]
+            if not reserve:
+                _complete_reserved(uri, journal, log)
             _write_all(uri, plan, journal, ctx)
             if not plan.append:
                 log(f"soma: {uri} already holds all {len(wanted)} samples; nothing to append")
@@ -838,6 +840,20 @@ def update_store(
         with atomic_output(manifest_path) as tmp:
             Path(tmp).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def _complete_reserved(uri: str, journal: Journal, log: Log) -> None:
+    """Write and commit the samples a parallel build reserved but did not finish. Its own
+    writers must not be running (they take no lock): run this only when that build is over."""
+    from kbagg.soma.parallel import write_sample  # it imports this module
+
+    reserved = [n for n, e in journal.samples.items() if e.state == "reserved"]
+    for name in reserved:
+        write_sample(uri, name, log=log)
+        journal.samples[name].state = "committed"
+    if reserved:
+        _write_journal(uri, journal)
+        log(f"soma: completed the reserved sample(s) {', '.join(reserved)} of a parallel build")
 
 
 def _manifest(path, wanted, journal, plan, repaired, settings, run_id, project) -> dict:
