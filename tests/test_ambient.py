@@ -26,7 +26,7 @@ def _truth(d):
     return is_cell, 1 - free.sum() / umis.sum()
 
 
-@pytest.mark.parametrize("mean", [0.15, 0.25])
+@pytest.mark.parametrize("mean", [0.15, 0.2, 0.25])
 def test_contamination_estimate_beats_a_fixed_fraction(mean):
     d = _droplets(mean)
     is_cell, truth = _truth(d)
