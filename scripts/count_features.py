@@ -62,8 +62,12 @@ def main(smk) -> None:
             column: separability[column].to_numpy() for column in separability.columns
         }
         print(
-            f"sample '{sample}': hashtag separability (1 = clean, < {WEAK_SEPARABILITY} weak): "
-            + ", ".join(f"{r.hashtag} {r.separability:.2f}" for r in separability.itertuples())
+            f"sample '{sample}': hashtag separability (1 = clean, < {WEAK_SEPARABILITY} weak) "
+            "and share of calls expected wrong: "
+            + ", ".join(
+                f"{r.hashtag} {r.separability:.2f} {100 * r.expected_error:.1f}%"
+                for r in separability.itertuples()
+            )
         )
         mapping = params.hashtags or {h: h for h in features.var_names}
         calls["hashtag_sample"] = assign_samples(calls, mapping)

@@ -26,7 +26,7 @@ def _truth(d):
     return is_cell, 1 - free.sum() / umis.sum()
 
 
-@pytest.mark.parametrize("mean", [0.15, 0.25])
+@pytest.mark.parametrize("mean", [0.15, 0.2, 0.25])
 def test_contamination_estimate_beats_a_fixed_fraction(mean):
     d = _droplets(mean)
     is_cell, truth = _truth(d)
@@ -95,3 +95,42 @@ def test_config_schema_refuses_an_unknown_ambient_method():
     jsonschema.validate({"method": "soup"}, schema)
     with pytest.raises(jsonschema.ValidationError, match="soupx"):
         jsonschema.validate({"method": "soupx"}, schema)
+
+
+def test_work_in_blocks_equals_one_block(monkeypatch):
+    # the per-entry work runs over blocks of rows so memory stays bounded at 10,000 cells;
+    # tiny blocks (many per cell) must give exactly what one block gives
+    import kbagg.cells.ambient.soup as soup
+
+    d = _droplets(0.1)
+    is_cell, _ = _truth(d)
+    whole = remove_ambient("s", d.counts, is_cell)
+    monkeypatch.setattr(soup, "BLOCK_NNZ", 997)
+    blocks = list(soup._row_blocks(d.counts[is_cell].tocsr().indptr))
+    assert len(blocks) > 100 and blocks[0][0] == 0
+    assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:], strict=False))
+    blocked = remove_ambient("s", d.counts, is_cell)
+    np.testing.assert_allclose(blocked.ambient_fraction, whole.ambient_fraction, rtol=1e-9)
+    np.testing.assert_allclose(
+        blocked.decontaminated.toarray(), whole.decontaminated.toarray(), rtol=1e-6
+    )
+
+
+def test_remove_ambient_does_not_import_scikit_learn():
+    # importing scikit-learn took longer than the whole estimate (docs/ambient.md)
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from kbagg.cells.ambient import remove_ambient\n"
+        "from kbagg.simulate.cells import simulate_droplets\n"
+        "from kbagg.simulate.spec import HardCells\n"
+        "h = HardCells(n_small_cells=0, doublet_fraction=0.0, ambient_fraction=0.1)\n"
+        "d = simulate_droplets(np.random.default_rng(0), 300, 200, 1000, h)\n"
+        "r = remove_ambient('s', d.counts, d.obs['is_cell'].to_numpy())\n"
+        "assert r.params['n_clusters'] >= 2, r.params\n"
+        "print(sorted(m for m in sys.modules if m.startswith('sklearn')))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]"

@@ -4,9 +4,13 @@ Every accuracy bound is held against the trivial rule of issue 23 on the same da
 hashtag is on a cell when it has more than 20 UMIs) and asserts a margin over it. The data
 are `kbagg.simulate.hashtags` regimes at seeds 11 and 12, which the method was not tuned on
 (it was tuned on seeds 1-3; docs/demultiplexing.md). Measured at seed 11 / 12 (singlet
-accuracy, doublet recall, negative recall; fixed threshold in brackets):
-clean 0.997/0.983/0.993 (0.988/0.989/0.993); noisy 0.614/0.885/0.679 (0.140/1.0/0.114);
-failed hashtag 0.950/0.799 (0.802/0.828); 24 hashtags 0.977/0.942 (0.774/0.988).
+accuracy / doublet recall / negative recall; fixed threshold, then the oracle of
+tests/benchmarks/demux_oracle.py at kbagg's cut, in brackets):
+clean 0.997/0.983/1.000, 0.997/0.993/1.000 (fixed 0.988/0.989/0.993; oracle
+0.995/0.983/1.000); noisy 0.649/0.902/0.293, 0.750/0.817/0.441 (fixed 0.140/1.000/0.114;
+oracle 0.750/0.862/0.214, 0.778/0.902/0.200); failed hashtag 0.933/0.805, 0.944/0.895
+(fixed 0.802/0.828; oracle 0.908/0.891); 24 hashtags seed 11 0.973/0.934 (fixed
+0.774/0.988; oracle 0.969/0.973).
 """
 
 from __future__ import annotations
@@ -23,16 +27,18 @@ import pytest
 import scipy.sparse as sp
 
 from kbagg.cells.demux import (
+    DOUBLET_POSTERIOR,
     DemuxError,
     WeakHashtagsWarning,
     assign_samples,
     clr,
     demultiplex,
 )
-from kbagg.simulate.hashtags import BASE, simulate_hashtags
+from kbagg.simulate.hashtags import BASE, REGIMES, simulate_hashtags
 
 sys.path.insert(0, str(Path(__file__).parent / "benchmarks"))
 from bench_demux import fixed_threshold, scores  # noqa: E402
+from demux_oracle import oracle_series  # noqa: E402
 
 SEEDS = (11, 12)
 
@@ -66,9 +72,15 @@ def test_noisy_hashtags_are_called_and_flagged(seed):
     """Background x3, signal x0.35: the old per-hashtag mixture called 82 % negative and
     found no doublet, silently."""
     got, baseline, calls, weak = called("noisy", seed, 2000)
-    assert got["singlet"] >= 0.55 and got["singlet"] >= baseline["singlet"] + 0.35
+    hashtags, _ = simulate_hashtags("noisy", seed, 2000)
+    ceiling = scores(hashtags.obs, oracle_series(hashtags, REGIMES["noisy"], DOUBLET_POSTERIOR))
+    assert got["singlet"] >= 0.6 and got["singlet"] >= baseline["singlet"] + 0.35
+    assert got["singlet"] >= ceiling["singlet"] - 0.12
     assert got["doublet"] >= 0.8
-    assert got["negative"] >= 0.5 and got["negative"] >= baseline["negative"] + 0.3
+    # Even the Bayes classifier with the true parameters finds only about a fifth of the
+    # negatives here (0.214 / 0.200): a low-capture singlet looks just like a negative.
+    assert got["negative"] >= ceiling["negative"] - 0.05
+    assert got["negative"] >= baseline["negative"] + 0.1
     assert (calls["hashtag_class"] == "negative").mean() < 0.3
     assert len(weak) == 1
     message = str(weak[0].message)
@@ -197,8 +209,27 @@ def test_the_qc_table_and_figure_carry_the_separability(tmp_path):
         )
         tables[regime] = table.set_index("call")
         assert bool(summary) == (regime == "noisy")
+        if summary:
+            assert "expected wrong" in summary and summary.startswith("sample 'noisy'")
     noisy, clean = tables["noisy"], tables["clean"]
     assert noisy.loc["HTO1", "separability"] < 0.85 and noisy.loc["HTO1", "weak"]
     assert clean.loc["HTO1", "separability"] > 0.95 and not clean.loc["HTO1", "weak"]
     written = pd.read_csv(tmp_path / "noisy.tsv", sep="\t").set_index("call")
     assert written.loc["HTO1", "weak"] and not written.loc["doublet", "separability"] > 0
+    assert (noisy.loc["HTO1":"HTO6", "expected_error"] > 0.05).all()
+    assert (clean.loc["HTO1":"HTO6", "expected_error"] < 0.01).all()
+
+
+def test_expected_error_tracks_the_true_error_and_warns():
+    """High background separates fairly well (separability ~0.85-0.9) but about 6 % of the
+    singlet calls are wrong: the model's expected error says so, and the run warns."""
+    got, baseline, calls, weak = called("high_background", SEEDS[0], 3000)
+    table = calls.attrs["hashtag_separability"].set_index("hashtag")
+    singlets = calls["hashtag_class"] == "singlet"
+    truth, _ = simulate_hashtags("high_background", SEEDS[0], 3000)
+    wrong = calls.loc[singlets, "hashtag"] != truth.obs.loc[singlets, "hashtag"]
+    expected = 1 - calls.loc[singlets, "hashtag_confidence"].mean()
+    assert abs(expected - wrong.mean()) < 0.02
+    assert wrong.mean() > 0.04  # the data really are that hard
+    assert table["weak"].any() and len(weak) == 1
+    assert "expected wrong" in str(weak[0].message)

@@ -237,3 +237,19 @@ def test_ultima_goes_to_kb_as_the_layout_string_of_kbs_own_table(tmp_path):
     assert args[args.index("-w") + 1] == "wl.txt" and args[-1:] == fastqs
     v3 = job(tmp_path, technology="10xv3", fastqs=["R1.fq.gz", "R2.fq.gz"], cells=None)
     assert kb_count_args(v3, tmp_path, tmp_path)[kb_count_args(v3, tmp_path, tmp_path).index("-x") + 1] == "10xv3"  # fmt: skip
+
+
+def test_splitseq_replacement_pairs_wells_from_kb_onlist(tmp_path):
+    """Oligo-dT row i of kb's on-list pairs with hexamer row 96 + i; the list kb reads
+    replaces each hexamer with its well's oligo-dT barcode (round 1, the `*` suffix)."""
+    from kbagg.kb.technology import splitseq_round1_pairs, write_splitseq_replacement
+
+    pairs = splitseq_round1_pairs()
+    assert len(pairs) == 96
+    assert pairs[0] == ("CATTCCTA", "CATCATCC")  # well 1, as Parse read names pair them
+    assert len({d for d, _ in pairs} | {h for _, h in pairs}) == 192
+    out = tmp_path / "replacement.txt"
+    write_splitseq_replacement(out)
+    lines = out.read_text().splitlines()
+    assert lines[0] == "CATCATCC\t*CATTCCTA"
+    assert lines == [f"{h}\t*{d}" for d, h in pairs]

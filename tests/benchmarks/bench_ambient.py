@@ -12,6 +12,7 @@ other types; truth and before for reference), wall time and peak RSS (VmHWM of t
 process; kbagg's in-process peak includes the simulation).
 
     PYTHONPATH=src python tests/benchmarks/bench_ambient.py --cells 2000 --seeds 3
+    ... --first-seed 10 --peers decontx   # held-out seeds 10-12, DecontX only (SoupX is slow)
 """
 
 from __future__ import annotations
@@ -152,6 +153,10 @@ def main() -> None:
     parser.add_argument("--empty", type=int, default=6000)
     parser.add_argument("--levels", default="0.05,0.1,0.2")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="seeds first..first+seeds-1 (held-out: 10)"
+    )
+    parser.add_argument("--peers", default="soupx,decontx", help="comma-separated; '' for none")
     parser.add_argument("--peer-timeout", type=float, default=300, help="seconds per peer run")
     parser.add_argument("--peer-python", default=str(peer_python("ambient")))
     args = parser.parse_args()
@@ -161,14 +166,14 @@ def main() -> None:
     from kbagg.simulate.cells import simulate_droplets
     from kbagg.simulate.spec import HardCells
 
-    peers = ["soupx", "decontx"]
+    peers = [p for p in args.peers.split(",") if p]
     cellbender = Path(args.peer_python).parent / "cellbender"
     if not Path(args.peer_python).exists():
         print(f"soupx, decontx: unavailable ({args.peer_python} not found)")
         peers = []
     rows = {}
     for level in map(float, args.levels.split(",")):
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             hard = HardCells(
                 n_small_cells=0,
                 doublet_fraction=0.0,
@@ -248,7 +253,7 @@ def main() -> None:
                     out = sp.load_npz(f"{work}/{peer}_out.npz")
                     rho = np.load(f"{work}/{peer}_rho.npy")
                     record(peer, out, rho, info["seconds"], info["peak_mb"])
-                if seed == 0 and cellbender.exists():
+                if seed == args.first_seed and cellbender.exists():
                     cellbender_run(cellbender, d.counts, is_cell, work, 10 * seconds, level)
             print(f"level {level} seed {seed} done", file=sys.stderr)
         print_table({k: v for k, v in rows.items() if k[0] == level})

@@ -4,6 +4,7 @@
     python tests/benchmarks/bench_demux.py                         # every regime, 3 seeds
     python tests/benchmarks/bench_demux.py --regimes noisy,clean --seeds 5 --first-seed 101
     python tests/benchmarks/bench_demux.py --regimes none --drawn 3 --first-seed 101
+    python tests/benchmarks/bench_demux.py --separability      # kbagg's warnings per seed
 
 Data: `kbagg.simulate.hashtags.simulate_hashtags` (named regimes with truth; parameter
 sources in that module). Every method sees the same counts; per regime the table gives the
@@ -24,6 +25,11 @@ reason; nothing is re-implemented):
 - demuxEM (PyPI, peer venv demuxEM; given also 2x as many empty droplets, ambient
   only, as its background estimate expects) and GMM-Demux (PyPI, peer venv gmmdemux),
   through tests/benchmarks/demux_peer_runner.py in their own interpreters.
+
+Not a method but a ceiling: the Bayes classifier under the simulator's own model with the
+regime's true parameters (`demux_oracle`), at kbagg's doublet cut and at 0.05, 0.2, 0.5.
+A method that learns the parameters from the data cannot expect to do better on singlets
+and doublets at once: where no cut of the oracle meets a pair of targets, no method does.
 """
 
 from __future__ import annotations
@@ -45,9 +51,10 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
+from demux_oracle import oracle_series  # tests/benchmarks/demux_oracle.py
 from peers import peer_python  # tests/benchmarks/peers.py: install_peers.sh's venvs
 
-from kbagg.cells.demux import demultiplex
+from kbagg.cells.demux import DOUBLET_POSTERIOR, WeakHashtagsWarning, demultiplex
 from kbagg.simulate.hashtags import (
     REGIMES,
     draw_regime,
@@ -187,7 +194,19 @@ IN_PROCESS = {
     f"fixed threshold (> {FIXED_THRESHOLD_UMIS} UMIs)": fixed_threshold,
     "scanpy hashsolo": run_hashsolo,
 }
-ORDER = [*IN_PROCESS, "Seurat HTODemux", "Seurat MULTIseqDemux", "demuxEM", "GMM-Demux"]
+# kbagg's cut, and others to trace the best trade-off between singlets and doublets
+ORACLES = {
+    f"oracle: true model, doublet cut {cut}{' (kbagg)' if cut == DOUBLET_POSTERIOR else ''}": cut
+    for cut in sorted({0.05, DOUBLET_POSTERIOR, 0.2, 0.5})
+}
+ORDER = [
+    *IN_PROCESS,
+    "Seurat HTODemux",
+    "Seurat MULTIseqDemux",
+    "demuxEM",
+    "GMM-Demux",
+    *ORACLES,
+]
 
 
 def bench_regime(regime, seeds: list[int], n_cells: int | None, peers: bool) -> dict:
@@ -206,6 +225,9 @@ def bench_regime(regime, seeds: list[int], n_cells: int | None, peers: bool) -> 
                     results[method].append({**scores(hashtags.obs, calls), "seconds": seconds})
                 except Exception as error:  # a failing method is a reported row
                     results[method].append(f"{type(error).__name__}: {error}"[:150])
+            for name, cut in ORACLES.items():
+                calls, seconds = timed(lambda h, cut=cut: oracle_series(h, regime, cut), hashtags)
+                results[name].append({**scores(hashtags.obs, calls), "seconds": seconds})
             for peer in ("demuxEM", "GMM-Demux") if peers else ():
                 try:
                     calls, seconds = run_venv_peer(peer, hashtags, workdir, empty)
@@ -248,6 +270,29 @@ def print_table(name: str, seeds: list[int], n_cells: int, results: dict) -> Non
         print(f"| {method} | {' | '.join(cells)} | {seconds:.2f}{' ' + note if note else ''} |")
 
 
+def print_separability(regimes, seeds: list[int], n_cells: int | None) -> None:
+    """Per regime and seed: separability (min-max over hashtags), the highest expected
+    error, whether kbagg warns (and which hashtags) and its singlet accuracy."""
+    print(f"\n| regime | {' | '.join(f'seed {s}' for s in seeds)} |")
+    print("|---" * (len(seeds) + 1) + "|")
+    for regime in regimes:
+        cells = []
+        for seed in seeds:
+            hashtags, rna_umis = simulate_hashtags(regime, seed, n_cells)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                calls = demultiplex(hashtags, rna_umis=rna_umis)
+            warned = any(issubclass(w.category, WeakHashtagsWarning) for w in caught)
+            table = calls.attrs["hashtag_separability"]
+            flag = "WARN " + ",".join(table["hashtag"][table["weak"]]) if warned else "ok"
+            singlets = scores(hashtags.obs, calls["hashtag"])["singlet"]
+            cells.append(
+                f"{table['separability'].min():.2f}-{table['separability'].max():.2f}, "
+                f"{100 * table['expected_error'].max():.1f}% {flag} ({singlets:.3f})"
+            )
+        print(f"| {regime.name} | {' | '.join(cells)} |", flush=True)
+
+
 def main() -> None:
     global PEER_TIMEOUT_SECONDS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
@@ -258,6 +303,11 @@ def main() -> None:
     parser.add_argument("--no-peers", action="store_true", help="skip R and venv peers")
     parser.add_argument("--drawn", type=int, default=0, help="regimes drawn from the ranges")
     parser.add_argument("--peer-timeout", type=float, default=PEER_TIMEOUT_SECONDS)
+    parser.add_argument(
+        "--separability",
+        action="store_true",
+        help="instead of the panel: kbagg's separability, expected error and warning per seed",
+    )
     args = parser.parse_args()
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     PEER_TIMEOUT_SECONDS = args.peer_timeout
@@ -265,6 +315,9 @@ def main() -> None:
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     regimes = [REGIMES[name] for name in args.regimes.split(",") if name != "none"]
     regimes += [draw_regime(i) for i in range(1, args.drawn + 1)]
+    if args.separability:
+        print_separability(regimes, seeds, args.cells)
+        return
     for regime in regimes:
         if regime.name.startswith("drawn"):
             print(f"\n{regime}")

@@ -260,6 +260,47 @@ def write_onlist(name: str, output: str | Path) -> bool:
     return source is not None
 
 
+SPLITSEQ_ROUND1_WELLS = 96  # round-1 wells: oligo-dT rows 1-96, random hexamer rows 97-192
+
+
+def splitseq_round1_pairs() -> list[tuple[str, str]]:
+    """Round-1 barcode pairs of SPLiT-seq, well by well, from kb's bundled on-list.
+
+    Column 3 of kb's SPLiT-seq on-list holds 96 oligo-dT barcodes (rows 1-96), then the 96
+    random-hexamer barcodes of the same wells (rows 97-192): oligo-dT row i pairs with
+    hexamer row 96 + i. This is the one place that fact lives.
+
+    Returns
+    -------
+    list of tuple of str
+        ``(oligo_dt, hexamer)`` for wells 1-96 in order.
+    """
+    source = technology("SPLIT-SEQ").onlist
+    if source is None:
+        raise KbaggError("technology 'SPLIT-SEQ': kb bundles no barcode on-list")
+    opener = gzip.open if source.suffix == ".gz" else open
+    with opener(source, "rt") as handle:
+        rows = [line.split() for line in handle if line.strip()]
+    round1 = [r[2] for r in rows if len(r) > 2 and r[2] != "-"]
+    if len(round1) < 2 * SPLITSEQ_ROUND1_WELLS:
+        raise KbaggError(f"{source}: fewer than the 96 + 96 SPLiT-seq round-1 barcodes")
+    n = SPLITSEQ_ROUND1_WELLS
+    return list(zip(round1[:n], round1[n : 2 * n], strict=True))
+
+
+def write_splitseq_replacement(output: str | Path) -> None:
+    """Write kb's replacement list for SPLiT-seq (hexamer -> oligo-dT of the same well).
+
+    Parameters
+    ----------
+    output
+        Path of the list ``kb count -r`` reads: ``<hexamer>\t*<oligo_dt>`` per well, the
+        ``*`` telling bustools to replace the barcode's last (round-1) bases.
+    """
+    with atomic_output(output) as tmp:
+        tmp.write_text("".join(f"{h}\t*{d}\n" for d, h in splitseq_round1_pairs()))
+
+
 def onlist_barcodes(name: str, limit: int = 200_000) -> list[str]:
     """The first `limit` barcodes of kb's bundled on-list for technology `name`."""
     source = technology(name).onlist

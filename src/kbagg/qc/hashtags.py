@@ -10,7 +10,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from kbagg.cells.demux import WEAK_SEPARABILITY
+from kbagg.cells.demux import MAX_EXPECTED_ERROR, WEAK_SEPARABILITY, describe_weak
 from kbagg.qc.metrics import write_table
 from kbagg.qc.plots import _pyplot, _save_figure
 
@@ -33,18 +33,19 @@ def weak_summary(hashtags: ad.AnnData, sample: str) -> str:
     table = separability_of(hashtags)
     if table is None or not table["weak"].any():
         return ""
-    weak = table[table["weak"]]
-    names = ", ".join(f"{h} ({v:.2f})" for h, v in weak["separability"].items())
     return (
-        f"sample '{sample}': hashtag(s) {names} do not separate from their background "
-        f"(separability < {WEAK_SEPARABILITY}): treat its demultiplexing as uncertain"
+        f"sample '{sample}': hashtag(s) {describe_weak(table[table['weak']])} do not separate "
+        f"from their background (separability < {WEAK_SEPARABILITY} or more than "
+        f"{100 * MAX_EXPECTED_ERROR:.0f}% of their calls expected wrong): treat its "
+        "demultiplexing as uncertain"
     )
 
 
 def assignment_table(hashtags: ad.AnnData) -> pd.DataFrame:
     """One row per call (each hashtag, doublet, negative): cells, % of cells, the sample the
     hashtag stands for, the median UMIs of the hashtag in its own cells, and for hashtags
-    their separability (0-1, see `kbagg.cells.demux.separability`) and whether it is weak."""
+    their separability (0-1, see `kbagg.cells.demux.separability`), the share of their
+    calls the model expects to be wrong, and whether it is weak."""
     obs = hashtags.obs
     separability = separability_of(hashtags)
     counts = obs["hashtag"].value_counts()
@@ -67,6 +68,13 @@ def assignment_table(hashtags: ad.AnnData) -> pd.DataFrame:
                 "separability": (
                     round(float(separability.loc[call, "separability"]), 3)
                     if separability is not None and call in separability.index
+                    else None
+                ),
+                "expected_error": (
+                    round(float(separability.loc[call, "expected_error"]), 4)
+                    if separability is not None
+                    and call in separability.index
+                    and "expected_error" in separability.columns
                     else None
                 ),
                 "weak": (

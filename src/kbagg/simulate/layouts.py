@@ -63,7 +63,12 @@ import scipy.sparse as sp
 
 from kbagg.atomic import atomic_output
 from kbagg.errors import KbaggError
-from kbagg.kb.technology import onlist_barcodes
+from kbagg.kb.technology import (
+    SPLITSEQ_ROUND1_WELLS,
+    onlist_barcodes,
+    splitseq_round1_pairs,
+    write_splitseq_replacement,
+)
 from kbagg.kb.technology import technology as kb_technology
 from kbagg.simulate.reads import fastq_record, random_seq, revcomp, write_gz
 
@@ -76,7 +81,6 @@ SMARTSEQ3_CDNA_START = 22  # tag 11 + UMI 8 + GGG 3: kallisto's BUSOptionSubstr(
 SPLITSEQ_LINKERS = (b"GTGGCCGATGTTTCGCATCGGCGTACGACT", b"ATCCACGTGCTTGAGACTGTGG")
 BDWTA_LINKERS = (b"ACTGGCCTGCGA", b"GGTAGCGGTGACA")
 ULTIMA_ADAPTER = b"CTACACGACGCTCTTCCGATCT"
-SPLITSEQ_ROUND1_WELLS = 96
 ONLIST_LIMIT = 200_000  # barcodes are drawn from the first this many of kb's on-list
 FRAGMENT_LENGTH = (200, 300)  # Smart-seq3 paired fragments, bases (uniform)
 
@@ -375,17 +379,17 @@ def _splitseq_barcodes(rng: np.random.Generator, n: int) -> tuple[list[str], dic
     source = kb_technology("SPLIT-SEQ").onlist
     with gzip.open(source, "rt") as handle:
         rows = [line.split() for line in handle if line.strip()]
-    columns = [[r[c] for r in rows if r[c] != "-"] for c in range(3)]
-    oligo_dt = columns[2][:SPLITSEQ_ROUND1_WELLS]
-    hexamer = columns[2][SPLITSEQ_ROUND1_WELLS : 2 * SPLITSEQ_ROUND1_WELLS]
-    if n > len(columns[0]) or len(hexamer) != SPLITSEQ_ROUND1_WELLS:
-        raise KbaggError(f"{source}: not the 96 + 96 round-1 barcodes this simulator expects")
+    columns = [[r[c] for r in rows if r[c] != "-"] for c in range(2)]
+    pairs = splitseq_round1_pairs()
+    oligo_dt = [d for d, _ in pairs]
+    if n > len(columns[0]):
+        raise KbaggError(f"{source}: fewer than {n} round-3 barcodes")
     picks = [rng.choice(len(columns[0]), n, replace=False) for _ in range(2)]
     wells = rng.choice(SPLITSEQ_ROUND1_WELLS, n, replace=False)
     cells = [
         columns[0][picks[0][i]] + columns[1][picks[1][i]] + oligo_dt[wells[i]] for i in range(n)
     ]
-    return cells, dict(zip(oligo_dt, hexamer, strict=True))
+    return cells, dict(pairs)
 
 
 # --- reads -------------------------------------------------------------------------------
@@ -635,8 +639,7 @@ def simulate_layout(
     replacement = None
     if splitseq:
         replacement = out_dir / "replacement.txt"
-        with atomic_output(replacement) as tmp:
-            tmp.write_text("".join(f"{r}\t*{d}\n" for d, r in replace_map.items()))
+        write_splitseq_replacement(replacement)  # every well's pair, as the workflow writes it
 
     var = pd.DataFrame(
         {"gene_name": list(tx.gene_names.values())},

@@ -56,27 +56,117 @@ def soup_profile(
     return profile, int(empty.sum()), int(total)
 
 
+def _orthonormal(y: np.ndarray) -> np.ndarray:
+    """An orthonormal basis of the columns of tall `y`: CholeskyQR2 (two passes), which
+    took ~10 ms where numpy's multithreaded Householder QR took 250 ms on 2 busy cores;
+    Householder QR when `y` is rank-deficient."""
+    try:
+        for _ in range(2):
+            y = np.linalg.solve(np.linalg.cholesky(y.T @ y), y.T).T
+        return y
+    except np.linalg.LinAlgError:
+        return np.linalg.qr(y)[0]
+
+
+def _randomized_pcs(x: sp.csr_matrix, n_comps: int, rng: np.random.Generator) -> np.ndarray:
+    """The first `n_comps` principal-component scores of `x` (uncentred, as truncated SVD),
+    by the randomized range finder with 4 power iterations (Halko, Martinsson & Tropp
+    2011), in numpy: scikit-learn's import alone took longer than the whole estimate."""
+    width = min(n_comps + 10, min(x.shape))
+    q = _orthonormal(x @ rng.standard_normal((x.shape[1], width)))
+    for _ in range(4):
+        q = _orthonormal(x.T @ q)
+        q = _orthonormal(x @ q)
+    u, sing, _ = np.linalg.svd(np.asarray((x.T @ q).T), full_matrices=False)
+    return (q @ u[:, :n_comps]) * sing[:n_comps]
+
+
+def _kmeans(points: np.ndarray, n_clusters: int, rng: np.random.Generator) -> np.ndarray:
+    """k-means labels, best (least within-cluster sum of squares) of 3 k-means++ starts;
+    empty clusters dropped and labels renumbered 0..k-1."""
+    import warnings
+
+    from scipy.cluster.vq import kmeans2, vq
+
+    best, best_inertia = None, np.inf
+    for _ in range(3):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "One of the clusters is empty"
+            centres, labels = kmeans2(points, n_clusters, iter=50, minit="++", seed=rng)
+        inertia = float((vq(points, centres)[1] ** 2).sum())
+        if inertia < best_inertia:
+            best, best_inertia = labels, inertia
+    return np.unique(best, return_inverse=True)[1].astype(np.int64)
+
+
+BLOCK_NNZ = 2_000_000  # entries per block of per-entry work (bounds the temporaries)
+
+
+def _row_blocks(indptr: np.ndarray, max_nnz: int | None = None):
+    """(start, stop) row ranges of a CSR matrix holding about `max_nnz` entries each, so
+    per-entry temporaries stay bounded whatever the number of cells."""
+    max_nnz = max_nnz or BLOCK_NNZ
+    n_rows = len(indptr) - 1
+    start = 0
+    while start < n_rows:
+        stop = int(np.searchsorted(indptr, indptr[start] + max_nnz, side="right")) - 1
+        stop = min(max(stop, start + 1), n_rows)
+        yield start, stop
+        start = stop
+
+
+def _blocks(matrix: sp.csr_matrix):
+    """Per block of rows (`_row_blocks`): start, stop, and each entry's row (of the whole
+    matrix), column and value as float64."""
+    for start, stop in _row_blocks(matrix.indptr):
+        lo, hi = matrix.indptr[start], matrix.indptr[stop]
+        rows = np.repeat(np.arange(start, stop), np.diff(matrix.indptr[start : stop + 1]))
+        yield start, stop, rows, matrix.indices[lo:hi], matrix.data[lo:hi].astype(np.float64)
+
+
 def _clusters(counts: sp.csr_matrix, n_clusters: int, seed: int) -> np.ndarray:
     """k-means labels on 20 principal components of log1p(counts per 10,000) of the
     1,000 most variable genes."""
-    from sklearn.cluster import KMeans
-    from sklearn.decomposition import TruncatedSVD
-
     n_cells = counts.shape[0]
     if n_clusters <= 1 or n_cells <= n_clusters:
         return np.zeros(n_cells, dtype=np.int64)
-    umis = np.maximum(np.asarray(counts.sum(axis=1)).ravel(), 1)
-    norm = sp.diags(1e4 / umis) @ counts
-    norm = norm.tocsr()
-    norm.data = np.log1p(norm.data)
-    mean = np.asarray(norm.mean(axis=0)).ravel()
-    sq = np.asarray(norm.multiply(norm).mean(axis=0)).ravel()
-    top = np.argsort(sq - mean**2)[::-1][: min(1000, counts.shape[1])]
-    x = norm[:, top]
+    n_genes = counts.shape[1]
+    scale = 1e4 / np.maximum(np.asarray(counts.sum(axis=1)).ravel(), 1)
+
+    def log_norm(start: int, stop: int) -> np.ndarray:  # float32 data of rows start:stop
+        lo, hi = counts.indptr[start], counts.indptr[stop]
+        per_row = np.repeat(scale[start:stop], np.diff(counts.indptr[start : stop + 1]))
+        return np.log1p(counts.data[lo:hi] * per_row).astype(np.float32)
+
+    # gene means and variances, then the top genes' rows, a block of cells at a time
+    total, total_sq = np.zeros(n_genes), np.zeros(n_genes)
+    for start, stop in _row_blocks(counts.indptr):
+        data = log_norm(start, stop)
+        genes = counts.indices[counts.indptr[start] : counts.indptr[stop]]
+        total += np.bincount(genes, weights=data, minlength=n_genes)
+        total_sq += np.bincount(genes, weights=data.astype(np.float64) ** 2, minlength=n_genes)
+    mean = total / n_cells
+    top = np.argsort(total_sq / n_cells - mean**2)[::-1][: min(1000, n_genes)]
+    position = np.full(n_genes, -1, dtype=np.int64)
+    position[top] = np.arange(len(top))
+    blocks = []
+    for start, stop in _row_blocks(counts.indptr):
+        lo, hi = counts.indptr[start], counts.indptr[stop]
+        column = position[counts.indices[lo:hi]]
+        keep = column >= 0
+        row = np.repeat(np.arange(stop - start), np.diff(counts.indptr[start : stop + 1]))
+        blocks.append(
+            sp.csr_matrix(
+                (log_norm(start, stop)[keep], (row[keep], column[keep])),
+                shape=(stop - start, len(top)),
+            )
+        )
+    x = sp.vstack(blocks, format="csr")
     n_comps = max(1, min(20, x.shape[1] - 1, n_cells - 1))
-    pcs = TruncatedSVD(n_comps, random_state=seed).fit_transform(x - 0)  # sparse-friendly
+    rng = np.random.default_rng(seed)
+    pcs = _randomized_pcs(x, n_comps, rng)
     pcs -= pcs.mean(axis=0)
-    return KMeans(n_clusters, n_init=3, random_state=seed).fit_predict(pcs)
+    return _kmeans(pcs, n_clusters, rng)
 
 
 def remove_ambient(
@@ -119,7 +209,7 @@ def remove_ambient(
     """
     raw = sp.csr_matrix(raw)
     is_cell = np.asarray(is_cell, dtype=bool)
-    cells = raw[is_cell].astype(np.float64).tocsr()
+    cells = raw[is_cell].tocsr()  # kb's dtype; per-entry work below is done in blocks
     n_cells, n_genes = cells.shape
     profile, n_empty, soup_umis = soup_profile(raw, is_cell, soup_max_umis)
     params = {
@@ -156,7 +246,9 @@ def remove_ambient(
     labels = _clusters(cells, n_clusters, seed)
     params["n_clusters"] = int(labels.max() + 1)
 
-    umis = np.asarray(cells.sum(axis=1)).ravel()
+    umis = np.zeros(n_cells)
+    for _start, _stop, rows, _genes, data in _blocks(cells):
+        umis += np.bincount(rows, weights=data, minlength=n_cells)
     n_lab = int(labels.max() + 1)
     # Cross-fitting: the genes a cluster leaves to the soup are chosen on one half of its
     # cells and counted on the other, so their Poisson noise does not bias the estimate low.
@@ -165,10 +257,12 @@ def remove_ambient(
         mine = np.flatnonzero(labels == k)
         half[mine[1::2]] = 1
     group = labels * 2 + half
-    member = sp.csr_matrix(
-        (np.ones(n_cells), (group, np.arange(n_cells))), shape=(2 * n_lab, n_cells)
-    )
-    group_counts = np.asarray((member @ cells).todense())  # (cluster, half) x genes
+    group_counts = np.zeros(2 * n_lab * n_genes)  # (cluster, half) x genes
+    for _start, _stop, rows, genes, data in _blocks(cells):
+        group_counts += np.bincount(
+            group[rows] * n_genes + genes, weights=data, minlength=len(group_counts)
+        )
+    group_counts = group_counts.reshape(2 * n_lab, n_genes)
     group_umis = group_counts.sum(axis=1)
     nonexpressed = np.zeros((2 * n_lab, n_genes), dtype=bool)  # set used by each group
     group_fraction = np.full(2 * n_lab, np.nan)
@@ -197,9 +291,10 @@ def remove_ambient(
 
     # Per cell: ambient-only counts X ~ Poisson(f * umis * soup share of those genes), f ~
     # Gamma(a, a / cluster fraction); a by the method of moments over the cluster's cells.
-    rows = np.repeat(np.arange(n_cells), np.diff(cells.indptr))
-    in_set = nonexpressed[group[rows], cells.indices]
-    observed = np.bincount(rows[in_set], weights=cells.data[in_set], minlength=n_cells)
+    observed = np.zeros(n_cells)
+    for _start, _stop, rows, genes, data in _blocks(cells):
+        in_set = nonexpressed[group[rows], genes]
+        observed += np.bincount(rows[in_set], weights=data[in_set], minlength=n_cells)
     soup_share = (nonexpressed * profile).sum(axis=1)[group]
     exposure = umis * soup_share
     prior_mean = group_fraction[group]
@@ -223,13 +318,16 @@ def remove_ambient(
     )
     clean += 1e-9
     clean /= clean.sum(axis=1, keepdims=True)
-    f = fraction[rows]
-    cell_part = (1 - f) * clean[labels[rows], cells.indices]
-    soup_part = f * profile[cells.indices]
-    keep = cell_part / np.maximum(cell_part + soup_part, 1e-300)
+    kept = np.empty(cells.nnz, dtype=np.float32)
+    for start, stop, rows, genes, data in _blocks(cells):
+        f = fraction[rows]
+        cell_part = (1 - f) * clean[labels[rows], genes]
+        soup_part = f * profile[genes]
+        keep = cell_part / np.maximum(cell_part + soup_part, 1e-300)
+        kept[cells.indptr[start] : cells.indptr[stop]] = data * keep
     decontaminated = sp.csr_matrix(
-        ((cells.data * keep).astype(np.float32), cells.indices.copy(), cells.indptr.copy()),
-        shape=cells.shape,
+        (kept, cells.indices, cells.indptr),
+        shape=cells.shape,  # cells is our own copy
     )
     sample_fraction = float((fraction * umis).sum() / max(umis.sum(), 1))
     return AmbientResult(fraction, decontaminated, profile, sample_fraction, params, warnings)

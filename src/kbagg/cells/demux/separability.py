@@ -1,10 +1,17 @@
 """How well each hashtag's signal stands apart from its background, and the warning.
 
 The separability of a hashtag is the total-variation distance between its fitted signal and
-background negative binomials at the median RNA library size: 1 when no count could come
+background distributions at the median RNA library size (negative binomials, mixed over
+the latent capture's nodes when the fit has one): 1 when no count could come
 from both (clean hashing), 0 when they are the same distribution (no signal). It is the
 best accuracy gain over guessing for one hashtag seen alone: at 0.6 a cell's count says
 little on its own, and calls lean on the other hashtags and the priors.
+
+The expected error of a hashtag is the model's own estimate of the share of its singlet
+calls that are wrong: one minus the mean posterior of those calls. On the simulated
+regimes it tracks the true share (docs/demultiplexing.md: high background 0.055-0.067
+expected, 0.055-0.069 true; noisy 0.17-0.19, 0.15-0.19). A hashtag is *weak* when its
+separability is below `WEAK_SEPARABILITY` or its expected error above `MAX_EXPECTED_ERROR`.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import pandas as pd
 from kbagg.cells.demux.model import MixtureFit, nb_log_pmf
 
 WEAK_SEPARABILITY = 0.85  # below this a hashtag is reported weak
+MAX_EXPECTED_ERROR = 0.05  # above this share of wrong singlet calls (expected), too
 UNCERTAIN_CONFIDENCE = 0.9  # a call with a lower posterior counts as uncertain
 
 
@@ -36,13 +44,9 @@ def hashtag_separability(fit: MixtureFit, names: list[str], active: np.ndarray) 
             continue
         signal_mean = float(signal.mean(np.zeros(1))[0])
         top = int(max(signal_mean, background_mean) * 20 + 100)
-        values = np.arange(top + 1, dtype=float)
         distance = (
             0.5
-            * np.abs(
-                np.exp(nb_log_pmf(values, np.full(top + 1, signal_mean), signal.size))
-                - np.exp(nb_log_pmf(values, np.full(top + 1, background_mean), background.size))
-            ).sum()
+            * np.abs(_marginal_pmf(signal, fit, top) - _marginal_pmf(background, fit, top)).sum()
         )
         rows.append(
             (name, float(distance), signal_mean, background_mean, signal_mean / background_mean)
@@ -61,6 +65,31 @@ def hashtag_separability(fit: MixtureFit, names: list[str], active: np.ndarray) 
     return table
 
 
+def add_expected_error(table: pd.DataFrame, calls: pd.DataFrame) -> pd.DataFrame:
+    """`table` (from `hashtag_separability`) with ``expected_error`` per hashtag (NaN when
+    no cell is called its singlet) from `calls` (``hashtag``, ``hashtag_class``,
+    ``hashtag_confidence``), and ``weak`` updated to include it."""
+    singlets = calls[calls["hashtag_class"] == "singlet"]
+    mean_confidence = singlets.groupby(singlets["hashtag"].astype(str))["hashtag_confidence"].mean()
+    table = table.copy()
+    table["expected_error"] = 1.0 - table["hashtag"].map(mean_confidence).astype(float)
+    table["weak"] = (table["separability"] < WEAK_SEPARABILITY) | (
+        table["expected_error"] > MAX_EXPECTED_ERROR
+    )
+    return table
+
+
+def _marginal_pmf(regression, fit: MixtureFit, top: int) -> np.ndarray:
+    """P(count = 0..top) at the median RNA library size, the latent capture integrated out."""
+    values = np.arange(top + 1, dtype=float)
+    weights = np.exp(fit.capture_log_weights)
+    pmf = np.zeros(top + 1)
+    for u, weight in zip(fit.capture_nodes, weights / weights.sum(), strict=True):
+        mean = regression.mean(np.zeros(1), u)[0]
+        pmf += weight * np.exp(nb_log_pmf(values, np.full(top + 1, mean), regression.size))
+    return pmf
+
+
 def weak_hashtags_message(table: pd.DataFrame, sample: str | None, confidence: np.ndarray) -> str:
     """The `WeakHashtagsWarning` text, or '' when every hashtag separates."""
     weak = table[table["weak"]]
@@ -68,14 +97,25 @@ def weak_hashtags_message(table: pd.DataFrame, sample: str | None, confidence: n
         return ""
     who = f"sample '{sample}'" if sample else "hashtag library"
     uncertain = float(np.mean(confidence < UNCERTAIN_CONFIDENCE))
-    parts = [
-        f"{row.hashtag} ({row.separability:.2f}"
-        + (", no signal: unused or failed" if np.isnan(row.signal_umis) else "")
-        + ")"
-        for row in weak.itertuples()
-    ]
     return (
-        f"{who}: hashtag(s) {', '.join(parts)} do not separate from their background "
-        f"(separability < {WEAK_SEPARABILITY}); {100 * uncertain:.1f}% of cells have a call "
+        f"{who}: hashtag(s) {describe_weak(weak)} do not separate from their background "
+        f"(separability < {WEAK_SEPARABILITY} or more than {100 * MAX_EXPECTED_ERROR:.0f}% of "
+        f"their calls expected wrong); {100 * uncertain:.1f}% of cells have a call "
         f"with posterior < {UNCERTAIN_CONFIDENCE}: treat the demultiplexing as uncertain"
     )
+
+
+def describe_weak(weak: pd.DataFrame) -> str:
+    """``HTO4 (0.82, 6.7% expected wrong), ...`` for the weak rows of a separability table
+    (``hashtag`` a column or the index)."""
+    rows = weak.reset_index() if "hashtag" not in weak.columns else weak
+    parts = []
+    for row in rows.itertuples():
+        text = f"{row.hashtag} ({row.separability:.2f}"
+        error = getattr(row, "expected_error", np.nan)
+        if not np.isnan(error):
+            text += f", {100 * error:.1f}% expected wrong"
+        if np.isnan(getattr(row, "signal_umis", 0.0)):
+            text += ", no signal: unused or failed"
+        parts.append(text + ")")
+    return ", ".join(parts)
