@@ -9,7 +9,9 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 soma = pytest.importorskip("tiledbsoma", reason="the SOMA store needs tiledbsoma (extra 'soma')")
@@ -110,4 +112,37 @@ def test_one_job_update_completes_an_unfinished_parallel_build(inputs, tmp_path)
     assert reserved_samples(store) == {}
     assert any("completed the reserved sample(s) s1, s2, s3, s4" in line for line in lines)
     direct = one_step(inputs, tmp_path, list(SAMPLES))
+    assert_same_cells(read_store(store), direct.copy())
+
+
+def test_rerun_writer_removes_what_a_stale_write_left_in_its_range(inputs, tmp_path):
+    """A killed writer may leave entries the rerun does not write (an older matrix of the
+    sample): `write_sample` empties the sample's range first, so none survive."""
+    store = tmp_path / "store"
+    update(store, inputs, list(SAMPLES), tmp_path, run="r1", reserve=True)
+    start, _ = reserved_samples(store)["s1"]
+    direct = one_step(inputs, tmp_path, list(SAMPLES))
+    first_cell = direct.obs_names[(direct.obs["sample"] == "s1").to_numpy()][0]  # joinid start
+    with soma.Experiment.open(str(store)) as exp:
+        var = exp.ms["RNA"].var.read().concat().to_pandas()
+        x_name = next(iter(exp.ms["RNA"].X))
+    x = direct.layers.get(x_name, direct.X)
+    row = x[direct.obs_names.get_loc(first_cell)]
+    row = row.toarray().ravel() if hasattr(row, "toarray") else np.asarray(row).ravel()
+    zero_gene = direct.var_names[row == 0][0]  # a gene the sample's first cell lacks
+    gene_joinid = int(var.loc[var["gene_id"] == zero_gene, "soma_joinid"].iloc[0])
+    with soma.Experiment.open(str(store), "w") as exp:
+        array = exp.ms["RNA"].X[x_name]
+        stale = pa.Table.from_pydict(
+            {
+                "soma_dim_0": pa.array([start], pa.int64()),
+                "soma_dim_1": pa.array([gene_joinid], pa.int64()),
+                "soma_data": pa.array([7], array.schema.field("soma_data").type),
+            }
+        )
+        array.write(stale)
+    markers = {
+        n: write_sample(store, n, marker_path=tmp_path / f"{n}.json", **QUIET) for n in SAMPLES
+    }
+    finish_store(store, {n: tmp_path / f"{n}.json" for n in markers}, **QUIET)
     assert_same_cells(read_store(store), direct.copy())
