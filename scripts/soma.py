@@ -1,31 +1,30 @@
-"""Rule soma: bring the TileDB-SOMA store up to date; only new samples are written."""
+"""Rule soma: finish the TileDB-SOMA store: check every sample rule soma_write wrote against
+its marker, commit them, consolidate (under the store's lock)."""
 
-import socket
-from datetime import UTC, datetime
+import json
+from pathlib import Path
 
-import kbagg
-from kbagg.concat.options import ConcatOptions
+from kbagg.atomic import atomic_output
 from kbagg.rule import run_rule
-from kbagg.soma.store import update_store
+from kbagg.soma.parallel import finish_store
 
 
 def main(smk) -> None:
     params = smk.params
-    # Names this run in obs['kbagg_run'] of the cells it adds (made here, not a param: a
-    # param would change every run and make Snakemake redo the job).
-    run_id = (
-        f"kbagg {kbagg.__version__} {socket.gethostname()} {datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}"
+    manifest = json.loads(Path(smk.input.reserved).read_text())
+    markers = {}
+    for path in smk.input.markers:
+        marker = json.loads(Path(path).read_text())
+        if marker["nnz"] is not None:
+            markers[marker["sample"]] = marker["nnz"]
+    finished = finish_store(params.uri, markers, max_fragments=params.max_fragments, log=print)
+    manifest.update(
+        committed=finished["committed"],
+        consolidated=finished["consolidated"],
+        fragments=finished["fragments"],
     )
-    manifest = update_store(
-        params.uri,
-        dict(zip(params.samples, smk.input.matrices, strict=True)),
-        run_id=run_id,
-        manifest_path=smk.output[0],
-        measurement=params.measurement,
-        options=ConcatOptions.from_sheet(params.metadata, **params.concat),
-        max_fragments=params.max_fragments,
-        log=print,
-    )
+    with atomic_output(smk.output[0]) as tmp:
+        Path(tmp).write_text(json.dumps(manifest, indent=2) + "\n")
     print(
         f"{params.uri}: {manifest['action']}; {manifest['n_obs']:,} cells x "
         f"{manifest['n_vars']:,} genes; fragments per array at most "

@@ -24,13 +24,21 @@ EVERYTHING_AFTER_THE_CELLS = {
     "sample_h5mu": 2,
     "aggregate": 2,
     "aggregate_h5mu": 1,
+    "soma_register": 1,
+    "soma_write": 3,  # one job per sample: the store's writers run in parallel
     "soma": 1,
     "qc_sample": 3,
     "qc_summary": 1,
     "multiqc": 1,
 }
 EVERYTHING_AFTER_THE_REFERENCE = {"reference": 1, "kb_count": 3, **EVERYTHING_AFTER_THE_CELLS}
-THE_AGGREGATES = {"aggregate": 2, "aggregate_h5mu": 1, "soma": 1}
+THE_AGGREGATES = {
+    "aggregate": 2,
+    "aggregate_h5mu": 1,
+    "soma_register": 1,
+    "soma_write": 3,
+    "soma": 1,
+}
 
 
 @pytest.fixture
@@ -119,6 +127,7 @@ def test_a_adding_a_sample_counts_only_that_sample(finished_demo):
         "kb_count": 1,
         "cells": 1,
         **THE_AGGREGATES,
+        "soma_write": 4,  # the new sample's writer, and the others' (they write nothing)
         "qc_sample": 1,
         "qc_summary": 1,
         "multiqc": 1,

@@ -90,9 +90,58 @@ rule aggregate_h5mu:
         script_path("aggregate_h5mu.py")
 
 
-rule soma:
+rule soma_register:
     input:
         matrices=expand(sample_matrix("filtered"), sample=SAMPLES),
+    output:
+        "results/aggregate/soma_reserved.json",
+    log:
+        "logs/aggregate/soma_register.log",
+    benchmark:
+        "benchmarks/aggregate/soma_register.tsv"
+    conda:
+        "../../envs/soma.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_mb("aggregate"),
+        runtime=rule_resources("aggregate")["runtime"],
+    params:
+        samples=SAMPLES,
+        uri=AGG["soma"]["uri"],
+        measurement=AGG["soma"]["measurement"],
+        concat={key: CONCAT[key] for key in ("label", "index_unique")},
+        metadata=SHEET.obs_metadata().to_dict("list"),
+    script:
+        script_path("soma_register.py")
+
+
+# One job per sample, no lock: the writers run in parallel (Snakemake -j, SLURM).
+rule soma_write:
+    input:
+        reserved="results/aggregate/soma_reserved.json",
+        matrix=sample_matrix("filtered"),
+    output:
+        "results/aggregate/soma_write/{sample}.json",
+    log:
+        "logs/aggregate/soma_write/{sample}.log",
+    benchmark:
+        "benchmarks/aggregate/soma_write/{sample}.tsv"
+    conda:
+        "../../envs/soma.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem_mb("aggregate"),
+        runtime=rule_resources("aggregate")["runtime"],
+    params:
+        uri=AGG["soma"]["uri"],
+    script:
+        script_path("soma_write.py")
+
+
+rule soma:
+    input:
+        reserved="results/aggregate/soma_reserved.json",
+        markers=expand("results/aggregate/soma_write/{sample}.json", sample=SAMPLES),
     output:
         "results/aggregate/soma_manifest.json",
     log:
@@ -101,17 +150,13 @@ rule soma:
         "benchmarks/aggregate/soma.tsv"
     conda:
         "../../envs/soma.yaml"
-    threads: rule_resources("aggregate")["threads"]
+    threads: 1
     resources:
         mem_mb=mem_mb("aggregate"),
         runtime=rule_resources("aggregate")["runtime"],
     params:
-        samples=SAMPLES,
         uri=AGG["soma"]["uri"],
-        measurement=AGG["soma"]["measurement"],
-        # consolidated in this job, after the appends and under the store's lock
+        # consolidated in this job, after the writers and under the store's lock
         max_fragments=AGG["soma"]["max_fragments"],
-        concat={key: CONCAT[key] for key in ("label", "index_unique")},
-        metadata=SHEET.obs_metadata().to_dict("list"),
     script:
         script_path("soma.py")

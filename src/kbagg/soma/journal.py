@@ -26,6 +26,9 @@ class SampleEntry:
     project: str | None  # the project that manages it
     added: str  # UTC time, ISO 8601
     obs_joinids: list[int]  # [first, end) soma_joinids of its cells
+    # "committed"; or "reserved": obs/var rows written, X layers still to be written by a
+    # parallel writer (`kbagg.soma.parallel.write_sample`) and checked by `finish_store`
+    state: str = "committed"
 
     @property
     def fingerprint(self) -> dict:

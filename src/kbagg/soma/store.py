@@ -388,8 +388,11 @@ def _append_sample(
     project: str,
     log: Log,
     platform_config: Mapping | None,
+    reserve: bool = False,
 ) -> None:
-    """Register, journal as pending, write, journal as committed: one sample, one step."""
+    """Register, journal as pending, write, journal as committed: one sample, one step.
+    With ``reserve``, the X layers are written empty (shape and dtype only) and the sample is
+    journaled as reserved, for `kbagg.soma.parallel.write_sample` to fill."""
     n = len(sample.obs)
     where = f"sample {sample.name}"
     obs = conform(sample.obs, obs_kinds, OBS_ID, where)
@@ -402,6 +405,7 @@ def _append_sample(
         "run": run_id,
         "project": project,
         "added": _now(),
+        "state": "reserved" if reserve else "committed",
     }  # a SampleEntry once its cells' joinids are known
     if n == 0:  # tiledbsoma cannot ingest an empty AnnData: journal it, write nothing
         journal.samples[sample.name] = SampleEntry(**entry, obs_joinids=[0, 0])
@@ -436,9 +440,14 @@ def _append_sample(
         _write_journal(uri, journal)
         mapping.prepare_experiment(uri)
     adata = ad.AnnData(obs=obs, var=var)
-    for layer, matrix in _load_matrices(sample, dtypes).items():
-        adata.layers[layer] = matrix
-    log(f"soma: appending sample {sample.name} ({n} cells)")
+    if reserve:
+        for layer in sample.layers:
+            adata.layers[layer] = sp.csr_matrix((n, len(var)), dtype=dtypes[layer])
+        log(f"soma: reserving sample {sample.name} ({n} cells, joinids {start}-{start + n})")
+    else:
+        for layer, matrix in _load_matrices(sample, dtypes).items():
+            adata.layers[layer] = matrix
+        log(f"soma: appending sample {sample.name} ({n} cells)")
     soma_io.from_anndata(
         uri,
         adata,
@@ -694,6 +703,7 @@ def update_store(
     platform_config: Mapping | None = None,
     max_fragments: int | None = schema_default("aggregate", "soma", "max_fragments"),
     log: Log | None = None,
+    reserve: bool = False,
     **concat,
 ) -> dict:
     """Bring the SOMA store at ``uri`` up to date with ``samples``; write a JSON manifest.
@@ -745,6 +755,12 @@ def update_store(
         config schema's ``aggregate.soma.max_fragments``.
     log
         Called with each log line; defaults to printing to stderr.
+    reserve
+        Register and reserve only (the first step of a parallel build, `kbagg.soma.parallel`):
+        new samples get their obs and var rows and an empty range of the X layers, and are
+        journaled as reserved; `kbagg.soma.parallel.write_sample` writes each one's X layers
+        (in parallel jobs) and `kbagg.soma.parallel.finish_store` commits them. The manifest's
+        ``appended`` lists the samples to write.
     **concat
         Fields of `ConcatOptions` that replace those of ``options``.
 
@@ -773,6 +789,7 @@ def update_store(
         "project": project,
         "log": log,
         "platform_config": GENE_QUERY_LAYOUT if platform_config is None else platform_config,
+        "reserve": reserve,
     }
     with store_lock(path, lock_timeout_s, log):
         _clean_siblings(path, log)
@@ -811,6 +828,8 @@ def update_store(
             }
             if plan.append:
                 journal.runs = [*journal.runs, run]
+            if not reserve:
+                _complete_reserved(uri, journal, log)
             _write_all(uri, plan, journal, ctx)
             if not plan.append:
                 log(f"soma: {uri} already holds all {len(wanted)} samples; nothing to append")
@@ -821,6 +840,20 @@ def update_store(
         with atomic_output(manifest_path) as tmp:
             Path(tmp).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def _complete_reserved(uri: str, journal: Journal, log: Log) -> None:
+    """Write and commit the samples a parallel build reserved but did not finish. Its own
+    writers must not be running (they take no lock): run this only when that build is over."""
+    from kbagg.soma.parallel import write_sample  # it imports this module
+
+    reserved = [n for n, e in journal.samples.items() if e.state == "reserved"]
+    for name in reserved:
+        write_sample(uri, name, log=log)
+        journal.samples[name].state = "committed"
+    if reserved:
+        _write_journal(uri, journal)
+        log(f"soma: completed the reserved sample(s) {', '.join(reserved)} of a parallel build")
 
 
 def _manifest(path, wanted, journal, plan, repaired, settings, run_id, project) -> dict:

@@ -1,0 +1,164 @@
+#!/usr/bin/env python
+"""Benchmark: building the SOMA store with parallel writers (kbagg.soma.parallel) against the
+one-job append (update_store) of the same samples.
+
+    python tests/benchmarks/bench_soma_parallel.py                   # 16 x 3,000 cells
+    python tests/benchmarks/bench_soma_parallel.py --samples 4 --cells 200 --repeats 1
+
+Modes, each a fresh store built by child processes as the workflow's jobs would be:
+``one-job`` (update_store of all samples, one process); ``J writers`` (a reserving process,
+then J processes at once each writing its share of the samples with write_sample, then a
+finishing process). The modes are interleaved, ``--repeats`` rounds; the table gives median
+wall time, cells per second, the ratio to the one-job build of the same round (median) and
+the largest peak RSS of any one process (wait4). Every build must hold the same number and
+sum of counts, else the benchmark stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))
+from concat_helpers import write_sparse_h5ad  # noqa: E402
+
+QUIET = "log=lambda line: None"
+ONE_JOB = f"""
+import json, sys
+from kbagg.soma.store import update_store
+store, manifest, samples = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+update_store(store, samples, run_id="bench", manifest_path=manifest, project="bench", {QUIET})
+"""
+RESERVE = f"""
+import json, sys
+from kbagg.soma.store import update_store
+store, manifest, samples = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+update_store(store, samples, run_id="bench", manifest_path=manifest, project="bench",
+             reserve=True, max_fragments=None, {QUIET})
+"""
+WRITE = f"""
+import json, sys
+from kbagg.soma.parallel import write_sample
+store, names = sys.argv[1], json.loads(sys.argv[2])
+print(json.dumps({{n: write_sample(store, n, {QUIET}) for n in names}}))
+"""
+FINISH = f"""
+import json, sys
+from kbagg.soma.parallel import finish_store
+store, markers = sys.argv[1], json.loads(sys.argv[2])
+finish_store(store, markers, {QUIET})
+"""
+TOTALS = """
+import json, sys
+import numpy as np, tiledbsoma as soma
+with soma.Experiment.open(sys.argv[1]) as exp:
+    n, s = 0, 0.0
+    for t in exp.ms["RNA"].X["counts"].read().tables():
+        n += t.num_rows
+        s += float(np.asarray(t.column("soma_data")).sum(dtype=np.float64))
+print(json.dumps([n, round(s, 3)]))
+"""
+
+
+def start(code: str, *args) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    cmd = [sys.executable, "-c", code, *map(str, args)]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait(procs: list[subprocess.Popen]) -> tuple[list[str], float]:
+    """Their stdouts and the largest peak RSS (MB) among them."""
+    outs, peak = [], 0.0
+    for p in procs:
+        out, err = p.stdout.read(), p.stderr.read()
+        _, status, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        if p.returncode != 0:
+            raise RuntimeError(f"child failed ({p.returncode}): {err[-3000:]}")
+        outs.append(out)
+        peak = max(peak, usage.ru_maxrss / 1024)
+    return outs, peak
+
+
+def build(mode: int, store: Path, samples: dict, workdir: Path) -> tuple[float, float]:
+    """(wall seconds, peak RSS MB) of one build; mode 0 is the one-job append."""
+    manifest, pairs = workdir / "manifest.json", json.dumps({k: str(v) for k, v in samples.items()})
+    t0 = time.perf_counter()
+    if mode == 0:
+        _, peak = wait([start(ONE_JOB, store, manifest, pairs)])
+    else:
+        _, peak = wait([start(RESERVE, store, manifest, pairs)])
+        names = list(samples)
+        outs, write_peak = wait(
+            [start(WRITE, store, json.dumps(names[j::mode])) for j in range(mode)]
+        )
+        markers = {k: v for out in outs for k, v in json.loads(out).items()}
+        _, finish_peak = wait([start(FINISH, store, json.dumps(markers))])
+        peak = max(peak, write_peak, finish_peak)
+    return time.perf_counter() - t0, peak
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--samples", type=int, default=16)
+    ap.add_argument("--cells", type=int, default=3000)
+    ap.add_argument("--genes", type=int, default=20000)
+    ap.add_argument("--nnz-per-cell", type=int, default=800)
+    ap.add_argument("--writers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--workdir", type=Path, default=None)
+    args = ap.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="bench_soma_parallel-", dir=args.workdir))
+    try:
+        genes = [f"ENSG{i:011d}" for i in range(args.genes)]
+        (workdir / "inputs").mkdir()
+        samples = {}
+        for i in range(args.samples):
+            samples[f"s{i:03d}"] = workdir / "inputs" / f"s{i:03d}.h5ad"
+            write_sparse_h5ad(samples[f"s{i:03d}"], args.cells, genes, args.nnz_per_cell, seed=i)
+        modes = [0, *args.writers]
+        times, peaks, ratios, totals = ({m: [] for m in modes} for _ in range(4))
+        for _ in range(args.repeats):
+            for m in modes:
+                store = workdir / f"store-{m}"
+                shutil.rmtree(store, ignore_errors=True)
+                seconds, peak = build(m, store, samples, workdir)
+                times[m].append(seconds)
+                peaks[m].append(peak)
+                out, _ = wait([start(TOTALS, store)])
+                totals[m] = json.loads(out[0])
+                shutil.rmtree(store)
+            for m in modes:
+                ratios[m].append(times[0][-1] / times[m][-1])
+        if len({json.dumps(t) for t in totals.values()}) != 1:
+            raise RuntimeError(f"the builds disagree (non-zeros, sum): {totals}")
+        n_cells = args.samples * args.cells
+        print(
+            f"{args.samples} samples x {args.cells:,} cells ({n_cells:,}), {args.genes:,} genes, "
+            f"{args.nnz_per_cell} non-zeros per cell; medians of {args.repeats}; "
+            f"{os.cpu_count()} CPUs"
+        )
+        print("| build | wall s | cells/s | speed vs one job | peak RSS MB |")
+        print("|---|---:|---:|---:|---:|")
+        for m in modes:
+            wall = statistics.median(times[m])
+            name = "one-job append" if m == 0 else f"{m} writer job{'s' if m > 1 else ''}"
+            print(
+                f"| {name} | {wall:.1f} | {n_cells / wall:,.0f} | "
+                f"{statistics.median(ratios[m]):.2f}x | {statistics.median(peaks[m]):.0f} |"
+            )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
