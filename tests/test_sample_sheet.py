@@ -319,6 +319,7 @@ def test_count_extra_is_split_without_a_shell(extra, expected):
         ("--strand 'forward", "No closing quotation"),
         ("-t 8", "-t is set by kbagg from resources.kb_count.threads"),
         ("--filter=bustools", "--filter is set by kbagg from filter.enabled"),
+        ("-r list.txt", r"-r is set by kbagg from the technology's replacement list"),
     ],
 )
 def test_count_extra_errors_name_the_key(extra, message):

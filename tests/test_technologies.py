@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -253,3 +254,32 @@ def test_splitseq_replacement_pairs_wells_from_kb_onlist(tmp_path):
     lines = out.read_text().splitlines()
     assert lines[0] == "CATCATCC\t*CATTCCTA"
     assert lines == [f"{h}\t*{d}" for d, h in pairs]
+
+
+def test_a_splitseq_job_is_counted_with_kbaggs_replacement_list(tmp_path):
+    """SPLIT-SEQ gets `-r` with the list the workflow wrote (rule replacement); a SPLIT-SEQ
+    job without it stops rather than count each well's hexamer reads as other cells."""
+    from kbagg.kb.run import KbError
+
+    fastqs = ["R1.fq.gz", "R2.fq.gz"]
+    splitseq = job(tmp_path, technology="SPLIT-SEQ", fastqs=fastqs, cells=None)
+    listed = str(tmp_path / "resources/replacements/split-seq.txt")
+    args = kb_count_args(replace(splitseq, replacement=listed), tmp_path, tmp_path)
+    assert args[args.index("-r") + 1] == listed and args[-2:] == fastqs
+    assert args[args.index("-x") + 1] == "SPLIT-SEQ" and "--filter" in args
+    with pytest.raises(KbError, match="sample 'plate1': technology 'SPLIT-SEQ' needs kb's"):
+        kb_count_args(splitseq, tmp_path, tmp_path)
+    v3 = job(tmp_path, technology="10xv3", fastqs=fastqs, cells=None)
+    assert "-r" not in kb_count_args(v3, tmp_path, tmp_path)
+
+
+def test_splitseq_replacement_is_written_for_splitseq_only(tmp_path):
+    from kbagg.errors import KbaggError
+    from kbagg.kb.technology import technology, write_replacement, write_splitseq_replacement
+
+    assert technology("split-seq").replacement and not technology("10xv3").replacement
+    write_replacement("split-seq", tmp_path / "a.txt")
+    write_splitseq_replacement(tmp_path / "b.txt")
+    assert (tmp_path / "a.txt").read_text() == (tmp_path / "b.txt").read_text()
+    with pytest.raises(KbaggError, match="technology '10xv3': kbagg has no replacement list"):
+        write_replacement("10xv3", tmp_path / "c.txt")

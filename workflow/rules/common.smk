@@ -182,11 +182,25 @@ def plate_cells(sample):
     return []
 
 
+def replacement_file(technology):
+    """kb's replacement list (-r) for technologies counted with one (SPLIT-SEQ), written
+    once by rule replacement; else none."""
+    return (
+        f"resources/replacements/{technology.lower()}.txt"
+        if kb_technology(technology).replacement
+        else None
+    )
+
+
 def count_inputs(wildcards):
     inputs = {"fastqs": SHEET.fastqs(wildcards.sample), **reference_files()}
-    onlist = onlist_file(SHEET.technology(wildcards.sample))
+    technology = SHEET.technology(wildcards.sample)
+    onlist = onlist_file(technology)
     if onlist:
         inputs["onlist"] = onlist
+    replacement = replacement_file(technology)
+    if replacement:
+        inputs["replacement"] = replacement
     return inputs
 
 

@@ -15,7 +15,7 @@ import anndata as ad
 import pandas as pd
 
 from kbagg.atomic import atomic_output
-from kbagg.count.kb_count import KB_MATRICES
+from kbagg.count.kb_count import KB_MATRICES, kb_raw_matrix
 from kbagg.errors import KbaggError
 from kbagg.kb.run import read_json_if_present
 
@@ -72,12 +72,13 @@ def read_kb_matrices(
     t2g
         kb's transcript-to-gene map.
     kinds
-        Which matrices: "raw" (counts_unfiltered) and/or "filtered" (counts_filtered).
+        Which matrices: "raw" (counts_unfiltered; counts_unfiltered_modified when kb
+        applied a replacement list, `kb_raw_matrix`) and/or "filtered" (counts_filtered).
     """
     names = gene_names_from_t2g(t2g)
     adatas = {}
     for kind in kinds:
-        source = Path(kb_dir) / KB_MATRICES[kind]
+        source = kb_raw_matrix(kb_dir) if kind == "raw" else Path(kb_dir) / KB_MATRICES[kind]
         if not source.exists():
             raise KbaggError(f"sample '{sample}': kb's {kind} matrix {source} is missing")
         adatas[kind] = with_gene_names(ad.read_h5ad(source), names)
