@@ -1,7 +1,8 @@
 """Rule cells: a sample's raw.h5ad and filtered.h5ad, once its reads are accounted for.
 
 The cells are called by the configured method (kb's bustools knee, or EmptyDrops), and each
-gets QC columns in obs (UMIs, genes, % mitochondrial, Scrublet doublet score and call).
+gets QC columns in obs (UMIs, genes, % mitochondrial, Scrublet doublet score and call);
+SPLiT-seq barcodes get their round-1 well (`round1_well`).
 With `ambient.method` set, the cells' ambient RNA is estimated and removed into the layer
 `decontaminated` (kbagg.cells.ambient).
 """
@@ -12,12 +13,14 @@ from kbagg.cell_calling_record import UNS_KEY
 from kbagg.cells.ambient import add_ambient
 from kbagg.cells.call import add_cell_qc, call_cells
 from kbagg.cells.matrices import (
+    add_round1_wells,
     check_reads_processed,
     name_plate_cells,
     read_kb_matrices,
     write_h5ad,
 )
 from kbagg.count.lane_record import read_lane_record
+from kbagg.kb.technology import technology as kb_technology
 from kbagg.rule import run_rule, to_terminal, warning_line
 
 
@@ -34,10 +37,15 @@ def main(smk) -> None:
         name_plate_cells(raw, kb_dir)
         if filtering:
             name_plate_cells(kb["filtered"], kb_dir)
+    splitseq = kb_technology(params.technology).round1_wells
+    if splitseq:
+        add_round1_wells(raw, sample)
     if filtering:
         calls = call_cells(
             sample, raw, kb["filtered"], params.method, params.emptydrops, plate=params.plate
         )
+        if splitseq:
+            add_round1_wells(calls.filtered, sample)
         add_cell_qc(calls, **params.cell_qc)
         ambient = dict(params.ambient)
         calls.warnings.extend(

@@ -283,3 +283,28 @@ def test_splitseq_replacement_is_written_for_splitseq_only(tmp_path):
     assert (tmp_path / "a.txt").read_text() == (tmp_path / "b.txt").read_text()
     with pytest.raises(KbaggError, match="technology '10xv3': kbagg has no replacement list"):
         write_replacement("10xv3", tmp_path / "c.txt")
+
+
+def test_round1_well_of_a_splitseq_barcode_is_its_last_8_bases(tmp_path):
+    """Round 3 + round 2 + round 1: the last 8 bases name the well, by its oligo-dT barcode
+    (after kb's replacement) or by its hexamer (without it); other bases are no well."""
+    import anndata as ad
+    import numpy as np
+
+    from kbagg.cells.matrices import add_round1_wells
+    from kbagg.errors import KbaggError
+    from kbagg.kb.technology import splitseq_round1_pairs, splitseq_round1_wells
+
+    pairs = splitseq_round1_pairs()
+    prefix = "AACGTGATAACGTGAT"
+    barcodes = [prefix + pairs[0][0], prefix + pairs[95][0], prefix + pairs[41][1]]
+    assert splitseq_round1_wells(barcodes) == [1, 96, 42]
+    adata = ad.AnnData(np.ones((3, 2)))
+    adata.obs_names = barcodes
+    add_round1_wells(adata, "lib1")
+    assert adata.obs["round1_well"].tolist() == [1, 96, 42]
+    assert adata.obs["round1_well"].dtype == np.int64
+    bad = ad.AnnData(np.ones((1, 2)))
+    bad.obs_names = [prefix + "GGGGGGGG"]
+    with pytest.raises(KbaggError, match=r"sample 'lib1': barcode '\w+': its last 8 bases"):
+        add_round1_wells(bad, "lib1")

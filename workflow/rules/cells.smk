@@ -22,6 +22,7 @@ rule cells:
     params:
         method=config["filter"]["method"],
         plate=lambda wc: plate_technology(wc.sample),
+        technology=lambda wc: SHEET.technology(wc.sample),
         emptydrops=config["filter"]["emptydrops"],
         ambient=config["ambient"],
         cell_qc={

@@ -12,12 +12,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import anndata as ad
+import numpy as np
 import pandas as pd
 
 from kbagg.atomic import atomic_output
 from kbagg.count.kb_count import KB_MATRICES, kb_raw_matrix
 from kbagg.errors import KbaggError
 from kbagg.kb.run import read_json_if_present
+from kbagg.obs_columns import ROUND1_WELL
 
 
 def gene_names_from_t2g(t2g: str | Path) -> pd.Series:
@@ -119,3 +121,24 @@ def name_plate_cells(adata: ad.AnnData, kb_dir: str | Path) -> None:
     if unknown:
         raise KbaggError(f"{kb_dir}: barcode {unknown[0]} is in no row of kb's batch file")
     adata.obs_names = [names[b] for b in adata.obs_names]
+
+
+def add_round1_wells(adata: ad.AnnData, sample: str) -> None:
+    """obs `round1_well`: each SPLiT-seq barcode's round-1 well, 1-96 in kb's on-list order
+    (`kbagg.kb.technology.splitseq_round1_wells`), in place. Wells are how a SPLiT-seq
+    library holds several samples: map them to samples from this column.
+
+    Parameters
+    ----------
+    adata
+        A SPLiT-seq sample's matrix (barcodes as kb reports them, after its replacement list).
+    sample
+        The sample, for messages.
+    """
+    from kbagg.kb.technology import splitseq_round1_wells
+
+    try:
+        wells = splitseq_round1_wells(adata.obs_names)
+    except KbaggError as error:
+        raise KbaggError(f"sample '{sample}': {error}") from None
+    adata.obs[ROUND1_WELL] = np.asarray(wells, dtype=np.int64)

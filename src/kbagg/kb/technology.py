@@ -72,6 +72,12 @@ class Technology:
         return not self.custom and self.name.upper() in REPLACEMENT_TECHNOLOGIES
 
     @property
+    def round1_wells(self) -> bool:
+        """SPLiT-seq: a barcode's last 8 bases name its round-1 well
+        (`splitseq_round1_wells`), the wells a library's samples were loaded into."""
+        return not self.custom and self.name.upper() == "SPLIT-SEQ"
+
+    @property
     def allowed_n_files(self) -> tuple[int, ...]:
         """The FASTQ counts per lane kb accepts: single-end (1) or paired (2) for kb's
         `--parity` technologies, else exactly `n_files`."""
@@ -324,6 +330,39 @@ def write_replacement(name: str, output: str | Path) -> None:
     if not technology(name).replacement:
         raise KbaggError(f"technology '{name}': kbagg has no replacement list for it")
     write_splitseq_replacement(output)
+
+
+def splitseq_round1_wells(barcodes) -> list[int]:
+    """The round-1 well (1-96, in kb's on-list order) of each SPLiT-seq barcode.
+
+    A barcode is round 3 + round 2 + round 1 (kb's on-list columns 1, 2, 3; 8 bases each),
+    so its last 8 bases are its round-1 barcode: the oligo-dT barcode of well i, or, when kb
+    counted without the replacement list, the random-hexamer barcode of the same well.
+
+    Parameters
+    ----------
+    barcodes
+        Cell barcodes as kb reports them (24 bases).
+
+    Returns
+    -------
+    list of int
+        The well of each barcode; KbaggError naming the first barcode whose last 8 bases are
+        no round-1 barcode of kb's on-list.
+    """
+    well = {}
+    for i, (oligo_dt, hexamer) in enumerate(splitseq_round1_pairs(), start=1):
+        well[oligo_dt] = well[hexamer] = i
+    wells = []
+    for barcode in barcodes:
+        found = well.get(str(barcode)[-8:])
+        if found is None:
+            raise KbaggError(
+                f"barcode '{barcode}': its last 8 bases are no SPLiT-seq round-1 barcode of "
+                "kb's on-list (column 3)"
+            )
+        wells.append(found)
+    return wells
 
 
 def onlist_barcodes(name: str, limit: int = 200_000) -> list[str]:
