@@ -8,6 +8,7 @@ its well (simulated about half each); only with the replacement list are they on
 from __future__ import annotations
 
 import gzip
+import json
 
 import anndata as ad
 import numpy as np
@@ -36,11 +37,12 @@ def test_splitseq_aggregate_equals_kb_count_with_r_by_hand_and_the_truth(testdat
         "reference": {"fasta": str(mt / "MT.fa.gz"), "gtf": str(mt / "MT.gtf.gz")},
         "qc": {"multiqc": False, "doublets": False},
         "resources": {"kb_count": {"threads": 1, "mem_mb": 2000}},
+        # depth normalization thins kb's BUS file: the replaced one (kbagg.count.kb_bus)
+        "aggregate": {"normalize": "mapped"},
     }
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    run_snakemake(
-        workdir, "results/aggregate/filtered.h5ad", "--configfile", str(workdir / "config.yaml")
-    )
+    targets = ["results/aggregate/filtered.h5ad", "results/aggregate/filtered.normalized.h5ad"]
+    run_snakemake(workdir, *targets, "--configfile", str(workdir / "config.yaml"))
 
     # The workflow's replacement list is the simulator's (every well's hexamer -> oligo-dT).
     listed = workdir / "resources" / "replacements" / "split-seq.txt"
@@ -85,3 +87,10 @@ def test_splitseq_aggregate_equals_kb_count_with_r_by_hand_and_the_truth(testdat
     # Without the replacement list kb's own counts_unfiltered splits every cell in two.
     unreplaced = ad.read_h5ad(workdir / "results/samples/lib1/kb/counts_unfiltered/adata.h5ad")
     assert unreplaced.n_obs == 2 * sim.truth.n_obs
+
+    # One sample, so its rate is 1: the normalized aggregate is the aggregate, and the mapped
+    # reads of its cells are every read (each well's hexamer reads are its cells' too).
+    normalized = ad.read_h5ad(workdir / "results" / "aggregate" / "filtered.normalized.h5ad")
+    np.testing.assert_array_equal(normalized.X.toarray(), aggregate.X.toarray())
+    run_info = json.loads((workdir / "results/samples/lib1/kb/run_info.json").read_text())
+    assert normalized.obs["mapped_reads"].sum() == run_info["n_processed"] > 0
