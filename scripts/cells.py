@@ -2,7 +2,8 @@
 
 The cells are called by the configured method (kb's bustools knee, or EmptyDrops), and each
 gets QC columns in obs (UMIs, genes, % mitochondrial, Scrublet doublet score and call);
-SPLiT-seq barcodes get their round-1 well (`round1_well`).
+SPLiT-seq barcodes get their round-1 well (`round1_well`), and a sample that the sheet
+defines by round-1 wells keeps its wells' barcodes of the library.
 With `ambient.method` set, the cells' ambient RNA is estimated and removed into the layer
 `decontaminated` (kbagg.cells.ambient).
 """
@@ -13,8 +14,8 @@ from kbagg.cell_calling_record import UNS_KEY
 from kbagg.cells.ambient import add_ambient
 from kbagg.cells.call import add_cell_qc, call_cells
 from kbagg.cells.matrices import (
-    add_round1_wells,
     check_reads_processed,
+    keep_round1_wells,
     name_plate_cells,
     read_kb_matrices,
     write_h5ad,
@@ -38,14 +39,14 @@ def main(smk) -> None:
         if filtering:
             name_plate_cells(kb["filtered"], kb_dir)
     splitseq = kb_technology(params.technology).round1_wells
-    if splitseq:
-        add_round1_wells(raw, sample)
+    if splitseq:  # the sample's round-1 wells of its library (all when the sheet names none)
+        raw = keep_round1_wells(raw, params.round1_wells, sample)
+        if filtering:
+            kb["filtered"] = keep_round1_wells(kb["filtered"], params.round1_wells, sample)
     if filtering:
         calls = call_cells(
             sample, raw, kb["filtered"], params.method, params.emptydrops, plate=params.plate
         )
-        if splitseq:
-            add_round1_wells(calls.filtered, sample)
         add_cell_qc(calls, **params.cell_qc)
         ambient = dict(params.ambient)
         calls.warnings.extend(

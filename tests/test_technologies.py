@@ -308,3 +308,103 @@ def test_round1_well_of_a_splitseq_barcode_is_its_last_8_bases(tmp_path):
     bad.obs_names = [prefix + "GGGGGGGG"]
     with pytest.raises(KbaggError, match=r"sample 'lib1': barcode '\w+': its last 8 bases"):
         add_round1_wells(bad, "lib1")
+
+
+# --- SPLiT-seq samples defined by round-1 wells --------------------------------------------
+WELLS_HEADER = ["sample", "fastq_1", "fastq_2", "technology", "round1_wells", "donor"]
+LIBRARY = [["L1_R1.fq.gz", "L1_R2.fq.gz"], ["L2_R1.fq.gz", "L2_R2.fq.gz"]]
+
+
+def splitseq_rows(wells: dict[str, str], lanes=LIBRARY, technology="SPLIT-SEQ") -> list:
+    return [
+        [sample, *lane, technology, value, f"d_{sample}"]
+        for sample, value in wells.items()
+        for lane in lanes
+    ]
+
+
+def test_samples_sharing_a_splitseq_library_by_round1_wells(tmp_path):
+    """Two samples list the library's lanes with their own wells: one kb count (under the
+    first sample), each sample its wells; round1_wells is no obs metadata."""
+    rows = splitseq_rows({"ctrl": "1-12,25-36", "trt": "13-24, 37"})
+    rows.append(["solo", "S_R1.fq.gz", "S_R2.fq.gz", "SPLIT-SEQ", "", "d3"])
+    loaded = load_sample_sheet(sheet(tmp_path, WELLS_HEADER, rows), "10xv3", workdir=tmp_path)
+    assert loaded.names == ["ctrl", "trt", "solo"]
+    assert loaded.counted_with("trt") == "ctrl" and loaded.counted_with("ctrl") == "ctrl"
+    assert loaded.counted_with("solo") == "solo"
+    assert loaded.round1_wells("ctrl") == (*range(1, 13), *range(25, 37))
+    assert loaded.round1_wells("trt") == (*range(13, 25), 37)
+    assert loaded.round1_wells("solo") == ()
+    assert loaded.fastqs("trt") == loaded.fastqs("ctrl")
+    assert loaded.metadata_columns == ["donor"]
+    assert list(loaded.lanes["round1_wells"].iloc[[0, 2]]) == ["1-12,25-36", "13-24, 37"]
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (
+            splitseq_rows({"ctrl": "1-48", "trt": "40-96"}),
+            "line 4, sample 'trt', column round1_wells: well 40 is also sample 'ctrl''s; the "
+            "samples of one SPLiT-seq library have disjoint wells",
+        ),
+        (
+            splitseq_rows({"ctrl": "90-97"}),
+            "line 2, sample 'ctrl', column round1_wells: well 97 is outside 1-96",
+        ),
+        (
+            splitseq_rows({"ctrl": "0"}),
+            "line 2, sample 'ctrl', column round1_wells: well 0 is outside 1-96",
+        ),
+        (
+            splitseq_rows({"ctrl": "A1-A12"}),
+            "column round1_wells: 'A1-A12' is not a well number or range",
+        ),
+        (
+            splitseq_rows({"ctrl": "12-1"}),
+            "column round1_wells: range '12-1' ends before it starts",
+        ),
+        (
+            splitseq_rows({"ctrl": "1-48"}, technology="10xv3"),
+            "line 2, sample 'ctrl', column round1_wells: '1-48' given, but only SPLIT-SEQ "
+            "gene-expression rows have round-1 wells",
+        ),
+        (
+            splitseq_rows({"ctrl": "1-48", "trt": ""}),
+            "is used twice: line 2 (sample 'ctrl', fastq_1) and line 4 (sample 'trt', fastq_1)",
+        ),
+        (
+            splitseq_rows({"ctrl": "1-48"}) + splitseq_rows({"trt": "49-96"}, lanes=LIBRARY[:1]),
+            "line 4, sample 'trt': shares FASTQs with sample 'ctrl' but not all of its lanes",
+        ),
+        (
+            [[*splitseq_rows({"ctrl": "1-48"})[0]], [*splitseq_rows({"ctrl": "1-47"})[1]]],
+            "line 3, sample 'ctrl', column round1_wells: '1-47' differs from line 2",
+        ),
+        (
+            [splitseq_rows({"ctrl": "1-48"})[0], splitseq_rows({"ctrl": ""})[1]],
+            "line 3, sample 'ctrl', column round1_wells: empty, but line 2 gives the sample's "
+            "wells",
+        ),
+    ],
+)
+def test_round1_well_errors_name_the_sample_and_key(tmp_path, rows, message):
+    with pytest.raises(SampleSheetError, match=re.escape(message)):
+        load_sample_sheet(sheet(tmp_path, WELLS_HEADER, rows), "10xv3", workdir=tmp_path)
+
+
+def test_a_sample_keeps_the_barcodes_of_its_round1_wells():
+    import anndata as ad
+    import numpy as np
+
+    from kbagg.cells.matrices import keep_round1_wells
+    from kbagg.kb.technology import splitseq_round1_pairs
+
+    pairs = splitseq_round1_pairs()
+    library = ad.AnnData(np.arange(8, dtype=float).reshape(4, 2))
+    library.obs_names = ["AACGTGATAACGTGAT" + pairs[w - 1][0] for w in (3, 50, 7, 96)]
+    kept = keep_round1_wells(library.copy(), [1, 2, 3, 4, 5, 6, 7], "ctrl")
+    assert kept.obs["round1_well"].tolist() == [3, 7]
+    np.testing.assert_array_equal(kept.X, [[0, 1], [4, 5]])
+    every = keep_round1_wells(library.copy(), [], "solo")
+    assert every.obs["round1_well"].tolist() == [3, 50, 7, 96]

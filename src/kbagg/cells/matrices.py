@@ -142,3 +142,22 @@ def add_round1_wells(adata: ad.AnnData, sample: str) -> None:
     except KbaggError as error:
         raise KbaggError(f"sample '{sample}': {error}") from None
     adata.obs[ROUND1_WELL] = np.asarray(wells, dtype=np.int64)
+
+
+def keep_round1_wells(adata: ad.AnnData, wells, sample: str) -> ad.AnnData:
+    """The barcodes of `adata` in round-1 wells `wells`, with obs `round1_well`: a sample's
+    share of the SPLiT-seq library it was loaded into (sample sheet column round1_wells).
+
+    Parameters
+    ----------
+    adata
+        The library's matrix (kb's barcodes, after its replacement list).
+    wells
+        The sample's wells (1-96); empty: every barcode is the sample's.
+    sample
+        The sample, for messages.
+    """
+    add_round1_wells(adata, sample)
+    if not len(wells):
+        return adata
+    return adata[adata.obs[ROUND1_WELL].isin(list(wells)).to_numpy()].copy()
