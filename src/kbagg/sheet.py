@@ -102,12 +102,24 @@ class SampleSheet:
 
     def round1_wells(self, sample: str) -> tuple[int, ...]:
         """The round-1 wells (1-96) of a SPLiT-seq sample; () when the sheet gives none (all
-        of its library's cells are the sample's)."""
+        of its library's cells are the sample's).
+
+        Parameters
+        ----------
+        sample
+            The sample-sheet sample.
+        """
         return self.wells.get(sample, ())
 
     def counted_with(self, sample: str) -> str:
         """The sample whose `kb count` holds `sample`'s reads: `sample` itself, or the first
-        sample (in the sheet) of the SPLiT-seq library `sample` shares with others."""
+        sample (in the sheet) of the SPLiT-seq library `sample` shares with others.
+
+        Parameters
+        ----------
+        sample
+            The sample-sheet sample.
+        """
         return self.counted_with_sample.get(sample, sample)
 
     def technology(self, sample: str, feature_type: str = GENE_EXPRESSION) -> str:

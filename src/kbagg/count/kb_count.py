@@ -159,14 +159,26 @@ KB_BUS = "output.unfiltered.bus"  # sorted, barcode-corrected: what aggregate.no
 
 def kb_raw_matrix(kb_dir: str | Path) -> Path:
     """kb's raw matrix in `kb_dir`: counts_unfiltered, or counts_unfiltered_modified when kb
-    applied a replacement list (`-r`, SPLIT-SEQ), the barcodes its filtered matrix has."""
+    applied a replacement list (`-r`, SPLIT-SEQ), the barcodes its filtered matrix has.
+
+    Parameters
+    ----------
+    kb_dir
+        kb count's output folder.
+    """
     replaced = Path(kb_dir) / KB_REPLACED["raw"]
     return replaced if replaced.exists() else Path(kb_dir) / KB_MATRICES["raw"]
 
 
 def kb_bus(kb_dir: str | Path) -> Path:
     """kb's sorted, barcode-corrected BUS file in `kb_dir`, after the replacement list when
-    kb applied one (`kb_raw_matrix` is counted from it)."""
+    kb applied one (`kb_raw_matrix` is counted from it).
+
+    Parameters
+    ----------
+    kb_dir
+        kb count's output folder.
+    """
     replaced = Path(kb_dir) / KB_REPLACED["bus"]
     return replaced if replaced.exists() else Path(kb_dir) / KB_BUS
 
