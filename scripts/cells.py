@@ -1,7 +1,9 @@
 """Rule cells: a sample's raw.h5ad and filtered.h5ad, once its reads are accounted for.
 
 The cells are called by the configured method (kb's bustools knee, or EmptyDrops), and each
-gets QC columns in obs (UMIs, genes, % mitochondrial, Scrublet doublet score and call).
+gets QC columns in obs (UMIs, genes, % mitochondrial, Scrublet doublet score and call);
+SPLiT-seq barcodes get their round-1 well (`round1_well`), and a sample that the sheet
+defines by round-1 wells keeps its wells' barcodes of the library.
 With `ambient.method` set, the cells' ambient RNA is estimated and removed into the layer
 `decontaminated` (kbagg.cells.ambient).
 """
@@ -13,11 +15,13 @@ from kbagg.cells.ambient import add_ambient
 from kbagg.cells.call import add_cell_qc, call_cells
 from kbagg.cells.matrices import (
     check_reads_processed,
+    keep_round1_wells,
     name_plate_cells,
     read_kb_matrices,
     write_h5ad,
 )
 from kbagg.count.lane_record import read_lane_record
+from kbagg.kb.technology import technology as kb_technology
 from kbagg.rule import run_rule, to_terminal, warning_line
 
 
@@ -34,6 +38,11 @@ def main(smk) -> None:
         name_plate_cells(raw, kb_dir)
         if filtering:
             name_plate_cells(kb["filtered"], kb_dir)
+    splitseq = kb_technology(params.technology).round1_wells
+    if splitseq:  # the sample's round-1 wells of its library (all when the sheet names none)
+        raw = keep_round1_wells(raw, params.round1_wells, sample)
+        if filtering:
+            kb["filtered"] = keep_round1_wells(kb["filtered"], params.round1_wells, sample)
     if filtering:
         calls = call_cells(
             sample, raw, kb["filtered"], params.method, params.emptydrops, plate=params.plate

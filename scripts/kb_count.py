@@ -27,6 +27,7 @@ def main(smk) -> None:
         memory_mb=smk.resources.mem_mb,
         extra_args=params.extra_args,
         cells=list(params.cells) if params.cells else None,
+        replacement=inputs.get("replacement"),
     )
     kb_dir = run_count(job)
     print(f"sample '{job.sample}': kb count finished in {kb_dir}")

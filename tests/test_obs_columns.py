@@ -106,6 +106,16 @@ def test_guide_and_ambient_writers_columns_are_registered():
     assert [c for c in filtered.var.columns if c not in VAR_COLUMNS] == []
 
 
+def test_splitseq_round1_well_column_is_registered():
+    from kbagg.cells.matrices import add_round1_wells
+    from kbagg.kb.technology import splitseq_round1_pairs
+
+    cells = ad.AnnData(np.ones((2, 3), dtype=np.float32))
+    cells.obs_names = ["AACGTGATAACGTGAT" + d for d, _ in splitseq_round1_pairs()[:2]]
+    add_round1_wells(cells, "s")
+    assert list(cells.obs.columns) == ["round1_well"] and unregistered(cells.obs.columns) == []
+
+
 def test_concat_engine_adds_only_the_label(samples, tmp_path):
     out = concat_on_disk(
         {s: f["rna"] for s, f in samples.items()},

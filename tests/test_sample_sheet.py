@@ -319,6 +319,7 @@ def test_count_extra_is_split_without_a_shell(extra, expected):
         ("--strand 'forward", "No closing quotation"),
         ("-t 8", "-t is set by kbagg from resources.kb_count.threads"),
         ("--filter=bustools", "--filter is set by kbagg from filter.enabled"),
+        ("-r list.txt", r"-r is set by kbagg from the technology's replacement list"),
     ],
 )
 def test_count_extra_errors_name_the_key(extra, message):
@@ -439,6 +440,24 @@ def test_valid_sheet_dry_run_plans_one_kb_count_per_sample(tmp_path):
         if line.startswith(("kb_count ", "reference "))
     )
     assert job_counts == {"kb_count": "1", "reference": "1"}
+
+
+def test_a_splitseq_library_of_two_samples_plans_one_kb_count_with_its_replacement(tmp_path):
+    body = "".join(
+        f"{sample}\t{r1}\t{r2}\tSPLIT-SEQ\t{wells}\n"
+        for sample, wells in (("ctrl", "1-48"), ("trt", "49-96"))
+        for r1, r2 in (("a.fq", "b.fq"), ("c.fq", "d.fq"))
+    )
+    header = "sample\tfastq_1\tfastq_2\ttechnology\tround1_wells\n"
+    proc = dry_run_with(tmp_path, body, header=header)
+    assert proc.returncode == 0, output(proc)
+    job_counts = dict(
+        line.split()[:2]
+        for line in proc.stdout.splitlines()
+        if line.startswith(("kb_count ", "replacement ", "cells ", "fastq_check "))
+    )
+    assert job_counts == {"kb_count": "1", "replacement": "1", "cells": "2", "fastq_check": "2"}
+    assert "resources/replacements/split-seq.txt" in proc.stdout
 
 
 def test_download_reference_plans_the_download_rule(tmp_path):

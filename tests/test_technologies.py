@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -253,3 +254,157 @@ def test_splitseq_replacement_pairs_wells_from_kb_onlist(tmp_path):
     lines = out.read_text().splitlines()
     assert lines[0] == "CATCATCC\t*CATTCCTA"
     assert lines == [f"{h}\t*{d}" for d, h in pairs]
+
+
+def test_a_splitseq_job_is_counted_with_kbaggs_replacement_list(tmp_path):
+    """SPLIT-SEQ gets `-r` with the list the workflow wrote (rule replacement); a SPLIT-SEQ
+    job without it stops rather than count each well's hexamer reads as other cells."""
+    from kbagg.kb.run import KbError
+
+    fastqs = ["R1.fq.gz", "R2.fq.gz"]
+    splitseq = job(tmp_path, technology="SPLIT-SEQ", fastqs=fastqs, cells=None)
+    listed = str(tmp_path / "resources/replacements/split-seq.txt")
+    args = kb_count_args(replace(splitseq, replacement=listed), tmp_path, tmp_path)
+    assert args[args.index("-r") + 1] == listed and args[-2:] == fastqs
+    assert args[args.index("-x") + 1] == "SPLIT-SEQ" and "--filter" in args
+    with pytest.raises(KbError, match="sample 'plate1': technology 'SPLIT-SEQ' needs kb's"):
+        kb_count_args(splitseq, tmp_path, tmp_path)
+    v3 = job(tmp_path, technology="10xv3", fastqs=fastqs, cells=None)
+    assert "-r" not in kb_count_args(v3, tmp_path, tmp_path)
+
+
+def test_splitseq_replacement_is_written_for_splitseq_only(tmp_path):
+    from kbagg.errors import KbaggError
+    from kbagg.kb.technology import technology, write_replacement, write_splitseq_replacement
+
+    assert technology("split-seq").replacement and not technology("10xv3").replacement
+    write_replacement("split-seq", tmp_path / "a.txt")
+    write_splitseq_replacement(tmp_path / "b.txt")
+    assert (tmp_path / "a.txt").read_text() == (tmp_path / "b.txt").read_text()
+    with pytest.raises(KbaggError, match="technology '10xv3': kbagg has no replacement list"):
+        write_replacement("10xv3", tmp_path / "c.txt")
+
+
+def test_round1_well_of_a_splitseq_barcode_is_its_last_8_bases(tmp_path):
+    """Round 3 + round 2 + round 1: the last 8 bases name the well, by its oligo-dT barcode
+    (after kb's replacement) or by its hexamer (without it); other bases are no well."""
+    import anndata as ad
+    import numpy as np
+
+    from kbagg.cells.matrices import add_round1_wells
+    from kbagg.errors import KbaggError
+    from kbagg.kb.technology import splitseq_round1_pairs, splitseq_round1_wells
+
+    pairs = splitseq_round1_pairs()
+    prefix = "AACGTGATAACGTGAT"
+    barcodes = [prefix + pairs[0][0], prefix + pairs[95][0], prefix + pairs[41][1]]
+    assert splitseq_round1_wells(barcodes) == [1, 96, 42]
+    adata = ad.AnnData(np.ones((3, 2)))
+    adata.obs_names = barcodes
+    add_round1_wells(adata, "lib1")
+    assert adata.obs["round1_well"].tolist() == [1, 96, 42]
+    assert adata.obs["round1_well"].dtype == np.int64
+    bad = ad.AnnData(np.ones((1, 2)))
+    bad.obs_names = [prefix + "GGGGGGGG"]
+    with pytest.raises(KbaggError, match=r"sample 'lib1': barcode '\w+': its last 8 bases"):
+        add_round1_wells(bad, "lib1")
+
+
+# --- SPLiT-seq samples defined by round-1 wells --------------------------------------------
+WELLS_HEADER = ["sample", "fastq_1", "fastq_2", "technology", "round1_wells", "donor"]
+LIBRARY = [["L1_R1.fq.gz", "L1_R2.fq.gz"], ["L2_R1.fq.gz", "L2_R2.fq.gz"]]
+
+
+def splitseq_rows(wells: dict[str, str], lanes=LIBRARY, technology="SPLIT-SEQ") -> list:
+    return [
+        [sample, *lane, technology, value, f"d_{sample}"]
+        for sample, value in wells.items()
+        for lane in lanes
+    ]
+
+
+def test_samples_sharing_a_splitseq_library_by_round1_wells(tmp_path):
+    """Two samples list the library's lanes with their own wells: one kb count (under the
+    first sample), each sample its wells; round1_wells is no obs metadata."""
+    rows = splitseq_rows({"ctrl": "1-12,25-36", "trt": "13-24, 37"})
+    rows.append(["solo", "S_R1.fq.gz", "S_R2.fq.gz", "SPLIT-SEQ", "", "d3"])
+    loaded = load_sample_sheet(sheet(tmp_path, WELLS_HEADER, rows), "10xv3", workdir=tmp_path)
+    assert loaded.names == ["ctrl", "trt", "solo"]
+    assert loaded.counted_with("trt") == "ctrl" and loaded.counted_with("ctrl") == "ctrl"
+    assert loaded.counted_with("solo") == "solo"
+    assert loaded.round1_wells("ctrl") == (*range(1, 13), *range(25, 37))
+    assert loaded.round1_wells("trt") == (*range(13, 25), 37)
+    assert loaded.round1_wells("solo") == ()
+    assert loaded.fastqs("trt") == loaded.fastqs("ctrl")
+    assert loaded.metadata_columns == ["donor"]
+    assert list(loaded.lanes["round1_wells"].iloc[[0, 2]]) == ["1-12,25-36", "13-24, 37"]
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (
+            splitseq_rows({"ctrl": "1-48", "trt": "40-96"}),
+            "line 4, sample 'trt', column round1_wells: well 40 is also sample 'ctrl''s; the "
+            "samples of one SPLiT-seq library have disjoint wells",
+        ),
+        (
+            splitseq_rows({"ctrl": "90-97"}),
+            "line 2, sample 'ctrl', column round1_wells: well 97 is outside 1-96",
+        ),
+        (
+            splitseq_rows({"ctrl": "0"}),
+            "line 2, sample 'ctrl', column round1_wells: well 0 is outside 1-96",
+        ),
+        (
+            splitseq_rows({"ctrl": "A1-A12"}),
+            "column round1_wells: 'A1-A12' is not a well number or range",
+        ),
+        (
+            splitseq_rows({"ctrl": "12-1"}),
+            "column round1_wells: range '12-1' ends before it starts",
+        ),
+        (
+            splitseq_rows({"ctrl": "1-48"}, technology="10xv3"),
+            "line 2, sample 'ctrl', column round1_wells: '1-48' given, but only SPLIT-SEQ "
+            "gene-expression rows have round-1 wells",
+        ),
+        (
+            splitseq_rows({"ctrl": "1-48", "trt": ""}),
+            "is used twice: line 2 (sample 'ctrl', fastq_1) and line 4 (sample 'trt', fastq_1)",
+        ),
+        (
+            splitseq_rows({"ctrl": "1-48"}) + splitseq_rows({"trt": "49-96"}, lanes=LIBRARY[:1]),
+            "line 4, sample 'trt': shares FASTQs with sample 'ctrl' but not all of its lanes",
+        ),
+        (
+            [[*splitseq_rows({"ctrl": "1-48"})[0]], [*splitseq_rows({"ctrl": "1-47"})[1]]],
+            "line 3, sample 'ctrl', column round1_wells: '1-47' differs from line 2",
+        ),
+        (
+            [splitseq_rows({"ctrl": "1-48"})[0], splitseq_rows({"ctrl": ""})[1]],
+            "line 3, sample 'ctrl', column round1_wells: empty, but line 2 gives the sample's "
+            "wells",
+        ),
+    ],
+)
+def test_round1_well_errors_name_the_sample_and_key(tmp_path, rows, message):
+    with pytest.raises(SampleSheetError, match=re.escape(message)):
+        load_sample_sheet(sheet(tmp_path, WELLS_HEADER, rows), "10xv3", workdir=tmp_path)
+
+
+def test_a_sample_keeps_the_barcodes_of_its_round1_wells():
+    import anndata as ad
+    import numpy as np
+
+    from kbagg.cells.matrices import keep_round1_wells
+    from kbagg.kb.technology import splitseq_round1_pairs
+
+    pairs = splitseq_round1_pairs()
+    library = ad.AnnData(np.arange(8, dtype=float).reshape(4, 2))
+    library.obs_names = ["AACGTGATAACGTGAT" + pairs[w - 1][0] for w in (3, 50, 7, 96)]
+    kept = keep_round1_wells(library.copy(), [1, 2, 3, 4, 5, 6, 7], "ctrl")
+    assert kept.obs["round1_well"].tolist() == [3, 7]
+    np.testing.assert_array_equal(kept.X, [[0, 1], [4, 5]])
+    every = keep_round1_wells(library.copy(), [], "solo")
+    assert every.obs["round1_well"].tolist() == [3, 50, 7, 96]

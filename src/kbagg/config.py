@@ -76,6 +76,7 @@ MANAGED_COUNT_OPTIONS = {
     "-t": "resources.kb_count.threads",
     "-m": "resources.kb_count.mem_mb",
     "-w": "the technology's on-list",
+    "-r": "the technology's replacement list (SPLIT-SEQ)",
     "--filter": "filter.enabled",
     "--filter-threshold": "filter.threshold",
     "--workflow": "config workflow",

@@ -45,6 +45,8 @@ OBS_COLUMNS: dict[str, str] = {
     **GUIDE_CALL_COLUMNS,
     # the aggregate .h5mu's global obs (kbagg.aggregate.mudata)
     "library": "the sample-sheet sample (library) of each cell, in the .h5mu's global obs",
+    # SPLiT-seq samples' raw.h5ad and filtered.h5ad (kbagg.cells.matrices.add_round1_wells)
+    "round1_well": "each SPLiT-seq cell's round-1 well, 1-96 in kb's on-list order",
     # every aggregate (kbagg.sheet.SampleSheet.obs_metadata): a lane column of the sheet
     "technology": "the sheet's technology of each cell's sample (its gene-expression library)",
     # the TileDB-SOMA store's obs (kbagg.soma)
@@ -76,6 +78,7 @@ CELL_COLUMNS = tuple(CELL_QC_COLUMNS)  # the per-cell QC columns, in the order w
 GUIDE_COLUMNS = tuple(GUIDE_CALL_COLUMNS)  # the guide-call columns, in the order written
 LIBRARY = "library"
 TECHNOLOGY = "technology"
+ROUND1_WELL = "round1_well"
 RUN_COLUMN = "kbagg_run"
 OBS_ID = "obs_id"
 VAR_ID = "gene_id"

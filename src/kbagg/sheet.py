@@ -6,7 +6,10 @@ technology needs: N is the number of FASTQ files per lane that `kb count` takes 
 4 for Smart-seq3's I1, I2, R1, R2, in that order). `technology` is optional (else the config
 default), a name from `kb --list` or a kallisto technology string. `cell` gives the cell id of
 a row of a plate technology counted from kb's batch file (SMARTSEQ2, BULK, STORMSEQ): the rows
-of such a sample are the cells of its plate. `feature_type` is optional: Cell Ranger multi's library types (`Gene Expression`,
+of such a sample are the cells of its plate. `round1_wells` (SPLIT-SEQ only) names the
+round-1 wells that hold a sample (`1-48`, `1-12,25-36`): samples listing the same lanes with
+disjoint wells share one SPLiT-seq library, counted once, and each keeps the cells of its
+wells. `feature_type` is optional: Cell Ranger multi's library types (`Gene Expression`,
 the default, `Antibody Capture`, `Multiplexing Capture`, `CRISPR Guide Capture`); rows of one
 sample with different types are libraries of the same cells, and each library's lanes are
 counted together. Every other column is sample metadata that ends up in `obs` of the
@@ -19,7 +22,7 @@ import io
 import os
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -31,6 +34,8 @@ from kbagg.obs_columns import OBS_COLUMNS, OBS_PREFIXES, TECHNOLOGY, written_by_
 REQUIRED_COLUMNS = ("sample", "fastq_1")
 LIBRARY_COLUMNS = (TECHNOLOGY, "feature_type")  # per library, not sample metadata
 CELL_COLUMN = "cell"  # per lane: a plate row's cell id (kb's batch file), not sample metadata
+# per sample: the SPLiT-seq round-1 wells that hold it (`1-48`), not sample metadata
+WELLS_COLUMN = "round1_wells"
 _FASTQ_COLUMN = re.compile(r"fastq_([1-9][0-9]*)$")
 
 
@@ -46,6 +51,11 @@ class SampleSheet:
     )  # one row per lane: sample, feature_type, fastq_1 ... fastq_N, technology, cell, line
     samples: pd.DataFrame  # one row per sample, indexed by sample: its metadata
     libraries: pd.DataFrame  # one row per (sample, feature_type): technology
+    # SPLiT-seq samples given round-1 wells: sample -> its wells (1-96), ascending
+    wells: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # sample -> the sample whose kb count holds its reads: itself, except for the later
+    # samples of a SPLiT-seq library that several samples share (its first sample in the sheet)
+    counted_with_sample: dict[str, str] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -89,6 +99,28 @@ class SampleSheet:
     def cells(self, sample: str, feature_type: str = GENE_EXPRESSION) -> list[str]:
         """The cell id of each lane (plate technologies with kb's batch file), sheet order."""
         return list(self._rows(sample, feature_type)[CELL_COLUMN])
+
+    def round1_wells(self, sample: str) -> tuple[int, ...]:
+        """The round-1 wells (1-96) of a SPLiT-seq sample; () when the sheet gives none (all
+        of its library's cells are the sample's).
+
+        Parameters
+        ----------
+        sample
+            The sample-sheet sample.
+        """
+        return self.wells.get(sample, ())
+
+    def counted_with(self, sample: str) -> str:
+        """The sample whose `kb count` holds `sample`'s reads: `sample` itself, or the first
+        sample (in the sheet) of the SPLiT-seq library `sample` shares with others.
+
+        Parameters
+        ----------
+        sample
+            The sample-sheet sample.
+        """
+        return self.counted_with_sample.get(sample, sample)
 
     def technology(self, sample: str, feature_type: str = GENE_EXPRESSION) -> str:
         return self.libraries.loc[(sample, feature_type), "technology"]
@@ -247,6 +279,9 @@ def load_sample_sheet(
     if CELL_COLUMN not in table.columns:
         table[CELL_COLUMN] = pd.NA
     _check_cells(table, where)
+    if WELLS_COLUMN not in table.columns:
+        table[WELLS_COLUMN] = pd.NA
+    wells = _check_wells(table, where)
 
     workdir = Path(workdir or os.getcwd()).resolve()
     produced = {Path(p).resolve() for p in will_exist}
@@ -260,11 +295,19 @@ def load_sample_sheet(
             _relative_if_inside(p, workdir) if p is not None else pd.NA for p in resolved
         ]
     _check_duplicate_lanes(table, where, fastq_columns)
+    counted_with = _shared_libraries(table, where, fastq_columns, wells)
     samples = _per_sample_table(table, where)
     libraries = _per_library_table(table, where)
-    columns = ["sample", "feature_type", *fastq_columns, "technology", CELL_COLUMN, "line"]
-    lanes = table[columns].reset_index(drop=True)
-    return SampleSheet(path=path, lanes=lanes, samples=samples, libraries=libraries)
+    columns = ["sample", "feature_type", *fastq_columns, "technology", CELL_COLUMN]
+    lanes = table[[*columns, WELLS_COLUMN, "line"]].reset_index(drop=True)
+    return SampleSheet(
+        path=path,
+        lanes=lanes,
+        samples=samples,
+        libraries=libraries,
+        wells=wells,
+        counted_with_sample=counted_with,
+    )
 
 
 def _check_fastq_columns(table: pd.DataFrame, where: str) -> list[str]:
@@ -425,14 +468,150 @@ def _check_duplicate_lanes(table: pd.DataFrame, where: str, fastq_columns: list[
                 )
         for column in used:
             key = _file_identity(row[f"{column}_resolved"])
-            if key in seen:
-                line, sample, other_column = seen[key]
+            if key in seen and not _may_share(seen[key], row):
+                line, sample, other_column = seen[key][:3]
                 raise SampleSheetError(
                     f"{where}: the file {row[column]} is used twice: line {line} (sample "
                     f"'{sample}', {other_column}) and line {row['line']} (sample "
                     f"'{row['sample']}', {column}); each FASTQ belongs to one lane"
+                    + (
+                        " (samples sharing one SPLiT-seq library name their round1_wells)"
+                        if _is_splitseq(row["technology"]) and sample != row["sample"]
+                        else ""
+                    )
                 )
-            seen[key] = (row["line"], row["sample"], column)
+            seen.setdefault(key, (row["line"], row["sample"], column, pd.notna(row[WELLS_COLUMN])))
+
+
+def _is_splitseq(name: str) -> bool:
+    tech = _known(name)
+    return tech is not None and tech.round1_wells
+
+
+def _may_share(first: tuple, row: pd.Series) -> bool:
+    """Two samples may give the same FASTQ when both name their SPLiT-seq round-1 wells: one
+    library holding both (`_shared_libraries` checks the rest)."""
+    _, sample, _, first_has_wells = first
+    return sample != row["sample"] and first_has_wells and pd.notna(row[WELLS_COLUMN])
+
+
+def parse_wells(text: str) -> tuple[int, ...]:
+    """Round-1 wells as the sheet gives them: numbers and ranges, comma-separated
+    (`1-12,25-36`, `7`), each well 1-96; ascending, once each. ValueError says what is wrong.
+
+    Parameters
+    ----------
+    text
+        The `round1_wells` value.
+    """
+    from kbagg.kb.technology import SPLITSEQ_ROUND1_WELLS
+
+    wells: set[int] = set()
+    for item in text.replace(" ", "").split(","):
+        match = re.fullmatch(r"([0-9]+)(?:-([0-9]+))?", item)
+        if match is None:
+            raise ValueError(
+                f"'{item}' is not a well number or range; give e.g. 1-48 or 1-12,25-36"
+            )
+        first, last = int(match.group(1)), int(match.group(2) or match.group(1))
+        if last < first:
+            raise ValueError(f"range '{item}' ends before it starts")
+        for well in (first, last):
+            if not 1 <= well <= SPLITSEQ_ROUND1_WELLS:
+                raise ValueError(
+                    f"well {well} is outside 1-{SPLITSEQ_ROUND1_WELLS} (round-1 wells, in "
+                    "kb's on-list order)"
+                )
+        wells.update(range(first, last + 1))
+    return tuple(sorted(wells))
+
+
+def _check_wells(table: pd.DataFrame, where: str) -> dict[str, tuple[int, ...]]:
+    """`round1_wells` only on SPLiT-seq gene-expression rows, well-formed, the same on every
+    lane of a sample; returns sample -> wells."""
+    found: dict[str, tuple[tuple[int, ...], int]] = {}
+    for _, row in table.iterrows():
+        value = row[WELLS_COLUMN]
+        if pd.isna(value):
+            continue
+        context = f"{where}, line {row['line']}, sample '{row['sample']}', column {WELLS_COLUMN}"
+        tech = _known(row["technology"])
+        if tech is None:
+            continue  # config.check_technologies names it
+        if not tech.round1_wells or row["feature_type"] != GENE_EXPRESSION:
+            raise SampleSheetError(
+                f"{context}: '{value}' given, but only SPLIT-SEQ gene-expression rows have "
+                f"round-1 wells (technology '{row['technology']}', {row['feature_type']}); "
+                "leave it empty"
+            )
+        try:
+            wells = parse_wells(value)
+        except ValueError as error:
+            raise SampleSheetError(f"{context}: {error}") from None
+        sample = row["sample"]
+        if sample in found and found[sample][0] != wells:
+            raise SampleSheetError(
+                f"{context}: '{value}' differs from line {found[sample][1]}; a sample's lanes "
+                "give the same wells"
+            )
+        found.setdefault(sample, (wells, row["line"]))
+    for _, row in table[table["sample"].isin(set(found))].iterrows():
+        context = f"{where}, line {row['line']}, sample '{row['sample']}'"
+        if row["feature_type"] != GENE_EXPRESSION:
+            raise SampleSheetError(
+                f"{context}: a {row['feature_type']} library, but the sample is defined by "
+                "SPLiT-seq round-1 wells (line "
+                f"{found[row['sample']][1]}); kbagg counts no feature library for such a sample"
+            )
+        if pd.isna(row[WELLS_COLUMN]):
+            raise SampleSheetError(
+                f"{context}, column {WELLS_COLUMN}: empty, but line {found[row['sample']][1]} "
+                "gives the sample's wells; give them on every lane of the sample"
+            )
+    return {sample: wells for sample, (wells, _) in found.items()}
+
+
+def _shared_libraries(
+    table: pd.DataFrame, where: str, fastq_columns: list[str], wells: dict[str, tuple[int, ...]]
+) -> dict[str, str]:
+    """Samples giving the same FASTQs share one SPLiT-seq library (`_may_share` allowed it):
+    each must list exactly the library's lanes, in the same order, and their wells must not
+    overlap. Returns sample -> the library's first sample, for the later samples."""
+    lanes: dict[str, list[tuple]] = {}
+    first_line: dict[str, int] = {}
+    for _, row in table.iterrows():
+        files = tuple(
+            _file_identity(row[f"{c}_resolved"])
+            for c in fastq_columns
+            if row[f"{c}_resolved"] is not None
+        )
+        lanes.setdefault(row["sample"], []).append(files)
+        first_line.setdefault(row["sample"], row["line"])
+    owner_of_file: dict[tuple, str] = {}
+    counted_with: dict[str, str] = {}
+    for sample, sample_lanes in lanes.items():
+        owners = {owner_of_file[f] for lane in sample_lanes for f in lane if f in owner_of_file}
+        if not owners:
+            for lane in sample_lanes:
+                owner_of_file.update(dict.fromkeys(lane, sample))
+            continue
+        owner = owners.pop()
+        context = f"{where}, line {first_line[sample]}, sample '{sample}'"
+        if owners or lanes[owner] != sample_lanes:
+            raise SampleSheetError(
+                f"{context}: shares FASTQs with sample '{owner}' but not all of its lanes; the "
+                "samples of one SPLiT-seq library list the same lanes in the same order"
+            )
+        counted_with[sample] = owner
+        sharing = [owner, *(s for s, o in counted_with.items() if o == owner and s != sample)]
+        for other in sharing:
+            common = sorted(set(wells[sample]) & set(wells[other]))
+            if common:
+                raise SampleSheetError(
+                    f"{context}, column {WELLS_COLUMN}: well {common[0]} is also sample "
+                    f"'{other}''s; the samples of one SPLiT-seq library have disjoint wells"
+                )
+    return counted_with
 
 
 def _agreed(lanes: pd.DataFrame, column: str, what: str, where: str):
@@ -452,7 +631,7 @@ def _agreed(lanes: pd.DataFrame, column: str, what: str, where: str):
 def _per_sample_table(table: pd.DataFrame, where: str) -> pd.DataFrame:
     """Collapse lanes to samples; metadata must agree across all of a sample's lanes."""
     fastqs = [c for c in table.columns if _FASTQ_COLUMN.match(c.removesuffix("_resolved"))]
-    per_lane = (*fastqs, CELL_COLUMN, "line")
+    per_lane = (*fastqs, CELL_COLUMN, WELLS_COLUMN, "line")
     columns = [c for c in table.columns if c not in (*per_lane, *LIBRARY_COLUMNS, "sample")]
     rows = {
         sample: {c: _agreed(lanes, c, f"sample '{sample}'", where) for c in columns}

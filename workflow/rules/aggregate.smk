@@ -7,7 +7,7 @@ CONCAT = {key: AGG[key] for key in ("join", "label", "index_unique")}
 rule aggregate:
     input:
         matrices=expand(sample_matrix("{{kind}}"), sample=SAMPLES),
-        kb_info=expand("results/samples/{sample}/kb/kb_info.json", sample=SAMPLES),
+        kb_info=[kb_file(s, "kb_info.json") for s in SAMPLES],
         checks=[path for sample in SAMPLES for path in all_lane_checks(sample)],
     output:
         aggregate=(

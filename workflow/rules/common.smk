@@ -182,11 +182,25 @@ def plate_cells(sample):
     return []
 
 
+def replacement_file(technology):
+    """kb's replacement list (-r) for technologies counted with one (SPLIT-SEQ), written
+    once by rule replacement; else none."""
+    return (
+        f"resources/replacements/{technology.lower()}.txt"
+        if kb_technology(technology).replacement
+        else None
+    )
+
+
 def count_inputs(wildcards):
     inputs = {"fastqs": SHEET.fastqs(wildcards.sample), **reference_files()}
-    onlist = onlist_file(SHEET.technology(wildcards.sample))
+    technology = SHEET.technology(wildcards.sample)
+    onlist = onlist_file(technology)
     if onlist:
         inputs["onlist"] = onlist
+    replacement = replacement_file(technology)
+    if replacement:
+        inputs["replacement"] = replacement
     return inputs
 
 
@@ -219,8 +233,12 @@ def lane_file_labels(wildcards):
 
 
 def lane_checks(sample, library="rna"):
-    """The FASTQ check record of every lane of one library of `sample`."""
+    """The FASTQ check record of every lane of one library of `sample` (a SPLiT-seq library
+    shared by samples is checked once, as its kb count runs once: SHEET.counted_with).
+    """
     n_lanes = len(SHEET.lane_files(sample, FEATURE_TYPE_OF[library]))
+    if library == "rna":
+        sample = SHEET.counted_with(sample)
     return [
         f"results/samples/{sample}/fastq_check/{library}_lane{lane}.json"
         for lane in range(1, n_lanes + 1)
@@ -235,6 +253,18 @@ def all_lane_checks(sample):
     ]
 
 
+def kb_file(sample, name):
+    """File `name` of the kb count folder that holds `sample`'s reads: its own, or, for the
+    samples sharing one SPLiT-seq library, that of the library's first sample (counted once;
+    each sample keeps the cells of its round-1 wells)."""
+    return f"results/samples/{SHEET.counted_with(sample)}/kb/{name}"
+
+
+def sample_kb_file(name):
+    """kb_file as an input function of a rule with a {sample} wildcard."""
+    return lambda wildcards: kb_file(wildcards.sample, name)
+
+
 def kb_matrix(kind):
     """kb's own h5ad of `kind` (raw: counts_unfiltered, filtered: counts_filtered)."""
     folder = "counts_unfiltered" if kind == "raw" else "counts_filtered"
@@ -242,14 +272,15 @@ def kb_matrix(kind):
 
 
 def cells_inputs(wildcards):
+    sample = wildcards.sample
     inputs = {
-        "raw": kb_matrix("raw").format(sample=wildcards.sample),
-        "run_info": f"results/samples/{wildcards.sample}/kb/run_info.json",
-        "checks": lane_checks(wildcards.sample),
+        "raw": kb_file(sample, "counts_unfiltered/adata.h5ad"),
+        "run_info": kb_file(sample, "run_info.json"),
+        "checks": lane_checks(sample),
         "t2g": REFERENCE["t2g"],
     }
     if FILTER:
-        inputs["filtered"] = kb_matrix("filtered").format(sample=wildcards.sample)
+        inputs["filtered"] = kb_file(sample, "counts_filtered/adata.h5ad")
     return inputs
 
 

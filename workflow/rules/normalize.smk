@@ -5,7 +5,7 @@
 
 rule normalize_rates:
     input:
-        bus=expand("results/samples/{sample}/kb/output.unfiltered.bus", sample=SAMPLES),
+        bus=[kb_file(s, "output.unfiltered.bus") for s in SAMPLES],
         filtered=expand(sample_matrix("filtered"), sample=SAMPLES),
     output:
         "results/normalize/rates.tsv",
@@ -27,8 +27,8 @@ rule normalize_rates:
 
 rule normalize_sample:
     input:
-        bus="results/samples/{sample}/kb/output.unfiltered.bus",
-        kb_info="results/samples/{sample}/kb/kb_info.json",
+        bus=sample_kb_file("output.unfiltered.bus"),
+        kb_info=sample_kb_file("kb_info.json"),
         t2g=REFERENCE["t2g"],
         filtered=sample_matrix("filtered"),
         rates="results/normalize/rates.tsv",
@@ -55,7 +55,7 @@ rule aggregate_normalized:
         matrices=expand(
             "results/samples/{sample}/filtered.normalized.h5ad", sample=SAMPLES
         ),
-        kb_info=expand("results/samples/{sample}/kb/kb_info.json", sample=SAMPLES),
+        kb_info=[kb_file(s, "kb_info.json") for s in SAMPLES],
         rates="results/normalize/rates.tsv",
         provenance="results/aggregate/filtered.provenance.json",
     output:

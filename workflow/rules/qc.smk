@@ -9,8 +9,8 @@ rule qc_sample:
     input:
         **({"filtered": sample_matrix("filtered")} if FILTER else {}),
         raw=sample_matrix("raw"),
-        run_info="results/samples/{sample}/kb/run_info.json",
-        inspect="results/samples/{sample}/kb/inspect.json",
+        run_info=sample_kb_file("run_info.json"),
+        inspect=sample_kb_file("inspect.json"),
     output:
         metrics=report(
             "results/qc/{sample}/metrics.tsv",
@@ -85,7 +85,7 @@ rule qc_summary:
 
 rule multiqc:
     input:
-        inspect=expand("results/samples/{sample}/kb/inspect.json", sample=SAMPLES),
+        inspect=[kb_file(s, "inspect.json") for s in SAMPLES],
         summary="results/qc/summary.tsv",
     output:
         report(

@@ -1,4 +1,5 @@
-# kb ref once for all samples, and each technology's barcode on-list once for all samples.
+# kb ref once for all samples, and each technology's barcode on-list (and replacement list,
+# SPLIT-SEQ) once for all samples.
 if "fasta" in REF_CONFIG:
 
     rule reference:
@@ -59,3 +60,20 @@ rule onlist:
         runtime=rule_resources("onlist")["runtime"],
     script:
         script_path("onlist.py")
+
+
+rule replacement:
+    output:
+        "resources/replacements/{technology}.txt",
+    log:
+        "logs/replacement/{technology}.log",
+    benchmark:
+        "benchmarks/replacement/{technology}.tsv"
+    conda:
+        "../../envs/kb.yaml"
+    threads: rule_resources("onlist")["threads"]
+    resources:
+        mem_mb=mem_mb("onlist"),
+        runtime=rule_resources("onlist")["runtime"],
+    script:
+        script_path("replacement.py")

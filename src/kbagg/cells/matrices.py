@@ -12,12 +12,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import anndata as ad
+import numpy as np
 import pandas as pd
 
 from kbagg.atomic import atomic_output
-from kbagg.count.kb_count import KB_MATRICES
+from kbagg.count.kb_count import KB_MATRICES, kb_raw_matrix
 from kbagg.errors import KbaggError
 from kbagg.kb.run import read_json_if_present
+from kbagg.obs_columns import ROUND1_WELL
 
 
 def gene_names_from_t2g(t2g: str | Path) -> pd.Series:
@@ -72,12 +74,13 @@ def read_kb_matrices(
     t2g
         kb's transcript-to-gene map.
     kinds
-        Which matrices: "raw" (counts_unfiltered) and/or "filtered" (counts_filtered).
+        Which matrices: "raw" (counts_unfiltered; counts_unfiltered_modified when kb
+        applied a replacement list, `kb_raw_matrix`) and/or "filtered" (counts_filtered).
     """
     names = gene_names_from_t2g(t2g)
     adatas = {}
     for kind in kinds:
-        source = Path(kb_dir) / KB_MATRICES[kind]
+        source = kb_raw_matrix(kb_dir) if kind == "raw" else Path(kb_dir) / KB_MATRICES[kind]
         if not source.exists():
             raise KbaggError(f"sample '{sample}': kb's {kind} matrix {source} is missing")
         adatas[kind] = with_gene_names(ad.read_h5ad(source), names)
@@ -118,3 +121,43 @@ def name_plate_cells(adata: ad.AnnData, kb_dir: str | Path) -> None:
     if unknown:
         raise KbaggError(f"{kb_dir}: barcode {unknown[0]} is in no row of kb's batch file")
     adata.obs_names = [names[b] for b in adata.obs_names]
+
+
+def add_round1_wells(adata: ad.AnnData, sample: str) -> None:
+    """obs `round1_well`: each SPLiT-seq barcode's round-1 well, 1-96 in kb's on-list order
+    (`kbagg.kb.technology.splitseq_round1_wells`), in place. Wells are how a SPLiT-seq
+    library holds several samples: map them to samples from this column.
+
+    Parameters
+    ----------
+    adata
+        A SPLiT-seq sample's matrix (barcodes as kb reports them, after its replacement list).
+    sample
+        The sample, for messages.
+    """
+    from kbagg.kb.technology import splitseq_round1_wells
+
+    try:
+        wells = splitseq_round1_wells(adata.obs_names)
+    except KbaggError as error:
+        raise KbaggError(f"sample '{sample}': {error}") from None
+    adata.obs[ROUND1_WELL] = np.asarray(wells, dtype=np.int64)
+
+
+def keep_round1_wells(adata: ad.AnnData, wells, sample: str) -> ad.AnnData:
+    """The barcodes of `adata` in round-1 wells `wells`, with obs `round1_well`: a sample's
+    share of the SPLiT-seq library it was loaded into (sample sheet column round1_wells).
+
+    Parameters
+    ----------
+    adata
+        The library's matrix (kb's barcodes, after its replacement list).
+    wells
+        The sample's wells (1-96); empty: every barcode is the sample's.
+    sample
+        The sample, for messages.
+    """
+    add_round1_wells(adata, sample)
+    if not len(wells):
+        return adata
+    return adata[adata.obs[ROUND1_WELL].isin(list(wells)).to_numpy()].copy()

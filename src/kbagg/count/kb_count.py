@@ -45,6 +45,8 @@ class CountJob:
     )
     extra_args: list[str] = field(default_factory=list)
     cells: list[str] | None = None  # plate technologies with a batch file: each lane's cell id
+    # kb's -r list, for technologies counted with one (`Technology.replacement`: SPLIT-SEQ)
+    replacement: str | None = None
 
 
 BATCH_FILE = "batch.txt"  # kb's batch file, in the attempt's folder
@@ -84,7 +86,9 @@ def kb_count_args(job: CountJob, outdir: Path, tmpdir: Path) -> list[str]:
     Plate technologies (`Technology.plate`) are counted without `--filter` (kb refuses it
     for them: every cell of a plate is a cell). Those counted from kb's batch file (SMARTSEQ2,
     BULK, STORMSEQ) get the batch file `outdir/batch.txt` (written by `run_count`) instead of
-    FASTQs, and `--parity paired` or `single` (SMARTSEQ2, BULK: kb requires it).
+    FASTQs, and `--parity paired` or `single` (SMARTSEQ2, BULK: kb requires it). Those
+    counted with a replacement list (`Technology.replacement`, SPLIT-SEQ) get it as `-r`;
+    without `job.replacement` they raise KbError rather than count a well's cells twice.
 
     Parameters
     ----------
@@ -110,6 +114,13 @@ def kb_count_args(job: CountJob, outdir: Path, tmpdir: Path) -> list[str]:
         args += ["--workflow", job.workflow, "-c1", job.c1, "-c2", job.c2]
     if job.onlist:
         args += ["-w", job.onlist]
+    if tech.replacement:
+        if not job.replacement:
+            raise KbError(
+                f"sample '{job.sample}': technology '{job.technology}' needs kb's replacement "
+                "list (-r), which kbagg writes (kbagg.kb.technology.write_replacement)"
+            )
+        args += ["-r", job.replacement]
     if job.filter and not tech.plate:
         args += ["--filter", "bustools"]
         if job.filter_threshold is not None:
@@ -136,6 +147,42 @@ def why_no_matrix(sample: str, kb_dir: Path) -> str:
 
 
 KB_MATRICES = {"raw": "counts_unfiltered/adata.h5ad", "filtered": "counts_filtered/adata.h5ad"}
+# kb count -r keeps counts_unfiltered and output.unfiltered.bus as before the replacement, and
+# writes the replaced ones beside them with `_modified`; its counts_filtered is counted from the
+# replaced BUS file. The workflow reads the replaced ones whenever kb wrote them.
+KB_REPLACED = {
+    "raw": "counts_unfiltered_modified/adata.h5ad",
+    "bus": "output_modified.unfiltered.bus",
+}
+KB_BUS = "output.unfiltered.bus"  # sorted, barcode-corrected: what aggregate.normalize thins
+
+
+def kb_raw_matrix(kb_dir: str | Path) -> Path:
+    """kb's raw matrix in `kb_dir`: counts_unfiltered, or counts_unfiltered_modified when kb
+    applied a replacement list (`-r`, SPLIT-SEQ), the barcodes its filtered matrix has.
+
+    Parameters
+    ----------
+    kb_dir
+        kb count's output folder.
+    """
+    replaced = Path(kb_dir) / KB_REPLACED["raw"]
+    return replaced if replaced.exists() else Path(kb_dir) / KB_MATRICES["raw"]
+
+
+def kb_bus(kb_dir: str | Path) -> Path:
+    """kb's sorted, barcode-corrected BUS file in `kb_dir`, after the replacement list when
+    kb applied one (`kb_raw_matrix` is counted from it).
+
+    Parameters
+    ----------
+    kb_dir
+        kb count's output folder.
+    """
+    replaced = Path(kb_dir) / KB_REPLACED["bus"]
+    return replaced if replaced.exists() else Path(kb_dir) / KB_BUS
+
+
 # kb count -x SMARTSEQ3 writes two matrices and no counts_unfiltered: UMI counts of the reads
 # with Smart-seq3's UMI tag, and read counts of the internal (non-UMI) reads.
 SMARTSEQ3_MATRICES = {
@@ -222,6 +269,11 @@ def run_count(job: CountJob, log: Callable[[str], object] = print) -> Path:
             raise KbError(
                 f"sample '{job.sample}': kb count wrote the raw matrix but no filtered matrix "
                 "(bustools filter failed; see its log above)"
+            ) from error
+        if tech.replacement and not (attempt / KB_REPLACED["raw"]).exists():
+            raise KbError(
+                f"sample '{job.sample}': kb count wrote no {KB_REPLACED['raw']} although it "
+                "was given the replacement list (-r)"
             ) from error
 
     def args(attempt: Path) -> list[str]:

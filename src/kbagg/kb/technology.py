@@ -28,6 +28,10 @@ PARITY_TECHNOLOGIES = ("BULK", "SMARTSEQ2")
 # kb_python 0.30.2 tests/fixtures/smartseq3 and kallisto 0.52.0. The UMI sits at R1 bases 11-19.
 _FILES_KB_COUNT_TAKES = {"SMARTSEQ3": ("I1", "I2", "R1", "R2")}
 _MIN_LENGTHS_KB_COUNT_NEEDS = {"SMARTSEQ3": (0, 0, 19, 0)}
+# Technologies counted with a barcode replacement list (`kb count -r`), which kbagg writes
+# (`write_replacement`): SPLiT-seq merges each round-1 well's random-hexamer barcode into its
+# oligo-dT barcode. kb-python 0.30.2 bundles no such list.
+REPLACEMENT_TECHNOLOGIES = ("SPLIT-SEQ",)
 # Names kb lists but kallisto 0.52.0 refuses (`kallisto bus -x 10XV3_ULTIMA`: "Unable to create
 # technology", and kb 0.30.2 still exits 0 with no matrix): kbagg passes kb's own layout of
 # them as a technology string instead (with kb's on-list as -w), which kallisto takes.
@@ -60,6 +64,18 @@ class Technology:
         """Counted from kb's batch file (`cell<TAB>fastq_1[<TAB>fastq_2]` per cell): plate
         technologies without a cell barcode in the reads (all but Smart-seq3)."""
         return self.plate and self.name.upper() != "SMARTSEQ3"
+
+    @property
+    def replacement(self) -> bool:
+        """Counted with kb's `-r` replacement list, written by `write_replacement`
+        (SPLIT-SEQ: a round-1 well's hexamer barcode becomes its oligo-dT barcode)."""
+        return not self.custom and self.name.upper() in REPLACEMENT_TECHNOLOGIES
+
+    @property
+    def round1_wells(self) -> bool:
+        """SPLiT-seq: a barcode's last 8 bases name its round-1 well
+        (`splitseq_round1_wells`), the wells a library's samples were loaded into."""
+        return not self.custom and self.name.upper() == "SPLIT-SEQ"
 
     @property
     def allowed_n_files(self) -> tuple[int, ...]:
@@ -299,6 +315,54 @@ def write_splitseq_replacement(output: str | Path) -> None:
     """
     with atomic_output(output) as tmp:
         tmp.write_text("".join(f"{h}\t*{d}\n" for d, h in splitseq_round1_pairs()))
+
+
+def write_replacement(name: str, output: str | Path) -> None:
+    """Write the replacement list `kb count -r` takes for technology `name`, atomically.
+
+    Parameters
+    ----------
+    name
+        A technology with `Technology.replacement` (SPLIT-SEQ).
+    output
+        Path of the list.
+    """
+    if not technology(name).replacement:
+        raise KbaggError(f"technology '{name}': kbagg has no replacement list for it")
+    write_splitseq_replacement(output)
+
+
+def splitseq_round1_wells(barcodes) -> list[int]:
+    """The round-1 well (1-96, in kb's on-list order) of each SPLiT-seq barcode.
+
+    A barcode is round 3 + round 2 + round 1 (kb's on-list columns 1, 2, 3; 8 bases each),
+    so its last 8 bases are its round-1 barcode: the oligo-dT barcode of well i, or, when kb
+    counted without the replacement list, the random-hexamer barcode of the same well.
+
+    Parameters
+    ----------
+    barcodes
+        Cell barcodes as kb reports them (24 bases).
+
+    Returns
+    -------
+    list of int
+        The well of each barcode; KbaggError naming the first barcode whose last 8 bases are
+        no round-1 barcode of kb's on-list.
+    """
+    well = {}
+    for i, (oligo_dt, hexamer) in enumerate(splitseq_round1_pairs(), start=1):
+        well[oligo_dt] = well[hexamer] = i
+    wells = []
+    for barcode in barcodes:
+        found = well.get(str(barcode)[-8:])
+        if found is None:
+            raise KbaggError(
+                f"barcode '{barcode}': its last 8 bases are no SPLiT-seq round-1 barcode of "
+                "kb's on-list (column 3)"
+            )
+        wells.append(found)
+    return wells
 
 
 def onlist_barcodes(name: str, limit: int = 200_000) -> list[str]:

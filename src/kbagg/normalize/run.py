@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 
 from kbagg.atomic import atomic_output
+from kbagg.count.kb_count import kb_bus
 from kbagg.errors import KbaggError
 from kbagg.normalize.bus import read_header
 from kbagg.normalize.thin import (
-    KB_BUS,
     METHOD,
     called_barcodes,
     mapped_reads_per_cell,
@@ -58,7 +58,7 @@ def write_rates(kb_dirs: Mapping[str, str | Path], filtered: Mapping[str, str | 
     """
     reads, cells = {}, {}
     for sample, kb_dir in kb_dirs.items():
-        bus = Path(kb_dir) / KB_BUS
+        bus = kb_bus(kb_dir)
         if not bus.exists():
             raise KbaggError(f"sample '{sample}': kb's BUS file {bus} is missing; rerun kb_count")
         names = _obs_names(filtered[sample])

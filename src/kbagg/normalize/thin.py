@@ -1,7 +1,8 @@
 """Thin reads in kb's BUS file and recount: ``cellranger aggr --normalize=mapped`` done exactly.
 
 Mapped reads, as kbagg counts them: the ``count`` field summed over the records of kb's
-sorted, barcode-corrected BUS file (``kb/output.unfiltered.bus``) whose barcode is a called
+sorted, barcode-corrected BUS file (``kb/output.unfiltered.bus``; after kb's replacement
+list, ``kb/output_modified.unfiltered.bus``, for SPLiT-seq) whose barcode is a called
 cell, i.e. reads that kallisto pseudoaligned and whose barcode bustools corrected to a called
 cell. (Cell Ranger counts reads confidently mapped to the transcriptome; kallisto has no
 mapping quality, and a multi-gene record's reads count here though ``bustools count`` does not
@@ -24,12 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kbagg.count.kb_count import kb_bus
 from kbagg.errors import KbaggError
 from kbagg.normalize.bus import encode_sequences, iter_records, read_header, write_bus
 
 METHOD = "mapped"
-# kb's BUS file, sorted and barcode-corrected, from which it counted counts_unfiltered.
-KB_BUS = "output.unfiltered.bus"
 # bustools count's switches that take no value (kb_python.count.bustools_count); the others
 # (-o, -g, -e, -t) are paths kbagg gives itself.
 COUNT_SWITCHES = ("--genecounts", "--umi-gene", "--multimapping", "--cm", "--em")
@@ -277,7 +277,7 @@ def normalize_sample(
     import scipy.sparse as sp
 
     kb_dir = Path(kb_dir)
-    bus = kb_dir / KB_BUS
+    bus = kb_bus(kb_dir)
     if not bus.exists():
         raise KbaggError(f"sample '{sample}': kb's BUS file {bus} is missing; rerun kb_count")
     switches = count_switches(kb_info, sample)

@@ -373,9 +373,12 @@ def _split(barcode: str, lengths: list[int]) -> list[str]:
     return out
 
 
-def _splitseq_barcodes(rng: np.random.Generator, n: int) -> tuple[list[str], dict[str, str]]:
+def _splitseq_barcodes(
+    rng: np.random.Generator, n: int
+) -> tuple[list[str], dict[str, str], list[int]]:
     """n SPLiT-seq cells (round 3 + round 2 + oligo-dT round 1, kb's on-list columns in
-    kallisto's part order) and the random-hexamer round-1 barcode of each oligo-dT one."""
+    kallisto's part order), the random-hexamer round-1 barcode of each oligo-dT one, and
+    each cell's round-1 well (1-96)."""
     source = kb_technology("SPLIT-SEQ").onlist
     with gzip.open(source, "rt") as handle:
         rows = [line.split() for line in handle if line.strip()]
@@ -389,7 +392,7 @@ def _splitseq_barcodes(rng: np.random.Generator, n: int) -> tuple[list[str], dic
     cells = [
         columns[0][picks[0][i]] + columns[1][picks[1][i]] + oligo_dt[wells[i]] for i in range(n)
     ]
-    return cells, dict(pairs)
+    return cells, dict(pairs), [int(w) + 1 for w in wells]
 
 
 # --- reads -------------------------------------------------------------------------------
@@ -402,7 +405,8 @@ class SimulatedLayout:
     truth
         Cells x genes: ``X`` the UMI counts `kb count` must report (obs names: barcodes as kb
         reports them; var: every gene of the GTF, ``gene_name`` column). Smart-seq3: layer
-        ``internal``, the internal (non-UMI) read pairs per cell and gene.
+        ``internal``, the internal (non-UMI) read pairs per cell and gene. SPLiT-seq: obs
+        ``round1_well``, each cell's round-1 well (1-96, kb's on-list order).
     lanes
         Per lane, its FASTQ files in the order `kb count` takes them.
     technology
@@ -539,7 +543,7 @@ def simulate_layout(
 
     replace_map: dict[str, str] = {}
     if splitseq:
-        barcodes, replace_map = _splitseq_barcodes(rng, n_cells)
+        barcodes, replace_map, wells = _splitseq_barcodes(rng, n_cells)
     elif lay.onlist is not None:
         barcodes = _onlist_barcodes(rng, lay, n_cells)
     else:
@@ -646,6 +650,8 @@ def simulate_layout(
         index=pd.Index(list(tx.gene_names), name="gene_id"),
     )
     obs = pd.DataFrame(index=pd.Index(barcodes, name="barcode"))
+    if splitseq:
+        obs["round1_well"] = np.asarray(wells, dtype=np.int64)
     layers = {"internal": sp.csr_matrix(internal)} if smartseq3 else {}
     truth = ad.AnnData(sp.csr_matrix(counts), obs=obs, var=var, layers=layers)
     truth.uns["technology"] = lay.kb_name
