@@ -291,7 +291,7 @@ def main(argv=None) -> None:
             "\n|---|---:|---:|---:|---:|---:|---:|---:|",
             flush=True,
         )
-        for label, (query, arg) in queries(args.cells, genes, args.samples).items():
+        for label, (query, arg) in queries(per_sample * args.samples, genes, args.samples).items():
             if label[1] not in args.queries:
                 continue
             t, m = time_query(formats, query, arg, args.repeats, label)
