@@ -192,6 +192,21 @@ def queries(n_obs: int, genes: list[str], n_samples: int, seed=0) -> dict[str, t
     }
 
 
+def consolidate(store: Path) -> tuple[float, float, str] | None:
+    """consolidate_store(store, 1) in a child, as run_child; None (and a line saying why)
+    if it fails, so that the rest of the benchmark still runs."""
+    t0 = time.perf_counter()
+    try:
+        return run_child(CONSOLIDATE, store)
+    except RuntimeError as err:
+        print(
+            f"consolidate_store(1) FAILED after {time.perf_counter() - t0:.1f} s: "
+            f"{str(err).strip().splitlines()[-1]}",
+            flush=True,
+        )
+        return None
+
+
 def disk_size(root: Path) -> int:
     return sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
 
@@ -276,12 +291,17 @@ def main(argv=None) -> None:
         sizes = {"CSR h5ad": csr.stat().st_size, "CSC h5ad": csc.stat().st_size}
         sizes["SOMA, unconsolidated"] = disk_size(store)
         fragments = fragment_counts(store)
-        wall, rss, out = run_child(CONSOLIDATE, store)
-        merged = json.loads(out.strip().splitlines()[-1])
-        print(f"| consolidate_store(1): {fragment_summary(fragments)} | {wall:.1f} | {rss:,.0f} |")
-        sizes["SOMA, consolidated"] = disk_size(store)
+        done = consolidate(store)
+        if done is not None:
+            wall, rss, out = done
+            merged = json.loads(out.strip().splitlines()[-1])
+            print(
+                f"| consolidate_store(1): {fragment_summary(fragments)} | {wall:.1f} | {rss:,.0f} |"
+            )
+            sizes["SOMA, consolidated"] = disk_size(store)
+            print(f"merged: {merged}")
         print("\n" + ", ".join(f"{k} {v / 2**30:.2f} GB" for k, v in sizes.items()))
-        print(f"fragments after: {fragment_summary(fragment_counts(store))} ({merged})\n")
+        print(f"fragments: {fragment_summary(fragment_counts(store))}\n", flush=True)
 
         genes = [f"ENSG{i:011d}".lower() for i in range(args.genes)]
         formats = {"CSR": (H5AD_QUERY, csr), "CSC": (H5AD_QUERY, csc), "SOMA": (SOMA_QUERY, store)}
@@ -319,15 +339,18 @@ def main(argv=None) -> None:
                 "update_store (create, unconsolidated)"
             ]
         fragments = fragment_counts(store)
-        update[f"consolidate_store(1) after the append: {fragment_summary(fragments)}"] = run_child(
-            CONSOLIDATE, store
-        )
+        done = consolidate(store)
+        if done is not None:
+            update[f"consolidate_store(1) after the append: {fragment_summary(fragments)}"] = done
         update[f"concat_on_disk of {n} h5ads"] = run_child(CONCAT, workdir / "agg2.h5ad", *every)
         first = next(iter(update.values()))[0]
         print("\n| update | wall s | peak RSS MB | append / this |\n|---|---:|---:|---:|")
         for step, (wall, mb, _) in update.items():
             print(f"| {step} | {wall:.1f} | {mb:,.0f} | {first / wall:.3f} |")
-        print(f"\nSOMA of {n} samples, consolidated: {disk_size(store) / 2**30:.2f} GB")
+        print(
+            f"\nSOMA of {n} samples: {disk_size(store) / 2**30:.2f} GB; fragments: "
+            f"{fragment_summary(fragment_counts(store))}"
+        )
         print(f"\nload average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     finally:
         if not args.keep:
