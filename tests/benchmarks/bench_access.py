@@ -8,10 +8,13 @@ and updating the store by one sample vs rebuilding it vs concatenating the h5ads
 
 Per-sample h5ads (float32 CSR, the same genes, realistic sparsity) are concatenated with
 kbagg's concat_on_disk (CSR), converted to CSC with anndata, and loaded into a SOMA store
-with update_store. Each query runs in a fresh child (its own peak RSS via wait4), the three
+with update_store (one append per sample, no consolidation), then consolidated and vacuumed
+with consolidate_store (timed on its own, as after the append of one more sample). Each query runs in a fresh child (its own peak RSS via wait4), the three
 formats interleaved, ``--repeats`` times (medians); the files are in the page cache. The
 times are the query's own (after imports and opening); every format must give the same
-shape, stored-value count and value sum, else the benchmark stops.
+shape, stored-value count and value sum, else the benchmark stops. Reported: each step's
+wall time and peak RSS, every format's disk size, and per query the SOMA time over the
+better of the two h5ad layouts.
 
 Queries: (a) one gene over all cells, (b) 100 genes, (c) all cells of one sample, (d) 1,000
 random cells, each as an in-memory AnnData (``backed[...].to_memory()`` /
@@ -36,6 +39,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 from concat_helpers import child_peak_rss_mb, write_sparse_h5ad  # noqa: E402
+
+sys.path.insert(0, str(REPO / "src"))
+from kbagg.soma.store import fragment_counts  # noqa: E402
 
 PREAMBLE = """
 import json, sys, time, warnings
@@ -112,13 +118,20 @@ a.X = a.X.tocsc()
 a.write_h5ad(sys.argv[2])
 """
 
+# max_fragments=None: no consolidation inside the update; CONSOLIDATE times it on its own
 UPDATE = """
 import json, sys
 from kbagg.soma.store import update_store
 config, store, manifest, *pairs = sys.argv[1:]
 update_store(store, dict(p.split("=", 1) for p in pairs), run_id="bench",
              manifest_path=manifest, project="bench", log=lambda line: None,
-             platform_config=json.loads(config))
+             platform_config=json.loads(config), max_fragments=None)
+"""
+
+CONSOLIDATE = """
+import json, sys
+from kbagg.soma.store import consolidate_store
+print(json.dumps(consolidate_store(sys.argv[1], 1, log=lambda line: None)))
 """
 
 
@@ -179,6 +192,30 @@ def queries(n_obs: int, genes: list[str], n_samples: int, seed=0) -> dict[str, t
     }
 
 
+def consolidate(store: Path) -> tuple[float, float, str] | None:
+    """consolidate_store(store, 1) in a child, as run_child; None (and a line saying why)
+    if it fails, so that the rest of the benchmark still runs."""
+    t0 = time.perf_counter()
+    try:
+        return run_child(CONSOLIDATE, store)
+    except RuntimeError as err:
+        print(
+            f"consolidate_store(1) FAILED after {time.perf_counter() - t0:.1f} s: "
+            f"{str(err).strip().splitlines()[-1]}",
+            flush=True,
+        )
+        return None
+
+
+def disk_size(root: Path) -> int:
+    return sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+
+
+def fragment_summary(counts: dict[str, int]) -> str:
+    """'X/counts 128, obs 128, ...': the fragments of each array of the store."""
+    return ", ".join(f"{name.removeprefix('ms/RNA/')} {n}" for name, n in sorted(counts.items()))
+
+
 def warm(*paths: Path) -> None:
     """Read every file once, so that each format starts from the page cache."""
     for root in paths:
@@ -235,38 +272,53 @@ def main(argv=None) -> None:
             f"load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}\n"
         )
         csr, csc, store = workdir / "agg_csr.h5ad", workdir / "agg_csc.h5ad", workdir / "store"
-        build = {
-            "concat_on_disk -> CSR h5ad": run_child(CONCAT, csr, *pairs),
-            "anndata CSR -> CSC h5ad": run_child(TO_CSC, csr, csc),
-            "update_store (create)": run_child(
-                UPDATE, args.platform_config, store, workdir / "m0.json", *pairs
+        print("| build step | wall s | peak RSS MB |\n|---|---:|---:|", flush=True)
+        steps = {
+            "concat_on_disk -> CSR h5ad": (CONCAT, csr, *pairs),
+            "anndata CSR -> CSC h5ad": (TO_CSC, csr, csc),
+            "update_store (create, unconsolidated)": (
+                UPDATE,
+                args.platform_config,
+                store,
+                workdir / "m0.json",
+                *pairs,
             ),
         }
-        sizes = {
-            "CSR h5ad": csr.stat().st_size,
-            "CSC h5ad": csc.stat().st_size,
-            "SOMA": sum(f.stat().st_size for f in store.rglob("*") if f.is_file()),
-        }
-        print("| build step | wall s | peak RSS MB |\n|---|---:|---:|")
-        for step, (wall, rss, _) in build.items():
-            print(f"| {step} | {wall:.1f} | {rss:,.0f} |")
-        print("\n" + ", ".join(f"{k} {v / 2**30:.2f} GB" for k, v in sizes.items()) + "\n")
+        build = {}
+        for step, child in steps.items():
+            build[step] = run_child(*child)
+            print(f"| {step} | {build[step][0]:.1f} | {build[step][1]:,.0f} |", flush=True)
+        sizes = {"CSR h5ad": csr.stat().st_size, "CSC h5ad": csc.stat().st_size}
+        sizes["SOMA, unconsolidated"] = disk_size(store)
+        fragments = fragment_counts(store)
+        done = consolidate(store)
+        if done is not None:
+            wall, rss, out = done
+            merged = json.loads(out.strip().splitlines()[-1])
+            print(
+                f"| consolidate_store(1): {fragment_summary(fragments)} | {wall:.1f} | {rss:,.0f} |"
+            )
+            sizes["SOMA, consolidated"] = disk_size(store)
+            print(f"merged: {merged}")
+        print("\n" + ", ".join(f"{k} {v / 2**30:.2f} GB" for k, v in sizes.items()))
+        print(f"fragments: {fragment_summary(fragment_counts(store))}\n", flush=True)
 
         genes = [f"ENSG{i:011d}".lower() for i in range(args.genes)]
         formats = {"CSR": (H5AD_QUERY, csr), "CSC": (H5AD_QUERY, csc), "SOMA": (SOMA_QUERY, store)}
         warm(csr, csc, store)
         print(
-            "| query | CSR s | CSC s | SOMA s | CSR MB | CSC MB | SOMA MB | CSC vs CSR | "
-            "SOMA vs CSR |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "| query | CSR s | CSC s | SOMA s | SOMA / better h5ad | CSR MB | CSC MB | SOMA MB |"
+            "\n|---|---:|---:|---:|---:|---:|---:|---:|",
+            flush=True,
         )
-        for label, (query, arg) in queries(args.cells, genes, args.samples).items():
+        for label, (query, arg) in queries(per_sample * args.samples, genes, args.samples).items():
             if label[1] not in args.queries:
                 continue
             t, m = time_query(formats, query, arg, args.repeats, label)
             print(
                 f"| {label} | {t['CSR']:.3f} | {t['CSC']:.3f} | {t['SOMA']:.3f} | "
-                f"{m['CSR']:,.0f} | {m['CSC']:,.0f} | {m['SOMA']:,.0f} | "
-                f"{t['CSR'] / t['CSC']:.1f}x | {t['CSR'] / t['SOMA']:.1f}x |",
+                f"{t['SOMA'] / min(t['CSR'], t['CSC']):.2f}x | "
+                f"{m['CSR']:,.0f} | {m['CSC']:,.0f} | {m['SOMA']:,.0f} |",
                 flush=True,
             )
 
@@ -284,13 +336,21 @@ def main(argv=None) -> None:
             update[f"rebuild: a new store of {n} samples"] = rebuild
         else:  # a rebuild writes every sample into a new store, as the create above did
             update[f"rebuild (the create of {args.samples} samples above)"] = build[
-                "update_store (create)"
+                "update_store (create, unconsolidated)"
             ]
+        fragments = fragment_counts(store)
+        done = consolidate(store)
+        if done is not None:
+            update[f"consolidate_store(1) after the append: {fragment_summary(fragments)}"] = done
         update[f"concat_on_disk of {n} h5ads"] = run_child(CONCAT, workdir / "agg2.h5ad", *every)
         first = next(iter(update.values()))[0]
         print("\n| update | wall s | peak RSS MB | append / this |\n|---|---:|---:|---:|")
         for step, (wall, mb, _) in update.items():
             print(f"| {step} | {wall:.1f} | {mb:,.0f} | {first / wall:.3f} |")
+        print(
+            f"\nSOMA of {n} samples: {disk_size(store) / 2**30:.2f} GB; fragments: "
+            f"{fragment_summary(fragment_counts(store))}"
+        )
         print(f"\nload average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     finally:
         if not args.keep:
