@@ -144,6 +144,43 @@ def test_no_consolidation_below_the_threshold_or_when_off(twelve, tmp_path):
     assert_same_cells(read_store(store), _reference({n: twelve[n] for n in names}, tmp_path))
 
 
+def test_a_consolidation_tiledb_cannot_do_warns_and_keeps_the_store(twelve, tmp_path, monkeypatch):
+    """At atlas size (128 fragments of 400 M non-zeros) TileDB's consolidation reader ran out
+    of its memory budget ("Cannot load enough tiles ..."). A real TileDB budget too small for
+    six small fragments makes it fail here too: the update completes, the log names the array and
+    TileDB's reason, the manifest shows the fragments left, and the store is intact."""
+    import kbagg.soma.store as store_module
+
+    monkeypatch.setitem(store_module.CONSOLIDATION_CONFIG, "sm.mem.total_budget", "20000")
+    store, names, lines = tmp_path / "store", list(twelve)[:6], []
+    for k in range(1, 6):
+        update_store(
+            store,
+            {n: twelve[n] for n in names[:k]},
+            run_id=f"r{k}",
+            manifest_path=tmp_path / "m.json",
+            project="P",
+            log=lambda line: None,
+            max_fragments=None,
+        )
+    manifest = update_store(
+        store,
+        {n: twelve[n] for n in names},
+        run_id="r6",
+        manifest_path=tmp_path / "m.json",
+        project="P",
+        log=lines.append,
+        max_fragments=1,
+    )
+    assert manifest["consolidated"]["ms/RNA/X/counts"] == [6, 6]
+    assert any(
+        "WARNING: could not consolidate ms/RNA/X/counts (6 fragments)" in line
+        and "budget" in line  # TileDB's reason (with this budget: the R-tree's memory)
+        for line in lines
+    ), lines
+    assert_same_cells(read_store(store), _reference({n: twelve[n] for n in names}, tmp_path))
+
+
 @pytest.mark.slow  # a child killed mid-append: ~15 s
 def test_kill_during_append_then_consolidating_rerun_equals_one_shot(tmp_path):
     """The rerun deletes the half-written append (TileDB delete conditions), writes it again
