@@ -21,7 +21,7 @@ from kbagg.cells.matrices import (
     write_h5ad,
 )
 from kbagg.count.lane_record import read_lane_record
-from kbagg.kb.technology import technology as kb_technology
+from kbagg.kb.technology import read_splitseq_replacement
 from kbagg.rule import run_rule, to_terminal, warning_line
 
 
@@ -38,11 +38,11 @@ def main(smk) -> None:
         name_plate_cells(raw, kb_dir)
         if filtering:
             name_plate_cells(kb["filtered"], kb_dir)
-    splitseq = kb_technology(params.technology).round1_wells
-    if splitseq:  # the sample's round-1 wells of its library (all when the sheet names none)
-        raw = keep_round1_wells(raw, params.round1_wells, sample)
+    if params.splitseq:  # the sample's round-1 wells of its library (all when the sheet names none)
+        pairs = read_splitseq_replacement(smk.input.replacement)
+        raw = keep_round1_wells(raw, params.round1_wells, sample, pairs)
         if filtering:
-            kb["filtered"] = keep_round1_wells(kb["filtered"], params.round1_wells, sample)
+            kb["filtered"] = keep_round1_wells(kb["filtered"], params.round1_wells, sample, pairs)
     if filtering:
         calls = call_cells(
             sample, raw, kb["filtered"], params.method, params.emptydrops, plate=params.plate

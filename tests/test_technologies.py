@@ -12,6 +12,7 @@ import pytest
 
 from kbagg.count.fastq_check import FastqError, check_lane_files
 from kbagg.count.kb_count import CountJob, batch_lines, kb_count_args
+from kbagg.errors import KbaggError
 from kbagg.sheet import SampleSheetError, load_sample_sheet
 
 
@@ -254,6 +255,47 @@ def test_splitseq_replacement_pairs_wells_from_kb_onlist(tmp_path):
     lines = out.read_text().splitlines()
     assert lines[0] == "CATCATCC\t*CATTCCTA"
     assert lines == [f"{h}\t*{d}" for d, h in pairs]
+
+
+CELLS_WITHOUT_KB = """
+import sys
+sys.modules["kb_python"] = None  # the cells job's environment (envs/python.yaml) has no kb
+import anndata as ad, numpy as np
+from kbagg.cells.matrices import keep_round1_wells
+from kbagg.kb.technology import read_splitseq_replacement
+pairs = read_splitseq_replacement(sys.argv[1])
+library = ad.AnnData(np.ones((3, 1), dtype=np.float32))
+library.obs_names = ["AACGTGATAACGTGAT" + pairs[w - 1][0] for w in (1, 96, 42)]
+kept = keep_round1_wells(library, [42, 96], "lib", pairs)
+print(list(kept.obs["round1_well"]))
+"""
+
+
+def test_splitseq_wells_come_from_the_written_list_without_kb(tmp_path):
+    """Rule cells runs where kb-python is not installed: it reads the round-1 pairs back
+    from the replacement list kb count was given (CI once failed on exactly this)."""
+    import os
+    import subprocess
+    import sys
+
+    from kbagg.kb.technology import (
+        read_splitseq_replacement,
+        splitseq_round1_pairs,
+        write_splitseq_replacement,
+    )
+
+    out = tmp_path / "split-seq.txt"
+    write_splitseq_replacement(out)
+    assert read_splitseq_replacement(out) == splitseq_round1_pairs()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    done = subprocess.run(
+        [sys.executable, "-c", CELLS_WITHOUT_KB, str(out)], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[96, 42]"
+    (tmp_path / "bad.txt").write_text("ACGT\tACGT\n")
+    with pytest.raises(KbaggError, match="bad.txt, line 1"):
+        read_splitseq_replacement(tmp_path / "bad.txt")
 
 
 def test_a_splitseq_job_is_counted_with_kbaggs_replacement_list(tmp_path):

@@ -22,7 +22,7 @@ rule cells:
     params:
         method=config["filter"]["method"],
         plate=lambda wc: plate_technology(wc.sample),
-        technology=lambda wc: SHEET.technology(wc.sample),
+        splitseq=lambda wc: kb_technology(SHEET.technology(wc.sample)).round1_wells,
         round1_wells=lambda wc: list(SHEET.round1_wells(wc.sample)),
         emptydrops=config["filter"]["emptydrops"],
         ambient=config["ambient"],

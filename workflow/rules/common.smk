@@ -281,6 +281,10 @@ def cells_inputs(wildcards):
     }
     if FILTER:
         inputs["filtered"] = kb_file(sample, "counts_filtered/adata.h5ad")
+    # SPLiT-seq: the round-1 wells of each barcode, from the list kb count was given
+    replacement = replacement_file(SHEET.technology(sample))
+    if replacement:
+        inputs["replacement"] = replacement
     return inputs
 
 

@@ -123,7 +123,7 @@ def name_plate_cells(adata: ad.AnnData, kb_dir: str | Path) -> None:
     adata.obs_names = [names[b] for b in adata.obs_names]
 
 
-def add_round1_wells(adata: ad.AnnData, sample: str) -> None:
+def add_round1_wells(adata: ad.AnnData, sample: str, pairs=None) -> None:
     """obs `round1_well`: each SPLiT-seq barcode's round-1 well, 1-96 in kb's on-list order
     (`kbagg.kb.technology.splitseq_round1_wells`), in place. Wells are how a SPLiT-seq
     library holds several samples: map them to samples from this column.
@@ -134,17 +134,20 @@ def add_round1_wells(adata: ad.AnnData, sample: str) -> None:
         A SPLiT-seq sample's matrix (barcodes as kb reports them, after its replacement list).
     sample
         The sample, for messages.
+    pairs
+        The round-1 pairs, well by well (`kbagg.kb.technology.read_splitseq_replacement`);
+        None: from kb's on-list (needs kb-python).
     """
     from kbagg.kb.technology import splitseq_round1_wells
 
     try:
-        wells = splitseq_round1_wells(adata.obs_names)
+        wells = splitseq_round1_wells(adata.obs_names, pairs)
     except KbaggError as error:
         raise KbaggError(f"sample '{sample}': {error}") from None
     adata.obs[ROUND1_WELL] = np.asarray(wells, dtype=np.int64)
 
 
-def keep_round1_wells(adata: ad.AnnData, wells, sample: str) -> ad.AnnData:
+def keep_round1_wells(adata: ad.AnnData, wells, sample: str, pairs=None) -> ad.AnnData:
     """The barcodes of `adata` in round-1 wells `wells`, with obs `round1_well`: a sample's
     share of the SPLiT-seq library it was loaded into (sample sheet column round1_wells).
 
@@ -156,8 +159,10 @@ def keep_round1_wells(adata: ad.AnnData, wells, sample: str) -> ad.AnnData:
         The sample's wells (1-96); empty: every barcode is the sample's.
     sample
         The sample, for messages.
+    pairs
+        As for `add_round1_wells`.
     """
-    add_round1_wells(adata, sample)
+    add_round1_wells(adata, sample, pairs)
     if not len(wells):
         return adata
     return adata[adata.obs[ROUND1_WELL].isin(list(wells)).to_numpy()].copy()

@@ -317,6 +317,31 @@ def write_splitseq_replacement(output: str | Path) -> None:
         tmp.write_text("".join(f"{h}\t*{d}\n" for d, h in splitseq_round1_pairs()))
 
 
+def read_splitseq_replacement(path: str | Path) -> list[tuple[str, str]]:
+    """The round-1 pairs, well by well, from a list `write_splitseq_replacement` wrote: what
+    `splitseq_round1_pairs` returns, read without kb (the cells job's environment has none).
+
+    Parameters
+    ----------
+    path
+        The replacement list (``<hexamer>\t*<oligo_dt>`` per well, wells in order).
+
+    Returns
+    -------
+    list of (str, str)
+        (oligo-dT barcode, random-hexamer barcode) of wells 1-96.
+    """
+    pairs = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        parts = line.split("\t")
+        if len(parts) != 2 or not parts[1].startswith("*"):
+            raise KbaggError(f"{path}, line {number}: not '<hexamer>\\t*<oligo-dT>'")
+        pairs.append((parts[1][1:], parts[0]))
+    if len(pairs) != SPLITSEQ_ROUND1_WELLS:
+        raise KbaggError(f"{path}: {len(pairs)} wells, SPLiT-seq has {SPLITSEQ_ROUND1_WELLS}")
+    return pairs
+
+
 def write_replacement(name: str, output: str | Path) -> None:
     """Write the replacement list `kb count -r` takes for technology `name`, atomically.
 
@@ -332,7 +357,7 @@ def write_replacement(name: str, output: str | Path) -> None:
     write_splitseq_replacement(output)
 
 
-def splitseq_round1_wells(barcodes) -> list[int]:
+def splitseq_round1_wells(barcodes, pairs: list[tuple[str, str]] | None = None) -> list[int]:
     """The round-1 well (1-96, in kb's on-list order) of each SPLiT-seq barcode.
 
     A barcode is round 3 + round 2 + round 1 (kb's on-list columns 1, 2, 3; 8 bases each),
@@ -343,6 +368,8 @@ def splitseq_round1_wells(barcodes) -> list[int]:
     ----------
     barcodes
         Cell barcodes as kb reports them (24 bases).
+    pairs
+        The round-1 pairs (`read_splitseq_replacement`); None: `splitseq_round1_pairs`.
 
     Returns
     -------
@@ -351,7 +378,8 @@ def splitseq_round1_wells(barcodes) -> list[int]:
         no round-1 barcode of kb's on-list.
     """
     well = {}
-    for i, (oligo_dt, hexamer) in enumerate(splitseq_round1_pairs(), start=1):
+    pairs = splitseq_round1_pairs() if pairs is None else pairs
+    for i, (oligo_dt, hexamer) in enumerate(pairs, start=1):
         well[oligo_dt] = well[hexamer] = i
     wells = []
     for barcode in barcodes:
