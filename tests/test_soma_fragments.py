@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -179,6 +180,42 @@ def test_a_consolidation_tiledb_cannot_do_warns_and_keeps_the_store(twelve, tmp_
         for line in lines
     ), lines
     assert_same_cells(read_store(store), _reference({n: twelve[n] for n in names}, tmp_path))
+
+
+def test_many_fragments_of_the_gene_query_layout_consolidate_in_a_small_budget(
+    tmp_path, monkeypatch
+):
+    """TileDB's global-order reader, with its default tile pre-ordering, could not merge 128
+    fragments of kbagg's X layout within 10 GB ("Cannot load enough tiles ..."); 16 fragments
+    of 150,000 non-zeros in a 10 MB budget fail the same way. CONSOLIDATION_CONFIG turns the
+    pre-ordering off: they merge into one fragment with every value kept."""
+    import kbagg.soma.store as store_module
+
+    monkeypatch.setitem(store_module.CONSOLIDATION_CONFIG, "sm.mem.total_budget", "10000000")
+    genes = [f"ENSG{i:011d}" for i in range(3000)]
+    inputs = {}
+    for i in range(16):
+        inputs[f"s{i:02d}"] = tmp_path / f"s{i:02d}.h5ad"
+        write_sparse_h5ad(inputs[f"s{i:02d}"], 500, genes, 300, seed=i)
+    store = tmp_path / "store"
+    update_store(
+        store,
+        inputs,
+        run_id="r",
+        manifest_path=tmp_path / "m.json",
+        project="P",
+        log=lambda line: None,
+        max_fragments=None,
+    )
+    lines = []
+    assert consolidate_store(store, 1, log=lines.append)["ms/RNA/X/counts"] == [16, 1], lines
+    X = read_store(store).X
+    assert X.shape == (8000, 3000) and X.nnz == 16 * 500 * 300
+    expected = 0.0
+    for path in inputs.values():
+        with h5py.File(path) as f:
+            expected += float(f["X/data"][:].sum(dtype=np.float64))
+    assert float(X.sum(dtype=np.float64)) == expected
 
 
 @pytest.mark.slow  # a child killed mid-append: ~15 s

@@ -134,7 +134,17 @@ CONSOLIDATION_MODES = ("fragments", "commits", "fragment_meta", "array_meta")
 # RAM and made the merge slower: 8 fragments of 19.2 M non-zeros, 16.9 s and 2.5 GB peak RSS;
 # with 1 MB buffers 8.2 s and 0.53 GB; 6 fragments of a few cells, 1.9 s -> 0.15 s
 # (2026-12-04, one process per setting, a loaded 2-core machine).
-CONSOLIDATION_CONFIG = {"sm.consolidation.buffer_size": str(1 << 20)}
+# TileDB's sparse global-order reader (the merge's input) by default first orders every
+# fragment's tiles by their bounding boxes and must hold all tiles up to the next one it can
+# emit; with GENE_QUERY_LAYOUT's tiles that exceeded its 10 GB budget: 128 fragments of 400 M
+# non-zeros in all failed after 16 s ("Cannot load enough tiles to emit results from all
+# fragments in global order"; ratio_coords 0.9 failed too). Without that pre-ordering
+# (preprocess_tile_merge 0, its budget split per fragment) they merged in 158 s at 3.2 GB peak
+# RSS, as much as the failing attempt (2026-12-05, docs/soma.md "At atlas size").
+CONSOLIDATION_CONFIG = {
+    "sm.consolidation.buffer_size": str(1 << 20),
+    "sm.query.sparse_global_order.preprocess_tile_merge": "0",
+}
 
 
 def _arrays(path: Path) -> list[Path]:
