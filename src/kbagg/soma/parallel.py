@@ -27,6 +27,7 @@ import tiledbsoma as soma
 
 from kbagg.atomic import atomic_output
 from kbagg.schema import schema_default
+from kbagg.soma.context import read_context
 from kbagg.soma.journal import Journal
 from kbagg.soma.lock import VAR_ID, Log, StoreError, stderr_log, store_lock
 from kbagg.soma.samples import read_samples
@@ -121,7 +122,7 @@ def write_sample(
             f"{entry.path}: sample {sample} has {len(found.obs)} cells, the store reserved "
             f"{end - start}"
         )
-    with soma.Experiment.open(uri) as exp:
+    with soma.Experiment.open(uri, context=read_context()) as exp:
         ms = exp.ms[measurement]
         var = ms.var.read(column_names=["soma_joinid", VAR_ID]).concat().to_pandas()
         arrays = {name: ms.X[name].uri for name in ms.X}
@@ -209,7 +210,7 @@ def finish_store(
         unwritten = [n for n in reserved if n not in markers]
         if unwritten:
             raise StoreError(f"{uri}: sample {unwritten[0]} is reserved but has no writer marker")
-        with soma.Experiment.open(uri) as exp:
+        with soma.Experiment.open(uri, context=read_context()) as exp:
             X = exp.ms[journal.measurement].X
             for name, entry in reserved.items():
                 marker = markers[name]

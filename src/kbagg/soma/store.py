@@ -64,6 +64,7 @@ import kbagg
 from kbagg.atomic import atomic_output
 from kbagg.concat.options import ConcatOptions
 from kbagg.schema import schema_default
+from kbagg.soma.context import read_context
 from kbagg.soma.journal import JOURNAL_KEY, Journal, PendingAppend, SampleEntry
 from kbagg.soma.lock import (
     COUNTS_LAYER,
@@ -110,7 +111,7 @@ GENE_QUERY_LAYOUT = {
 
 
 def _read_journal(uri: str) -> Journal | None:
-    with soma.Experiment.open(uri) as exp:
+    with soma.Experiment.open(uri, context=read_context()) as exp:
         raw = exp.metadata.get(JOURNAL_KEY)
     return None if raw is None else Journal.from_json(raw, source=f"{uri}: its journal")
 
@@ -134,17 +135,12 @@ CONSOLIDATION_MODES = ("fragments", "commits", "fragment_meta", "array_meta")
 # RAM and made the merge slower: 8 fragments of 19.2 M non-zeros, 16.9 s and 2.5 GB peak RSS;
 # with 1 MB buffers 8.2 s and 0.53 GB; 6 fragments of a few cells, 1.9 s -> 0.15 s
 # (2026-12-04, one process per setting, a loaded 2-core machine).
-# TileDB's sparse global-order reader (the merge's input) by default first orders every
-# fragment's tiles by their bounding boxes and must hold all tiles up to the next one it can
-# emit; with GENE_QUERY_LAYOUT's tiles that exceeded its 10 GB budget: 128 fragments of 400 M
-# non-zeros in all failed after 16 s ("Cannot load enough tiles to emit results from all
-# fragments in global order"; ratio_coords 0.9 failed too). Without that pre-ordering
-# (preprocess_tile_merge 0, its budget split per fragment) they merged in 158 s at 3.2 GB peak
-# RSS, as much as the failing attempt (2026-12-05, docs/soma.md "At atlas size").
-CONSOLIDATION_CONFIG = {
-    "sm.consolidation.buffer_size": str(1 << 20),
-    "sm.query.sparse_global_order.preprocess_tile_merge": "0",
-}
+# Added to kbagg's read settings (`read_context`): the merge's input is TileDB's sparse
+# global-order reader, whose default tile pre-ordering could not merge 128 fragments of 400 M
+# non-zeros of GENE_QUERY_LAYOUT within its 10 GB budget (ratio_coords 0.9 failed too);
+# without it they merged in 158 s at 3.2 GB peak RSS (2026-12-05, docs/soma.md "At atlas
+# size").
+CONSOLIDATION_CONFIG = {"sm.consolidation.buffer_size": str(1 << 20)}
 
 
 def _arrays(path: Path) -> list[Path]:
@@ -229,7 +225,7 @@ def _consolidate(path: Path, max_fragments: int | None, log: Log) -> dict[str, l
         if count <= max_fragments and not unfinished:
             continue
         t0 = time.perf_counter()
-        context = soma.SOMATileDBContext(tiledb_config=CONSOLIDATION_CONFIG)
+        context = read_context(CONSOLIDATION_CONFIG)
         try:
             with soma.open(str(path / name), context=context) as array:
                 array._handle.consolidate_and_vacuum(list(CONSOLIDATION_MODES))
@@ -316,7 +312,7 @@ def _read_state(uri: str, measurement: str) -> _State:
     if not Path(uri).exists():
         return _State(exists=False)
     try:
-        exp = soma.Experiment.open(uri)
+        exp = soma.Experiment.open(uri, context=read_context())
     except (soma.DoesNotExistError, soma.SOMAError) as e:
         raise StoreError(f"{uri}: not a TileDB-SOMA Experiment ({e})") from e
     with exp:
@@ -342,7 +338,7 @@ def _read_state(uri: str, measurement: str) -> _State:
 
 
 def _store_obs_ids(uri: str) -> pd.Index:
-    with soma.Experiment.open(uri) as exp:
+    with soma.Experiment.open(uri, context=read_context()) as exp:
         table = exp.obs.read(column_names=[OBS_ID]).concat()
     return pd.Index(table.column(OBS_ID).to_numpy(zero_copy_only=False))
 
@@ -357,7 +353,7 @@ def _rollback(uri: str, measurement: str, pending: PendingAppend, log: Log) -> N
     its joinid range, and var rows numbered from the var count it started from."""
     start, stop = pending.obs_joinids
     targets = []  # (class, uri, first row, last row) to delete, within the current domain
-    with soma.Experiment.open(uri) as exp:
+    with soma.Experiment.open(uri, context=read_context()) as exp:
         targets.append((soma.DataFrame, exp.obs.uri, start, min(stop, exp.obs.domain[0][1] + 1)))
         if measurement in exp.ms:
             ms = exp.ms[measurement]
@@ -443,13 +439,14 @@ def _append_sample(
             measurement_name=measurement,
             obs_field_name=OBS_ID,
             var_field_name=VAR_ID,
+            context=read_context(),
         )
     joinids = mapping.obs_axis.joinid_map.loc[obs.index, "soma_joinid"].to_numpy()
     start = int(joinids[0])
     if not np.array_equal(joinids, np.arange(start, start + n)):
         raise RuntimeError(f"{where}: registration gave non-contiguous soma_joinids")
     if exists:
-        with soma.Experiment.open(uri) as exp:
+        with soma.Experiment.open(uri, context=read_context()) as exp:
             n_vars = _max_joinid(exp.ms[measurement].var) if measurement in exp.ms else 0
         journal.pending = PendingAppend(
             sample=sample.name,
@@ -479,6 +476,7 @@ def _append_sample(
         X_layer_name=COUNTS_LAYER,
         uns_keys=[],
         platform_config=platform_config,
+        context=read_context(),
     )
     del adata
     journal.samples[sample.name] = SampleEntry(**entry, obs_joinids=[start, start + n])
@@ -878,7 +876,7 @@ def _complete_reserved(uri: str, journal: Journal, log: Log) -> None:
 
 
 def _manifest(path, wanted, journal, plan, repaired, settings, run_id, project) -> dict:
-    with soma.Experiment.open(str(path)) as exp:
+    with soma.Experiment.open(str(path), context=read_context()) as exp:
         n_obs = exp.obs.count if "obs" in exp else 0
         measurement = settings["measurement"]
         has_var = "ms" in exp and measurement in exp.ms and "var" in exp.ms[measurement]
@@ -911,7 +909,8 @@ def _manifest(path, wanted, journal, plan, repaired, settings, run_id, project) 
 
 
 def read_store(uri: str | Path, measurement: str = "RNA") -> ad.AnnData:
-    """The whole store as an in-memory AnnData (``tiledbsoma.io.to_anndata``).
+    """The whole store as an in-memory AnnData (``tiledbsoma.io.to_anndata``), read with
+    kbagg's TileDB settings (`kbagg.soma.read_context`).
 
     X is layer ``counts``, the other X layers are ``layers``; obs is indexed by ``obs_id``
     and var by ``gene_id``. Nullable columns (pandas ``boolean``, ``Int64``) that to_anndata
@@ -926,7 +925,7 @@ def read_store(uri: str | Path, measurement: str = "RNA") -> ad.AnnData:
         The measurement to read.
     """
     uri = str(uri)
-    with soma.Experiment.open(uri) as exp:
+    with soma.Experiment.open(uri, context=read_context()) as exp:
         raw = exp.metadata.get(JOURNAL_KEY)
         layers = list(exp.ms[measurement].X.keys())
         with warnings.catch_warnings():
