@@ -153,9 +153,9 @@ def test_a_consolidation_tiledb_cannot_do_warns_and_keeps_the_store(twelve, tmp_
     of its memory budget ("Cannot load enough tiles ..."). A real TileDB budget too small for
     six small fragments makes it fail here too: the update completes, the log names the array and
     TileDB's reason, the manifest shows the fragments left, and the store is intact."""
-    import kbagg.soma.store as store_module
+    import kbagg.soma.fragments as fragments_module
 
-    monkeypatch.setitem(store_module.CONSOLIDATION_CONFIG, "sm.mem.total_budget", "20000")
+    monkeypatch.setitem(fragments_module.CONSOLIDATION_CONFIG, "sm.mem.total_budget", "20000")
     store, names, lines = tmp_path / "store", list(twelve)[:6], []
     for k in range(1, 6):
         update_store(
@@ -230,10 +230,10 @@ def test_many_fragments_of_the_gene_query_layout_consolidate_in_a_small_budget(
     of 150,000 non-zeros in a 10 MB budget fail the same way. kbagg's read settings
     (`READ_CONFIG`, which the consolidation uses) turn the pre-ordering off: they merge into
     one fragment with every value kept."""
-    import kbagg.soma.store as store_module
+    import kbagg.soma.fragments as fragments_module
 
     monkeypatch.setitem(
-        store_module.CONSOLIDATION_CONFIG, "sm.mem.total_budget", SMALL_BUDGET_BYTES
+        fragments_module.CONSOLIDATION_CONFIG, "sm.mem.total_budget", SMALL_BUDGET_BYTES
     )
     store, inputs = _sixteen_fragments(tmp_path)
     lines = []
