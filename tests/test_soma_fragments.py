@@ -14,16 +14,19 @@ import sys
 import time
 from pathlib import Path
 
+import anndata as ad
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 soma = pytest.importorskip("tiledbsoma", reason="the SOMA store needs tiledbsoma (extra 'soma')")
 from concat_helpers import REPO, dense, write_sparse_h5ad
 from test_soma import GENES, KB_LAYERS, aggregate, assert_same_cells, run_killed, write_sample
 
 from kbagg.concat.engine import concat_on_disk
+from kbagg.soma import read_context
 from kbagg.soma.store import (
     consolidate_store,
     fragment_counts,
@@ -150,9 +153,9 @@ def test_a_consolidation_tiledb_cannot_do_warns_and_keeps_the_store(twelve, tmp_
     of its memory budget ("Cannot load enough tiles ..."). A real TileDB budget too small for
     six small fragments makes it fail here too: the update completes, the log names the array and
     TileDB's reason, the manifest shows the fragments left, and the store is intact."""
-    import kbagg.soma.store as store_module
+    import kbagg.soma.fragments as fragments_module
 
-    monkeypatch.setitem(store_module.CONSOLIDATION_CONFIG, "sm.mem.total_budget", "20000")
+    monkeypatch.setitem(fragments_module.CONSOLIDATION_CONFIG, "sm.mem.total_budget", "20000")
     store, names, lines = tmp_path / "store", list(twelve)[:6], []
     for k in range(1, 6):
         update_store(
@@ -182,31 +185,57 @@ def test_a_consolidation_tiledb_cannot_do_warns_and_keeps_the_store(twelve, tmp_
     assert_same_cells(read_store(store), _reference({n: twelve[n] for n in names}, tmp_path))
 
 
+# A TileDB memory budget in which the sparse global-order reader, with its default tile
+# pre-ordering, cannot read the 16 fragments of `_sixteen_fragments` (it needs more than 40 MB
+# there; without the pre-ordering 3 MB are enough).
+SMALL_BUDGET_BYTES = "10000000"
+SMALL_BUDGET = {"sm.mem.total_budget": SMALL_BUDGET_BYTES}
+
+
+def _sixteen_fragments(folder: Path) -> tuple[Path, dict[str, Path]]:
+    """A store of 16 unconsolidated appends (16 fragments) of 500 cells x 3,000 genes with 300
+    non-zeros a cell, in kbagg's X layout; and its inputs."""
+    genes = [f"ENSG{i:011d}" for i in range(3000)]
+    inputs = {}
+    for i in range(16):
+        inputs[f"s{i:02d}"] = folder / f"s{i:02d}.h5ad"
+        write_sparse_h5ad(inputs[f"s{i:02d}"], 500, genes, 300, seed=i)
+    store = folder / "store"
+    update_store(
+        store,
+        inputs,
+        run_id="r",
+        manifest_path=folder / "m.json",
+        project="P",
+        log=lambda line: None,
+        max_fragments=None,
+    )
+    return store, inputs
+
+
+@pytest.fixture(scope="module")
+def sixteen(tmp_path_factory) -> tuple[Path, dict[str, Path], ad.AnnData]:
+    """`_sixteen_fragments`, read only, with its h5ad aggregate."""
+    folder = tmp_path_factory.mktemp("sixteen")
+    store, inputs = _sixteen_fragments(folder)
+    assert fragment_counts(store)["ms/RNA/X/counts"] == 16
+    return store, inputs, _reference(inputs, folder)
+
+
 def test_many_fragments_of_the_gene_query_layout_consolidate_in_a_small_budget(
     tmp_path, monkeypatch
 ):
     """TileDB's global-order reader, with its default tile pre-ordering, could not merge 128
     fragments of kbagg's X layout within 10 GB ("Cannot load enough tiles ..."); 16 fragments
-    of 150,000 non-zeros in a 10 MB budget fail the same way. CONSOLIDATION_CONFIG turns the
-    pre-ordering off: they merge into one fragment with every value kept."""
-    import kbagg.soma.store as store_module
+    of 150,000 non-zeros in a 10 MB budget fail the same way. kbagg's read settings
+    (`READ_CONFIG`, which the consolidation uses) turn the pre-ordering off: they merge into
+    one fragment with every value kept."""
+    import kbagg.soma.fragments as fragments_module
 
-    monkeypatch.setitem(store_module.CONSOLIDATION_CONFIG, "sm.mem.total_budget", "10000000")
-    genes = [f"ENSG{i:011d}" for i in range(3000)]
-    inputs = {}
-    for i in range(16):
-        inputs[f"s{i:02d}"] = tmp_path / f"s{i:02d}.h5ad"
-        write_sparse_h5ad(inputs[f"s{i:02d}"], 500, genes, 300, seed=i)
-    store = tmp_path / "store"
-    update_store(
-        store,
-        inputs,
-        run_id="r",
-        manifest_path=tmp_path / "m.json",
-        project="P",
-        log=lambda line: None,
-        max_fragments=None,
+    monkeypatch.setitem(
+        fragments_module.CONSOLIDATION_CONFIG, "sm.mem.total_budget", SMALL_BUDGET_BYTES
     )
+    store, inputs = _sixteen_fragments(tmp_path)
     lines = []
     assert consolidate_store(store, 1, log=lines.append)["ms/RNA/X/counts"] == [16, 1], lines
     X = read_store(store).X
@@ -216,6 +245,51 @@ def test_many_fragments_of_the_gene_query_layout_consolidate_in_a_small_budget(
         with h5py.File(path) as f:
             expected += float(f["X/data"][:].sum(dtype=np.float64))
     assert float(X.sum(dtype=np.float64)) == expected
+
+
+def _random_cells(context: soma.SOMATileDBContext, store: Path, joinids) -> sp.csr_matrix:
+    """X rows ``joinids`` (a coords query of scattered cells), as CSR over the store's genes."""
+    with soma.Experiment.open(str(store), context=context) as exp:
+        X = exp.ms["RNA"].X["counts"]
+        table = X.read((joinids,)).tables().concat()
+        rows = np.searchsorted(joinids, table.column("soma_dim_0").to_numpy())
+        shape = (len(joinids), X.shape[1])
+    cols, values = table.column("soma_dim_1").to_numpy(), table.column("soma_data").to_numpy()
+    return sp.csr_matrix((values, (rows, cols)), shape=shape)
+
+
+def test_random_cells_of_many_fragments_read_in_a_small_budget_with_read_context(sixteen):
+    """At atlas size (128 fragments) 1,000 random cells could not be read within TileDB's
+    10 GB ("Cannot load enough tiles ..."): its global-order reader pre-orders every
+    fragment's tiles. Here 16 fragments in a 10 MB budget fail the same way with TileDB's
+    default settings, and read through `kbagg.soma.read_context` (the same budget, the
+    pre-ordering off) equal to the h5ad aggregate."""
+    store, _, ref = sixteen
+    joinids = np.sort(np.random.default_rng(0).choice(8000, 200, replace=False))
+    default = soma.SOMATileDBContext(tiledb_config=SMALL_BUDGET)
+    with pytest.raises(soma.SOMAError, match="Cannot load enough tiles"):
+        _random_cells(default, store, joinids)
+    context = read_context(SMALL_BUDGET)
+    got = _random_cells(context, store, joinids)
+    with soma.Experiment.open(str(store), context=context) as exp:
+        obs = exp.obs.read(coords=(joinids,), column_names=["soma_joinid", "obs_id"])
+        obs_ids = obs.concat().to_pandas().set_index("soma_joinid").loc[joinids, "obs_id"]
+        var = exp.ms["RNA"].var.read(column_names=["soma_joinid", "gene_id"]).concat()
+        genes = var.to_pandas().set_index("soma_joinid").sort_index()["gene_id"]
+    want = ref[obs_ids.to_numpy(), genes.to_numpy()].X
+    assert got.nnz == 200 * 300
+    np.testing.assert_array_equal(got.toarray(), dense(want))
+
+
+def test_read_store_reads_many_fragments_in_a_small_budget(sixteen, monkeypatch):
+    """`read_store` reads with kbagg's read settings: the whole store of 16 fragments, in a
+    10 MB budget that TileDB's default settings cannot read it in, equals the h5ad aggregate.
+    The budget is TileDB's environment variable, so it applies to every context."""
+    monkeypatch.setenv("TILEDB_SM_MEM_TOTAL_BUDGET", SMALL_BUDGET_BYTES)
+    store, _, ref = sixteen
+    with pytest.raises(soma.SOMAError, match="Cannot load enough tiles"):
+        _random_cells(soma.SOMATileDBContext(), store, np.arange(8000))
+    assert_same_cells(read_store(store), ref)
 
 
 @pytest.mark.slow  # a child killed mid-append: ~15 s

@@ -343,11 +343,12 @@ def check_soma_store(uri: str, measurement: str, workdir: str | Path = ".") -> N
         )
     import tiledbsoma
 
+    from kbagg.soma.context import read_context
     from kbagg.soma.journal import JOURNAL_KEY, Journal
     from kbagg.soma.store import PROJECT_MARKER
 
     try:
-        experiment = tiledbsoma.Experiment.open(str(path))
+        experiment = tiledbsoma.Experiment.open(str(path), context=read_context())
     except (tiledbsoma.DoesNotExistError, tiledbsoma.SOMAError, TypeError) as error:
         raise KbaggError(f"{where}: not a TileDB-SOMA Experiment ({error})") from None
     with experiment:

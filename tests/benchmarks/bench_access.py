@@ -85,8 +85,9 @@ SOMA_QUERY = (
     PREAMBLE
     + """
 import tiledbsoma as soma
+from kbagg.soma import read_context
 t0 = time.perf_counter()
-with soma.Experiment.open(sys.argv[1]) as exp:
+with soma.Experiment.open(sys.argv[1], context=read_context()) as exp:
     if query == "obs":
         obs = exp.obs.read().concat().to_pandas()
         report(t0, n_obs=len(obs))

@@ -60,7 +60,8 @@ finish_store(store, markers, {QUIET})
 TOTALS = """
 import json, sys
 import numpy as np, tiledbsoma as soma
-with soma.Experiment.open(sys.argv[1]) as exp:
+from kbagg.soma import read_context
+with soma.Experiment.open(sys.argv[1], context=read_context()) as exp:
     n, s = 0, 0.0
     for t in exp.ms["RNA"].X["counts"].read().tables():
         n += t.num_rows

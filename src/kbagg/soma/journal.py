@@ -1,13 +1,17 @@
 """The SOMA store's journal: which samples it holds for which project, the append in flight,
 the runs that changed it. Kept as JSON in the experiment's metadata (`JOURNAL_KEY`); these
-typed records are its only readers and writers (`Journal.to_json` / `Journal.from_json`)."""
+typed records are its only readers and writers (`Journal.to_json` / `Journal.from_json`), and
+`read_journal` / `write_journal` the only code that reads or writes that key."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
 
+import tiledbsoma as soma
+
 from kbagg.errors import parse_json_record
+from kbagg.soma.context import read_context
 from kbagg.soma.lock import StoreError
 
 JOURNAL_KEY = "kbagg_store"  # the experiment metadata key holding the journal
@@ -122,3 +126,31 @@ def _entry_defaults(entry: dict) -> dict:
 def _known(record: type, data: dict) -> dict:
     names = {f.name for f in fields(record)}
     return {k: v for k, v in data.items() if k in names}
+
+
+def read_journal(uri: str) -> Journal | None:
+    """The journal of the store at ``uri``; None if it has none (not made by kbagg).
+
+    Parameters
+    ----------
+    uri
+        The store (a TileDB-SOMA Experiment).
+    """
+    with soma.Experiment.open(uri, context=read_context()) as exp:
+        raw = exp.metadata.get(JOURNAL_KEY)
+    return None if raw is None else Journal.from_json(raw, source=f"{uri}: its journal")
+
+
+def write_journal(uri: str, journal: Journal) -> None:
+    """Replace the journal of the store at ``uri``; the caller holds the store's lock, or
+    writes a store no one else writes yet.
+
+    Parameters
+    ----------
+    uri
+        The store (a TileDB-SOMA Experiment).
+    journal
+        The journal to store.
+    """
+    with soma.Experiment.open(uri, "w") as exp:
+        exp.metadata[JOURNAL_KEY] = journal.to_json()

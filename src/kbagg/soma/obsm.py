@@ -11,6 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import tiledbsoma as soma
 
+from kbagg.soma.context import read_context
 from kbagg.soma.lock import OBS_ID, Log, StoreError, stderr_log, store_lock
 
 __all__ = ["add_obsm"]
@@ -82,7 +83,7 @@ def add_obsm(
     if not Path(uri).exists():
         raise StoreError(f"{uri}: no store here")
     with store_lock(uri, lock_timeout_s, log):
-        with soma.Experiment.open(uri) as exp:
+        with soma.Experiment.open(uri, context=read_context()) as exp:
             if measurement not in exp.ms:
                 raise StoreError(f"{uri}: no measurement {measurement!r}")
             table = exp.obs.read(column_names=["soma_joinid", OBS_ID]).concat().to_pandas()

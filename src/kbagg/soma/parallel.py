@@ -27,16 +27,11 @@ import tiledbsoma as soma
 
 from kbagg.atomic import atomic_output
 from kbagg.schema import schema_default
-from kbagg.soma.journal import Journal
+from kbagg.soma.context import read_context
+from kbagg.soma.fragments import consolidate, fragment_counts
+from kbagg.soma.journal import Journal, read_journal, write_journal
 from kbagg.soma.lock import VAR_ID, Log, StoreError, stderr_log, store_lock
-from kbagg.soma.samples import read_samples
-from kbagg.soma.store import (
-    _consolidate,
-    _load_matrices,
-    _read_journal,
-    _write_journal,
-    fragment_counts,
-)
+from kbagg.soma.samples import load_matrices, read_samples
 
 __all__ = ["finish_store", "reserved_samples", "write_sample"]
 
@@ -54,7 +49,7 @@ def reserved_samples(uri: str | Path) -> dict[str, list[int]]:
     uri
         The store.
     """
-    journal = _read_journal(str(_path(uri)))
+    journal = read_journal(str(_path(uri)))
     if journal is None:
         return {}
     return {n: e.obs_joinids for n, e in journal.samples.items() if e.state == "reserved"}
@@ -100,7 +95,7 @@ def write_sample(
     """
     log = log or stderr_log
     uri = str(_path(uri))
-    journal = _read_journal(uri)
+    journal = read_journal(uri)
     entry = journal.samples.get(sample) if journal else None
     if entry is None:
         raise StoreError(f"{uri}: sample {sample} is not in the store's journal; reserve it first")
@@ -121,7 +116,7 @@ def write_sample(
             f"{entry.path}: sample {sample} has {len(found.obs)} cells, the store reserved "
             f"{end - start}"
         )
-    with soma.Experiment.open(uri) as exp:
+    with soma.Experiment.open(uri, context=read_context()) as exp:
         ms = exp.ms[measurement]
         var = ms.var.read(column_names=["soma_joinid", VAR_ID]).concat().to_pandas()
         arrays = {name: ms.X[name].uri for name in ms.X}
@@ -144,7 +139,7 @@ def write_sample(
                 arr.delete_cells((slice(start, end - 1),))
     time.sleep(0.005)  # a write in the same millisecond as the delete would be deleted too
     nnz = {}
-    for layer, matrix in _load_matrices(found, dtypes).items():
+    for layer, matrix in load_matrices(found, dtypes).items():
         coo = sp.coo_matrix(matrix)
         table = pa.table(
             {
@@ -202,14 +197,14 @@ def finish_store(
     path = _path(uri)
     uri = str(path)
     with store_lock(path, lock_timeout_s, log):
-        journal: Journal | None = _read_journal(uri)
+        journal: Journal | None = read_journal(uri)
         if journal is None:
             raise StoreError(f"{uri}: no kbagg journal; nothing to finish")
         reserved = {n: e for n, e in journal.samples.items() if e.state == "reserved"}
         unwritten = [n for n in reserved if n not in markers]
         if unwritten:
             raise StoreError(f"{uri}: sample {unwritten[0]} is reserved but has no writer marker")
-        with soma.Experiment.open(uri) as exp:
+        with soma.Experiment.open(uri, context=read_context()) as exp:
             X = exp.ms[journal.measurement].X
             for name, entry in reserved.items():
                 marker = markers[name]
@@ -226,9 +221,9 @@ def finish_store(
         for entry in reserved.values():
             entry.state = "committed"
         if reserved:
-            _write_journal(uri, journal)
+            write_journal(uri, journal)
         log(f"soma: committed {len(reserved)} sample(s) in {uri}")
-        consolidated = _consolidate(path, max_fragments, log)
+        consolidated = consolidate(path, max_fragments, log)
         manifest = {
             "store": uri,
             "committed": sorted(reserved),

@@ -1,4 +1,5 @@
-"""The samples as the SOMA store will hold them, and the column types it compares.
+"""The samples as the SOMA store will hold them, their matrices (`load_matrices`), and the
+column types it compares.
 
 Each input's obs and var are read without its matrices and given the aggregate's shape:
 obs_ids ``<barcode><index_unique><sample>``, the label and sample-table columns as
@@ -13,9 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import scipy.sparse as sp
+from anndata.io import read_elem
 from tiledbsoma.io import conversions
 
 from kbagg.checksum import sha256
@@ -99,6 +103,36 @@ def read_samples(
         dtypes = {layer: scan.matrices[key].dtype for layer, key in layers.items()}
         digest = (checksums or {}).get(name) or sha256(path)
         out.append(Sample(name, path, digest, row, obs, var, layers, dtypes))
+    return out
+
+
+def load_matrices(sample: Sample, dtypes: Mapping[str, np.dtype]) -> dict:
+    """The sample's matrices, read from its h5ad as the store's layers hold them.
+
+    Parameters
+    ----------
+    sample
+        The sample (`read_samples`).
+    dtypes
+        Store layer -> the dtype its array holds; each matrix is cast to it.
+
+    Returns
+    -------
+    dict
+        Store layer -> matrix (sparse matrices with one index dtype for indices and indptr).
+    """
+    out = {}
+    with h5py.File(sample.path, "r") as f:
+        for layer, key in sample.layers.items():
+            matrix = read_elem(f[key])
+            target = dtypes[layer]
+            if matrix.dtype != target:
+                matrix = matrix.astype(target)
+            if sp.issparse(matrix) and matrix.indices.dtype != matrix.indptr.dtype:
+                # h5ad files often pair int32 indices with int64 indptr; scipy then slices
+                # (tiledbsoma's chunking) 3x slower and cannot make COO of it at all.
+                matrix.indices = matrix.indices.astype(matrix.indptr.dtype)
+            out[layer] = matrix
     return out
 
 

@@ -30,9 +30,11 @@ How an update stays correct (all under a lock file beside the store, ``.<name>.l
   as the aggregate's outer join does; a column the store lacks is an error (or, in a store
   of this project alone, a reason to rebuild).
 
-Beside this module: ``soma_samples`` (the inputs as the store holds them, column types),
-``soma_common`` (names, `StoreError`, the lock), ``soma_obsm`` (`add_obsm`) and
-``soma_cli`` (its command line).
+Beside this module in ``kbagg.soma``: ``samples`` (the inputs as the store holds them, their
+matrices, column types), ``journal`` (the journal's records, read and written), ``fragments``
+(fragment counts and consolidation, shared with ``parallel``, the parallel writers),
+``context`` (the TileDB settings every read uses), ``lock`` (names, `StoreError`, the lock),
+``obsm`` (`add_obsm`) and ``cli`` (its command line).
 
 tiledbsoma 2.3 with anndata 0.13: ``AnnData.layers`` lists X under the key None, which
 ``from_anndata`` cannot write, so samples are handed over with X=None and every matrix
@@ -52,19 +54,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import anndata as ad
-import h5py
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import tiledbsoma as soma
 import tiledbsoma.io as soma_io
-from anndata.io import read_elem
 
 import kbagg
 from kbagg.atomic import atomic_output
 from kbagg.concat.options import ConcatOptions
 from kbagg.schema import schema_default
-from kbagg.soma.journal import JOURNAL_KEY, Journal, PendingAppend, SampleEntry
+from kbagg.soma.context import read_context
+from kbagg.soma.fragments import consolidate, fragment_counts
+from kbagg.soma.journal import (
+    JOURNAL_KEY,
+    Journal,
+    PendingAppend,
+    SampleEntry,
+    write_journal,
+)
 from kbagg.soma.lock import (
     COUNTS_LAYER,
     OBS_ID,
@@ -75,7 +83,15 @@ from kbagg.soma.lock import (
     stderr_log,
     store_lock,
 )
-from kbagg.soma.samples import Sample, column_kinds, conform, read_samples, union_kinds
+from kbagg.soma.parallel import write_sample
+from kbagg.soma.samples import (
+    Sample,
+    column_kinds,
+    conform,
+    load_matrices,
+    read_samples,
+    union_kinds,
+)
 
 __all__ = [
     "COUNTS_LAYER",
@@ -106,152 +122,7 @@ GENE_QUERY_LAYOUT = {
 }
 
 
-# ---------------------------------------------------------------------------- the journal
-
-
-def _read_journal(uri: str) -> Journal | None:
-    with soma.Experiment.open(uri) as exp:
-        raw = exp.metadata.get(JOURNAL_KEY)
-    return None if raw is None else Journal.from_json(raw, source=f"{uri}: its journal")
-
-
-def _write_journal(uri: str, journal: Journal) -> None:
-    with soma.Experiment.open(uri, "w") as exp:
-        exp.metadata[JOURNAL_KEY] = journal.to_json()
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 # ---------------------------------------------------------------------------- fragments
-
-# What a consolidation merges, in this order, each consolidated then vacuumed (TileDB's
-# modes): the data fragments into one; then the commit files, the fragments' footers and the
-# array metadata (one file per write of each) into one each.
-CONSOLIDATION_MODES = ("fragments", "commits", "fragment_meta", "array_meta")
-# TileDB's default consolidation buffers (50 MB per field, 2 GB in total) cost 1.9-2.5 GB of
-# RAM and made the merge slower: 8 fragments of 19.2 M non-zeros, 16.9 s and 2.5 GB peak RSS;
-# with 1 MB buffers 8.2 s and 0.53 GB; 6 fragments of a few cells, 1.9 s -> 0.15 s
-# (2026-12-04, one process per setting, a loaded 2-core machine).
-# TileDB's sparse global-order reader (the merge's input) by default first orders every
-# fragment's tiles by their bounding boxes and must hold all tiles up to the next one it can
-# emit; with GENE_QUERY_LAYOUT's tiles that exceeded its 10 GB budget: 128 fragments of 400 M
-# non-zeros in all failed after 16 s ("Cannot load enough tiles to emit results from all
-# fragments in global order"; ratio_coords 0.9 failed too). Without that pre-ordering
-# (preprocess_tile_merge 0, its budget split per fragment) they merged in 158 s at 3.2 GB peak
-# RSS, as much as the failing attempt (2026-12-05, docs/soma.md "At atlas size").
-CONSOLIDATION_CONFIG = {
-    "sm.consolidation.buffer_size": str(1 << 20),
-    "sm.query.sparse_global_order.preprocess_tile_merge": "0",
-}
-
-
-def _arrays(path: Path) -> list[Path]:
-    """Every TileDB array in the store (obs, var, each X layer, each obsm), by its folder."""
-    return sorted(p.parent for p in path.rglob("__schema") if (p.parent / "__fragments").is_dir())
-
-
-def _committed(array: Path) -> set[str]:
-    """Names of the array's fragments that have a commit (TileDB reads no other): a
-    ``__commits/<fragment>.wrt`` file, or a line of a consolidated commits file (``.con``),
-    and no line of an ignore file (``.ign``, commits a later consolidation replaced)."""
-    commits = array / "__commits"
-    files = list(commits.iterdir()) if commits.is_dir() else []
-
-    def listed(suffix: str) -> set[str]:
-        return {
-            line.decode(errors="replace").rsplit("/", 1)[-1].rsplit(".", 1)[0]
-            for f in files
-            if f.suffix == suffix
-            for line in f.read_bytes().splitlines()
-        }
-
-    names = {f.name.rsplit(".", 1)[0] for f in files if f.suffix == ".wrt"} | listed(".con")
-    return names - listed(".ign")
-
-
-def _fragment_folders(array: Path) -> list[Path]:
-    return [f for f in (array / "__fragments").iterdir() if f.is_dir()]
-
-
-def fragment_counts(uri: str | Path) -> dict[str, int]:
-    """Committed fragments in each array of the store: array folder (relative to the store,
-    e.g. ``ms/RNA/X/counts``) -> count. Every append adds one to each array it writes.
-
-    Parameters
-    ----------
-    uri
-        The store (a local TileDB-SOMA Experiment).
-    """
-    path = Path(str(uri).removeprefix("file://"))
-    out = {}
-    for array in _arrays(path):
-        committed = _committed(array)
-        out[str(array.relative_to(path))] = sum(
-            1 for f in _fragment_folders(array) if f.name in committed
-        )
-    return out
-
-
-def _remove_uncommitted(path: Path, log: Log) -> None:
-    """Delete fragment folders without a commit: what a killed write or consolidation left.
-    TileDB's readers ignore them and its vacuum keeps them; the caller holds the lock, so no
-    write is in flight. A folder whose name appears in any commit file is kept."""
-    for array in _arrays(path):
-        committed = _committed(array)
-        commits = array / "__commits"
-        text = b"".join(f.read_bytes() for f in commits.iterdir()) if commits.is_dir() else b""
-        for folder in _fragment_folders(array):
-            if folder.name not in committed and folder.name.encode() not in text:
-                shutil.rmtree(folder)
-                log(f"soma: removed {folder.relative_to(path)}, a fragment never committed")
-
-
-def _consolidate(path: Path, max_fragments: int | None, log: Log) -> dict[str, list[int]]:
-    """Consolidate and vacuum every array of the store holding more than ``max_fragments``
-    fragments; the caller holds the store's lock (no writer runs meanwhile).
-
-    What a kill at any point leaves is a readable store equal to before, and relies on TileDB
-    alone: a consolidated fragment counts only once its commit file is written (a killed
-    consolidation leaves an uncommitted folder that readers ignore), and the fragments it
-    replaces are ignored by readers from that commit on, so a vacuum killed half-way has
-    removed only fragments no read uses. The next update consolidates again."""
-    if not path.exists():
-        return {}
-    _remove_uncommitted(path, log)
-    if max_fragments is None:
-        return {}
-    done = {}
-    for name, count in fragment_counts(path).items():
-        # a vacuum file left behind: a vacuum was killed, finish it
-        unfinished = any((path / name / "__commits").glob("*.vac"))
-        if count <= max_fragments and not unfinished:
-            continue
-        t0 = time.perf_counter()
-        context = soma.SOMATileDBContext(tiledb_config=CONSOLIDATION_CONFIG)
-        try:
-            with soma.open(str(path / name), context=context) as array:
-                array._handle.consolidate_and_vacuum(list(CONSOLIDATION_MODES))
-        except RuntimeError as error:  # TileDB's: e.g. its reader's memory budget
-            # A failed consolidation commits nothing (TileDB's own guarantee): the store is
-            # complete and readable, only slower to query. Failing the update here would
-            # fail every rerun the same way, with the samples already committed.
-            log(
-                f"soma: WARNING: could not consolidate {name} ({count} fragments), the store "
-                f"is complete but queries are slower: {error}"
-            )
-            done[name] = [count, fragment_counts(path)[name]]
-            continue
-        after = fragment_counts(path)[name]
-        done[name] = [count, after]
-        log(
-            f"soma: consolidated {name}: {count} -> {after} fragment(s) in "
-            f"{time.perf_counter() - t0:.1f} s"
-        )
-    if done:  # a vacuum killed between a commit file and its folder leaves the folder
-        _remove_uncommitted(path, log)
-    return done
 
 
 def consolidate_store(
@@ -286,10 +157,14 @@ def consolidate_store(
     if not path.exists():
         raise StoreError(f"{uri}: no such store")
     with store_lock(path, lock_timeout_s, log):
-        return _consolidate(path, max_fragments, log)
+        return consolidate(path, max_fragments, log)
 
 
 # ---------------------------------------------------------------------------- the store
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -316,7 +191,7 @@ def _read_state(uri: str, measurement: str) -> _State:
     if not Path(uri).exists():
         return _State(exists=False)
     try:
-        exp = soma.Experiment.open(uri)
+        exp = soma.Experiment.open(uri, context=read_context())
     except (soma.DoesNotExistError, soma.SOMAError) as e:
         raise StoreError(f"{uri}: not a TileDB-SOMA Experiment ({e})") from e
     with exp:
@@ -342,7 +217,7 @@ def _read_state(uri: str, measurement: str) -> _State:
 
 
 def _store_obs_ids(uri: str) -> pd.Index:
-    with soma.Experiment.open(uri) as exp:
+    with soma.Experiment.open(uri, context=read_context()) as exp:
         table = exp.obs.read(column_names=[OBS_ID]).concat()
     return pd.Index(table.column(OBS_ID).to_numpy(zero_copy_only=False))
 
@@ -357,7 +232,7 @@ def _rollback(uri: str, measurement: str, pending: PendingAppend, log: Log) -> N
     its joinid range, and var rows numbered from the var count it started from."""
     start, stop = pending.obs_joinids
     targets = []  # (class, uri, first row, last row) to delete, within the current domain
-    with soma.Experiment.open(uri) as exp:
+    with soma.Experiment.open(uri, context=read_context()) as exp:
         targets.append((soma.DataFrame, exp.obs.uri, start, min(stop, exp.obs.domain[0][1] + 1)))
         if measurement in exp.ms:
             ms = exp.ms[measurement]
@@ -378,22 +253,6 @@ def _rollback(uri: str, measurement: str, pending: PendingAppend, log: Log) -> N
         f"soma: repaired {uri}: removed the half-written append of sample {pending.sample} "
         f"(run {pending.run}, up to {stop - start} cells)"
     )
-
-
-def _load_matrices(sample: Sample, dtypes: Mapping[str, np.dtype]) -> dict:
-    out = {}
-    with h5py.File(sample.path, "r") as f:
-        for layer, key in sample.layers.items():
-            matrix = read_elem(f[key])
-            target = dtypes[layer]
-            if matrix.dtype != target:
-                matrix = matrix.astype(target)
-            if sp.issparse(matrix) and matrix.indices.dtype != matrix.indptr.dtype:
-                # h5ad files often pair int32 indices with int64 indptr; scipy then slices
-                # (tiledbsoma's chunking) 3x slower and cannot make COO of it at all.
-                matrix.indices = matrix.indices.astype(matrix.indptr.dtype)
-            out[layer] = matrix
-    return out
 
 
 def _append_sample(
@@ -431,7 +290,7 @@ def _append_sample(
     if n == 0:  # tiledbsoma cannot ingest an empty AnnData: journal it, write nothing
         journal.samples[sample.name] = SampleEntry(**entry, obs_joinids=[0, 0])
         if exists:
-            _write_journal(uri, journal)
+            write_journal(uri, journal)
         log(f"soma: sample {sample.name} has no cells; nothing to append")
         return
     skeleton = ad.AnnData(obs=obs, var=var)
@@ -443,13 +302,14 @@ def _append_sample(
             measurement_name=measurement,
             obs_field_name=OBS_ID,
             var_field_name=VAR_ID,
+            context=read_context(),
         )
     joinids = mapping.obs_axis.joinid_map.loc[obs.index, "soma_joinid"].to_numpy()
     start = int(joinids[0])
     if not np.array_equal(joinids, np.arange(start, start + n)):
         raise RuntimeError(f"{where}: registration gave non-contiguous soma_joinids")
     if exists:
-        with soma.Experiment.open(uri) as exp:
+        with soma.Experiment.open(uri, context=read_context()) as exp:
             n_vars = _max_joinid(exp.ms[measurement].var) if measurement in exp.ms else 0
         journal.pending = PendingAppend(
             sample=sample.name,
@@ -458,7 +318,7 @@ def _append_sample(
             n_vars_before=n_vars,
             **sample.fingerprint,
         )
-        _write_journal(uri, journal)
+        write_journal(uri, journal)
         mapping.prepare_experiment(uri)
     adata = ad.AnnData(obs=obs, var=var)
     if reserve:
@@ -466,7 +326,7 @@ def _append_sample(
             adata.layers[layer] = sp.csr_matrix((n, len(var)), dtype=dtypes[layer])
         log(f"soma: reserving sample {sample.name} ({n} cells, joinids {start}-{start + n})")
     else:
-        for layer, matrix in _load_matrices(sample, dtypes).items():
+        for layer, matrix in load_matrices(sample, dtypes).items():
             adata.layers[layer] = matrix
         log(f"soma: appending sample {sample.name} ({n} cells)")
     soma_io.from_anndata(
@@ -479,11 +339,12 @@ def _append_sample(
         X_layer_name=COUNTS_LAYER,
         uns_keys=[],
         platform_config=platform_config,
+        context=read_context(),
     )
     del adata
     journal.samples[sample.name] = SampleEntry(**entry, obs_joinids=[start, start + n])
     journal.pending = None
-    _write_journal(uri, journal)
+    write_journal(uri, journal)
 
 
 @dataclass
@@ -685,7 +546,7 @@ def _build(uri: Path, plan: _Plan, journal: Journal, ctx: dict) -> None:
     _write_all(str(tmp), plan, journal, ctx)
     if not tmp.exists():  # every sample was empty: an experiment with nothing in it
         soma.Experiment.create(str(tmp)).close()
-    _write_journal(str(tmp), journal)
+    write_journal(str(tmp), journal)
     if uri.exists():
         old = _sibling(uri, "old")
         os.rename(uri, old)
@@ -821,7 +682,7 @@ def update_store(
         if pending:
             _rollback(uri, measurement, pending, log)
             state.journal.pending = None
-            _write_journal(uri, state.journal)
+            write_journal(uri, state.journal)
             repaired = {
                 "sample": pending.sample,
                 "run": pending.run,
@@ -854,7 +715,7 @@ def update_store(
             _write_all(uri, plan, journal, ctx)
             if not plan.append:
                 log(f"soma: {uri} already holds all {len(wanted)} samples; nothing to append")
-        consolidated = _consolidate(path, max_fragments, log)
+        consolidated = consolidate(path, max_fragments, log)
         manifest = _manifest(path, wanted, journal, plan, repaired, settings, run_id, project)
         manifest["consolidated"] = consolidated
         manifest["fragments"] = fragment_counts(path) if path.exists() else {}
@@ -866,19 +727,17 @@ def update_store(
 def _complete_reserved(uri: str, journal: Journal, log: Log) -> None:
     """Write and commit the samples a parallel build reserved but did not finish. Its own
     writers must not be running (they take no lock): run this only when that build is over."""
-    from kbagg.soma.parallel import write_sample  # it imports this module
-
     reserved = [n for n, e in journal.samples.items() if e.state == "reserved"]
     for name in reserved:
         write_sample(uri, name, log=log)
         journal.samples[name].state = "committed"
     if reserved:
-        _write_journal(uri, journal)
+        write_journal(uri, journal)
         log(f"soma: completed the reserved sample(s) {', '.join(reserved)} of a parallel build")
 
 
 def _manifest(path, wanted, journal, plan, repaired, settings, run_id, project) -> dict:
-    with soma.Experiment.open(str(path)) as exp:
+    with soma.Experiment.open(str(path), context=read_context()) as exp:
         n_obs = exp.obs.count if "obs" in exp else 0
         measurement = settings["measurement"]
         has_var = "ms" in exp and measurement in exp.ms and "var" in exp.ms[measurement]
@@ -911,7 +770,8 @@ def _manifest(path, wanted, journal, plan, repaired, settings, run_id, project) 
 
 
 def read_store(uri: str | Path, measurement: str = "RNA") -> ad.AnnData:
-    """The whole store as an in-memory AnnData (``tiledbsoma.io.to_anndata``).
+    """The whole store as an in-memory AnnData (``tiledbsoma.io.to_anndata``), read with
+    kbagg's TileDB settings (`kbagg.soma.read_context`).
 
     X is layer ``counts``, the other X layers are ``layers``; obs is indexed by ``obs_id``
     and var by ``gene_id``. Nullable columns (pandas ``boolean``, ``Int64``) that to_anndata
@@ -926,7 +786,7 @@ def read_store(uri: str | Path, measurement: str = "RNA") -> ad.AnnData:
         The measurement to read.
     """
     uri = str(uri)
-    with soma.Experiment.open(uri) as exp:
+    with soma.Experiment.open(uri, context=read_context()) as exp:
         raw = exp.metadata.get(JOURNAL_KEY)
         layers = list(exp.ms[measurement].X.keys())
         with warnings.catch_warnings():

@@ -1,0 +1,55 @@
+"""The TileDB settings kbagg reads its SOMA stores with (`read_context`), defined once: every
+kbagg read of a store and its consolidation use them, and users pass the same context to
+their own tiledbsoma queries."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import tiledbsoma
+
+__all__ = ["READ_CONFIG", "read_context"]
+
+# TileDB's sparse global-order reader (tiledbsoma's reads of X, obs and var, and the input of a
+# consolidation) by default first orders every fragment's tiles by their bounding boxes
+# (TileDB-Inc/TileDB#5417) and must hold every tile up to the next one it can emit. With
+# kbagg's X layout (GENE_QUERY_LAYOUT) and many fragments that exceeds its memory budget:
+# "Cannot load enough tiles to emit results from all fragments in global order". At 128
+# fragments of 400 M non-zeros this failed both the consolidation and a read of 1,000 random
+# cells within TileDB's default 10 GB; with the pre-ordering off (the budget split per
+# fragment) both worked (2026-12-05, docs/soma.md "At atlas size").
+READ_CONFIG = {"sm.query.sparse_global_order.preprocess_tile_merge": "0"}
+
+
+def read_context(tiledb_config: Mapping[str, str] | None = None) -> tiledbsoma.SOMATileDBContext:
+    """A tiledbsoma context with kbagg's TileDB read settings.
+
+    Pass it to ``tiledbsoma.Experiment.open(uri, context=...)`` to query a kbagg store: with
+    many fragments (appends not yet consolidated) TileDB's default settings can fail a read
+    with "Cannot load enough tiles to emit results from all fragments in global order"; these
+    settings (`READ_CONFIG`: TileDB's tile pre-ordering off) read it.
+
+    Parameters
+    ----------
+    tiledb_config
+        Further TileDB config parameters, added to (and overriding) kbagg's, e.g.
+        ``{"sm.mem.total_budget": str(2 << 30)}`` to cap TileDB's reader memory.
+
+    Returns
+    -------
+    tiledbsoma.SOMATileDBContext
+        A new context.
+
+    Examples
+    --------
+    >>> import tiledbsoma as soma
+    >>> from kbagg.soma import read_context
+    >>> uri = "results/aggregate/filtered.soma"
+    >>> with soma.Experiment.open(uri, context=read_context()) as exp:
+    ...     adata = exp.axis_query("RNA").to_anndata(X_name="counts")
+    """
+    import tiledbsoma
+
+    return tiledbsoma.SOMATileDBContext(tiledb_config={**READ_CONFIG, **(tiledb_config or {})})

@@ -1,0 +1,171 @@
+"""A store's fragments: how many each array holds (`fragment_counts`), the folders a killed
+write left (`remove_uncommitted`), and their consolidation (`consolidate`), shared by the
+store's updates (`kbagg.soma.store`) and the parallel writers' finish (`kbagg.soma.parallel`).
+
+Every append adds a fragment to each array it writes; a consolidation merges an array's
+fragments into one and vacuums the ones it replaced."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import tiledbsoma as soma
+
+from kbagg.soma.context import read_context
+from kbagg.soma.lock import Log
+
+__all__ = [
+    "CONSOLIDATION_CONFIG",
+    "CONSOLIDATION_MODES",
+    "consolidate",
+    "fragment_counts",
+    "remove_uncommitted",
+]
+
+# What a consolidation merges, in this order, each consolidated then vacuumed (TileDB's
+# modes): the data fragments into one; then the commit files, the fragments' footers and the
+# array metadata (one file per write of each) into one each.
+CONSOLIDATION_MODES = ("fragments", "commits", "fragment_meta", "array_meta")
+# TileDB's default consolidation buffers (50 MB per field, 2 GB in total) cost 1.9-2.5 GB of
+# RAM and made the merge slower: 8 fragments of 19.2 M non-zeros, 16.9 s and 2.5 GB peak RSS;
+# with 1 MB buffers 8.2 s and 0.53 GB; 6 fragments of a few cells, 1.9 s -> 0.15 s
+# (2026-12-04, one process per setting, a loaded 2-core machine).
+# Added to kbagg's read settings (`read_context`): the merge's input is TileDB's sparse
+# global-order reader, whose default tile pre-ordering could not merge 128 fragments of 400 M
+# non-zeros of GENE_QUERY_LAYOUT within its 10 GB budget (ratio_coords 0.9 failed too);
+# without it they merged in 158 s at 3.2 GB peak RSS (2026-12-05, docs/soma.md "At atlas
+# size").
+CONSOLIDATION_CONFIG = {"sm.consolidation.buffer_size": str(1 << 20)}
+
+
+def _arrays(path: Path) -> list[Path]:
+    """Every TileDB array in the store (obs, var, each X layer, each obsm), by its folder."""
+    return sorted(p.parent for p in path.rglob("__schema") if (p.parent / "__fragments").is_dir())
+
+
+def _committed(array: Path) -> set[str]:
+    """Names of the array's fragments that have a commit (TileDB reads no other): a
+    ``__commits/<fragment>.wrt`` file, or a line of a consolidated commits file (``.con``),
+    and no line of an ignore file (``.ign``, commits a later consolidation replaced)."""
+    commits = array / "__commits"
+    files = list(commits.iterdir()) if commits.is_dir() else []
+
+    def listed(suffix: str) -> set[str]:
+        return {
+            line.decode(errors="replace").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+            for f in files
+            if f.suffix == suffix
+            for line in f.read_bytes().splitlines()
+        }
+
+    names = {f.name.rsplit(".", 1)[0] for f in files if f.suffix == ".wrt"} | listed(".con")
+    return names - listed(".ign")
+
+
+def _fragment_folders(array: Path) -> list[Path]:
+    return [f for f in (array / "__fragments").iterdir() if f.is_dir()]
+
+
+def fragment_counts(uri: str | Path) -> dict[str, int]:
+    """Committed fragments in each array of the store: array folder (relative to the store,
+    e.g. ``ms/RNA/X/counts``) -> count. Every append adds one to each array it writes.
+
+    Parameters
+    ----------
+    uri
+        The store (a local TileDB-SOMA Experiment).
+    """
+    path = Path(str(uri).removeprefix("file://"))
+    out = {}
+    for array in _arrays(path):
+        committed = _committed(array)
+        out[str(array.relative_to(path))] = sum(
+            1 for f in _fragment_folders(array) if f.name in committed
+        )
+    return out
+
+
+def remove_uncommitted(path: Path, log: Log) -> None:
+    """Delete fragment folders without a commit: what a killed write or consolidation left.
+    TileDB's readers ignore them and its vacuum keeps them; the caller holds the lock, so no
+    write is in flight. A folder whose name appears in any commit file is kept.
+
+    Parameters
+    ----------
+    path
+        The store's folder.
+    log
+        Called with a line for each folder removed.
+    """
+    for array in _arrays(path):
+        committed = _committed(array)
+        commits = array / "__commits"
+        text = b"".join(f.read_bytes() for f in commits.iterdir()) if commits.is_dir() else b""
+        for folder in _fragment_folders(array):
+            if folder.name not in committed and folder.name.encode() not in text:
+                shutil.rmtree(folder)
+                log(f"soma: removed {folder.relative_to(path)}, a fragment never committed")
+
+
+def consolidate(path: Path, max_fragments: int | None, log: Log) -> dict[str, list[int]]:
+    """Consolidate and vacuum every array of the store holding more than ``max_fragments``
+    fragments; the caller holds the store's lock (no writer runs meanwhile).
+
+    What a kill at any point leaves is a readable store equal to before, and relies on TileDB
+    alone: a consolidated fragment counts only once its commit file is written (a killed
+    consolidation leaves an uncommitted folder that readers ignore), and the fragments it
+    replaces are ignored by readers from that commit on, so a vacuum killed half-way has
+    removed only fragments no read uses. The next update consolidates again.
+
+    Parameters
+    ----------
+    path
+        The store's folder.
+    max_fragments
+        Arrays with more fragments than this are merged into one; None only removes the
+        uncommitted folders.
+    log
+        Called with each log line.
+
+    Returns
+    -------
+    dict
+        Array folder -> [fragments before, fragments after], for the arrays consolidated.
+    """
+    if not path.exists():
+        return {}
+    remove_uncommitted(path, log)
+    if max_fragments is None:
+        return {}
+    done = {}
+    for name, count in fragment_counts(path).items():
+        # a vacuum file left behind: a vacuum was killed, finish it
+        unfinished = any((path / name / "__commits").glob("*.vac"))
+        if count <= max_fragments and not unfinished:
+            continue
+        t0 = time.perf_counter()
+        context = read_context(CONSOLIDATION_CONFIG)
+        try:
+            with soma.open(str(path / name), context=context) as array:
+                array._handle.consolidate_and_vacuum(list(CONSOLIDATION_MODES))
+        except RuntimeError as error:  # TileDB's: e.g. its reader's memory budget
+            # A failed consolidation commits nothing (TileDB's own guarantee): the store is
+            # complete and readable, only slower to query. Failing the update here would
+            # fail every rerun the same way, with the samples already committed.
+            log(
+                f"soma: WARNING: could not consolidate {name} ({count} fragments), the store "
+                f"is complete but queries are slower: {error}"
+            )
+            done[name] = [count, fragment_counts(path)[name]]
+            continue
+        after = fragment_counts(path)[name]
+        done[name] = [count, after]
+        log(
+            f"soma: consolidated {name}: {count} -> {after} fragment(s) in "
+            f"{time.perf_counter() - t0:.1f} s"
+        )
+    if done:  # a vacuum killed between a commit file and its folder leaves the folder
+        remove_uncommitted(path, log)
+    return done
