@@ -413,28 +413,3 @@ def latent_log_likelihoods(counts, x, background, signal, pairs, active, nodes, 
         node_posterior.append(np.exp(doublets - doublet_total[:, :, None]))
         log_like.append(doublet_total + signal_total[:, pairs[:, 0]] + signal_total[:, pairs[:, 1]])
     return np.concatenate(node_posterior, axis=1), np.concatenate(log_like, axis=1), signal_nodes
-
-
-def class_log_likelihoods(counts, x, background, signal, pairs, active, u=0.0) -> np.ndarray:
-    """Cells x classes log-likelihood at log capture `u`: negative, singlet of each
-    hashtag, each doublet."""
-    n_cells, n_tags = counts.shape
-    log_background = np.column_stack(
-        [
-            nb_log_pmf(counts[:, h], background[h].mean(x, u), background[h].size)
-            for h in range(n_tags)
-        ]
-    )
-    gain_single = np.full((n_cells, n_tags), -np.inf)
-    gain_double = np.full((n_cells, n_tags), -np.inf)
-    for h in np.flatnonzero(active):
-        s = signal[h]
-        gain_single[:, h] = nb_log_pmf(counts[:, h], s.mean(x, u), s.size) - log_background[:, h]
-        gain_double[:, h] = (
-            nb_log_pmf(counts[:, h], s.mean(x - LOG2, u), s.size) - log_background[:, h]
-        )
-    negative = log_background.sum(axis=1, keepdims=True)
-    parts = [negative, negative + gain_single]
-    if len(pairs):
-        parts.append(negative + gain_double[:, pairs[:, 0]] + gain_double[:, pairs[:, 1]])
-    return np.concatenate(parts, axis=1)
