@@ -5,8 +5,9 @@ output, which rule aggregate_h5mu attaches as it is."""
 
 from kbagg.aggregate.provenance import collect_for_run, to_uns, write_provenance
 from kbagg.concat import concat_on_disk
+from kbagg.concat.engine import DroppedLayersWarning
 from kbagg.concat.options import ConcatOptions
-from kbagg.rule import run_rule
+from kbagg.rule import run_rule, warnings_to_terminal
 
 
 def main(smk) -> None:
@@ -20,15 +21,16 @@ def main(smk) -> None:
     options = ConcatOptions.from_sheet(
         params.metadata, **params.concat, chunk_entries=smk.resources.chunk_entries
     )
-    concat_on_disk(
-        matrices,
-        smk.output.aggregate,
-        options,
-        uns={"kbagg": to_uns(provenance)},
-        format=params.format,
-        compression=params.compression,
-        threads=smk.threads,
-    )
+    with warnings_to_terminal(DroppedLayersWarning):
+        concat_on_disk(
+            matrices,
+            smk.output.aggregate,
+            options,
+            uns={"kbagg": to_uns(provenance)},
+            format=params.format,
+            compression=params.compression,
+            threads=smk.threads,
+        )
     print(f"{len(matrices)} samples aggregated into {smk.output.aggregate}")
 
 

@@ -4,9 +4,10 @@ the table of mapped reads per cell before and after."""
 
 from kbagg.aggregate.provenance import read_provenance, to_uns, with_normalization
 from kbagg.concat import concat_on_disk
+from kbagg.concat.engine import DroppedLayersWarning
 from kbagg.concat.options import ConcatOptions
 from kbagg.normalize.run import normalization_record, normalization_table, write_table
-from kbagg.rule import run_rule
+from kbagg.rule import run_rule, warnings_to_terminal
 
 
 def main(smk) -> None:
@@ -20,15 +21,16 @@ def main(smk) -> None:
     options = ConcatOptions.from_sheet(
         params.metadata, **params.concat, chunk_entries=smk.resources.chunk_entries
     )
-    concat_on_disk(
-        matrices,
-        smk.output.aggregate,
-        options,
-        uns={"kbagg": to_uns(provenance)},
-        format="h5ad",
-        compression=params.compression,
-        threads=smk.threads,
-    )
+    with warnings_to_terminal(DroppedLayersWarning):
+        concat_on_disk(
+            matrices,
+            smk.output.aggregate,
+            options,
+            uns={"kbagg": to_uns(provenance)},
+            format="h5ad",
+            compression=params.compression,
+            threads=smk.threads,
+        )
     print(table.to_string(index=False))
 
 

@@ -12,15 +12,18 @@ shell. `run_rule` gives every rule script the same behaviour:
   with status 128 + signal;
 - any other exception is a bug: its traceback goes to the log and to the terminal;
 - `to_terminal(line)` shows a line (a QC warning) on the terminal as well as in the log;
-  `warning_line` gives every warning the same form, `WARNING: sample 'S': ...`.
+  `warning_line` gives every warning the same form, `WARNING: sample 'S': ...`;
+  `warnings_to_terminal(category)` shows the Python warnings of that category so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import traceback
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 from kbagg.atomic import remove_outputs_on_signal
@@ -55,6 +58,32 @@ def to_terminal(line: str) -> None:
     print(line, flush=True)
     if _terminal is not None:
         print(line, file=_terminal, flush=True)
+
+
+@contextlib.contextmanager
+def warnings_to_terminal(category: type[Warning]) -> Iterator[None]:
+    """Show every warning of `category` raised inside as a `warning_line`, in the log and on
+    the terminal (`to_terminal`), once each, when the block ends.
+
+    Parameters
+    ----------
+    category
+        The warning class to show (e.g. ``DroppedLayersWarning``); others pass through.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", category)
+        yield
+    shown = set()
+    for warning in caught:
+        if issubclass(warning.category, category):
+            line = warning_line(warning.message)
+            if line not in shown:
+                shown.add(line)
+                to_terminal(line)
+        else:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
 
 
 def run_rule(smk: Any, main: Callable[[Any], object]) -> None:

@@ -52,6 +52,7 @@ __all__ = [
     "FORMATS",
     "ConcatError",
     "ConcatOptions",
+    "DroppedLayersWarning",
     "concat_on_disk",
     "output_format",
 ]
@@ -61,6 +62,10 @@ FORMATS = ("h5ad", "zarr")
 
 class ConcatError(KbaggError):
     """An expected failure (bad input, bad sample table, duplicate names): one-line message."""
+
+
+class DroppedLayersWarning(UserWarning):
+    """An inner join drops a layer that only some inputs have (as ``anndata.concat`` does)."""
 
 
 @dataclass
@@ -121,6 +126,12 @@ def concat_on_disk(
     Returns
     -------
     The output path.
+
+    Warns
+    -----
+    DroppedLayersWarning
+        With ``join="inner"``, once per layer that only some inputs have (the join drops
+        it, as ``anndata.concat`` does), naming the layer and the samples with and without it.
     """
     options = ConcatOptions.given(options, **concat)
     label, chunk_entries = options.label, options.chunk_entries
@@ -261,8 +272,26 @@ def _plan(items, join, label, index_unique, meta) -> _Plan:
         obs = obs.assign(**extra)
     layer_lists = [s.layer_keys for s in scans]
     layers = ordered_intersection(layer_lists) if join == "inner" else ordered_union(layer_lists)
+    for layer in ordered_union(layer_lists):
+        if layer not in layers:
+            warnings.warn(_dropped_layer_message(layer, scans), DroppedLayersWarning, stacklevel=3)
     annotations = ad.AnnData(obs=obs, var=var, obsm=dict(cells.obsm))
     return _Plan(scans, axis, annotations, ["X"] + [f"layers/{k}" for k in layers])
+
+
+def _dropped_layer_message(layer: str, scans: list[InputScan]) -> str:
+    having = [s.name for s in scans if layer in s.layer_keys]
+    missing = [s.name for s in scans if layer not in s.layer_keys]
+    return (
+        f"layer '{layer}' is in {len(having)} of {len(scans)} samples ({_some(having)}) but "
+        f"not in {_some(missing)}: the inner join drops it (join 'outer' keeps it, filled with "
+        "zeros)"
+    )
+
+
+def _some(names: list[str], shown: int = 3) -> str:
+    text = ", ".join(f"'{n}'" for n in names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def _duplicates(names) -> list[str]:
