@@ -450,3 +450,35 @@ def test_a_sample_keeps_the_barcodes_of_its_round1_wells():
     np.testing.assert_array_equal(kept.X, [[0, 1], [4, 5]])
     every = keep_round1_wells(library.copy(), [], "solo")
     assert every.obs["round1_well"].tolist() == [3, 50, 7, 96]
+
+
+def test_bdwta_onlist_is_written_by_part_and_keeps_kbs_barcodes(tmp_path):
+    """BDWTA's on-list goes to bustools as three columns of 9-base parts (bustools correct of
+    the 27-mers takes 21 GB); the parts combine to exactly kb's 912,673 barcodes."""
+    from kbagg.kb.technology import technology, write_onlist
+
+    assert write_onlist("BDWTA", tmp_path / "bdwta.txt")
+    rows = [line.split(" ") for line in (tmp_path / "bdwta.txt").read_text().splitlines()]
+    columns = [{row[i] for row in rows} for i in range(3)]
+    assert [len(c) for c in columns] == [97, 97, 97] and len(rows) == 97
+    with gzip.open(technology("BDWTA").onlist, "rt") as handle:
+        kbs = {line.strip() for line in handle if line.strip()}
+    assert len(kbs) == 912_673
+    assert {b[:9] for b in kbs} == columns[0] and {b[18:] for b in kbs} == columns[2]
+    # Other technologies keep kb's one barcode a line.
+    assert write_onlist("10XV2", tmp_path / "v2.txt")
+    assert len((tmp_path / "v2.txt").read_text().split("\n", 1)[0]) == 16
+
+
+def test_a_bdwta_onlist_that_is_not_all_combinations_is_refused(tmp_path):
+    from kbagg.kb.technology import onlist_by_part
+
+    cells = tmp_path / "cells.txt"
+    cells.write_text("A" * 27 + "\n" + "C" * 27 + "\n")
+    with pytest.raises(KbaggError, match=r"cells.txt: its 2 barcodes are not every combination"):
+        onlist_by_part("BDWTA", cells)
+    cells.write_text("A" * 26 + "\n")
+    with pytest.raises(KbaggError, match="is not 27 bases"):
+        onlist_by_part("BDWTA", cells)
+    cells.write_text("A" * 27 + "\n" + "A" * 18 + "C" * 9 + "\n")
+    assert onlist_by_part("BDWTA", cells) == f"{'A' * 9} {'A' * 9} {'A' * 9}\n- - {'C' * 9}\n"

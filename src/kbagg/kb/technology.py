@@ -36,6 +36,14 @@ REPLACEMENT_TECHNOLOGIES = ("SPLIT-SEQ",)
 # technology", and kb 0.30.2 still exits 0 with no matrix): kbagg passes kb's own layout of
 # them as a technology string instead (with kb's on-list as -w), which kallisto takes.
 _KALLISTO_REFUSES_NAME = ("10XV3_ULTIMA",)
+# Technologies whose on-list kbagg writes by barcode part, one column per part (`write_onlist`).
+# BDWTA's 27-base barcode is three 9-base parts, and kb's on-list is every combination of 97
+# parts (912,673 barcodes). Given 27-mers, `bustools correct` (0.45.1) builds a table of
+# 4^14 entries (two roaring bitmaps each) for one barcode set of 27 bases, whatever the list's
+# size and even with --nocorrect: 21 GB. Given the parts as three columns, it builds one table of
+# 4^5 entries per part (about 0.3 GB for all of kb count). The barcodes it keeps exactly are the
+# same (the list is the product of its parts); see docs/technologies.md for the correction.
+_ONLIST_BY_PART = ("BDWTA",)
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,9 @@ class Technology:
     # What `kb count -x` gets instead of the name, for a name kallisto refuses: kb's own
     # layout of it as a technology string. Empty: the name (or string) as the sheet gives it.
     kallisto_x: str = ""
+    # Lengths of the barcode's parts when kbagg writes the on-list one column per part
+    # (`_ONLIST_BY_PART`); empty: one barcode per line, as kb bundles it.
+    onlist_parts: tuple[int, ...] = ()
 
     @property
     def plate(self) -> bool:
@@ -116,6 +127,9 @@ def _table() -> dict[str, Technology]:
             min_lengths=_MIN_LENGTHS_KB_COUNT_NEEDS.get(upper, tuple(min_lengths)),
             file_names=file_names,
             kallisto_x=_layout_string(chemistry) if upper in _KALLISTO_REFUSES_NAME else "",
+            onlist_parts=tuple(d.length for d in chemistry._parsers["cell_barcode"]._definitions)
+            if upper in _ONLIST_BY_PART
+            else (),
         )
     return table
 
@@ -263,17 +277,77 @@ def write_onlist(name: str, output: str | Path) -> bool:
     """Decompress kb's on-list for technology `name` to `output` once, atomically.
 
     Returns False (and writes an empty file) when kb has no on-list for the technology, in
-    which case `kb count` builds one from the data itself.
+    which case `kb count` builds one from the data itself. For a technology of
+    `_ONLIST_BY_PART` (BDWTA) the file holds the barcode's parts, one column per part
+    (`onlist_by_part`), which bustools corrects in bounded memory.
     """
-    source = technology(name).onlist
+    tech = technology(name)
+    source = tech.onlist
     with atomic_output(output) as tmp:
         if source is None:
             tmp.write_text("")
+        elif tech.onlist_parts:
+            tmp.write_text(onlist_by_part(name, source))
         else:
             opener = gzip.open if source.suffix == ".gz" else open
             with opener(source, "rb") as src, open(tmp, "wb") as dst:
                 shutil.copyfileobj(src, dst, length=1 << 20)
     return source is not None
+
+
+def onlist_by_part(name: str, source: str | Path) -> str:
+    """The on-list `source` (one whole barcode a line) as `bustools correct` barcode sets: one
+    column per part of technology `name`'s barcode, each column the part's distinct sequences.
+
+    bustools keeps a barcode when every part is in its column, so this equals the whole list
+    only when the list is every combination of its parts; KbaggError otherwise.
+
+    Parameters
+    ----------
+    name
+        A technology with `onlist_parts` (BDWTA).
+    source
+        The on-list, plain or gzipped.
+
+    Returns
+    -------
+    str
+        The lines, space-separated parts, ending in a newline.
+    """
+    lengths = technology(name).onlist_parts
+    source = Path(source)
+    opener = gzip.open if source.suffix == ".gz" else open
+    parts: list[dict[str, None]] = [{} for _ in lengths]
+    n = 0
+    with opener(source, "rt") as handle:
+        for line in handle:
+            barcode = line.strip()
+            if not barcode:
+                continue
+            if len(barcode) != sum(lengths):
+                raise KbaggError(
+                    f"on-list {source}: barcode '{barcode}' is not {sum(lengths)} bases "
+                    f"(technology '{name}', parts {lengths})"
+                )
+            n += 1
+            start = 0
+            for seen, length in zip(parts, lengths, strict=True):
+                seen[barcode[start : start + length]] = None
+                start += length
+    combinations = 1
+    for seen in parts:
+        combinations *= len(seen)
+    if combinations != n:
+        raise KbaggError(
+            f"on-list {source}: its {n} barcodes are not every combination of their "
+            f"parts ({' x '.join(str(len(s)) for s in parts)} = {combinations}); technology "
+            f"'{name}' needs such a list"
+        )
+    columns = [list(seen) for seen in parts]
+    rows = max(len(c) for c in columns)
+    return "".join(
+        " ".join(c[i] if i < len(c) else "-" for c in columns) + "\n" for i in range(rows)
+    )
 
 
 SPLITSEQ_ROUND1_WELLS = 96  # round-1 wells: oligo-dT rows 1-96, random hexamer rows 97-192
