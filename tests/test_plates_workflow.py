@@ -19,12 +19,15 @@ import yaml
 from conftest import kb, run_snakemake
 
 from kbagg.cell_calling_record import UNS_KEY, CellCallingRecord
+from kbagg.kb.technology import technology as kb_technology
+from kbagg.kb.technology import write_onlist
 from kbagg.simulate.layouts import load_transcriptome, simulate_layout
 
 pytestmark = pytest.mark.slow
 CUSTOM = "0,0,16:0,16,28:1,0,0"
-# three-file droplet layouts beside the plates, simulated on human_mt with their truth
-SIMULATED = {"v1": "10XV1", "indrops": "INDROPSV3"}
+# droplet layouts of three files (10x v1, inDrops v3), one file (10x v3 on Ultima) and BD
+# Rhapsody's three-part barcode beside the plates, simulated on human_mt with their truth
+SIMULATED = {"v1": "10XV1", "indrops": "INDROPSV3", "ultima": "10XV3_ULTIMA", "bdwta": "BDWTA"}
 
 
 def by_hand_matrix(path, obs_names, var_names):
@@ -55,7 +58,8 @@ def test_smartseq3_and_smartseq2_plates_equal_kb_by_hand(testdata, tmp_path):
         for sample, tech in SIMULATED.items()
     }
     for sample, sim in simulated.items():
-        rows += [[sample, *map(str, lane), "", SIMULATED[sample], ""] for lane in sim.lanes]
+        pad = [""] * (4 - len(sim.lanes[0]))  # fastq_1..4: 3 files, or Ultima's one
+        rows += [[sample, *map(str, lane), *pad, SIMULATED[sample], ""] for lane in sim.lanes]
     (workdir / "samples.tsv").write_text("\n".join("\t".join(r) for r in [header, *rows]) + "\n")
     config = {
         "samples": "samples.tsv",
@@ -84,6 +88,17 @@ def test_smartseq3_and_smartseq2_plates_equal_kb_by_hand(testdata, tmp_path):
        "--tmp", by_hand / "t2", "--h5ad", batch)  # fmt: skip
     kb("count", *index, "-x", CUSTOM, "-o", by_hand / "pbmc", "--tmp", by_hand / "tp",
        "--h5ad", *droplet)  # fmt: skip
+    # The simulated droplet samples, with the -x and -w the docs give (docs/technologies.md):
+    # kb's layout string for 10XV3_ULTIMA, whose name kallisto refuses, with kb's on-list;
+    # BDWTA's on-list by part, as its 27-mers need 21 GB in bustools correct.
+    for sample, sim in simulated.items():
+        tech = kb_technology(SIMULATED[sample])
+        args = ["-x", tech.kallisto_x or tech.name]
+        if tech.kallisto_x or tech.onlist_parts:
+            write_onlist(tech.name, by_hand / f"{sample}.onlist.txt")
+            args += ["-w", by_hand / f"{sample}.onlist.txt"]
+        kb("count", *index, *args, "-o", by_hand / sample, "--tmp", by_hand / f"t_{sample}",
+           "--h5ad", *[f for lane in sim.lanes for f in lane])  # fmt: skip
 
     # Smart-seq3: X holds kb's UMI counts, layer nonumi_reads kb's internal-read counts.
     got = ad.read_h5ad(workdir / "results" / "samples" / "ss3" / "filtered.h5ad")
@@ -160,9 +175,15 @@ def test_smartseq3_and_smartseq2_plates_equal_kb_by_hand(testdata, tmp_path):
     np.testing.assert_array_equal(layer[in_ss3].toarray(), expected)
     assert layer[~in_ss3].nnz == 0 and (~in_ss3).sum() > 0
 
-    # 10x v1 and inDrops v3 (three files per lane): the aggregate's cells of each equal the
-    # simulator's truth, every cell and gene.
+    # The simulated samples: each raw matrix equals kb's by hand, and the aggregate's cells
+    # equal the simulator's truth, every cell and gene.
     for sample, sim in simulated.items():
+        raw = ad.read_h5ad(workdir / "results" / "samples" / sample / "raw.h5ad")
+        hand_path = by_hand / sample / "counts_unfiltered" / "adata.h5ad"
+        assert set(raw.obs_names) == set(ad.read_h5ad(hand_path).obs_names), sample
+        expected = by_hand_matrix(hand_path, raw.obs_names, raw.var_names)
+        np.testing.assert_array_equal(raw.X.toarray(), expected, err_msg=sample)
+        assert raw.X.sum() > 0, sample
         cells = aggregate[(aggregate.obs["sample"] == sample).to_numpy()]
         barcodes = cells.obs_names.str.removesuffix(f"-{sample}")
         assert sorted(barcodes) == sorted(sim.truth.obs_names), sample
