@@ -229,6 +229,19 @@ def test_appends_equal_one_shot_and_leave_old_cells_alone(inputs, tmp_path):
     assert _fragments(two_then_four) == after
 
 
+def test_a_layer_new_to_the_store_comes_with_an_append(inputs, tmp_path):
+    """A store begun with s3 (counts only) gets kb's layers from the samples appended later:
+    the X arrays the store lacks are created, those it has are written in place."""
+    store = tmp_path / "store"
+    update(store, inputs, ["s3"], tmp_path, run="r1")
+    with soma.Experiment.open(str(store)) as exp:
+        assert set(exp.ms["RNA"].X) == {"counts"}
+    manifest = update(store, inputs, list(SAMPLES), tmp_path, run="r2")
+    assert manifest["action"] == "appended"
+    ref = aggregate(inputs, list(SAMPLES), tmp_path)
+    assert_same_cells(read_store(store), ref, exact_categories=())
+
+
 def test_changed_or_removed_sample_rebuilds(inputs, tmp_path):
     store = tmp_path / "store"
     update(store, inputs, list(SAMPLES), tmp_path, run="r1")

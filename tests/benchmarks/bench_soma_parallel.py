@@ -4,12 +4,15 @@ one-job append (update_store) of the same samples.
 
     python tests/benchmarks/bench_soma_parallel.py                   # 16 x 3,000 cells
     python tests/benchmarks/bench_soma_parallel.py --samples 4 --cells 200 --repeats 1
+    python tests/benchmarks/bench_soma_parallel.py --baseline-src /path/to/old/checkout/src
 
 Modes, each a fresh store built by child processes as the workflow's jobs would be:
 ``one-job`` (update_store of all samples, one process); ``J writers`` (a reserving process,
 then J processes at once each writing its share of the samples with write_sample, then a
-finishing process). The modes are interleaved, ``--repeats`` rounds; the table gives median
-wall time, cells per second, the ratio to the one-job build of the same round (median) and
+finishing process); with ``--baseline-src``, also ``baseline one-job``, the one-job append
+of another checkout of kbagg (its ``src``), the anchor of the ratios. The modes are
+interleaved, ``--repeats`` rounds; the table gives median wall time, cells per second, the
+ratio to the anchor (the baseline, else the one-job build) of the same round (median) and
 the largest peak RSS of any one process (wait4). Every build must hold the same number and
 sum of counts, else the benchmark stops.
 """
@@ -70,8 +73,8 @@ print(json.dumps([n, round(s, 3)]))
 """
 
 
-def start(code: str, *args) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+def start(code: str, *args, src: Path = REPO / "src") -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(src)}
     cmd = [sys.executable, "-c", code, *map(str, args)]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -90,12 +93,15 @@ def wait(procs: list[subprocess.Popen]) -> tuple[list[str], float]:
     return outs, peak
 
 
-def build(mode: int, store: Path, samples: dict, workdir: Path) -> tuple[float, float]:
-    """(wall seconds, peak RSS MB) of one build; mode 0 is the one-job append."""
+def build(
+    mode: int, store: Path, samples: dict, workdir: Path, src: Path = REPO / "src"
+) -> tuple[float, float]:
+    """(wall seconds, peak RSS MB) of one build; mode 0 is the one-job append, J > 0 J writer
+    jobs; ``src`` the kbagg it runs (the one-job append only)."""
     manifest, pairs = workdir / "manifest.json", json.dumps({k: str(v) for k, v in samples.items()})
     t0 = time.perf_counter()
     if mode == 0:
-        _, peak = wait([start(ONE_JOB, store, manifest, pairs)])
+        _, peak = wait([start(ONE_JOB, store, manifest, pairs, src=src)])
     else:
         _, peak = wait([start(RESERVE, store, manifest, pairs)])
         names = list(samples)
@@ -117,6 +123,12 @@ def main(argv=None) -> None:
     ap.add_argument("--writers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="src folder of another kbagg checkout whose one-job append is the anchor",
+    )
     args = ap.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="bench_soma_parallel-", dir=args.workdir))
     try:
@@ -126,20 +138,25 @@ def main(argv=None) -> None:
         for i in range(args.samples):
             samples[f"s{i:03d}"] = workdir / "inputs" / f"s{i:03d}.h5ad"
             write_sparse_h5ad(samples[f"s{i:03d}"], args.cells, genes, args.nnz_per_cell, seed=i)
-        modes = [0, *args.writers]
+        # "base": the baseline checkout's one-job append; 0: this one's; J: J writer jobs
+        modes = [*(["base"] if args.baseline_src else []), 0, *args.writers]
+        anchor = modes[0]
         times, peaks, ratios, totals = ({m: [] for m in modes} for _ in range(4))
         for _ in range(args.repeats):
             for m in modes:
                 store = workdir / f"store-{m}"
                 shutil.rmtree(store, ignore_errors=True)
-                seconds, peak = build(m, store, samples, workdir)
+                if m == "base":
+                    seconds, peak = build(0, store, samples, workdir, args.baseline_src)
+                else:
+                    seconds, peak = build(m, store, samples, workdir)
                 times[m].append(seconds)
                 peaks[m].append(peak)
                 out, _ = wait([start(TOTALS, store)])
                 totals[m] = json.loads(out[0])
                 shutil.rmtree(store)
             for m in modes:
-                ratios[m].append(times[0][-1] / times[m][-1])
+                ratios[m].append(times[anchor][-1] / times[m][-1])
         if len({json.dumps(t) for t in totals.values()}) != 1:
             raise RuntimeError(f"the builds disagree (non-zeros, sum): {totals}")
         n_cells = args.samples * args.cells
@@ -148,11 +165,17 @@ def main(argv=None) -> None:
             f"{args.nnz_per_cell} non-zeros per cell; medians of {args.repeats}; "
             f"{os.cpu_count()} CPUs"
         )
-        print("| build | wall s | cells/s | speed vs one job | peak RSS MB |")
+        if args.baseline_src:
+            print(f"baseline: {args.baseline_src}")
+        versus = "baseline one job" if args.baseline_src else "one job"
+        print(f"| build | wall s | cells/s | speed vs {versus} | peak RSS MB |")
         print("|---|---:|---:|---:|---:|")
         for m in modes:
             wall = statistics.median(times[m])
-            name = "one-job append" if m == 0 else f"{m} writer job{'s' if m > 1 else ''}"
+            if m == "base":
+                name = "baseline one-job append"
+            else:
+                name = "one-job append" if m == 0 else f"{m} writer job{'s' if m > 1 else ''}"
             print(
                 f"| {name} | {wall:.1f} | {n_cells / wall:,.0f} | "
                 f"{statistics.median(ratios[m]):.2f}x | {statistics.median(peaks[m]):.0f} |"

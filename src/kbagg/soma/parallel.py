@@ -21,8 +21,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import scipy.sparse as sp
 import tiledbsoma as soma
 
 from kbagg.atomic import atomic_output
@@ -31,6 +29,7 @@ from kbagg.soma.context import read_context
 from kbagg.soma.fragments import consolidate, fragment_counts
 from kbagg.soma.journal import Journal, read_journal, write_journal
 from kbagg.soma.lock import VAR_ID, Log, StoreError, stderr_log, store_lock
+from kbagg.soma.matrix import write_matrix
 from kbagg.soma.samples import load_matrices, read_samples
 
 __all__ = ["finish_store", "reserved_samples", "write_sample"]
@@ -140,17 +139,8 @@ def write_sample(
     time.sleep(0.005)  # a write in the same millisecond as the delete would be deleted too
     nnz = {}
     for layer, matrix in load_matrices(found, dtypes).items():
-        coo = sp.coo_matrix(matrix)
-        table = pa.table(
-            {
-                "soma_dim_0": pa.array(coo.row.astype(np.int64) + start),
-                "soma_dim_1": pa.array(cols[coo.col]),
-                "soma_data": pa.array(coo.data),
-            }
-        )
         with soma.SparseNDArray.open(arrays[layer], "w") as arr:
-            arr.write(table)
-        nnz[layer] = int(coo.nnz)
+            nnz[layer] = write_matrix(arr, matrix, start, cols)
     log(f"soma: wrote sample {sample} ({end - start} cells, {nnz.get('counts', 0)} non-zeros)")
     if marker_path is not None:
         with atomic_output(marker_path) as tmp:

@@ -14,7 +14,8 @@ How an update stays correct (all under a lock file beside the store, ``.<name>.l
   SHA-256 of its input, its sample-table row, its cells' ``soma_joinid`` range and the run
   and project that added it. A sample is appended as one step: it is registered
   (``tiledbsoma.io.register_anndatas``), its range is written to the journal as *pending*,
-  then ``tiledbsoma.io.from_anndata`` writes it and the journal marks it committed.
+  then ``tiledbsoma.io.from_anndata`` writes its obs and var rows and sizes the X arrays,
+  `kbagg.soma.matrix.write_matrix` writes its matrices, and the journal marks it committed.
 * A run killed mid-append leaves a pending entry. The next update deletes every obs row,
   X/obsm cell and var row the pending append could have written (its ``soma_joinid`` range
   and the genes numbered past the var count it started from), then carries on: nothing
@@ -33,7 +34,8 @@ How an update stays correct (all under a lock file beside the store, ``.<name>.l
 Beside this module in ``kbagg.soma``: ``samples`` (the inputs as the store holds them, their
 matrices, column types), ``journal`` (the journal's records, read and written), ``fragments``
 (fragment counts and consolidation, shared with ``parallel``, the parallel writers),
-``context`` (the TileDB settings every read uses), ``lock`` (names, `StoreError`, the lock),
+``context`` (the TileDB settings every read uses), ``matrix`` (matrices written in an
+array's global order), ``lock`` (names, `StoreError`, the lock),
 ``obsm`` (`add_obsm`) and ``cli`` (its command line).
 
 tiledbsoma 2.3 with anndata 0.13: ``AnnData.layers`` lists X under the key None, which
@@ -83,6 +85,7 @@ from kbagg.soma.lock import (
     stderr_log,
     store_lock,
 )
+from kbagg.soma.matrix import write_matrix
 from kbagg.soma.parallel import write_sample
 from kbagg.soma.samples import (
     Sample,
@@ -311,6 +314,7 @@ def _append_sample(
     if exists:
         with soma.Experiment.open(uri, context=read_context()) as exp:
             n_vars = _max_joinid(exp.ms[measurement].var) if measurement in exp.ms else 0
+            in_store = set(exp.ms[measurement].X) if measurement in exp.ms else set()
         journal.pending = PendingAppend(
             sample=sample.name,
             run=run_id,
@@ -320,14 +324,17 @@ def _append_sample(
         )
         write_journal(uri, journal)
         mapping.prepare_experiment(uri)
+    # obs and var through tiledbsoma, the matrices by write_matrix below, in each array's
+    # global order (tiledbsoma's unordered write leaves the sort to TileDB: most of an append's
+    # time). prepare_experiment has sized the store's X arrays; an X array the store lacks is
+    # created by handing tiledbsoma an empty matrix.
     adata = ad.AnnData(obs=obs, var=var)
-    if reserve:
-        for layer in sample.layers:
+    for layer in sample.layers:
+        if not exists or layer not in in_store:
             adata.layers[layer] = sp.csr_matrix((n, len(var)), dtype=dtypes[layer])
+    if reserve:
         log(f"soma: reserving sample {sample.name} ({n} cells, joinids {start}-{start + n})")
     else:
-        for layer, matrix in load_matrices(sample, dtypes).items():
-            adata.layers[layer] = matrix
         log(f"soma: appending sample {sample.name} ({n} cells)")
     soma_io.from_anndata(
         uri,
@@ -342,6 +349,13 @@ def _append_sample(
         context=read_context(),
     )
     del adata
+    if not reserve:
+        cols = mapping.var_axes[measurement].joinid_map.loc[var.index, "soma_joinid"]
+        with soma.Experiment.open(uri, context=read_context()) as exp:
+            arrays = {layer: exp.ms[measurement].X[layer].uri for layer in sample.layers}
+        for layer, matrix in load_matrices(sample, dtypes).items():
+            with soma.SparseNDArray.open(arrays[layer], "w", context=read_context()) as arr:
+                write_matrix(arr, matrix, start, cols.to_numpy(dtype=np.int64))
     journal.samples[sample.name] = SampleEntry(**entry, obs_joinids=[start, start + n])
     journal.pending = None
     write_journal(uri, journal)
