@@ -2,12 +2,10 @@
 aggregate's provenance plus the normalization's method, seed and rates in uns['kbagg'], and
 the table of mapped reads per cell before and after."""
 
-from kbagg.aggregate.provenance import read_provenance, to_uns, with_normalization
-from kbagg.concat import concat_on_disk
-from kbagg.concat.engine import DroppedLayersWarning
-from kbagg.concat.options import ConcatOptions
+from kbagg.aggregate.h5ad import write_aggregate
+from kbagg.aggregate.provenance import read_provenance, with_normalization
 from kbagg.normalize.run import normalization_record, normalization_table, write_table
-from kbagg.rule import run_rule, warnings_to_terminal
+from kbagg.rule import run_rule
 
 
 def main(smk) -> None:
@@ -18,19 +16,16 @@ def main(smk) -> None:
     kb_infos = dict(zip(params.samples, smk.input.kb_info, strict=True))
     record = normalization_record(table, params.seed, kb_infos)
     provenance = with_normalization(read_provenance(smk.input.provenance), record)
-    options = ConcatOptions.from_sheet(
-        params.metadata, **params.concat, chunk_entries=smk.resources.chunk_entries
+    write_aggregate(
+        matrices,
+        smk.output.aggregate,
+        provenance,
+        params.metadata,
+        params.concat,
+        chunk_entries=smk.resources.chunk_entries,
+        compression=params.compression,
+        threads=smk.threads,
     )
-    with warnings_to_terminal(DroppedLayersWarning):
-        concat_on_disk(
-            matrices,
-            smk.output.aggregate,
-            options,
-            uns={"kbagg": to_uns(provenance)},
-            format="h5ad",
-            compression=params.compression,
-            threads=smk.threads,
-        )
     print(table.to_string(index=False))
 
 

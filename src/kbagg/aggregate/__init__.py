@@ -1,3 +1,3 @@
-"""The aggregate `.h5mu` (`mudata`) and the provenance record every aggregate output carries
-(`provenance`). The h5ad aggregate itself is written by `kbagg.concat`, the SOMA store by
-`kbagg.soma`."""
+"""The aggregates the rules write: the h5ad (`h5ad`: `kbagg.concat`'s on-disk join with the
+sheet's metadata and the provenance), the `.h5mu` (`mudata`) and the provenance record every
+aggregate output carries (`provenance`). The SOMA store is written by `kbagg.soma`."""
