@@ -9,10 +9,13 @@ and updating the store by one sample vs rebuilding it vs concatenating the h5ads
 Per-sample h5ads (float32 CSR, the same genes, realistic sparsity) are concatenated with
 kbagg's concat_on_disk (CSR), converted to CSC with anndata, and loaded into a SOMA store
 with update_store (one append per sample, no consolidation), then consolidated and vacuumed
-with consolidate_store (timed on its own, as after the append of one more sample). Each query runs in a fresh child (its own peak RSS via wait4), the three
-formats interleaved, ``--repeats`` times (medians); the files are in the page cache. The
-times are the query's own (after imports and opening); every format must give the same
-shape, stored-value count and value sum, else the benchmark stops. Reported: each step's
+with consolidate_store (timed on its own, as after the append of one more sample); each
+array's fragments are printed before and after, and the benchmark stops if the
+consolidation fails or leaves an array with more than one fragment. Each query runs in a
+fresh child (its own peak RSS via wait4), the three formats interleaved, ``--repeats``
+times (medians); the files are in the page cache. The times are the query's own (after
+imports and opening); every format must give the same shape, stored-value count and value
+sum, else the benchmark stops. Reported: each step's
 wall time and peak RSS, every format's disk size, and per query the SOMA time over the
 better of the two h5ad layouts.
 
@@ -193,19 +196,25 @@ def queries(n_obs: int, genes: list[str], n_samples: int, seed=0) -> dict[str, t
     }
 
 
-def consolidate(store: Path) -> tuple[float, float, str] | None:
-    """consolidate_store(store, 1) in a child, as run_child; None (and a line saying why)
-    if it fails, so that the rest of the benchmark still runs."""
-    t0 = time.perf_counter()
+def consolidate(store: Path) -> tuple[float, float, str]:
+    """consolidate_store(store, 1) in a child, as run_child, printing each array's fragments
+    before and after. Stops the benchmark if it fails or leaves an array with more than one
+    fragment: what follows would measure an unconsolidated store."""
+    print(f"fragments before consolidate_store(1): {fragment_summary(fragment_counts(store))}")
     try:
-        return run_child(CONSOLIDATE, store)
+        done, error = run_child(CONSOLIDATE, store), ""
     except RuntimeError as err:
-        print(
-            f"consolidate_store(1) FAILED after {time.perf_counter() - t0:.1f} s: "
-            f"{str(err).strip().splitlines()[-1]}",
-            flush=True,
+        done, error = None, f"failed ({str(err).strip().splitlines()[-1]}); "
+    after = fragment_counts(store)
+    print(f"fragments after consolidate_store(1): {fragment_summary(after)}", flush=True)
+    left = {name: n for name, n in after.items() if n > 1}
+    if done is None or left:
+        raise SystemExit(
+            f"consolidate_store(1) {error}left arrays with more than one fragment: "
+            f"{fragment_summary(left) or 'none'}; stopping, as the benchmark would measure "
+            "an unconsolidated store"
         )
-        return None
+    return done
 
 
 def disk_size(root: Path) -> int:
@@ -291,18 +300,11 @@ def main(argv=None) -> None:
             print(f"| {step} | {build[step][0]:.1f} | {build[step][1]:,.0f} |", flush=True)
         sizes = {"CSR h5ad": csr.stat().st_size, "CSC h5ad": csc.stat().st_size}
         sizes["SOMA, unconsolidated"] = disk_size(store)
-        fragments = fragment_counts(store)
-        done = consolidate(store)
-        if done is not None:
-            wall, rss, out = done
-            merged = json.loads(out.strip().splitlines()[-1])
-            print(
-                f"| consolidate_store(1): {fragment_summary(fragments)} | {wall:.1f} | {rss:,.0f} |"
-            )
-            sizes["SOMA, consolidated"] = disk_size(store)
-            print(f"merged: {merged}")
-        print("\n" + ", ".join(f"{k} {v / 2**30:.2f} GB" for k, v in sizes.items()))
-        print(f"fragments: {fragment_summary(fragment_counts(store))}\n", flush=True)
+        wall, rss, out = consolidate(store)
+        print(f"| consolidate_store(1) | {wall:.1f} | {rss:,.0f} |")
+        print(f"merged [before, after]: {json.loads(out.strip().splitlines()[-1])}")
+        sizes["SOMA, consolidated"] = disk_size(store)
+        print("\n" + ", ".join(f"{k} {v / 2**30:.2f} GB" for k, v in sizes.items()) + "\n")
 
         genes = [f"ENSG{i:011d}".lower() for i in range(args.genes)]
         formats = {"CSR": (H5AD_QUERY, csr), "CSC": (H5AD_QUERY, csc), "SOMA": (SOMA_QUERY, store)}
@@ -339,19 +341,13 @@ def main(argv=None) -> None:
             update[f"rebuild (the create of {args.samples} samples above)"] = build[
                 "update_store (create, unconsolidated)"
             ]
-        fragments = fragment_counts(store)
-        done = consolidate(store)
-        if done is not None:
-            update[f"consolidate_store(1) after the append: {fragment_summary(fragments)}"] = done
+        update["consolidate_store(1) after the append"] = consolidate(store)
         update[f"concat_on_disk of {n} h5ads"] = run_child(CONCAT, workdir / "agg2.h5ad", *every)
         first = next(iter(update.values()))[0]
         print("\n| update | wall s | peak RSS MB | append / this |\n|---|---:|---:|---:|")
         for step, (wall, mb, _) in update.items():
             print(f"| {step} | {wall:.1f} | {mb:,.0f} | {first / wall:.3f} |")
-        print(
-            f"\nSOMA of {n} samples: {disk_size(store) / 2**30:.2f} GB; fragments: "
-            f"{fragment_summary(fragment_counts(store))}"
-        )
+        print(f"\nSOMA of {n} samples: {disk_size(store) / 2**30:.2f} GB")
         print(f"\nload average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     finally:
         if not args.keep:
