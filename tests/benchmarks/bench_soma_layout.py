@@ -52,30 +52,7 @@ from bench_access import (  # noqa: E402
     warm,
 )
 
-# Cell-major: a space tile holds 256 cells with all (up to 32,768) genes, stored row by row,
-# 4,096 entries (about 5 cells here) per data tile, so a cell is read from one or two tiles.
-ROW_LAYOUT = {
-    "tiledb": {
-        "create": {
-            "cell_order": "row-major",
-            "tile_order": "row-major",
-            "capacity": 4096,
-            "dims": {"soma_dim_0": {"tile": 256}, "soma_dim_1": {"tile": 32768}},
-        }
-    }
-}
-# Gene-major: a space tile holds 8 genes over 2^20 cells, stored gene by gene.
-COL_LAYOUT = {
-    "tiledb": {
-        "create": {
-            "cell_order": "col-major",
-            "tile_order": "col-major",
-            "capacity": 4096,
-            "dims": {"soma_dim_0": {"tile": 1 << 20}, "soma_dim_1": {"tile": 8}},
-        }
-    }
-}
-
+from kbagg.soma.layouts import COL_LAYOUT, ROW_LAYOUT  # noqa: E402
 
 APPENDS = """
 import sys, time, json
