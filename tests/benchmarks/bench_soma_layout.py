@@ -40,6 +40,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -145,7 +146,7 @@ def main(argv=None) -> None:
         paths = generate(work, args.samples, args.cells_per_sample, args.genes, args.nnz_per_cell)
         pairs = [f"{k}={v}" for k, v in paths.items()]
         print(
-            f"# 2026-12-04: {args.samples} samples x {args.cells_per_sample:,} cells = "
+            f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {args.samples} samples x {args.cells_per_sample:,} cells = "
             f"{n_cells:,} cells x {args.genes:,} genes, {args.nnz_per_cell:,} nnz/cell, "
             f"float32; load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}\n"
         )
