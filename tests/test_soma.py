@@ -516,6 +516,22 @@ def test_append_to_an_outside_atlas(inputs, tmp_path):
         update(atlas, inputs, ["s3", "s4"], tmp_path, run="mine2")
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_store_without_a_journal_keeps_the_layout_its_arrays_show(inputs, tmp_path, layout):
+    """An experiment kbagg did not make (here: a journal removed) is two_arrays when every X
+    layer has its gene-major copy: appending in its layout works, in the other it stops
+    before writing (half the store would lack the copies, or the new cells would)."""
+    other = "gene_query" if layout == TWO_ARRAYS else TWO_ARRAYS
+    store = tmp_path / "store"
+    update(store, inputs, ["s1", "s2"], tmp_path, run="r1", layout=layout, project="other")
+    with soma.Experiment.open(str(store), "w") as exp:
+        del exp.metadata["kbagg_store"]
+    with pytest.raises(StoreError, match=f"layout changed from '{layout}' to '{other}'"):
+        update(store, inputs, ["s3"], tmp_path, run="r2", layout=other)
+    update(store, inputs, ["s3", "s4"], tmp_path, run="r3", layout=layout)
+    assert_arrays_match(store, aggregate(inputs, list(SAMPLES), tmp_path), layout)
+
+
 def _obs_count(uri) -> int:
     with soma.Experiment.open(str(uri)) as exp:
         return exp.obs.count

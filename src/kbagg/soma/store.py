@@ -6,8 +6,9 @@ sample-table columns as categoricals) plus ``kbagg_run``, the run that added the
 ``ms[<measurement>].var`` is indexed by ``gene_id`` with ``gene_name``; X layer ``counts`` is
 the inputs' X and kb's other layers (``mature``, ``nascent``, ``ambiguous``) are further X
 layers. With layout ``two_arrays`` each layer ``L`` is kept twice, cell-major in ``X[L]`` and
-gene-major in ``X[L_by_gene]`` (`kbagg.soma.layouts`); every write below writes both. The genes are always the union of the samples' genes: a new gene is added to var when
-the first sample that has it is appended.
+gene-major in ``X[L_by_gene]`` (`kbagg.soma.layouts`); every write below writes both. The
+genes are always the union of the samples' genes: a new gene is added to var when the first
+sample that has it is appended.
 
 How an update stays correct (all under a lock file beside the store, ``.<name>.lock``):
 
@@ -36,9 +37,8 @@ Beside this module in ``kbagg.soma``: ``samples`` (the inputs as the store holds
 matrices, column types), ``journal`` (the journal's records, read and written), ``fragments``
 (fragment counts and consolidation, shared with ``parallel``, the parallel writers),
 ``context`` (the TileDB settings every read uses), ``layouts`` (the X arrays' layouts,
-`query_layer`), ``matrix`` (matrices written in an
-array's global order), ``lock`` (names, `StoreError`, the lock),
-``obsm`` (`add_obsm`) and ``cli`` (its command line).
+`query_layer`), ``matrix`` (matrices written in an array's global order), ``lock`` (names,
+`StoreError`, the lock), ``obsm`` (`add_obsm`) and ``cli`` (its command line).
 
 tiledbsoma 2.3 with anndata 0.13: ``AnnData.layers`` lists X under the key None, which
 ``from_anndata`` cannot write, so samples are handed over with X=None and every matrix
@@ -80,8 +80,8 @@ from kbagg.soma.journal import (
 from kbagg.soma.layouts import (
     BY_GENE_SUFFIX,
     COL_LAYOUT,
+    GENE_QUERY,
     GENE_QUERY_LAYOUT,
-    LAYOUTS,
     TWO_ARRAYS,
     by_gene,
     check_layout,
@@ -393,7 +393,7 @@ def _store_layout(state: _State) -> str:
     base = names - copies(names)
     if base and all(by_gene(L) in names for L in base):
         return TWO_ARRAYS
-    return LAYOUTS[0]
+    return GENE_QUERY
 
 
 @dataclass
