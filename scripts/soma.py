@@ -17,7 +17,13 @@ def main(smk) -> None:
         marker = json.loads(Path(path).read_text())
         if marker["nnz"] is not None:
             markers[marker["sample"]] = marker["nnz"]
-    finished = finish_store(params.uri, markers, max_fragments=params.max_fragments, log=print)
+    finished = finish_store(
+        params.uri,
+        markers,
+        max_fragments=params.max_fragments,
+        layout=params.layout,
+        log=print,
+    )
     manifest.update(
         committed=finished["committed"],
         consolidated=finished["consolidated"],

@@ -24,6 +24,7 @@ def main(smk) -> None:
         run_id=run_id,
         manifest_path=smk.output[0],
         measurement=params.measurement,
+        layout=params.layout,
         options=ConcatOptions.from_sheet(params.metadata, **params.concat),
         max_fragments=None,  # consolidated by rule soma, after the writers
         reserve=True,

@@ -13,7 +13,7 @@ from kbagg.soma.parallel import reserved_samples, write_sample
 def main(smk) -> None:
     sample, uri = smk.wildcards.sample, smk.params.uri
     if sample in reserved_samples(uri):
-        write_sample(uri, sample, marker_path=smk.output[0], log=print)
+        write_sample(uri, sample, marker_path=smk.output[0], layout=smk.params.layout, log=print)
     else:
         with atomic_output(smk.output[0]) as tmp:
             Path(tmp).write_text(json.dumps({"sample": sample, "nnz": None}) + "\n")

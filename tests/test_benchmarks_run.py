@@ -57,17 +57,20 @@ def test_compression_zarr_and_gene_major_suites_run(tmp_path):
 
 @pytest.mark.slow
 def test_soma_build_benchmark_runs_against_a_baseline_checkout(tmp_path):
-    """bench_soma_parallel with --baseline-src (this checkout as its own baseline): every
-    build mode runs and the builds hold the same values (the benchmark stops otherwise)."""
+    """bench_soma_parallel with --baseline-src (this checkout as its own baseline) and both
+    store layouts: every build mode runs and the builds hold the same values, a two_arrays
+    store's copy too (the benchmark stops otherwise)."""
     bench = BENCH.parent / "bench_soma_parallel.py"
     src = Path(__file__).parents[1] / "src"
     cmd = [
         sys.executable, str(bench), "--samples", "2", "--cells", "50", "--genes", "300",
         "--nnz-per-cell", "20", "--writers", "1", "--repeats", "1",
         "--baseline-src", str(src), "--workdir", str(tmp_path),
+        "--layouts", "gene_query", "two_arrays",
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = table_rows(done.stdout)
     assert {"baseline one-job append", "one-job append", "1 writer job"} <= set(rows), done.stdout
     assert rows["baseline one-job append"][2] == "1.00x"
+    assert {"one-job append, layout two_arrays", "1 writer job, layout two_arrays"} <= set(rows)

@@ -210,3 +210,22 @@ def test_zarr_compressed_and_gene_major_aggregates_equal_the_h5ad(finished_demo)
             )
         pd.testing.assert_frame_equal(result.obs, expected.obs)
         pd.testing.assert_frame_equal(result.var, expected.var)
+
+
+def test_changing_the_soma_layout_rebuilds_the_store_in_it(finished_demo):
+    """aggregate.soma.layout reruns the aggregates (their provenance records every
+    aggregate key, aggregate.soma's too) and the store's rules; the run rebuilds the store
+    with a gene-major copy of each layer, and its manifest says why."""
+    edit_config(finished_demo, lambda c: c["aggregate"]["soma"].update(layout="two_arrays"))
+    assert planned_jobs(finished_demo) == THE_AGGREGATES
+    run_snakemake(finished_demo, snakefile=finished_demo / "workflow" / "Snakefile")
+    manifest = json.loads((finished_demo / "results/aggregate/soma_manifest.json").read_text())
+    assert manifest["action"] == "rebuilt" and manifest["layout"] == "two_arrays"
+    assert manifest["reason"] == "layout changed from 'gene_query' to 'two_arrays'"
+    store = finished_demo / "results" / "aggregate" / "filtered.soma"
+    soma = pytest.importorskip("tiledbsoma")
+    with soma.Experiment.open(str(store)) as exp:
+        arrays = set(exp.ms["RNA"].X)
+    base = {name for name in arrays if not name.endswith("_by_gene")}
+    assert "counts" in base and arrays == base | {f"{name}_by_gene" for name in base}
+    assert planned_jobs(finished_demo) == {}

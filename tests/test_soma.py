@@ -24,6 +24,8 @@ from concat_helpers import REPO, dense, read_quiet
 
 from kbagg.checksum import sha256
 from kbagg.concat.engine import concat_on_disk
+from kbagg.soma import query_layer
+from kbagg.soma.layouts import LAYOUTS, TWO_ARRAYS, by_gene
 from kbagg.soma.obsm import add_obsm
 from kbagg.soma.store import RUN_COLUMN, StoreError, read_store, update_store
 
@@ -125,10 +127,48 @@ def assert_same_cells(store: ad.AnnData, ref: ad.AnnData, *, exact_categories=("
     )
 
 
-def test_store_equals_outer_join_aggregate(inputs, tmp_path):
+def assert_arrays_match(store: Path, ref: ad.AnnData, layout: str, *, seed: int = 0) -> None:
+    """Every X array of the store, the gene-major copies of layout two_arrays included, read
+    through tiledbsoma's queries by gene (three gene names), by sample (the first and last)
+    and by random cells, equals the aggregate's same slice; the store has a copy of each
+    layer exactly when its layout is two_arrays, and `query_layer` names it for genes."""
+    genes = [g for g in ("GENE0000", "GENE0006", "GENE0011") if g in set(ref.var["gene_name"])]
+    samples = list(dict.fromkeys(ref.obs["sample"].astype(str)))
+    cells = np.sort(np.random.default_rng(seed).choice(ref.n_obs, ref.n_obs // 2, replace=False))
+    with soma.Experiment.open(str(store)) as exp:
+        names = set(exp.ms["RNA"].X)
+        base = {n for n in names if not n.endswith("_by_gene")}
+        want = {by_gene(n) for n in base} if layout == TWO_ARRAYS else set()
+        assert names - base == want
+        for layer in sorted(base):
+            assert query_layer(exp, layer) == (by_gene(layer) if want else layer)
+            assert query_layer(exp, layer, by="cell") == layer
+        queries = [soma.AxisQuery(value_filter=f"gene_name == '{g}'") for g in genes]
+        queries = [("var", q) for q in queries]
+        queries += [("obs", soma.AxisQuery(value_filter=f"sample == '{s}'")) for s in samples]
+        queries.append(("obs", soma.AxisQuery(coords=(cells,))))
+        for name in sorted(names):
+            layer = name.removesuffix("_by_gene") if name in want else name
+            for axis, query in queries:
+                with exp.axis_query("RNA", **{f"{axis}_query": query}) as q:
+                    got = q.to_anndata(X_name=name, obs_id_name="obs_id", var_id_name="gene_id")
+                sub = ref[got.obs_names, got.var_names]
+                expected = sub.X if layer == "counts" else sub.layers[layer]
+                np.testing.assert_array_equal(
+                    dense(got.X), dense(expected), err_msg=f"{name} {axis} {query}"
+                )
+                if axis == "var":
+                    assert got.n_obs == ref.n_obs
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_store_equals_outer_join_aggregate(inputs, tmp_path, layout):
     store = tmp_path / "store"
-    manifest = update(store, inputs, list(SAMPLES), tmp_path)
-    assert_same_cells(read_store(store), aggregate(inputs, list(SAMPLES), tmp_path))
+    manifest = update(store, inputs, list(SAMPLES), tmp_path, layout=layout)
+    ref = aggregate(inputs, list(SAMPLES), tmp_path)
+    assert_same_cells(read_store(store), ref)
+    assert_arrays_match(store, ref, layout)
+    assert manifest["layout"] == layout
     # to_anndata itself agrees, but for the nullable booleans it hands back as objects
     with soma.Experiment.open(str(store)) as exp:
         plain = soma_io.to_anndata(exp, "RNA", X_layer_name="counts", obs_id_name="obs_id")
@@ -190,11 +230,12 @@ def _cells_in_fragments(store: Path) -> dict[str, int]:
     return out
 
 
-def test_appends_equal_one_shot_and_leave_old_cells_alone(inputs, tmp_path):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_appends_equal_one_shot_and_leave_old_cells_alone(inputs, tmp_path, layout):
     two_then_four = tmp_path / "appended"
-    update(two_then_four, inputs, ["s1", "s2"], tmp_path, run="r1")
+    update(two_then_four, inputs, ["s1", "s2"], tmp_path, run="r1", layout=layout)
     before = _fragments(two_then_four)
-    manifest = update(two_then_four, inputs, list(SAMPLES), tmp_path, run="r2")
+    manifest = update(two_then_four, inputs, list(SAMPLES), tmp_path, run="r2", layout=layout)
     assert manifest["action"] == "appended" and manifest["appended"] == ["s3", "s4"]
     assert manifest["samples"]["s1"]["run"] == "r1" and manifest["samples"]["s4"]["run"] == "r2"
 
@@ -202,7 +243,9 @@ def test_appends_equal_one_shot_and_leave_old_cells_alone(inputs, tmp_path):
     update(one_shot, inputs, list(SAMPLES), tmp_path, run="r3")
     appended, direct = read_store(two_then_four), read_store(one_shot)
     assert_same_cells(appended, direct.copy())
-    assert_same_cells(appended, aggregate(inputs, list(SAMPLES), tmp_path))
+    ref = aggregate(inputs, list(SAMPLES), tmp_path)
+    assert_same_cells(appended, ref)
+    assert_arrays_match(two_then_four, ref, layout)
     runs = appended.obs.groupby("sample", observed=True)[RUN_COLUMN].unique()
     assert {s: list(r) for s, r in runs.items()} == {
         "s1": ["r1"],
@@ -224,22 +267,54 @@ def test_appends_equal_one_shot_and_leave_old_cells_alone(inputs, tmp_path):
     assert held["obs"] == sum(s["n"] for s in SAMPLES.values())
 
     # The same set again: nothing at all is written.
-    again = update(two_then_four, inputs, list(SAMPLES), tmp_path, run="r4")
+    again = update(two_then_four, inputs, list(SAMPLES), tmp_path, run="r4", layout=layout)
     assert again["action"] == "unchanged" and again["appended"] == []
     assert _fragments(two_then_four) == after
 
 
-def test_a_layer_new_to_the_store_comes_with_an_append(inputs, tmp_path):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_layer_new_to_the_store_comes_with_an_append(inputs, tmp_path, layout):
     """A store begun with s3 (counts only) gets kb's layers from the samples appended later:
-    the X arrays the store lacks are created, those it has are written in place."""
+    the X arrays the store lacks are created (with their gene-major copies in layout
+    two_arrays), those it has are written in place."""
     store = tmp_path / "store"
-    update(store, inputs, ["s3"], tmp_path, run="r1")
+    update(store, inputs, ["s3"], tmp_path, run="r1", layout=layout)
     with soma.Experiment.open(str(store)) as exp:
-        assert set(exp.ms["RNA"].X) == {"counts"}
-    manifest = update(store, inputs, list(SAMPLES), tmp_path, run="r2")
+        assert set(exp.ms["RNA"].X) == {"counts"} | (
+            {"counts_by_gene"} if layout == TWO_ARRAYS else set()
+        )
+    manifest = update(store, inputs, list(SAMPLES), tmp_path, run="r2", layout=layout)
     assert manifest["action"] == "appended"
     ref = aggregate(inputs, list(SAMPLES), tmp_path)
     assert_same_cells(read_store(store), ref, exact_categories=())
+    assert_arrays_match(store, ref, layout)
+
+
+def test_changing_the_layout_rebuilds_and_an_atlas_refuses_it(inputs, tmp_path):
+    """The layout is journaled: another one rebuilds this project's store, in either
+    direction, and the log and manifest say why; a store holding another project's cells
+    is not rebuilt but refused, before anything is written."""
+    store = tmp_path / "store"
+    update(store, inputs, ["s1", "s2"], tmp_path, run="r1")  # the default: no copies
+    assert_arrays_match(store, aggregate(inputs, ["s1", "s2"], tmp_path), "gene_query")
+    ref = aggregate(inputs, list(SAMPLES), tmp_path)
+    for run, layout in (("r2", TWO_ARRAYS), ("r3", "gene_query")):
+        lines = []
+        manifest = update(
+            store, inputs, list(SAMPLES), tmp_path, run=run, layout=layout, log=lines.append
+        )
+        assert manifest["action"] == "rebuilt", manifest
+        other = "gene_query" if layout == TWO_ARRAYS else TWO_ARRAYS
+        assert manifest["reason"] == f"layout changed from {other!r} to {layout!r}"
+        assert any("rebuilding" in line and "layout changed" in line for line in lines)
+        assert_same_cells(read_store(store), ref)
+        assert_arrays_match(store, ref, layout)
+        with soma.Experiment.open(str(store)) as exp:
+            assert json.loads(exp.metadata["kbagg_store"])["layout"] == layout
+    before = _fragments(store)
+    with pytest.raises(StoreError, match="cannot be rebuilt: layout changed"):
+        update(store, inputs, ["s1"], tmp_path, run="r4", layout=TWO_ARRAYS, project="Q")
+    assert _fragments(store) == before
 
 
 def test_changed_or_removed_sample_rebuilds(inputs, tmp_path):
@@ -288,43 +363,49 @@ def killing(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
     return original(*args, **kwargs)
 setattr(cls, method, killing)
-store, manifest, *pairs = sys.argv[3:]
+store, manifest, layout, *pairs = sys.argv[3:]
 import pandas as pd
 meta = pd.DataFrame({"sample": ["s1", "s2", "s3", "s4"],
                      "condition": ["ctrl", "treated", "ctrl", "treated"]})
 update_store(store, dict(p.split("=", 1) for p in pairs), run_id="killed",
-             manifest_path=manifest, obs_metadata=meta, project="P")
+             manifest_path=manifest, obs_metadata=meta, project="P", layout=layout)
 """
 
 
-def run_killed(store, inputs, tmp_path, target, after) -> subprocess.CompletedProcess:
+def run_killed(
+    store, inputs, tmp_path, target, after, layout="gene_query"
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     pairs = [f"{n}={p}" for n, p in inputs.items()]
     cmd = [sys.executable, "-c", KILLER, target, str(after), str(store), str(tmp_path / "k.json")]
+    cmd.append(layout)
     return subprocess.run(cmd + pairs, capture_output=True, text=True, env=env, check=False)
 
 
 @pytest.mark.slow  # a child process per case: ~10 s each on a loaded machine
 @pytest.mark.parametrize(
-    ("start", "target", "after", "repaired"),
+    ("start", "target", "after", "repaired", "layout"),
     [
         # s1, s2 in the store; s3 (counts only) is appended, s4 killed after its counts
-        (["s1", "s2"], "matrix", 3, "s4"),
+        (["s1", "s2"], "matrix", 3, "s4", "gene_query"),
+        # the same in two arrays: s3's counts and their copy written, s4 killed after its
+        # counts and before their gene-major copy
+        (["s1", "s2"], "matrix", 4, "s4", TWO_ARRAYS),
         # killed while writing s3's obs rows (dataframe writes: obs, then var, per sample)
-        (["s1", "s2"], "dataframe", 1, "s3"),
+        (["s1", "s2"], "dataframe", 1, "s3", "gene_query"),
         # killed after s3's registration was journaled, before the store was resized
-        (["s1", "s2"], "prepare", 1, "s3"),
+        (["s1", "s2"], "prepare", 1, "s3", "gene_query"),
         # killed during a fresh build: only a sibling build directory is left
-        ([], "matrix", 5, None),
+        ([], "matrix", 5, None, "gene_query"),
     ],
 )
 def test_kill_during_append_then_rerun_equals_one_shot(
-    inputs, tmp_path, start, target, after, repaired
+    inputs, tmp_path, start, target, after, repaired, layout
 ):
     store = tmp_path / "store"
     if start:
-        update(store, inputs, start, tmp_path, run="r1")
-    proc = run_killed(store, inputs, tmp_path, target, after)
+        update(store, inputs, start, tmp_path, run="r1", layout=layout)
+    proc = run_killed(store, inputs, tmp_path, target, after, layout)
     assert proc.returncode == -9, proc.stderr
     assert not (tmp_path / "k.json").exists()
     if repaired:
@@ -333,8 +414,14 @@ def test_kill_during_append_then_rerun_equals_one_shot(
     else:
         assert not store.exists() and list(tmp_path.glob(".store.build-*"))
 
+    if layout == TWO_ARRAYS:  # the kill left s4 in counts and not in its copy
+        with soma.Experiment.open(str(store)) as exp:
+            X = exp.ms["RNA"].X
+            assert X["counts"].nnz > X["counts_by_gene"].nnz
     lines = []
-    manifest = update(store, inputs, list(SAMPLES), tmp_path, run="r2", log=lines.append)
+    manifest = update(
+        store, inputs, list(SAMPLES), tmp_path, run="r2", log=lines.append, layout=layout
+    )
     assert (manifest["repaired"] or {}).get("sample") == repaired
     if repaired:
         assert any(f"half-written append of sample {repaired}" in line for line in lines)
@@ -345,6 +432,7 @@ def test_kill_during_append_then_rerun_equals_one_shot(
     got = read_store(store)
     assert_same_cells(got, direct.copy())
     pd.testing.assert_index_equal(got.obs_names, direct.obs_names)  # same joinid order too
+    assert_arrays_match(store, aggregate(inputs, list(SAMPLES), tmp_path), layout)
     assert not list(tmp_path.glob(".store.*-*"))
 
 
@@ -426,6 +514,22 @@ def test_append_to_an_outside_atlas(inputs, tmp_path):
     write_sample(inputs["s3"], seed=42, **SAMPLES["s3"])
     with pytest.raises(StoreError, match="holds cells of other projects.*sample s3 input changed"):
         update(atlas, inputs, ["s3", "s4"], tmp_path, run="mine2")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_store_without_a_journal_keeps_the_layout_its_arrays_show(inputs, tmp_path, layout):
+    """An experiment kbagg did not make (here: a journal removed) is two_arrays when every X
+    layer has its gene-major copy: appending in its layout works, in the other it stops
+    before writing (half the store would lack the copies, or the new cells would)."""
+    other = "gene_query" if layout == TWO_ARRAYS else TWO_ARRAYS
+    store = tmp_path / "store"
+    update(store, inputs, ["s1", "s2"], tmp_path, run="r1", layout=layout, project="other")
+    with soma.Experiment.open(str(store), "w") as exp:
+        del exp.metadata["kbagg_store"]
+    with pytest.raises(StoreError, match=f"layout changed from '{layout}' to '{other}'"):
+        update(store, inputs, ["s3"], tmp_path, run="r2", layout=other)
+    update(store, inputs, ["s3", "s4"], tmp_path, run="r3", layout=layout)
+    assert_arrays_match(store, aggregate(inputs, list(SAMPLES), tmp_path), layout)
 
 
 def _obs_count(uri) -> int:

@@ -23,10 +23,19 @@ import scipy.sparse as sp
 
 soma = pytest.importorskip("tiledbsoma", reason="the SOMA store needs tiledbsoma (extra 'soma')")
 from concat_helpers import REPO, dense, write_sparse_h5ad
-from test_soma import GENES, KB_LAYERS, aggregate, assert_same_cells, run_killed, write_sample
+from test_soma import (
+    GENES,
+    KB_LAYERS,
+    aggregate,
+    assert_arrays_match,
+    assert_same_cells,
+    run_killed,
+    write_sample,
+)
 
 from kbagg.concat.engine import concat_on_disk
 from kbagg.soma import read_context
+from kbagg.soma.layouts import LAYOUTS
 from kbagg.soma.store import (
     consolidate_store,
     fragment_counts,
@@ -64,7 +73,8 @@ def _fragment_folders(store: Path) -> int:
     return sum(1 for p in store.rglob("__fragments") for f in p.iterdir() if f.is_dir())
 
 
-def test_appends_keep_fragments_bounded_and_values_equal(twelve, tmp_path):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_appends_keep_fragments_bounded_and_values_equal(twelve, tmp_path, layout):
     store = tmp_path / "store"
     names = list(twelve)
     consolidations, expected = 0, 0  # expected: X's fragments under the rule
@@ -77,6 +87,7 @@ def test_appends_keep_fragments_bounded_and_values_equal(twelve, tmp_path):
             project="P",
             log=lambda line: None,
             max_fragments=BOUND,
+            layout=layout,
         )
         assert manifest["appended"] == [names[k - 1]]
         counts = fragment_counts(store)
@@ -123,6 +134,8 @@ def test_appends_keep_fragments_bounded_and_values_equal(twelve, tmp_path):
             a = q.to_anndata(X_name="counts", obs_id_name="obs_id", var_id_name="gene_id")
         want = ref[a.obs_names, a.var_names]
         np.testing.assert_array_equal(dense(a.X), dense(want.X))
+    # every X array, the gene-major copies of two_arrays too, after the consolidations
+    assert_arrays_match(store, ref, layout)
 
 
 def test_no_consolidation_below_the_threshold_or_when_off(twelve, tmp_path):

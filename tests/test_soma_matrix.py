@@ -16,8 +16,8 @@ import scipy.sparse as sp
 soma = pytest.importorskip("tiledbsoma", reason="the SOMA store needs tiledbsoma (extra 'soma')")
 
 from kbagg.soma import read_context
+from kbagg.soma.layouts import COL_LAYOUT, GENE_QUERY_LAYOUT, ROW_LAYOUT
 from kbagg.soma.matrix import ArrayOrder, array_order, global_order, write_matrix
-from kbagg.soma.store import GENE_QUERY_LAYOUT
 
 ORDERS = ("row-major", "column-major")
 
@@ -58,7 +58,11 @@ def matrix(n_cells=600, n_genes=300, seed=3) -> sp.csr_matrix:
     return m
 
 
-@pytest.mark.parametrize("layout", [GENE_QUERY_LAYOUT, None], ids=["kbagg", "tiledbsoma"])
+@pytest.mark.parametrize(
+    "layout",
+    [GENE_QUERY_LAYOUT, ROW_LAYOUT, COL_LAYOUT, None],
+    ids=["kbagg", "row", "col", "tiledbsoma"],
+)
 def test_write_matrix_in_global_order_reads_back_equal(tmp_path, layout):
     uri = str(tmp_path / "X")
     soma.SparseNDArray.create(

@@ -16,8 +16,16 @@ import pytest
 
 soma = pytest.importorskip("tiledbsoma", reason="the SOMA store needs tiledbsoma (extra 'soma')")
 from concat_helpers import REPO
-from test_soma import SAMPLES, assert_same_cells, inputs, update  # noqa: F401 - a fixture
+from test_soma import (  # noqa: F401 - a fixture
+    SAMPLES,
+    aggregate,
+    assert_arrays_match,
+    assert_same_cells,
+    inputs,
+    update,
+)
 
+from kbagg.soma.layouts import LAYOUTS, TWO_ARRAYS
 from kbagg.soma.parallel import finish_store, reserved_samples, write_sample
 from kbagg.soma.store import StoreError, read_store
 
@@ -30,21 +38,33 @@ def one_step(inputs, tmp_path, names):
     return read_store(ref)
 
 
-def test_reserve_write_finish_equals_one_step(inputs, tmp_path):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_reserve_write_finish_equals_one_step(inputs, tmp_path, layout):
     store = tmp_path / "store"
-    update(store, inputs, ["s1", "s2"], tmp_path, run="r1")  # a one-job append first
-    manifest = update(store, inputs, list(SAMPLES), tmp_path, run="r2", reserve=True)
+    update(store, inputs, ["s1", "s2"], tmp_path, run="r1", layout=layout)  # one job first
+    manifest = update(store, inputs, list(SAMPLES), tmp_path, run="r2", reserve=True, layout=layout)
     assert manifest["appended"] == ["s3", "s4"]
     assert set(reserved_samples(store)) == {"s3", "s4"}
     with pytest.raises(StoreError, match="sample s4 is reserved but has no writer marker"):
         finish_store(store, {"s3": {}}, **QUIET)
+    other = "gene_query" if layout == TWO_ARRAYS else TWO_ARRAYS
+    with pytest.raises(StoreError, match=f"reserved with layout '{layout}', not '{other}'"):
+        write_sample(store, "s3", layout=other, **QUIET)
     markers = {
-        n: write_sample(store, n, marker_path=tmp_path / f"{n}.json", **QUIET) for n in ("s4", "s3")
+        n: write_sample(store, n, marker_path=tmp_path / f"{n}.json", layout=layout, **QUIET)
+        for n in ("s4", "s3")
     }
     assert markers["s3"].keys() == {"counts"}
     with pytest.raises(StoreError, match="sample s4 layer counts holds"):
         finish_store(store, {**markers, "s4": {"counts": markers["s4"]["counts"] + 1}}, **QUIET)
-    done = finish_store(store, {n: tmp_path / f"{n}.json" for n in markers}, **QUIET)
+    if layout == TWO_ARRAYS:  # the copy is checked too: empty s4's range in it alone
+        start, end = reserved_samples(store)["s4"]
+        with soma.SparseNDArray.open(str(store / "ms/RNA/X/counts_by_gene"), "d") as arr:
+            arr.delete_cells((slice(start, end - 1),))
+        with pytest.raises(StoreError, match="sample s4 layer counts_by_gene holds 0 non-zeros"):
+            finish_store(store, markers, **QUIET)
+        write_sample(store, "s4", **QUIET)  # the rerun writes both again
+    done = finish_store(store, {n: tmp_path / f"{n}.json" for n in markers}, layout=layout, **QUIET)
     assert done["committed"] == ["s3", "s4"] and reserved_samples(store) == {}
     with pytest.raises(StoreError, match="sample s3 is committed, not reserved"):
         write_sample(store, "s3", **QUIET)
@@ -52,6 +72,7 @@ def test_reserve_write_finish_equals_one_step(inputs, tmp_path):
     got = read_store(store)
     assert_same_cells(got, direct.copy())
     pd.testing.assert_index_equal(got.obs_names, direct.obs_names)
+    assert_arrays_match(store, aggregate(inputs, list(SAMPLES), tmp_path), layout)
 
 
 KILLED_WRITER = """
@@ -83,11 +104,14 @@ def _child(code: str, *args) -> subprocess.Popen:
 
 
 @pytest.mark.slow  # child processes
-def test_killed_writer_rerun_and_concurrent_writers_equal_one_step(inputs, tmp_path):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_killed_writer_rerun_and_concurrent_writers_equal_one_step(inputs, tmp_path, layout):
     store = tmp_path / "store"
-    update(store, inputs, list(SAMPLES), tmp_path, run="r1", reserve=True)
-    # s1 is killed after two of its four layers are written (committed fragments)
-    killed = _child(KILLED_WRITER, store, "s1", 2, tmp_path / "s1.json")
+    update(store, inputs, list(SAMPLES), tmp_path, run="r1", reserve=True, layout=layout)
+    # s1 is killed after two of its four layers are written (committed fragments); in two
+    # arrays after counts, their copy and mature, before mature's copy
+    after = 3 if layout == TWO_ARRAYS else 2
+    killed = _child(KILLED_WRITER, store, "s1", after, tmp_path / "s1.json")
     _, err = killed.communicate()
     assert killed.returncode == -9, err.decode()
     assert not (tmp_path / "s1.json").exists()
@@ -101,6 +125,7 @@ def test_killed_writer_rerun_and_concurrent_writers_equal_one_step(inputs, tmp_p
     got = read_store(store)
     assert_same_cells(got, direct.copy())
     pd.testing.assert_index_equal(got.obs_names, direct.obs_names)
+    assert_arrays_match(store, aggregate(inputs, list(SAMPLES), tmp_path), layout)
 
 
 def test_one_job_update_completes_an_unfinished_parallel_build(inputs, tmp_path):

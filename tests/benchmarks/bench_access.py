@@ -88,7 +88,7 @@ SOMA_QUERY = (
     PREAMBLE
     + """
 import tiledbsoma as soma
-from kbagg.soma import read_context
+from kbagg.soma import query_layer, read_context
 t0 = time.perf_counter()
 with soma.Experiment.open(sys.argv[1], context=read_context()) as exp:
     if query == "obs":
@@ -103,7 +103,9 @@ with soma.Experiment.open(sys.argv[1], context=read_context()) as exp:
         else:
             where = dict(obs_query=soma.AxisQuery(coords=(np.asarray(arg),)))
         with exp.axis_query("RNA", **where) as q:
-            report(t0, q.to_anndata(X_name="counts").X)
+            # the gene-major copy for gene queries in a store that keeps one (two_arrays)
+            X_name = query_layer(exp, "counts", by="gene" if query == "genes" else "cell")
+            report(t0, q.to_anndata(X_name=X_name).X)
 """
 )
 

@@ -18,7 +18,12 @@ concat_on_disk (CSR) and converted to CSC. Stores:
   `ROW_LAYOUT`: all of a cell's genes in one space tile, small data tiles) and ``col``
   (gene-major, `COL_LAYOUT`). A store with two X arrays, as CELLxGENE keeps (row for cell
   queries, col for gene queries), reads as ``row`` does for cells and ``col`` for genes,
-  and costs both X arrays on disk: the table gives its figures from those two stores.
+  and costs both X arrays on disk: the table gives its figures from those two stores
+  (column ``two arrays``);
+* ``two arrays, appended``: kbagg's store of layout ``two_arrays``, grown by one
+  `update_store(layout="two_arrays")` per sample and then consolidated (`consolidate_store`):
+  ``counts`` cell-major, ``counts_by_gene`` gene-major; gene queries read the copy
+  (`kbagg.soma.query_layer`), the others ``counts``. ``--no-two-arrays`` skips it.
 
 Each query runs in a fresh child (its peak RSS by wait4), every format interleaved,
 ``--repeats`` times (medians), the files in the page cache; every format must return the
@@ -35,6 +40,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,42 +58,20 @@ from bench_access import (  # noqa: E402
     warm,
 )
 
-# Cell-major: a space tile holds 256 cells with all (up to 32,768) genes, stored row by row,
-# 4,096 entries (about 5 cells here) per data tile, so a cell is read from one or two tiles.
-ROW_LAYOUT = {
-    "tiledb": {
-        "create": {
-            "cell_order": "row-major",
-            "tile_order": "row-major",
-            "capacity": 4096,
-            "dims": {"soma_dim_0": {"tile": 256}, "soma_dim_1": {"tile": 32768}},
-        }
-    }
-}
-# Gene-major: a space tile holds 8 genes over 2^20 cells, stored gene by gene.
-COL_LAYOUT = {
-    "tiledb": {
-        "create": {
-            "cell_order": "col-major",
-            "tile_order": "col-major",
-            "capacity": 4096,
-            "dims": {"soma_dim_0": {"tile": 1 << 20}, "soma_dim_1": {"tile": 8}},
-        }
-    }
-}
-
+from kbagg.soma.layouts import COL_LAYOUT, ROW_LAYOUT  # noqa: E402
 
 APPENDS = """
 import sys, time, json
 from kbagg.soma.store import update_store
-store, manifest, max_fragments, *pairs = sys.argv[1:]
+store, manifest, max_fragments, layout, *pairs = sys.argv[1:]
 max_fragments = json.loads(max_fragments)
 pairs = [p.split("=", 1) for p in pairs]
 times = []
 for k in range(1, len(pairs) + 1):
     t0 = time.perf_counter()
     update_store(store, dict(pairs[:k]), run_id=f"r{k}", manifest_path=manifest,
-                 project="bench", log=lambda line: None, max_fragments=max_fragments)
+                 project="bench", log=lambda line: None, max_fragments=max_fragments,
+                 layout=layout)
     times.append(time.perf_counter() - t0)
 print(json.dumps(times))
 """
@@ -145,6 +129,11 @@ def main(argv=None) -> None:
     p.add_argument(
         "--no-layouts", action="store_true", help="skip the tiledb default, row and col stores"
     )
+    p.add_argument(
+        "--no-two-arrays",
+        action="store_true",
+        help="skip the store of layout two_arrays grown by appends",
+    )
     args = p.parse_args(argv)
     os.environ["PYTHONPATH"] = str(REPO / "src")
     from kbagg.soma.store import GENE_QUERY_LAYOUT
@@ -157,7 +146,7 @@ def main(argv=None) -> None:
         paths = generate(work, args.samples, args.cells_per_sample, args.genes, args.nnz_per_cell)
         pairs = [f"{k}={v}" for k, v in paths.items()]
         print(
-            f"# 2026-12-04: {args.samples} samples x {args.cells_per_sample:,} cells = "
+            f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {args.samples} samples x {args.cells_per_sample:,} cells = "
             f"{n_cells:,} cells x {args.genes:,} genes, {args.nnz_per_cell:,} nnz/cell, "
             f"float32; load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}\n"
         )
@@ -175,19 +164,29 @@ def main(argv=None) -> None:
         if args.no_layouts:
             for name in ("tiledb default", "row", "col"):
                 del stores[name]
+        two = "two arrays, appended"
+        if not args.no_two_arrays:
+            stores[two] = work / "two_arrays"
         if args.max_fragments:
             key = f"append, max_fragments={args.max_fragments}"
             stores[key] = work / "bounded"
             build[f"{args.samples} appends, max_fragments={args.max_fragments}"] = run_child(
-                APPENDS, stores[key], work / "m.json", args.max_fragments, *pairs
+                APPENDS, stores[key], work / "m.json", args.max_fragments, "gene_query", *pairs
             )
-        appends = run_child(APPENDS, stores["append"], work / "m.json", "null", *pairs)
+        appends = run_child(
+            APPENDS, stores["append"], work / "m.json", "null", "gene_query", *pairs
+        )
         build[f"{args.samples} appends (update_store each)"] = appends
         per_append = json.loads(appends[2].strip().splitlines()[-1])
         shutil.copytree(stores["append"], stores["append+consolidated"])
         build["consolidate_store (all arrays)"] = run_child(
             CONSOLIDATE, stores["append+consolidated"]
         )
+        if two in stores:  # one build each: build times are compared by bench_soma_parallel
+            build[f"{args.samples} appends, layout two_arrays"] = run_child(
+                APPENDS, stores[two], work / "m.json", "null", "two_arrays", *pairs
+            )
+            build["consolidate_store, two_arrays"] = run_child(CONSOLIDATE, stores[two])
         for name, layout in (
             ("one step", GENE_QUERY_LAYOUT),
             ("tiledb default", {}),

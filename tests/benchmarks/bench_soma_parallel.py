@@ -5,6 +5,7 @@ one-job append (update_store) of the same samples.
     python tests/benchmarks/bench_soma_parallel.py                   # 16 x 3,000 cells
     python tests/benchmarks/bench_soma_parallel.py --samples 4 --cells 200 --repeats 1
     python tests/benchmarks/bench_soma_parallel.py --baseline-src /path/to/old/checkout/src
+    python tests/benchmarks/bench_soma_parallel.py --layouts gene_query two_arrays
 
 Modes, each a fresh store built by child processes as the workflow's jobs would be:
 ``one-job`` (update_store of all samples, one process); ``J writers`` (a reserving process,
@@ -13,8 +14,11 @@ finishing process); with ``--baseline-src``, also ``baseline one-job``, the one-
 of another checkout of kbagg (its ``src``), the anchor of the ratios. The modes are
 interleaved, ``--repeats`` rounds; the table gives median wall time, cells per second, the
 ratio to the anchor (the baseline, else the one-job build) of the same round (median) and
-the largest peak RSS of any one process (wait4). Every build must hold the same number and
-sum of counts, else the benchmark stops.
+the largest peak RSS of any one process (wait4) and the store's size on disk (all of it, and
+its X arrays). With ``--layouts``, every mode of kbagg's checkout is run for each store layout
+(``aggregate.soma.layout``; rows of a layout other than the first are marked with it), all
+interleaved. Every build must hold the same number and sum of counts (in a two_arrays store,
+the gene-major copy as well), else the benchmark stops.
 """
 
 from __future__ import annotations
@@ -39,14 +43,16 @@ ONE_JOB = f"""
 import json, sys
 from kbagg.soma.store import update_store
 store, manifest, samples = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-update_store(store, samples, run_id="bench", manifest_path=manifest, project="bench", {QUIET})
+layout = {{}} if len(sys.argv) < 5 else {{"layout": sys.argv[4]}}  # a baseline may lack it
+update_store(store, samples, run_id="bench", manifest_path=manifest, project="bench",
+             {QUIET}, **layout)
 """
 RESERVE = f"""
 import json, sys
 from kbagg.soma.store import update_store
-store, manifest, samples = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+store, manifest, samples, layout = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
 update_store(store, samples, run_id="bench", manifest_path=manifest, project="bench",
-             reserve=True, max_fragments=None, {QUIET})
+             reserve=True, max_fragments=None, layout=layout, {QUIET})
 """
 WRITE = f"""
 import json, sys
@@ -65,11 +71,18 @@ import json, sys
 import numpy as np, tiledbsoma as soma
 from kbagg.soma import read_context
 with soma.Experiment.open(sys.argv[1], context=read_context()) as exp:
-    n, s = 0, 0.0
-    for t in exp.ms["RNA"].X["counts"].read().tables():
-        n += t.num_rows
-        s += float(np.asarray(t.column("soma_data")).sum(dtype=np.float64))
-print(json.dumps([n, round(s, 3)]))
+    totals = {}
+    for name in ("counts", "counts_by_gene"):
+        if name not in exp.ms["RNA"].X:
+            continue
+        n, s = 0, 0.0
+        for t in exp.ms["RNA"].X[name].read().tables():
+            n += t.num_rows
+            s += float(np.asarray(t.column("soma_data")).sum(dtype=np.float64))
+        totals[name] = [n, round(s, 3)]
+if len({json.dumps(t) for t in totals.values()}) != 1:
+    raise SystemExit(f"counts and its gene-major copy differ: {totals}")
+print(json.dumps(totals["counts"]))
 """
 
 
@@ -94,16 +107,23 @@ def wait(procs: list[subprocess.Popen]) -> tuple[list[str], float]:
 
 
 def build(
-    mode: int, store: Path, samples: dict, workdir: Path, src: Path = REPO / "src"
+    mode: int,
+    store: Path,
+    samples: dict,
+    workdir: Path,
+    src: Path = REPO / "src",
+    layout: str | None = None,
 ) -> tuple[float, float]:
     """(wall seconds, peak RSS MB) of one build; mode 0 is the one-job append, J > 0 J writer
-    jobs; ``src`` the kbagg it runs (the one-job append only)."""
+    jobs; ``src`` the kbagg it runs (the one-job append only); ``layout`` the store layout
+    (None: update_store's default, for a baseline that may not know the option)."""
     manifest, pairs = workdir / "manifest.json", json.dumps({k: str(v) for k, v in samples.items()})
     t0 = time.perf_counter()
     if mode == 0:
-        _, peak = wait([start(ONE_JOB, store, manifest, pairs, src=src)])
+        extra = [] if layout is None else [layout]
+        _, peak = wait([start(ONE_JOB, store, manifest, pairs, *extra, src=src)])
     else:
-        _, peak = wait([start(RESERVE, store, manifest, pairs)])
+        _, peak = wait([start(RESERVE, store, manifest, pairs, layout or "gene_query")])
         names = list(samples)
         outs, write_peak = wait(
             [start(WRITE, store, json.dumps(names[j::mode])) for j in range(mode)]
@@ -112,6 +132,10 @@ def build(
         _, finish_peak = wait([start(FINISH, store, json.dumps(markers))])
         peak = max(peak, write_peak, finish_peak)
     return time.perf_counter() - t0, peak
+
+
+def disk_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
 def main(argv=None) -> None:
@@ -129,6 +153,13 @@ def main(argv=None) -> None:
         default=None,
         help="src folder of another kbagg checkout whose one-job append is the anchor",
     )
+    ap.add_argument(
+        "--layouts",
+        nargs="+",
+        default=["gene_query"],
+        choices=["gene_query", "two_arrays"],
+        help="store layouts (aggregate.soma.layout) to build each mode in",
+    )
     args = ap.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="bench_soma_parallel-", dir=args.workdir))
     try:
@@ -138,22 +169,26 @@ def main(argv=None) -> None:
         for i in range(args.samples):
             samples[f"s{i:03d}"] = workdir / "inputs" / f"s{i:03d}.h5ad"
             write_sparse_h5ad(samples[f"s{i:03d}"], args.cells, genes, args.nnz_per_cell, seed=i)
-        # "base": the baseline checkout's one-job append; 0: this one's; J: J writer jobs
-        modes = [*(["base"] if args.baseline_src else []), 0, *args.writers]
+        # "base": the baseline checkout's one-job append; 0: this one's; J: J writer jobs;
+        # each of this checkout's modes in every layout
+        modes = [*([("base", None)] if args.baseline_src else [])]
+        modes += [(m, layout) for layout in args.layouts for m in (0, *args.writers)]
         anchor = modes[0]
-        times, peaks, ratios, totals = ({m: [] for m in modes} for _ in range(4))
+        times, peaks, ratios, totals, sizes = ({m: [] for m in modes} for _ in range(5))
         for _ in range(args.repeats):
             for m in modes:
-                store = workdir / f"store-{m}"
+                mode, layout = m
+                store = workdir / f"store-{mode}-{layout}"
                 shutil.rmtree(store, ignore_errors=True)
-                if m == "base":
+                if mode == "base":
                     seconds, peak = build(0, store, samples, workdir, args.baseline_src)
                 else:
-                    seconds, peak = build(m, store, samples, workdir)
+                    seconds, peak = build(mode, store, samples, workdir, layout=layout)
                 times[m].append(seconds)
                 peaks[m].append(peak)
                 out, _ = wait([start(TOTALS, store)])
                 totals[m] = json.loads(out[0])
+                sizes[m] = [disk_mb(store), disk_mb(store / "ms" / "RNA" / "X")]
                 shutil.rmtree(store)
             for m in modes:
                 ratios[m].append(times[anchor][-1] / times[m][-1])
@@ -168,17 +203,24 @@ def main(argv=None) -> None:
         if args.baseline_src:
             print(f"baseline: {args.baseline_src}")
         versus = "baseline one job" if args.baseline_src else "one job"
-        print(f"| build | wall s | cells/s | speed vs {versus} | peak RSS MB |")
-        print("|---|---:|---:|---:|---:|")
+        print(f"load average {', '.join(f'{x:.2f}' for x in os.getloadavg())} at the end")
+        print(f"| build | wall s | cells/s | speed vs {versus} | peak RSS MB | store MB | X MB |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
         for m in modes:
+            mode, layout = m
             wall = statistics.median(times[m])
-            if m == "base":
+            if mode == "base":
                 name = "baseline one-job append"
+            elif mode == 0:
+                name = "one-job append"
             else:
-                name = "one-job append" if m == 0 else f"{m} writer job{'s' if m > 1 else ''}"
+                name = f"{mode} writer job{'s' if mode > 1 else ''}"
+            if mode != "base" and layout != args.layouts[0]:
+                name += f", layout {layout}"
             print(
                 f"| {name} | {wall:.1f} | {n_cells / wall:,.0f} | "
-                f"{statistics.median(ratios[m]):.2f}x | {statistics.median(peaks[m]):.0f} |"
+                f"{statistics.median(ratios[m]):.2f}x | {statistics.median(peaks[m]):.0f} | "
+                f"{sizes[m][0]:,.0f} | {sizes[m][1]:,.0f} |"
             )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -109,6 +109,7 @@ rule soma_register:
         samples=SAMPLES,
         uri=AGG["soma"]["uri"],
         measurement=AGG["soma"]["measurement"],
+        layout=AGG["soma"]["layout"],
         concat={key: CONCAT[key] for key in ("label", "index_unique")},
         metadata=SHEET.obs_metadata().to_dict("list"),
     script:
@@ -134,6 +135,7 @@ rule soma_write:
         runtime=rule_resources("aggregate")["runtime"],
     params:
         uri=AGG["soma"]["uri"],
+        layout=AGG["soma"]["layout"],
     script:
         script_path("soma_write.py")
 
@@ -158,5 +160,6 @@ rule soma:
         uri=AGG["soma"]["uri"],
         # consolidated in this job, after the writers and under the store's lock
         max_fragments=AGG["soma"]["max_fragments"],
+        layout=AGG["soma"]["layout"],
     script:
         script_path("soma.py")

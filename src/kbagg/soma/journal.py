@@ -62,6 +62,9 @@ class Journal:
     measurement: str
     label: str
     index_unique: str | None
+    # how X is kept (kbagg.soma.layouts): "gene_query", or "two_arrays" (a gene-major copy
+    # of each layer); journals written before it existed are "gene_query"
+    layout: str = "gene_query"
     samples: dict[str, SampleEntry] = field(default_factory=dict)
     pending: PendingAppend | None = None
     obs_dtypes: dict[str, str] = field(default_factory=dict)  # nullable dtypes to restore
@@ -74,6 +77,7 @@ class Journal:
             "measurement": self.measurement,
             "label": self.label,
             "index_unique": self.index_unique,
+            "layout": self.layout,
         }
 
     def own(self, project: str | None) -> dict[str, SampleEntry]:
@@ -110,6 +114,7 @@ class Journal:
             measurement=data["measurement"],
             label=data["label"],
             index_unique=data.get("index_unique"),
+            layout=data.get("layout", "gene_query"),
             samples=samples,
             pending=None if pending is None else PendingAppend(**_known(PendingAppend, pending)),
             obs_dtypes=dict(data.get("obs_dtypes", {})),

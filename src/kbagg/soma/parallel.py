@@ -11,6 +11,9 @@ finish once.
    layer (the marker a workflow job writes).
 3. `finish_store` (under the lock) checks that every reserved sample's range holds the
    non-zeros its marker names, journals it as committed, and consolidates.
+
+In a store of layout ``two_arrays`` (`kbagg.soma.layouts`) a layer is two arrays: the reserve
+creates both, `write_sample` writes both and `finish_store` checks both against the marker.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from kbagg.schema import schema_default
 from kbagg.soma.context import read_context
 from kbagg.soma.fragments import consolidate, fragment_counts
 from kbagg.soma.journal import Journal, read_journal, write_journal
+from kbagg.soma.layouts import check_layout, layer_arrays
 from kbagg.soma.lock import VAR_ID, Log, StoreError, stderr_log, store_lock
 from kbagg.soma.matrix import write_matrix
 from kbagg.soma.samples import load_matrices, read_samples
@@ -54,6 +58,16 @@ def reserved_samples(uri: str | Path) -> dict[str, list[int]]:
     return {n: e.obs_joinids for n, e in journal.samples.items() if e.state == "reserved"}
 
 
+def _check_layout(uri: str, journal: Journal, layout: str | None) -> str:
+    """The store's layout (its journal's); StoreError if ``layout`` is given and differs."""
+    if layout is not None and check_layout(layout) != journal.layout:
+        raise StoreError(
+            f"{uri}: the store was reserved with layout {journal.layout!r}, not {layout!r}; "
+            "reserve again (update_store) with the layout wanted"
+        )
+    return journal.layout
+
+
 def _range_nnz(array: soma.SparseNDArray, start: int, end: int) -> int:
     if end <= start:
         return 0
@@ -66,6 +80,7 @@ def write_sample(
     *,
     marker_path: str | Path | None = None,
     measurement: str | None = None,
+    layout: str | None = None,
     log: Log | None = None,
 ) -> dict[str, int]:
     """Write the X layers of one reserved sample at its reserved joinids (no lock).
@@ -84,13 +99,17 @@ def write_sample(
         count per layer (what `finish_store` checks).
     measurement
         The measurement holding X; None: the journal's.
+    layout
+        The store layout the caller expects (``aggregate.soma.layout``); None: the journal's.
+        Each layer is written to every array of the layout (`kbagg.soma.layouts`); a layout
+        other than the journal's is a StoreError.
     log
         Called with each log line; defaults to printing to stderr.
 
     Returns
     -------
     dict
-        Layer name -> non-zeros written.
+        Layer name -> non-zeros written (to each of its arrays).
     """
     log = log or stderr_log
     uri = str(_path(uri))
@@ -101,6 +120,7 @@ def write_sample(
     if entry.state != "reserved":
         raise StoreError(f"{uri}: sample {sample} is {entry.state}, not reserved; nothing to write")
     measurement = measurement or journal.measurement
+    layout = _check_layout(uri, journal, layout)
     start, end = entry.obs_joinids
     (found,) = read_samples(
         {sample: entry.path},
@@ -123,7 +143,7 @@ def write_sample(
             name: np.dtype(ms.X[name].schema.field("soma_data").type.to_pandas_dtype())
             for name in ms.X
         }
-    missing = [layer for layer in found.layers if layer not in arrays]
+    missing = [a for layer in found.layers for a in layer_arrays(layer, layout) if a not in arrays]
     if missing:
         raise StoreError(f"{uri}: no X layer {', '.join(missing)} for sample {sample}")
     cols = var.set_index(VAR_ID)["soma_joinid"].reindex(found.var.index)
@@ -139,8 +159,9 @@ def write_sample(
     time.sleep(0.005)  # a write in the same millisecond as the delete would be deleted too
     nnz = {}
     for layer, matrix in load_matrices(found, dtypes).items():
-        with soma.SparseNDArray.open(arrays[layer], "w") as arr:
-            nnz[layer] = write_matrix(arr, matrix, start, cols)
+        for name in layer_arrays(layer, layout):
+            with soma.SparseNDArray.open(arrays[name], "w") as arr:
+                nnz[layer] = write_matrix(arr, matrix, start, cols)
     log(f"soma: wrote sample {sample} ({end - start} cells, {nnz.get('counts', 0)} non-zeros)")
     if marker_path is not None:
         with atomic_output(marker_path) as tmp:
@@ -156,6 +177,7 @@ def finish_store(
     manifest_path: str | Path | None = None,
     lock_timeout_s: float | None = None,
     max_fragments: int | None = schema_default("aggregate", "soma", "max_fragments"),
+    layout: str | None = None,
     log: Log | None = None,
 ) -> dict:
     """Commit the reserved samples whose X layers were written: check each range's non-zeros
@@ -175,6 +197,10 @@ def finish_store(
     max_fragments
         Consolidate arrays holding more fragments than this (see ``update_store``); None
         never consolidates.
+    layout
+        The store layout the caller expects; None: the journal's. Every array of each layer
+        (both of layout ``two_arrays``) must hold the marker's non-zeros; a layout other
+        than the journal's is a StoreError.
     log
         Called with each log line; defaults to printing to stderr.
 
@@ -190,6 +216,7 @@ def finish_store(
         journal: Journal | None = read_journal(uri)
         if journal is None:
             raise StoreError(f"{uri}: no kbagg journal; nothing to finish")
+        layout = _check_layout(uri, journal, layout)
         reserved = {n: e for n, e in journal.samples.items() if e.state == "reserved"}
         unwritten = [n for n in reserved if n not in markers]
         if unwritten:
@@ -202,12 +229,13 @@ def finish_store(
                     marker = json.loads(Path(marker).read_text())["nnz"]
                 start, end = entry.obs_joinids
                 for layer, want in marker.items():
-                    got = _range_nnz(X[layer], start, end)
-                    if got != want:
-                        raise StoreError(
-                            f"{uri}: sample {name} layer {layer} holds {got} non-zeros, its "
-                            f"writer wrote {want}; run its write again"
-                        )
+                    for array in layer_arrays(layer, layout):
+                        got = _range_nnz(X[array], start, end) if array in X else 0
+                        if got != want:
+                            raise StoreError(
+                                f"{uri}: sample {name} layer {array} holds {got} non-zeros, "
+                                f"its writer wrote {want}; run its write again"
+                            )
         for entry in reserved.values():
             entry.state = "committed"
         if reserved:

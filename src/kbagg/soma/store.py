@@ -5,8 +5,10 @@ is the aggregate's obs name, ``<barcode><index_unique><sample>``; the ``label`` 
 sample-table columns as categoricals) plus ``kbagg_run``, the run that added the cell.
 ``ms[<measurement>].var`` is indexed by ``gene_id`` with ``gene_name``; X layer ``counts`` is
 the inputs' X and kb's other layers (``mature``, ``nascent``, ``ambiguous``) are further X
-layers. The genes are always the union of the samples' genes: a new gene is added to var when
-the first sample that has it is appended.
+layers. With layout ``two_arrays`` each layer ``L`` is kept twice, cell-major in ``X[L]`` and
+gene-major in ``X[L_by_gene]`` (`kbagg.soma.layouts`); every write below writes both. The
+genes are always the union of the samples' genes: a new gene is added to var when the first
+sample that has it is appended.
 
 How an update stays correct (all under a lock file beside the store, ``.<name>.lock``):
 
@@ -34,9 +36,9 @@ How an update stays correct (all under a lock file beside the store, ``.<name>.l
 Beside this module in ``kbagg.soma``: ``samples`` (the inputs as the store holds them, their
 matrices, column types), ``journal`` (the journal's records, read and written), ``fragments``
 (fragment counts and consolidation, shared with ``parallel``, the parallel writers),
-``context`` (the TileDB settings every read uses), ``matrix`` (matrices written in an
-array's global order), ``lock`` (names, `StoreError`, the lock),
-``obsm`` (`add_obsm`) and ``cli`` (its command line).
+``context`` (the TileDB settings every read uses), ``layouts`` (the X arrays' layouts,
+`query_layer`), ``matrix`` (matrices written in an array's global order), ``lock`` (names,
+`StoreError`, the lock), ``obsm`` (`add_obsm`) and ``cli`` (its command line).
 
 tiledbsoma 2.3 with anndata 0.13: ``AnnData.layers`` lists X under the key None, which
 ``from_anndata`` cannot write, so samples are handed over with X=None and every matrix
@@ -75,6 +77,18 @@ from kbagg.soma.journal import (
     SampleEntry,
     write_journal,
 )
+from kbagg.soma.layouts import (
+    BY_GENE_SUFFIX,
+    COL_LAYOUT,
+    GENE_QUERY,
+    GENE_QUERY_LAYOUT,
+    TWO_ARRAYS,
+    by_gene,
+    check_layout,
+    copies,
+    layer_arrays,
+    main_platform_config,
+)
 from kbagg.soma.lock import (
     COUNTS_LAYER,
     OBS_ID,
@@ -106,23 +120,6 @@ __all__ = [
     "read_store",
     "update_store",
 ]
-
-
-# The X arrays' layout (what tiledbsoma calls platform_config). Within tiles of 2,048 cells x
-# 64 genes, cells are stored gene by gene, 2,000 to a data tile, so a query for a few genes
-# reads a few data tiles per 2,048 cells instead of a 2,048-gene-wide block (tiledbsoma's
-# default). tests/benchmarks/bench_access.py, 200,000 cells x 30,000 genes: one gene 1.5 s
-# instead of 5.5 s, 100 genes 5.9 s instead of 36 s; 1,000 scattered cells and the build are
-# slower (at 50,000 cells: 5.3 s instead of 2.5 s, and a 1.2-1.5x longer build).
-GENE_QUERY_LAYOUT = {
-    "tiledb": {
-        "create": {
-            "cell_order": "col-major",
-            "capacity": 2000,
-            "dims": {"soma_dim_1": {"tile": 64}},
-        }
-    }
-}
 
 
 # ---------------------------------------------------------------------------- fragments
@@ -271,6 +268,7 @@ def _append_sample(
     project: str,
     log: Log,
     platform_config: Mapping | None,
+    layout: str,
     reserve: bool = False,
 ) -> None:
     """Register, journal as pending, write, journal as committed: one sample, one step.
@@ -349,16 +347,53 @@ def _append_sample(
         context=read_context(),
     )
     del adata
+    if layout == TWO_ARRAYS:
+        _create_copies(uri, measurement, sample.layers)
     if not reserve:
         cols = mapping.var_axes[measurement].joinid_map.loc[var.index, "soma_joinid"]
         with soma.Experiment.open(uri, context=read_context()) as exp:
-            arrays = {layer: exp.ms[measurement].X[layer].uri for layer in sample.layers}
+            X = exp.ms[measurement].X
+            arrays = {L: [X[a].uri for a in layer_arrays(L, layout)] for L in sample.layers}
         for layer, matrix in load_matrices(sample, dtypes).items():
-            with soma.SparseNDArray.open(arrays[layer], "w", context=read_context()) as arr:
-                write_matrix(arr, matrix, start, cols.to_numpy(dtype=np.int64))
+            for array in arrays[layer]:
+                with soma.SparseNDArray.open(array, "w", context=read_context()) as arr:
+                    write_matrix(arr, matrix, start, cols.to_numpy(dtype=np.int64))
     journal.samples[sample.name] = SampleEntry(**entry, obs_joinids=[start, start + n])
     journal.pending = None
     write_journal(uri, journal)
+
+
+def _create_copies(uri: str, measurement: str, layers) -> None:
+    """Create the gene-major copy (`COL_LAYOUT`) of each of ``layers`` that has none, with the
+    layer's shape and type. A copy made here starts empty: its layer was just created (the
+    store's layout check refuses a store whose layers have cells but no copies)."""
+    with soma.Experiment.open(uri, context=read_context()) as exp:
+        X = exp.ms[measurement].X
+        todo = {
+            by_gene(L): (X[L].schema.field("soma_data").type, X[L].shape)
+            for L in layers
+            if by_gene(L) not in X
+        }
+    if not todo:
+        return
+    with soma.Experiment.open(uri, "w", context=read_context()) as exp:
+        X = exp.ms[measurement].X
+        for name, (arrow_type, shape) in todo.items():
+            X.add_new_sparse_ndarray(
+                name, type=arrow_type, shape=shape, platform_config=COL_LAYOUT
+            ).close()
+
+
+def _store_layout(state: _State) -> str:
+    """The layout of a store: its journal's; a store without one (made elsewhere) is
+    ``two_arrays`` if every X layer has a gene-major copy."""
+    if state.journal is not None:
+        return state.journal.layout
+    names = set(state.layer_dtypes)
+    base = names - copies(names)
+    if base and all(by_gene(L) in names for L in base):
+        return TWO_ARRAYS
+    return GENE_QUERY
 
 
 @dataclass
@@ -396,6 +431,8 @@ def _stale_reasons(state: _State, samples: list[Sample], project: str, settings:
     held = state.journal.settings() if state.journal else {}
     own = state.own(project)
     for key, value in settings.items():
+        if key == "layout":  # every project's cells are kept in it: see _plan
+            continue
         if own and held.get(key, value) != value:
             reasons.append(f"{key} changed from {held.get(key)!r} to {value!r}")
     wanted = {s.name: s for s in samples}
@@ -425,6 +462,9 @@ def _plan(
         return build
     is_atlas = state.foreign_n_obs(project) > 0 or state.journal is None
     reasons = _stale_reasons(state, samples, project, settings)
+    held_layout = _store_layout(state)
+    if state.n_obs and held_layout != settings["layout"]:
+        reasons.append(f"layout changed from {held_layout!r} to {settings['layout']!r}")
     if pending and not is_atlas:
         again = next((s for s in samples if s.name == pending.sample), None)
         if again is None or again.fingerprint != pending.fingerprint:
@@ -598,6 +638,7 @@ def update_store(
     lock_timeout_s: float | None = None,
     platform_config: Mapping | None = None,
     max_fragments: int | None = schema_default("aggregate", "soma", "max_fragments"),
+    layout: str = schema_default("aggregate", "soma", "layout"),
     log: Log | None = None,
     reserve: bool = False,
     **concat,
@@ -642,13 +683,21 @@ def update_store(
         0 fails at once.
     platform_config
         tiledbsoma ``platform_config`` for the arrays this update creates (tile extents,
-        cell order, capacity...); existing arrays keep theirs. None: `GENE_QUERY_LAYOUT`;
-        ``{}``: tiledbsoma's defaults.
+        cell order, capacity...); existing arrays keep theirs. None: the layout's
+        (`GENE_QUERY_LAYOUT`, or `ROW_LAYOUT` for ``two_arrays``); ``{}``: tiledbsoma's
+        defaults. The gene-major copies of ``two_arrays`` are always `COL_LAYOUT`.
     max_fragments
         After writing, every array of the store holding more fragments than this (an append
         adds one to each array it writes) is consolidated into one and vacuumed
         (`consolidate_store`), still under the lock; None never consolidates. Default: the
         config schema's ``aggregate.soma.max_fragments``.
+    layout
+        How X is kept (`kbagg.soma.layouts`): ``"gene_query"``, one array per layer in
+        `GENE_QUERY_LAYOUT`; ``"two_arrays"``, each layer ``L`` cell-major in ``X[L]`` and a
+        gene-major copy in ``X[L_by_gene]`` (`query_layer` names the one to query). It is
+        journaled: a store of this project in another layout is rebuilt (the manifest and log
+        say why), an atlas of other projects' cells is refused. Default: the config schema's
+        ``aggregate.soma.layout``.
     log
         Called with each log line; defaults to printing to stderr.
     reserve
@@ -676,15 +725,31 @@ def update_store(
         raise StoreError(f"{uri}: only local stores are supported (the lock is a local file)")
     path = Path(str(uri).removeprefix("file://")).absolute()
     project = project or project_id(Path.cwd() / PROJECT_MARKER)
-    settings = {"measurement": measurement, "label": label, "index_unique": index_unique}
+    settings = {
+        "measurement": measurement,
+        "label": label,
+        "index_unique": index_unique,
+        "layout": check_layout(layout),
+    }
     wanted = read_samples(samples, checksums, options.obs_metadata, label, index_unique, run_id)
     _check_unique_obs_ids(wanted)
+    if layout == TWO_ARRAYS:
+        for s in wanted:
+            clash = [L for L in s.layers if L.endswith(BY_GENE_SUFFIX)]
+            if clash:
+                raise StoreError(
+                    f"{s.path}: layer {clash[0]!r} clashes with the gene-major copies of "
+                    f"layout {TWO_ARRAYS} (X[<layer>{BY_GENE_SUFFIX}]); rename it"
+                )
     ctx = {
         "measurement": measurement,
         "run_id": run_id,
         "project": project,
         "log": log,
-        "platform_config": GENE_QUERY_LAYOUT if platform_config is None else platform_config,
+        "platform_config": main_platform_config(layout)
+        if platform_config is None
+        else platform_config,
+        "layout": layout,
         "reserve": reserve,
     }
     with store_lock(path, lock_timeout_s, log):
@@ -787,7 +852,8 @@ def read_store(uri: str | Path, measurement: str = "RNA") -> ad.AnnData:
     """The whole store as an in-memory AnnData (``tiledbsoma.io.to_anndata``), read with
     kbagg's TileDB settings (`kbagg.soma.read_context`).
 
-    X is layer ``counts``, the other X layers are ``layers``; obs is indexed by ``obs_id``
+    X is layer ``counts``, the other X layers are ``layers`` (the gene-major copies of layout
+    ``two_arrays``, the same values, are not read); obs is indexed by ``obs_id``
     and var by ``gene_id``. Nullable columns (pandas ``boolean``, ``Int64``) that to_anndata
     returns as object get their dtype back from the store's journal. Categories are in the
     order their values were first added to the store.
@@ -802,7 +868,10 @@ def read_store(uri: str | Path, measurement: str = "RNA") -> ad.AnnData:
     uri = str(uri)
     with soma.Experiment.open(uri, context=read_context()) as exp:
         raw = exp.metadata.get(JOURNAL_KEY)
+        journal = Journal.from_json(raw, source=f"{uri}: its journal") if raw else None
         layers = list(exp.ms[measurement].X.keys())
+        if journal is not None and journal.layout == TWO_ARRAYS:
+            layers = [k for k in layers if k not in copies(layers)]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             adata = soma_io.to_anndata(
@@ -814,7 +883,7 @@ def read_store(uri: str | Path, measurement: str = "RNA") -> ad.AnnData:
                 var_id_name=VAR_ID,
                 uns_keys=[],
             )
-    dtypes = Journal.from_json(raw, source=f"{uri}: its journal").obs_dtypes if raw else {}
+    dtypes = journal.obs_dtypes if journal is not None else {}
     for col, dtype in dtypes.items():
         if col in adata.obs.columns:
             adata.obs[col] = adata.obs[col].astype(dtype)
