@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from kbagg.cells.ambient import add_ambient, remove_ambient
+from kbagg.cells.blocks import row_blocks
 from kbagg.errors import KbaggError
 from kbagg.simulate.cells import simulate_droplets
 from kbagg.simulate.spec import HardCells
@@ -106,7 +107,7 @@ def test_work_in_blocks_equals_one_block(monkeypatch):
     is_cell, _ = _truth(d)
     whole = remove_ambient("s", d.counts, is_cell)
     monkeypatch.setattr(soup, "BLOCK_NNZ", 997)
-    blocks = list(soup._row_blocks(d.counts[is_cell].tocsr().indptr))
+    blocks = list(row_blocks(d.counts[is_cell].tocsr().indptr, soup.BLOCK_NNZ))
     assert len(blocks) > 100 and blocks[0][0] == 0
     assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:], strict=False))
     blocked = remove_ambient("s", d.counts, is_cell)

@@ -54,6 +54,7 @@ from scipy.interpolate import BSpline
 from scipy.optimize import minimize_scalar
 from scipy.special import gammaln
 
+from kbagg.cells.blocks import row_blocks
 from kbagg.errors import KbaggError
 
 ALPHA_BOUNDS = (0.01, 10_000.0)  # DropletUtils' .estimate_alpha interval
@@ -142,17 +143,6 @@ def _counts_csr(raw) -> tuple[sp.csr_matrix, bool]:
     return raw, rounded
 
 
-def _row_blocks(indptr: np.ndarray, block_nnz: int = ROW_BLOCK_NNZ):
-    """(first_row, end_row) ranges of about `block_nnz` non-zeros each."""
-    n_rows = len(indptr) - 1
-    start = 0
-    while start < n_rows:
-        end = int(np.searchsorted(indptr, indptr[start] + block_nnz, side="right")) - 1
-        end = min(max(end, start + 1), n_rows)
-        yield start, end
-        start = end
-
-
 # --- ambient profile ---------------------------------------------------------------------
 def good_turing_proportions(counts: np.ndarray, confidence: float = 1.96) -> np.ndarray:
     """Simple Good-Turing proportions of one count vector (edgeR's `goodTuringProportions`).
@@ -236,7 +226,7 @@ def _ambient_stats(raw: sp.csr_matrix, totals: np.ndarray, lower: int) -> _Ambie
     expressed = np.asarray(raw.sum(axis=0)).ravel() > 0
     profile = np.zeros(raw.shape[1], dtype=np.int64)
     keys = []
-    for first, end in _row_blocks(raw.indptr):
+    for first, end in row_blocks(raw.indptr, ROW_BLOCK_NNZ):
         lo, hi = raw.indptr[first], raw.indptr[end]
         in_ambient = np.repeat(is_ambient[first:end], np.diff(raw.indptr[first : end + 1]))
         genes = raw.indices[lo:hi][in_ambient].astype(np.int64)
@@ -399,7 +389,7 @@ def _observed_log_probs(
     """(data-dependent part, full log-probability) of each row under the ambient null."""
     log_factorial = gammaln(np.arange(int(rows.data.max(initial=0)) + 1) + 1.0)  # log(k!)
     data_part = np.zeros(rows.shape[0])
-    for first, end in _row_blocks(rows.indptr):
+    for first, end in row_blocks(rows.indptr, ROW_BLOCK_NNZ):
         lo, hi = rows.indptr[first], rows.indptr[end]
         x = rows.data[lo:hi].astype(np.int64)
         p = proportions[rows.indices[lo:hi]]

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from kbagg.cells.blocks import row_blocks
+
 METHODS = ("none", "soup")
 
 
@@ -102,23 +104,10 @@ def _kmeans(points: np.ndarray, n_clusters: int, rng: np.random.Generator) -> np
 BLOCK_NNZ = 2_000_000  # entries per block of per-entry work (bounds the temporaries)
 
 
-def _row_blocks(indptr: np.ndarray, max_nnz: int | None = None):
-    """(start, stop) row ranges of a CSR matrix holding about `max_nnz` entries each, so
-    per-entry temporaries stay bounded whatever the number of cells."""
-    max_nnz = max_nnz or BLOCK_NNZ
-    n_rows = len(indptr) - 1
-    start = 0
-    while start < n_rows:
-        stop = int(np.searchsorted(indptr, indptr[start] + max_nnz, side="right")) - 1
-        stop = min(max(stop, start + 1), n_rows)
-        yield start, stop
-        start = stop
-
-
 def _blocks(matrix: sp.csr_matrix):
-    """Per block of rows (`_row_blocks`): start, stop, and each entry's row (of the whole
+    """Per block of rows (`row_blocks`): start, stop, and each entry's row (of the whole
     matrix), column and value as float64."""
-    for start, stop in _row_blocks(matrix.indptr):
+    for start, stop in row_blocks(matrix.indptr, BLOCK_NNZ):
         lo, hi = matrix.indptr[start], matrix.indptr[stop]
         rows = np.repeat(np.arange(start, stop), np.diff(matrix.indptr[start : stop + 1]))
         yield start, stop, rows, matrix.indices[lo:hi], matrix.data[lo:hi].astype(np.float64)
@@ -140,7 +129,7 @@ def _clusters(counts: sp.csr_matrix, n_clusters: int, seed: int) -> np.ndarray:
 
     # gene means and variances, then the top genes' rows, a block of cells at a time
     total, total_sq = np.zeros(n_genes), np.zeros(n_genes)
-    for start, stop in _row_blocks(counts.indptr):
+    for start, stop in row_blocks(counts.indptr, BLOCK_NNZ):
         data = log_norm(start, stop)
         genes = counts.indices[counts.indptr[start] : counts.indptr[stop]]
         total += np.bincount(genes, weights=data, minlength=n_genes)
@@ -150,7 +139,7 @@ def _clusters(counts: sp.csr_matrix, n_clusters: int, seed: int) -> np.ndarray:
     position = np.full(n_genes, -1, dtype=np.int64)
     position[top] = np.arange(len(top))
     blocks = []
-    for start, stop in _row_blocks(counts.indptr):
+    for start, stop in row_blocks(counts.indptr, BLOCK_NNZ):
         lo, hi = counts.indptr[start], counts.indptr[stop]
         column = position[counts.indices[lo:hi]]
         keep = column >= 0
