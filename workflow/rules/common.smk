@@ -417,14 +417,15 @@ def _sorted(value):
 def provenance_config():
     """The config as recorded in uns['kbagg'], without the keys that cannot change the
     aggregate (resources, QC warning thresholds, lamindb, the depth normalization, which
-    writes its own aggregate and records itself there): editing those does not rerun it.
+    writes its own aggregate and records itself there, and the SOMA store, whose manifest
+    records its own settings): editing those does not rerun it.
     """
     unused = ("resources", "qc", "lamindb")
     recorded = {k: v for k, v in config.items() if k not in unused}
     recorded["aggregate"] = {
         k: v
         for k, v in recorded["aggregate"].items()
-        if k not in ("normalize", "normalize_seed")
+        if k not in ("normalize", "normalize_seed", "soma")
     }
     return _sorted(recorded)
 
