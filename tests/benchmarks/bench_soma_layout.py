@@ -4,7 +4,7 @@ store written in one step, and on other X layouts, each against backed CSR and C
 
     python tests/benchmarks/bench_soma_layout.py                         # small, minutes
     python tests/benchmarks/bench_soma_layout.py --samples 32 --cells-per-sample 1500 \\
-        --genes 20000 --nnz-per-cell 800 --workdir /tmp/somafrag          # docs/soma.md
+        --genes 20000 --nnz-per-cell 800 --workdir /tmp/somafrag          # docs/soma_benchmarks.md
 
 Per-sample h5ads (float32 CSR, bench_access.py's generator) are concatenated with
 concat_on_disk (CSR) and converted to CSC. Stores:

@@ -19,7 +19,7 @@ __all__ = ["READ_CONFIG", "read_context"]
 # "Cannot load enough tiles to emit results from all fragments in global order". At 128
 # fragments of 400 M non-zeros this failed both the consolidation and a read of 1,000 random
 # cells within TileDB's default 10 GB; with the pre-ordering off (the budget split per
-# fragment) both worked (2026-12-05, docs/soma.md "At atlas size").
+# fragment) both worked (2026-12-05, docs/soma_benchmarks.md "At atlas size").
 READ_CONFIG = {"sm.query.sparse_global_order.preprocess_tile_merge": "0"}
 
 

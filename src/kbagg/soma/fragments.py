@@ -35,8 +35,8 @@ CONSOLIDATION_MODES = ("fragments", "commits", "fragment_meta", "array_meta")
 # Added to kbagg's read settings (`read_context`): the merge's input is TileDB's sparse
 # global-order reader, whose default tile pre-ordering could not merge 128 fragments of 400 M
 # non-zeros of GENE_QUERY_LAYOUT within its 10 GB budget (ratio_coords 0.9 failed too);
-# without it they merged in 158 s at 3.2 GB peak RSS (2026-12-05, docs/soma.md "At atlas
-# size").
+# without it they merged in 158 s at 3.2 GB peak RSS (2026-12-05, docs/soma_benchmarks.md
+# "At atlas size").
 CONSOLIDATION_CONFIG = {"sm.consolidation.buffer_size": str(1 << 20)}
 
 
