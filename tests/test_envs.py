@@ -49,10 +49,22 @@ RULE_ORDER = [
     "hashtag_qc",
     "aggregate",
     "aggregate_h5mu",
+    "soma_register",
+    "soma_write",
     "soma",
     "multiqc",
     "lineage",
 ]
+# Rules the demo does not run, so they have no job script to rerun here; each runs in the
+# test venv in the test named (their imports are those of rules of the same env above).
+NOT_IN_THE_DEMO = {
+    "aggregate_gene_major": "test_reruns.py (aggregate.gene_major)",
+    "aggregate_normalized": "test_normalize_workflow.py",
+    "normalize_rates": "test_normalize_workflow.py",
+    "normalize_sample": "test_normalize_workflow.py",
+    "reference_download": "none: needs kb ref -d's download",
+    "replacement": "test_splitseq_workflow.py",
+}
 
 
 def pins(path: Path) -> dict[str, str]:
@@ -100,7 +112,8 @@ def test_env_versions_match_the_constraints_and_kbagg_is_the_release():
 
 def test_every_rule_with_a_script_names_an_env():
     rules = {rule for env in rules_by_env().values() for rule in env}
-    assert set(RULE_ORDER) <= rules
+    # every such rule is rerun in its env below, or listed as not run by the demo
+    assert rules == set(RULE_ORDER) | set(NOT_IN_THE_DEMO)
     assert set(rules_by_env()) == {env.name for env in ENVS}
 
 
