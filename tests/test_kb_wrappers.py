@@ -61,6 +61,14 @@ def test_kb_count_threshold_nac_and_no_filter(tmp_path):
     assert "--filter" not in unfiltered
 
 
+def test_bdwta_cells_are_not_called_by_kbs_filter(tmp_path):
+    """kb's --filter corrects BDWTA's records against the cells' 27-mers: a 21 GB table
+    (docs/technologies.md); kbagg calls those cells itself (`filter_by_allowlist`)."""
+    bdwta = job(tmp_path, technology="BDWTA", fastqs=["R1.fq.gz", "R2.fq.gz"])
+    args = kb_count_args(bdwta, tmp_path, tmp_path / "tmp")
+    assert "--filter" not in args and "--filter-threshold" not in args
+
+
 def test_fastqs_that_are_not_whole_lanes_are_an_error(tmp_path):
     with pytest.raises(KbError, match="sample 'S1': technology '10xv3' takes 2 FASTQ files"):
         kb_count_args(job(tmp_path, fastqs=["a", "b", "c"]), tmp_path, tmp_path / "tmp")

@@ -290,8 +290,11 @@ def test_kbagg_counts_ultima_through_kbs_layout_string(simulated, counted, tmp_p
 
 
 # bustools correct of a 27-base barcode set builds 4^14 entries whatever the on-list: 21 GB.
-# kbagg writes BDWTA's on-list by part (kbagg.kb.technology.onlist_by_part); the count then
-# stays far below this cap on the process and every child it starts (address space).
+# kbagg writes BDWTA's on-list by part (kbagg.kb.technology.onlist_by_part) and calls its cells
+# with bustools allowlist on the raw matrix (kbagg.count.kb_count.filter_by_allowlist) instead
+# of kb's --filter, whose bustools correct against the cells' 27-mers is that same 21 GB table
+# (a CI run's test_plates_workflow was killed there); the count then stays far below this cap
+# on the process and every child it starts (address space).
 BDWTA_MEMORY_CAP = 4_000_000_000
 _CAPPED_RUN_COUNT = """
 import resource, sys
@@ -303,7 +306,7 @@ from kbagg.kb.technology import write_onlist
 index, t2g, out, *fastqs = sys.argv[2:]
 write_onlist("BDWTA", Path(out) / "onlist.txt")
 job = CountJob(sample="bdwta", fastqs=fastqs, index=index, t2g=t2g, technology="BDWTA",
-               kb_dir=Path(out) / "kb", filter=False, onlist=str(Path(out) / "onlist.txt"),
+               kb_dir=Path(out) / "kb", filter=True, onlist=str(Path(out) / "onlist.txt"),
                memory_mb=128)
 run_count(job, log=lambda line: None)
 """
@@ -312,7 +315,8 @@ run_count(job, log=lambda line: None)
 @pytest.mark.slow
 def test_kbagg_counts_bdwta_with_kbs_onlist_in_bounded_memory(simulated, counted, tmp_path):
     """kbagg's own kb count call (`run_count`) with the on-list it writes for BDWTA (kb's,
-    by part) gives the truth, under a 4 GB address-space cap on kb and bustools."""
+    by part) and its cell calling gives the truth, under a 4 GB address-space cap on kb and
+    bustools: the raw matrix, and the filtered one its rows that bustools' knee keeps."""
     ref, _ = counted
     sim = simulated["BDWTA"]
     command = [sys.executable, "-c", _CAPPED_RUN_COUNT, str(BDWTA_MEMORY_CAP)]
@@ -321,3 +325,7 @@ def test_kbagg_counts_bdwta_with_kbs_onlist_in_bounded_memory(simulated, counted
     assert proc.returncode == 0, proc.stderr[-3000:]
     counts = ad.read_h5ad(tmp_path / "kb" / "counts_unfiltered" / "adata.h5ad")
     _assert_equal(counts, sim.truth, "BDWTA through kbagg's run_count and on-list")
+    filtered = ad.read_h5ad(tmp_path / "kb" / "counts_filtered" / "adata.h5ad")
+    kept = (tmp_path / "kb" / "filter_barcodes.txt").read_text().split()
+    assert filtered.n_obs and set(filtered.obs_names) == set(kept) & set(counts.obs_names)
+    _assert_equal(filtered, sim.truth[filtered.obs_names], "BDWTA's filtered matrix")

@@ -84,7 +84,8 @@ def kb_count_args(job: CountJob, outdir: Path, tmpdir: Path) -> list[str]:
     """`kb count`'s arguments for `job`, as kb needs them for the job's technology.
 
     Plate technologies (`Technology.plate`) are counted without `--filter` (kb refuses it
-    for them: every cell of a plate is a cell). Those counted from kb's batch file (SMARTSEQ2,
+    for them: every cell of a plate is a cell). So are those whose on-list kbagg writes by
+    part (`Technology.onlist_parts`, BDWTA): `filter_by_allowlist` calls their cells. Those counted from kb's batch file (SMARTSEQ2,
     BULK, STORMSEQ) get the batch file `outdir/batch.txt` (written by `run_count`) instead of
     FASTQs, and `--parity paired` or `single` (SMARTSEQ2, BULK: kb requires it). Those
     counted with a replacement list (`Technology.replacement`, SPLIT-SEQ) get it as `-r`;
@@ -121,7 +122,7 @@ def kb_count_args(job: CountJob, outdir: Path, tmpdir: Path) -> list[str]:
                 "list (-r), which kbagg writes (kbagg.kb.technology.write_replacement)"
             )
         args += ["-r", job.replacement]
-    if job.filter and not tech.plate:
+    if job.filter and not tech.plate and not tech.onlist_parts:
         args += ["--filter", "bustools"]
         if job.filter_threshold is not None:
             args += ["--filter-threshold", str(job.filter_threshold)]
@@ -250,6 +251,53 @@ def _reindexed(adata, barcodes):
     return ad.AnnData(X=out, obs=pd.DataFrame(index=barcodes), var=adata.var.copy())
 
 
+FILTER_BARCODES = "filter_barcodes.txt"  # the barcodes bustools' knee keeps, as kb names them
+
+
+def filter_by_allowlist(kb_dir: Path, job: CountJob, log: Callable[[str], object]) -> None:
+    """kb's filtered matrix, for a technology whose on-list kbagg writes by part (BDWTA):
+    the raw matrix's barcodes that `bustools allowlist` keeps (the knee kb's `--filter
+    bustools` uses), in the raw matrix's order.
+
+    kb's own filter then runs `bustools correct` against those whole barcodes, and for a
+    27-base barcode that builds a table of 4^14 entries: 21 GB whatever the list. Here the
+    raw matrix, already corrected against the on-list by part, is subset instead; kb's
+    step differs only by moving a barcode one mismatch from a kept one into it.
+
+    Parameters
+    ----------
+    kb_dir
+        kb count's output folder (the attempt), holding the sorted BUS file and raw matrix.
+    job
+        The sample's count job (its `filter_threshold` is bustools' `--threshold`).
+    log
+        Where the progress line goes.
+    """
+    import subprocess
+
+    import anndata as ad
+    from kb_python.config import get_bustools_binary_path
+
+    barcodes_path = kb_dir / FILTER_BARCODES
+    command = [get_bustools_binary_path(), "allowlist", "-o", str(barcodes_path)]
+    if job.filter_threshold is not None:
+        command += ["--threshold", str(job.filter_threshold)]
+    command.append(str(kb_dir / KB_BUS))
+    log(f"[{job.sample}] calling cells with bustools allowlist (kb's knee) on {KB_BUS}")
+    proc = subprocess.run(command, capture_output=True, text=True)
+    if proc.returncode != 0 or not barcodes_path.exists():
+        raise KbError(
+            f"sample '{job.sample}': bustools allowlist failed (exit code {proc.returncode}): "
+            f"{proc.stderr.strip()[-500:]}"
+        )
+    kept = pd.Index(barcodes_path.read_text().split())
+    raw = ad.read_h5ad(kb_dir / KB_MATRICES["raw"])
+    filtered = raw[raw.obs_names.isin(kept)].copy()
+    output = kb_dir / KB_MATRICES["filtered"]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    filtered.write_h5ad(output)
+
+
 def run_count(job: CountJob, log: Callable[[str], object] = print) -> Path:
     """Run kb count for `job` and install its folder as `job.kb_dir`; returns it."""
 
@@ -258,6 +306,8 @@ def run_count(job: CountJob, log: Callable[[str], object] = print) -> Path:
     def check(attempt: Path, error: KbError | None) -> None:
         if tech.plate and error is None:
             plate_matrices(attempt, job.technology, job.filter)
+        if tech.onlist_parts and job.filter and error is None:
+            filter_by_allowlist(attempt, job, log)
         info = read_json_if_present(attempt / "run_info.json")
         # kallisto >= 0.51 exits 1 on 0 pseudoaligned reads, which kb reports as a generic
         # exception; its run_info.json still says why.
