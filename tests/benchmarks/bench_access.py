@@ -44,6 +44,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from concat_helpers import child_peak_rss_mb, write_sparse_h5ad  # noqa: E402
 
 sys.path.insert(0, str(REPO / "src"))
+from kbagg.schema import schema_default  # noqa: E402
 from kbagg.soma.store import fragment_counts  # noqa: E402
 
 PREAMBLE = """
@@ -128,10 +129,10 @@ a.write_h5ad(sys.argv[2])
 UPDATE = """
 import json, sys
 from kbagg.soma.store import update_store
-config, store, manifest, *pairs = sys.argv[1:]
+config, layout, store, manifest, *pairs = sys.argv[1:]
 update_store(store, dict(p.split("=", 1) for p in pairs), run_id="bench",
              manifest_path=manifest, project="bench", log=lambda line: None,
-             platform_config=json.loads(config), max_fragments=None)
+             platform_config=json.loads(config), max_fragments=None, layout=layout)
 """
 
 CONSOLIDATE = """
@@ -255,6 +256,13 @@ def main(argv=None) -> None:
         "GENE_QUERY_LAYOUT; '{}': tiledbsoma's defaults)",
     )
     p.add_argument(
+        "--layout",
+        default=schema_default("aggregate", "soma", "layout"),
+        choices=["gene_query", "two_arrays"],
+        help="how the store keeps X (aggregate.soma.layout; default: the config's default); "
+        "two_arrays' gene queries read its gene-major copy",
+    )
+    p.add_argument(
         "--queries", default="abcde", help="which queries to run, e.g. 'ab' (default: all)"
     )
     p.add_argument(
@@ -279,7 +287,8 @@ def main(argv=None) -> None:
         pairs = [f"{k}={v}" for k, v in paths.items()]
         print(
             f"# {args.samples} samples x {per_sample:,} cells = {per_sample * args.samples:,} "
-            f"cells x {args.genes:,} genes, {args.nnz_per_cell:,} nnz/cell, float32 "
+            f"cells x {args.genes:,} genes, {args.nnz_per_cell:,} nnz/cell, float32, "
+            f"SOMA layout {args.layout} "
             f"(generated in {time.perf_counter() - t0:.0f} s); "
             f"load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}\n"
         )
@@ -291,6 +300,7 @@ def main(argv=None) -> None:
             "update_store (create, unconsolidated)": (
                 UPDATE,
                 args.platform_config,
+                args.layout,
                 store,
                 workdir / "m0.json",
                 *pairs,
@@ -331,12 +341,17 @@ def main(argv=None) -> None:
         n = args.samples + 1
         update = {
             f"append 1 sample to the {args.samples}-sample store": run_child(
-                UPDATE, args.platform_config, store, workdir / "m1.json", *every
+                UPDATE, args.platform_config, args.layout, store, workdir / "m1.json", *every
             )
         }
         if args.rebuild:
             rebuild = run_child(
-                UPDATE, args.platform_config, workdir / "store2", workdir / "m2.json", *every
+                UPDATE,
+                args.platform_config,
+                args.layout,
+                workdir / "store2",
+                workdir / "m2.json",
+                *every,
             )
             update[f"rebuild: a new store of {n} samples"] = rebuild
         else:  # a rebuild writes every sample into a new store, as the create above did
