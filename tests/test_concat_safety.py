@@ -131,14 +131,19 @@ def test_signals_at_random_moments_leave_no_output(tmp_path, inputs):
             stderr=subprocess.PIPE,
             text=True,
         )
+        started = time.monotonic()
         time.sleep(rng.uniform(0, 0.8 * duration))
         proc.send_signal(sig)
+        signalled_after = time.monotonic() - started
         _, stderr = proc.communicate(timeout=120)
         if proc.returncode == 0:  # finished before the signal arrived: output complete
             assert leftovers(folder) == ["out.h5ad"]
+            # the first run was slower than this one (a loaded machine): aim earlier
+            duration = min(duration, signalled_after)
             continue
         interrupted += 1
         assert proc.returncode in (128 + sig, -sig, 1), (sig, proc.returncode, stderr)
         assert leftovers(folder) == [], (sig, proc.returncode, stderr)
-    # The machine is shared: a run can be faster than the one measured. Most must be hit.
+    # The machine is shared: a run can be faster than the one measured (a CI run under load
+    # hit 8 of 20 before the window shrank to the runs seen). Most must be hit.
     assert interrupted >= 10, f"only {interrupted} of 20 signals arrived during a run"
