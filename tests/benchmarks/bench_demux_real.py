@@ -9,7 +9,8 @@ The simulated panel (bench_demux.py) knows its truth because it drew it; here th
 the donor each cell's genotype says it came from (vireo, run by the data's authors), which
 the hashtags never saw. Each donor was tagged with one hashtag, so the map donor -> hashtag
 is found from the data: the majority argmax hashtag among the donor's genotype singlets
-(printed, with the share that agrees; a donor whose majority is under half is left out).
+(printed, with the share that agrees; a donor whose majority is not over half, or with
+under 20 genotype singlets, is left out: its cells are not scored).
 Truth: a genotype singlet of donor d carries d's hashtag; a genotype doublet is a doublet;
 genotype-unassigned cells (vireo's unassigned / "Negative") are not scored, though every
 method sees every cell.
@@ -57,12 +58,11 @@ import time
 from pathlib import Path
 
 import anndata as ad
+import bench_demux
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_demux import (  # noqa: E402  (tests/benchmarks/bench_demux.py)
+from bench_demux import (  # tests/benchmarks/bench_demux.py
     FIXED_THRESHOLD_UMIS,
     Unavailable,
     fixed_threshold,
@@ -72,9 +72,7 @@ from bench_demux import (  # noqa: E402  (tests/benchmarks/bench_demux.py)
     scores,
 )
 
-import bench_demux  # noqa: E402
-
-from kbagg.cells.demux import demultiplex  # noqa: E402
+from kbagg.cells.demux import demultiplex
 
 HOWITT = "Oshlack/hashtag-demux-paper"
 DEMULTIPLEX2 = "Gartner-Lab/deMULTIplex2"
@@ -87,7 +85,8 @@ SOURCES = {  # the commits the figures in docs/demultiplexing.md were measured o
 BAL = [f"bal_batch{b}_c{c}" for b in (1, 2, 3) for c in (1, 2)]
 CELL_LINES = [f"cell_lines_c{c}" for c in (1, 2, 3)]
 DATASETS = [*BAL, *CELL_LINES, "stoeckius_pbmc"]
-MIN_MAJORITY = 0.5  # a donor whose argmax hashtags agree less than this has no clear hashtag
+MIN_MAJORITY = 0.5  # a donor whose argmax hashtags agree no more than this has no clear tag
+MIN_DONOR_CELLS = 20  # vireo's tiny spurious donors (2-12 cells in Stoeckius) are left out
 ORDER = [
     "kbagg (hashtags only)",
     f"fixed threshold (> {FIXED_THRESHOLD_UMIS} UMIs)",
@@ -217,7 +216,7 @@ def donor_map(hashtags: ad.AnnData, genotype: pd.Series) -> pd.DataFrame:
              "agree": top.iloc[0] / len(group)}
         )  # fmt: skip
     table = pd.DataFrame(rows).set_index("donor")
-    table["kept"] = table["agree"] >= MIN_MAJORITY
+    table["kept"] = (table["agree"] > MIN_MAJORITY) & (table["cells"] >= MIN_DONOR_CELLS)
     return table
 
 
@@ -239,8 +238,9 @@ def invisible_doublets(data: Path, name: str, truth: pd.DataFrame, mapping) -> p
         return pd.Index([])
     pairs = pd.read_csv(path, index_col=0)["best_doublet"].astype(str)
     doublets = truth.index[truth["hashtag_class"] == "doublet"]
+    kept = mapping.loc[mapping["kept"], "hashtag"]
     tags = pairs.reindex(doublets).str.split(",").map(
-        lambda donors: {mapping["hashtag"].get(d, d) for d in donors}
+        lambda donors: {kept.get(d, d) for d in donors}
         if isinstance(donors, list) else set()
     )  # fmt: skip
     return doublets[tags.map(len).to_numpy() == 1]
@@ -278,6 +278,18 @@ def row(truth: pd.DataFrame, calls: pd.Series, seconds: float, invisible: pd.Ind
     return out
 
 
+def safe_ids(hashtags: ad.AnnData) -> tuple[ad.AnnData, dict[str, str]]:
+    """A copy with ids every peer keeps as they are (Seurat turns "_" into "-", GMM-Demux
+    takes them comma-separated on its command line), and the map back."""
+    safe = hashtags.copy()
+    safe.var_names = [f"tag{i + 1}" for i in range(hashtags.n_vars)]
+    return safe, dict(zip(safe.var_names, hashtags.var_names, strict=True))
+
+
+def renamed(calls: pd.Series, back: dict[str, str]) -> pd.Series:
+    return calls.astype(str).map(lambda call: back.get(call, call))
+
+
 def bench(data: Path, name: str, peers: bool) -> dict[str, dict | str]:
     hashtags, genotype = load(data, name)
     mapping = donor_map(hashtags, genotype)
@@ -292,7 +304,7 @@ def bench(data: Path, name: str, peers: bool) -> dict[str, dict | str]:
         print(f"| {donor} | {m['cells']} | {m['hashtag']} | {m['agree']:.3f} | {m['kept']} |")
     shared = mapping[mapping["kept"]].groupby("hashtag").size()
     if (shared > 1).any():
-        print(f"\nhashtags carried by more than one kept donor: {dict(shared[shared > 1])}")
+        print(f"\nhashtags carried by more than one kept donor: {shared[shared > 1].to_dict()}")
     n_doublets = int((truth["hashtag_class"] == "doublet").sum())
     print(f"\nscored: {len(truth) - n_doublets} genotype singlets, {n_doublets} doublets", end="")
     print(f" ({len(invisible)} of them between donors of one hashtag)" if len(invisible) else "")
@@ -314,19 +326,22 @@ def bench(data: Path, name: str, peers: bool) -> dict[str, dict | str]:
             X=sp.csr_matrix((0, hashtags.n_vars), dtype=np.float32),
             var=pd.DataFrame(index=hashtags.var_names),
         )
+        safe, back = safe_ids(hashtags)
         for peer in ("demuxEM", "GMM-Demux"):
             try:
-                calls, seconds = run_venv_peer(peer, hashtags, workdir, empties)
-                results[peer] = row(truth, calls, seconds, invisible)
+                calls, seconds = run_venv_peer(peer, safe, workdir, empties)
+                results[peer] = row(truth, renamed(calls, back), seconds, invisible)
             except Unavailable as error:
                 results[peer] = str(error)
             print(f"  {peer}: done", file=sys.stderr, flush=True)
         try:
-            seurat = run_seurat([hashtags], workdir)[0]
+            seurat = run_seurat([safe], workdir)[0]
         except Unavailable as error:
             seurat = {m: (None, 0.0, str(error)) for m in ("HTODemux", "MULTIseqDemux")}
         for method in ("HTODemux", "MULTIseqDemux"):
             calls, seconds, error = seurat.get(method, (None, 0.0, "no output"))
+            if not error:
+                calls = renamed(calls, back)
             results[f"Seurat {method}"] = error or row(truth, calls, seconds, invisible)
     return results | {"invisible": len(invisible)}
 
