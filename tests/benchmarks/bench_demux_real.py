@@ -4,6 +4,7 @@
     python tests/benchmarks/bench_demux_real.py --data DIR --prepare   # rebuild the inputs
     python tests/benchmarks/bench_demux_real.py --data DIR             # every data set
     python tests/benchmarks/bench_demux_real.py --data DIR --datasets stoeckius_pbmc --no-peers
+    python tests/benchmarks/bench_demux_real.py --data DIR --methods demuxEM,gmm   # a subset
 
 The simulated panel (bench_demux.py) knows its truth because it drew it; here the truth is
 the donor each cell's genotype says it came from (vireo, run by the data's authors), which
@@ -290,7 +291,7 @@ def renamed(calls: pd.Series, back: dict[str, str]) -> pd.Series:
     return calls.astype(str).map(lambda call: back.get(call, call))
 
 
-def bench(data: Path, name: str, peers: bool) -> dict[str, dict | str]:
+def bench(data: Path, name: str, methods: set[str]) -> dict[str, dict | str]:
     hashtags, genotype = load(data, name)
     mapping = donor_map(hashtags, genotype)
     truth = truth_of(genotype, mapping)
@@ -311,6 +312,8 @@ def bench(data: Path, name: str, peers: bool) -> dict[str, dict | str]:
     hashtags.obs["rna_umis"] = 1  # demuxEM's RNA input: used only for its barcodes
     results: dict[str, dict | str] = {}
     for method, fn in IN_PROCESS.items():
+        if KEYS[method] not in methods:
+            continue
         try:
             start = time.perf_counter()
             calls = fn(hashtags)
@@ -318,16 +321,16 @@ def bench(data: Path, name: str, peers: bool) -> dict[str, dict | str]:
         except Exception as error:  # a failing method is a reported row
             results[method] = f"{type(error).__name__}: {error}"[:150]
         print(f"  {method}: done", file=sys.stderr, flush=True)
-    if not peers:
-        return results | {"invisible": len(invisible)}
     with tempfile.TemporaryDirectory(prefix="bench_demux_real_") as tmp:
         workdir = Path(tmp)
-        empties = ad.AnnData(
-            X=sp.csr_matrix((0, hashtags.n_vars), dtype=np.float32),
-            var=pd.DataFrame(index=hashtags.var_names),
-        )
         safe, back = safe_ids(hashtags)
+        empties = ad.AnnData(
+            X=sp.csr_matrix((0, safe.n_vars), dtype=np.float32),
+            var=pd.DataFrame(index=safe.var_names),
+        )
         for peer in ("demuxEM", "GMM-Demux"):
+            if KEYS[peer] not in methods:
+                continue
             try:
                 calls, seconds = run_venv_peer(peer, safe, workdir, empties)
                 results[peer] = row(truth, renamed(calls, back), seconds, invisible)
@@ -335,15 +338,20 @@ def bench(data: Path, name: str, peers: bool) -> dict[str, dict | str]:
                 results[peer] = str(error)
             print(f"  {peer}: done", file=sys.stderr, flush=True)
         try:
-            seurat = run_seurat([safe], workdir)[0]
+            seurat = run_seurat([safe], workdir)[0] if "seurat" in methods else {}
         except Unavailable as error:
             seurat = {m: (None, 0.0, str(error)) for m in ("HTODemux", "MULTIseqDemux")}
-        for method in ("HTODemux", "MULTIseqDemux"):
+        for method in ("HTODemux", "MULTIseqDemux") if "seurat" in methods else ():
             calls, seconds, error = seurat.get(method, (None, 0.0, "no output"))
             if not error:
                 calls = renamed(calls, back)
             results[f"Seurat {method}"] = error or row(truth, calls, seconds, invisible)
     return results | {"invisible": len(invisible)}
+
+
+KEYS = dict(zip(ORDER, ["kbagg", "fixed", "argmax", "hashsolo", "seurat", "seurat", "demuxEM",
+                        "gmm"], strict=True))  # fmt: skip
+PEERS = {"seurat", "demuxEM", "gmm"}
 
 
 def print_table(results: dict) -> None:
@@ -376,6 +384,9 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--no-peers", action="store_true", help="skip R and venv peers")
+    parser.add_argument(
+        "--methods", default=",".join(dict.fromkeys(KEYS.values())), help="a subset to run"
+    )
     parser.add_argument("--peer-timeout", type=float, default=bench_demux.PEER_TIMEOUT_SECONDS)
     args = parser.parse_args()
     if args.prepare:
@@ -390,7 +401,8 @@ def main() -> None:
     print(f"load average at start: {load_avg[0]:.2f} {load_avg[1]:.2f} {load_avg[2]:.2f}")
     print(f"Rscript: {shutil.which('Rscript')}")
     for name in args.datasets.split(","):
-        print_table(bench(args.data, name, not args.no_peers))
+        methods = set(args.methods.split(",")) - (PEERS if args.no_peers else set())
+        print_table(bench(args.data, name, methods))
     load_avg = os.getloadavg()
     print(f"\nload average at end: {load_avg[0]:.2f} {load_avg[1]:.2f} {load_avg[2]:.2f}")
 
