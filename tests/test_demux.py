@@ -112,6 +112,36 @@ def test_24_hashtags():
     }
 
 
+# Per hashtag, the median count among the genotype singlets of the donor carrying it and
+# among the other donors' singlets, on the real captures the measured regimes copy
+# (tests/benchmarks/bench_demux_real.py, Howitt et al. 2023); None: no donor carries it.
+REAL_MEDIANS = {
+    "bal_batch2_measured": (
+        (226, 86, 57, 317, 43, None, 153, 420),
+        (17, 9, 9, 27, 7, 4, 30, 32),
+    ),
+    "lmo_3tags_measured": ((23, 82, 48), (3, 6, 13)),
+}
+
+
+@pytest.mark.parametrize("regime", sorted(REAL_MEDIANS))
+def test_measured_regimes_have_the_real_captures_levels(regime):
+    """Each hashtag's carried and not-carried medians within 1.5x of the real capture's."""
+    hashtags, _ = simulate_hashtags(regime, 11)
+    counts = hashtags.X.toarray()
+    singlet = (hashtags.obs["hashtag_class"] == "singlet").to_numpy()
+    label = hashtags.obs["hashtag"].to_numpy()
+    carried, other = REAL_MEDIANS[regime]
+    for h, name in enumerate(hashtags.var_names):
+        off = np.median(counts[singlet & (label != name), h])
+        assert other[h] / 1.5 <= off <= other[h] * 1.5, (name, off, other[h])
+        if carried[h] is None:
+            assert not (label == name).any()
+            continue
+        on = np.median(counts[singlet & (label == name), h])
+        assert carried[h] / 1.5 <= on <= carried[h] * 1.5, (name, on, carried[h])
+
+
 def test_rna_library_size_must_match_the_cells():
     hashtags, rna_umis = simulate_hashtags("clean", 1, 50)
     with pytest.raises(DemuxError, match=r"sample 'p1': rna_umis has 49 values for 50"):

@@ -4,8 +4,8 @@ reference panel (not a peer).
 
 For every cell it computes the posterior of negative, each singlet and each doublet from
 the regime's true parameters: the class priors and pool weights, the background mean
-``background_umis * (0.5 + 0.5 * capture)`` and the signal ``signal_umis * efficiency *
-capture``, each negative binomial with the regime's sizes, the log capture integrated out
+``background * (0.5 + 0.5 * capture)`` and the signal ``signal * capture`` (per hashtag,
+`kbagg.simulate.hashtags.tag_levels`), each negative binomial with the regime's sizes, the log capture integrated out
 by Gauss-Hermite quadrature (for a negative or a singlet given the cell's RNA library
 size, with which it is correlated; for a doublet, each of its two cells' captures from
 the marginal), and the RNA library size itself (one cell's log-normal, or the sum of two:
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import gammaln, logsumexp
 
-from kbagg.simulate.hashtags import HashtagRegime
+from kbagg.simulate.hashtags import HashtagRegime, tag_levels
 
 SINGLE_NODES = 21  # Gauss-Hermite nodes of a single cell's log capture
 DOUBLE_NODES = 7  # per cell of a doublet (7 x 7 pairs)
@@ -79,9 +79,7 @@ def oracle_posterior(
     """
     counts = np.asarray(counts, dtype=float)
     n_cells, n_tags = counts.shape
-    efficiency = np.ones(n_tags)
-    if regime.n_failed_hashtags:
-        efficiency[n_tags - regime.n_failed_hashtags :] = regime.failed_signal_fraction
+    tag_signal, tag_background = tag_levels(regime)
     weights = np.ones(n_tags) if regime.pool_weights is None else np.array(regime.pool_weights)
     weights = weights / weights.sum()
     rho, sd = regime.capture_rna_correlation, regime.capture_log_sd
@@ -91,10 +89,10 @@ def oracle_posterior(
     negative, singlets = [], []
     for e, lw in zip(nodes, log_node_weights, strict=True):
         capture = np.exp(sd * (rho * z_rna + np.sqrt(1 - rho**2) * e))[:, None]
-        background_mean = regime.background_umis * (0.5 + 0.5 * capture)
+        background_mean = tag_background[None, :] * (0.5 + 0.5 * capture)
         log_background = _nb_log_pmf(counts, background_mean, regime.background_size)
         total = log_background.sum(axis=1, keepdims=True)
-        signal_mean = regime.signal_umis * efficiency[None, :] * capture
+        signal_mean = tag_signal[None, :] * capture
         gain = _carried(counts, signal_mean, background_mean, regime) - log_background
         negative.append(total[:, 0] + lw)
         singlets.append(total + gain + lw)
@@ -126,17 +124,11 @@ def oracle_posterior(
     doublet_terms = []
     for i, c1 in enumerate(captures):
         for j, c2 in enumerate(captures):
-            background_mean = regime.background_umis * (0.5 + 0.5 * (c1 + c2))
+            background_mean = tag_background * (0.5 + 0.5 * (c1 + c2))
             log_background = _nb_log_pmf(counts, background_mean, regime.background_size)
             total = log_background.sum(axis=1, keepdims=True)
-            gain1 = (
-                _carried(counts, regime.signal_umis * efficiency * c1, background_mean, regime)
-                - log_background
-            )
-            gain2 = (
-                _carried(counts, regime.signal_umis * efficiency * c2, background_mean, regime)
-                - log_background
-            )
+            gain1 = _carried(counts, tag_signal * c1, background_mean, regime) - log_background
+            gain2 = _carried(counts, tag_signal * c2, background_mean, regime) - log_background
             doublet_terms.append(
                 total
                 + gain1[:, pairs[:, 0]]

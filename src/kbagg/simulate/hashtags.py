@@ -44,6 +44,13 @@ Parameter ranges from published data (orders of magnitude; none is tuned on a me
   when pooling donors or conditions.
 - Negative-binomial sizes 2-5 (overdispersed; demuxmix fits NB components to real HTO
   counts): signal size 3, background size 3.
+
+Two regimes copy real captures with genotype truth hashtag by hashtag
+(tests/benchmarks/bench_demux_real.py, Howitt et al. 2023): `bal_batch2_measured` (8
+hashtags, one carried by no donor, signal 36-388 and background 4-32 UMIs) and
+`lmo_3tags_measured` (3 MULTI-seq lipid tags, signal 20-76, background 3-13), with their
+pool sizes, doublet shares and a capture sd of 0.8 (the real carried counts' log sd is
+0.6-1.0). tests/test_demux.py checks the simulated medians against the real ones.
 """
 
 from __future__ import annotations
@@ -79,6 +86,24 @@ class HashtagRegime:
     n_failed_hashtags: int = 0  # hashtags whose signal is `failed_signal_fraction` of it
     failed_signal_fraction: float = 0.05
     pool_weights: tuple[float, ...] | None = None  # relative pool sizes (None: equal)
+    # Per-hashtag levels measured on a real data set (None: every hashtag at `signal_umis`
+    # and `background_umis`); they replace those two, failed hashtags still scale the signal.
+    tag_signal_umis: tuple[float, ...] | None = None
+    tag_background_umis: tuple[float, ...] | None = None
+
+
+def tag_levels(regime: HashtagRegime) -> tuple[np.ndarray, np.ndarray]:
+    """Per hashtag: the mean signal UMIs at median capture (failed hashtags included) and
+    the mean background UMIs at capture 1."""
+    n_tags = regime.n_hashtags
+    signal = np.full(n_tags, regime.signal_umis)
+    if regime.tag_signal_umis is not None:
+        signal = np.array(regime.tag_signal_umis, dtype=float)
+    signal[n_tags - regime.n_failed_hashtags :] *= regime.failed_signal_fraction
+    background = np.full(n_tags, regime.background_umis)
+    if regime.tag_background_umis is not None:
+        background = np.array(regime.tag_background_umis, dtype=float)
+    return signal, background
 
 
 BASE = HashtagRegime("moderate")
@@ -96,6 +121,38 @@ REGIMES: dict[str, HashtagRegime] = {
         dataclasses.replace(BASE, name="failed_hashtag", n_failed_hashtags=1),
         dataclasses.replace(BASE, name="unequal_pools", pool_weights=(10, 5, 2, 1, 1, 1)),
         dataclasses.replace(BASE, name="noisy", background_umis=18.0, signal_umis=52.5),
+        # Measured on real captures with genotype truth (tests/benchmarks/bench_demux_real.py;
+        # per hashtag the median count of its donor's genotype singlets minus the median of
+        # the other donors' = signal, the latter = background; the spread of log signal,
+        # 0.7-1.0, less the NB noise = capture sd; pools, doublets from the genotypes).
+        # Howitt 2023 BAL batch 2 capture 1: 8 hashtags, one carried by no donor (BAL 14).
+        HashtagRegime(
+            "bal_batch2_measured",
+            n_hashtags=8,
+            n_cells=6000,
+            doublet_fraction=0.12,
+            negative_fraction=0.01,
+            tag_signal_umis=(209.0, 77.0, 48.0, 290.0, 36.0, 0.0, 123.0, 388.0),
+            tag_background_umis=(17.0, 9.0, 9.0, 27.0, 7.0, 4.0, 30.0, 32.0),
+            pool_weights=(2853, 860, 1512, 4494, 1541, 1e-9, 5159, 3963),
+            background_size=1.5,
+            signal_size=2.0,
+            capture_log_sd=0.8,
+        ),
+        # Howitt 2023 cell lines capture 1: 3 MULTI-seq lipid tags.
+        HashtagRegime(
+            "lmo_3tags_measured",
+            n_hashtags=3,
+            n_cells=6000,
+            doublet_fraction=0.13,
+            negative_fraction=0.03,
+            tag_signal_umis=(20.0, 76.0, 35.0),
+            tag_background_umis=(3.0, 6.0, 13.0),
+            pool_weights=(4593, 6035, 3289),
+            background_size=1.5,
+            signal_size=2.0,
+            capture_log_sd=0.8,
+        ),
     )
 }
 
@@ -129,8 +186,7 @@ def simulate_hashtags(
     ids = np.array([f"HTO{i + 1}" for i in range(n_tags)], dtype=object)
     weights = np.ones(n_tags) if regime.pool_weights is None else np.array(regime.pool_weights)
     weights = weights / weights.sum()
-    efficiency = np.ones(n_tags)
-    efficiency[n_tags - regime.n_failed_hashtags :] = regime.failed_signal_fraction
+    tag_signal, tag_background = tag_levels(regime)
 
     draw = rng.random(n)
     kind = np.where(
@@ -165,15 +221,13 @@ def simulate_hashtags(
                 other = int(rng.choice(n_tags, p=weights))
             tags.append(other)
         for member, tag in enumerate(tags):
-            signal_mean[c, tag] += regime.signal_umis * efficiency[tag] * capture[c, member]
+            signal_mean[c, tag] += tag_signal[tag] * capture[c, member]
         labels.append(ids[tags[0]] if kind[c] == "singlet" else "doublet")
         carried.append("+".join(ids[t] for t in sorted(tags)))
     nonspecific = (capture * present).sum(axis=1)
-    background_mean = regime.background_umis * (0.5 + 0.5 * nonspecific)[:, None]
+    background_mean = tag_background[None, :] * (0.5 + 0.5 * nonspecific)[:, None]
     counts = _negative_binomial(rng, signal_mean, regime.signal_size) * (signal_mean > 0)
-    counts = counts + _negative_binomial(
-        rng, np.broadcast_to(background_mean, (n, n_tags)), regime.background_size
-    )
+    counts = counts + _negative_binomial(rng, background_mean, regime.background_size)
     obs = pd.DataFrame(
         {"hashtag": labels, "hashtag_class": kind, "hashtags": carried, "rna_umis": rna_umis},
         index=pd.Index([f"cell{i}" for i in range(n)]),
@@ -202,7 +256,7 @@ def simulate_empty_droplets(regime: HashtagRegime | str, seed: int, n_droplets: 
     if isinstance(regime, str):
         regime = REGIMES[regime]
     rng = np.random.default_rng([seed, 1])
-    mean = np.full((n_droplets, regime.n_hashtags), 0.5 * regime.background_umis)
+    mean = np.broadcast_to(0.5 * tag_levels(regime)[1], (n_droplets, regime.n_hashtags))
     counts = _negative_binomial(rng, mean, regime.background_size)
     return ad.AnnData(
         sp.csr_matrix(counts),
