@@ -61,6 +61,14 @@ def main(smk) -> None:
         features.uns["hashtag_separability"] = {
             column: separability[column].to_numpy() for column in separability.columns
         }
+        features.uns["hashtag_model"] = calls.attrs["hashtag_model"]
+        bic = calls.attrs["hashtag_model_bic"]
+        print(
+            f"sample '{sample}': hashtag model: {calls.attrs['hashtag_model']} (BIC, lower "
+            "fits better: "
+            + ", ".join(f"{model} {value:.0f}" for model, value in bic.items())
+            + ")"
+        )
         print(
             f"sample '{sample}': hashtag separability (1 = clean, < {WEAK_SEPARABILITY} weak) "
             "and share of calls expected wrong: "

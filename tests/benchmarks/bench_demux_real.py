@@ -257,7 +257,10 @@ def argmax_baseline(hashtags: ad.AnnData) -> pd.Series:
 
 
 def kbagg_hashtags_only(hashtags: ad.AnnData) -> pd.Series:
-    return demultiplex(hashtags)["hashtag"]
+    calls = demultiplex(hashtags)
+    bic = ", ".join(f"{m} {v:.0f}" for m, v in calls.attrs["hashtag_model_bic"].items())
+    print(f"kbagg chose the {calls.attrs['hashtag_model']} model (BIC: {bic})")
+    return calls["hashtag"]
 
 
 IN_PROCESS = {

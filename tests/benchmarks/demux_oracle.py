@@ -77,6 +77,8 @@ def oracle_posterior(
     ``(posterior, pairs)``: cells x (1 + hashtags + pairs) posterior (negative, singlets,
     doublets) and the (pairs, 2) hashtag indices of the doublet classes.
     """
+    if regime.signal_fraction_beta is not None:
+        raise ValueError(f"{regime.name}: the oracle models counts, not proportions")
     counts = np.asarray(counts, dtype=float)
     n_cells, n_tags = counts.shape
     tag_signal, tag_background = tag_levels(regime)

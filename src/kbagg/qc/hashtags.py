@@ -45,7 +45,8 @@ def assignment_table(hashtags: ad.AnnData) -> pd.DataFrame:
     """One row per call (each hashtag, doublet, negative): cells, % of cells, the sample the
     hashtag stands for, the median UMIs of the hashtag in its own cells, and for hashtags
     their separability (0-1, see `kbagg.cells.demux.separability`), the share of their
-    calls the model expects to be wrong, and whether it is weak."""
+    calls the model expects to be wrong, and whether it is weak; ``model``, the model
+    `demultiplex` chose (counts or composition)."""
     obs = hashtags.obs
     separability = separability_of(hashtags)
     counts = obs["hashtag"].value_counts()
@@ -82,6 +83,7 @@ def assignment_table(hashtags: ad.AnnData) -> pd.DataFrame:
                     if separability is not None and call in separability.index
                     else None
                 ),
+                "model": str(hashtags.uns.get("hashtag_model", "")),
             }
         )
     return pd.DataFrame(rows)
@@ -126,6 +128,8 @@ def plot_hashtags(hashtags: ad.AnnData, sample: str, output: str | Path) -> None
     for axis in list(axes.flat)[len(names) :]:
         axis.axis("off")
     heading = f"{sample}: hashtag counts (CLR) by call"
+    if "hashtag_model" in hashtags.uns:
+        heading += f" ({hashtags.uns['hashtag_model']} model)"
     if separability is not None and separability["weak"].any():
         heading += " - weak hashtags: calls uncertain"
     fig.suptitle(heading, fontsize=10)

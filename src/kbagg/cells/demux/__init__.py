@@ -17,6 +17,12 @@ demuxEM, GMM-Demux) on 10 of 11 regimes. Peers that call more cells doublet find
 doublets; where even the oracle cannot match both their doublets and the best singlets,
 the page says so.
 
+That model assumes each hashtag's counts at absolute levels; on real captures whose
+signal is relative (lipid tags, weak antibodies) it fails (docs/demultiplexing.md, real
+data with genotype truth: 0 of the cell lines' singlets right). `demultiplex` therefore
+also fits `kbagg.cells.demux.composition`, a mixture of each cell's hashtag proportions,
+and keeps the model of lower BIC (``attrs['hashtag_model']``, ``['hashtag_model_bic']``).
+
 `separability` (`kbagg.cells.demux.separability`) says per hashtag how well its signal
 stands apart from its background; `demultiplex` warns (`WeakHashtagsWarning`, naming the
 sample and the hashtags) when they do not separate. `assign_samples` turns the calls into
@@ -32,6 +38,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from kbagg.cells.demux.composition import CompositionFit, fit_composition
 from kbagg.cells.demux.errors import DemuxError
 from kbagg.cells.demux.model import MixtureFit, fit_mixture
 from kbagg.cells.demux.samples import assign_samples
@@ -40,6 +47,7 @@ from kbagg.cells.demux.separability import (
     WEAK_SEPARABILITY,
     WeakHashtagsWarning,
     add_expected_error,
+    composition_separability,
     describe_weak,
     hashtag_separability,
     weak_hashtags_message,
@@ -72,6 +80,7 @@ UNUSED_CANDIDATE_FOLD = 5.0
 # Chosen on seeds 1-3 of the regimes with the latent capture (0.05-0.3 tried;
 # docs/demultiplexing.md has the trade-off, the oracle's and the held-out check).
 DOUBLET_POSTERIOR = 0.1
+COUNTS, COMPOSITION = "counts", "composition"
 
 
 def clr(counts: np.ndarray) -> np.ndarray:
@@ -106,8 +115,10 @@ def demultiplex(
     ``negative``), ``hashtag_class`` (singlet/doublet/negative), ``hashtag_confidence``
     (posterior probability of the called class), ``hashtag_margin`` (CLR of the top
     hashtag minus the second's), and per hashtag ``clr:<id>`` and ``prob:<id>`` (posterior
-    probability that the cell carries it). ``attrs['hashtag_separability']`` holds
-    `hashtag_separability`'s table (one row per hashtag) with ``expected_error``.
+    probability that the cell carries it). ``attrs['hashtag_separability']`` holds the
+    chosen model's separability table (one row per hashtag) with ``expected_error``,
+    ``attrs['hashtag_model']`` that model (``counts`` or ``composition``) and
+    ``attrs['hashtag_model_bic']`` both models' BIC.
 
     Warns
     -----
@@ -133,9 +144,23 @@ def demultiplex(
     if not active.any():
         fit.posterior[:] = 0
         fit.posterior[:, 0] = 1
-    calls = _calls(hashtags, counts, fit, names)
-    table = add_expected_error(hashtag_separability(fit, names, active), calls)
+    composition = fit_composition(counts, covariate)
+    criteria = {
+        COUNTS: _bic(fit.log_likelihood, _count_parameters(fit, active, covariate), n_cells),
+        COMPOSITION: _bic(composition.log_likelihood, composition.n_parameters, n_cells),
+    }
+    if active.any() and criteria[COUNTS] <= criteria[COMPOSITION]:
+        chosen = COUNTS
+        calls = _calls(hashtags, counts, fit, names)
+        table = hashtag_separability(fit, names, active)
+    else:
+        chosen = COMPOSITION
+        calls = _calls(hashtags, counts, composition, names)
+        table = composition_separability(composition, names)
+    table = add_expected_error(table, calls)
     calls.attrs["hashtag_separability"] = table
+    calls.attrs["hashtag_model"] = chosen
+    calls.attrs["hashtag_model_bic"] = criteria
     message = weak_hashtags_message(table, sample, calls["hashtag_confidence"].to_numpy())
     if message:
         warnings.warn(message, WeakHashtagsWarning, stacklevel=2)
@@ -185,7 +210,24 @@ def _used_hashtags(counts, covariate, fit: MixtureFit, names) -> np.ndarray:
     return active
 
 
-def _calls(hashtags, counts, fit: MixtureFit, names) -> pd.DataFrame:
+def _bic(log_likelihood: float, n_parameters: int, n_cells: int) -> float:
+    return -2.0 * log_likelihood + n_parameters * np.log(n_cells)
+
+
+def _count_parameters(fit: MixtureFit, active: np.ndarray, covariate) -> int:
+    """Free parameters of the count model: per hashtag a background regression (intercept,
+    size, slope with a covariate, capture coefficient with the latent capture), per active
+    hashtag a signal one, class priors, the capture's sd, the RNA normals."""
+    slope = covariate is not None
+    latent = len(fit.capture_nodes) > 1
+    n_tags = len(active)
+    background = n_tags * (2 + slope + latent)
+    signal = int(active.sum()) * (2 + slope)
+    priors = int(np.isfinite(fit.log_prior).sum()) - 1
+    return background + signal + priors + latent + 4 * slope
+
+
+def _calls(hashtags, counts, fit: MixtureFit | CompositionFit, names) -> pd.DataFrame:
     n_tags = len(names)
     posterior = fit.posterior
     doublet = posterior[:, 1 + n_tags :].sum(axis=1)

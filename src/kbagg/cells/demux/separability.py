@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.stats import betabinom
 
+from kbagg.cells.demux.composition import SIGNAL_FRACTIONS, CompositionFit
 from kbagg.cells.demux.model import MixtureFit, nb_log_pmf
 
 WEAK_SEPARABILITY = 0.85  # below this a hashtag is reported weak
@@ -119,3 +121,57 @@ def describe_weak(weak: pd.DataFrame) -> str:
             text += ", no signal: unused or failed"
         parts.append(text + ")")
     return ", ".join(parts)
+
+
+NO_SIGNAL_SHARE = 0.002  # a hashtag with fewer of its singlets than this share: no signal
+
+
+def composition_separability(fit: CompositionFit, names: list[str]) -> pd.DataFrame:
+    """`hashtag_separability`'s table for a `CompositionFit`: per hashtag the total-variation
+    distance between its count in a cell that carries it and in one that does not, at the
+    median hashtag UMIs per cell (beta-binomials mixed over the signal fractions; a
+    non-carrier's from the other singlets' fractions, weighted by their shares). A hashtag
+    with fewer singlets than `NO_SIGNAL_SHARE` of the cells has no signal (0)."""
+    n_total = max(int(round(fit.median_total)), 1)
+    values = np.arange(n_total + 1)
+    fractions = SIGNAL_FRACTIONS
+    singlet_share = fit.posterior[:, 1 : 1 + len(names)].mean(axis=0)
+    rows = []
+    for h, name in enumerate(names):
+        b = fit.background[h]
+        others = np.delete(np.arange(len(names)), h)
+        other_weights = (singlet_share[others, None] * fit.signal_weights[others]).sum(axis=0)
+        other_weights = other_weights / max(other_weights.sum(), 1e-300)
+        off_share = (1 - fractions) * b
+        background_pmf = _beta_binomial_mixture(values, off_share, other_weights, fit)
+        background_umis = n_total * float((other_weights * off_share).sum())
+        if singlet_share[h] < NO_SIGNAL_SHARE:
+            rows.append((name, 0.0, np.nan, background_umis, np.nan))
+            continue
+        on_share = off_share + fractions
+        signal_pmf = _beta_binomial_mixture(values, on_share, fit.signal_weights[h], fit)
+        signal_umis = n_total * float((fit.signal_weights[h] * on_share).sum())
+        distance = 0.5 * float(np.abs(signal_pmf - background_pmf).sum())
+        rows.append((name, distance, signal_umis, background_umis, signal_umis / background_umis))
+    table = pd.DataFrame(
+        rows,
+        columns=[
+            "hashtag",
+            "separability",
+            "signal_umis",
+            "background_umis",
+            "signal_to_background",
+        ],
+    )
+    table["weak"] = table["separability"] < WEAK_SEPARABILITY
+    return table
+
+
+def _beta_binomial_mixture(values, shares, weights, fit: CompositionFit) -> np.ndarray:
+    pmf = np.zeros(len(values))
+    n_total = int(values[-1])
+    for share, weight in zip(shares, weights, strict=True):
+        share = float(np.clip(share, 1e-9, 1 - 1e-9))
+        a, b = fit.concentration * share, fit.concentration * (1 - share)
+        pmf += weight * betabinom.pmf(values, n_total, a, b)
+    return pmf
