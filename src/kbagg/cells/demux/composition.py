@@ -71,10 +71,16 @@ class CompositionFit:
 class _TotalNormals:
     """log N normal per class: the negatives', each singlet hashtag's, and a doublet's
     around the log of the sum of its two cells' mean totals (a doublet's tag UMIs are its
-    two cells'), with one sd for all doublets."""
+    two cells'), with one sd for all doublets. With the centred log RNA library size `x`,
+    every mean also rises with it at one fitted slope (a cell that binds more tag holds
+    more RNA, demuxmix's covariate); a doublet's two cells each hold about half its RNA."""
 
-    def __init__(self, log_total: np.ndarray, n_tags: int, pairs: np.ndarray):
+    def __init__(self, log_total, n_tags: int, pairs: np.ndarray, covariate=None):
         self.values, self.pairs = log_total, pairs
+        self.x = np.zeros_like(log_total) if covariate is None else np.asarray(covariate)
+        self.x_doublet = self.x if covariate is None else self.x - np.log(2.0)
+        self.fit_slope = covariate is not None
+        self.slope = 0.0
         centre, spread = float(np.median(log_total)), float(log_total.std()) + 1e-3
         self.negative = (centre, spread)
         self.singlet = np.full((n_tags, 2), (centre, spread))
@@ -86,20 +92,39 @@ class _TotalNormals:
         return np.log(linear[self.pairs[:, 0]] + linear[self.pairs[:, 1]])
 
     def log_pdfs(self) -> dict[str, np.ndarray]:
-        x = self.values[:, None]
+        single = self.values - self.slope * self.x
+        double = (self.values - self.slope * self.x_doublet)[:, None]
         return {
-            "negative": _normal_log_pdf(self.values, *self.negative),
-            "singlet": _normal_log_pdf(x, self.singlet[None, :, 0], self.singlet[None, :, 1]),
-            "doublet": _normal_log_pdf(x, self.doublet_means()[None], self.doublet_sd),
+            "negative": _normal_log_pdf(single, *self.negative),
+            "singlet": _normal_log_pdf(
+                single[:, None], self.singlet[None, :, 0], self.singlet[None, :, 1]
+            ),
+            "doublet": _normal_log_pdf(double, self.doublet_means()[None], self.doublet_sd),
         }
 
     def update(self, negative, singlet, pair) -> None:
-        self.negative = _weighted_normal(self.values, negative, self.negative)
+        single = self.values - self.slope * self.x
+        self.negative = _weighted_normal(single, negative, self.negative)
         for h in range(singlet.shape[1]):
-            self.singlet[h] = _weighted_normal(self.values, singlet[:, h], self.singlet[h])
-        if len(self.pairs) and pair.sum() >= 5:
-            residual = self.values[:, None] - self.doublet_means()[None]
+            self.singlet[h] = _weighted_normal(single, singlet[:, h], self.singlet[h])
+        has_doublets = len(self.pairs) and pair.sum() >= 5
+        if has_doublets:
+            residual = (self.values - self.slope * self.x_doublet)[:, None] - self.doublet_means()
             self.doublet_sd = max(float(np.sqrt((pair * residual**2).sum() / pair.sum())), 0.05)
+        if not self.fit_slope:
+            return
+        # the slope by weighted least squares around the class means just fitted
+        x, x_d = self.x, self.x_doublet
+        numerator = (negative * x * (self.values - self.negative[0])).sum()
+        numerator += (
+            singlet * x[:, None] * (self.values[:, None] - self.singlet[None, :, 0])
+        ).sum()
+        denominator = (negative * x**2).sum() + (singlet * (x**2)[:, None]).sum()
+        if has_doublets:
+            numerator += (pair * x_d[:, None] * (self.values[:, None] - self.doublet_means())).sum()
+            denominator += (pair * (x_d**2)[:, None]).sum()
+        if denominator > 1e-9:
+            self.slope = float(numerator / denominator)
 
 
 def _normal_log_pdf(x, mean, sd):
@@ -284,7 +309,7 @@ def fit_composition(counts: np.ndarray, log_rna: np.ndarray | None = None) -> Co
         singlet_share=np.full(n_tags, (1 - START_NEGATIVE - START_DOUBLET) / n_tags),
         doublet_share=START_DOUBLET,
     )
-    totals = _TotalNormals(log_total, n_tags, pairs)
+    totals = _TotalNormals(log_total, n_tags, pairs, log_rna)
     normals = [] if log_rna is None else [_Normals(np.asarray(log_rna, dtype=float), np.log(2.0))]
 
     def kind_terms():
@@ -343,6 +368,7 @@ def fit_composition(counts: np.ndarray, log_rna: np.ndarray | None = None) -> Co
         + 1  # shares: negative, singlets, doublets (pairs tied)
         + 2 * (n_tags + 1)
         + 1  # log total normals: negative, per singlet, doublet sd
+        + len(normals)  # their slope on log RNA
         + 6 * len(normals)  # the RNA normal per kind
     )
     return CompositionFit(
