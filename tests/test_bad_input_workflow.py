@@ -267,6 +267,10 @@ def test_kill_9_during_kb_count_then_rerun_stops_the_orphan(tmp_path, demo_data)
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert alive(holder["pid"]) and alive(holder["kb_pgid"]), "no orphan to test with"
+    # Hold the orphan's kb where it is: on a loaded machine it finished on its own during
+    # the unlock below, leaving nothing to stop (a CI failure). The rerun's SIGKILL still
+    # ends a stopped process group.
+    os.killpg(holder["kb_pgid"], signal.SIGSTOP)
 
     run_snakemake(workdir, "--configfile", str(config), "--unlock")
     run_snakemake(workdir, "--configfile", str(config))
