@@ -53,16 +53,13 @@ def hashtag_separability(fit: MixtureFit, names: list[str], active: np.ndarray) 
         rows.append(
             (name, float(distance), signal_mean, background_mean, signal_mean / background_mean)
         )
-    table = pd.DataFrame(
-        rows,
-        columns=[
-            "hashtag",
-            "separability",
-            "signal_umis",
-            "background_umis",
-            "signal_to_background",
-        ],
-    )
+    return _table(rows)
+
+
+def _table(rows: list[tuple]) -> pd.DataFrame:
+    """The separability table from (hashtag, separability, signal, background, ratio) rows."""
+    columns = ["hashtag", "separability", "signal_umis", "background_umis", "signal_to_background"]
+    table = pd.DataFrame(rows, columns=columns)
     table["weak"] = table["separability"] < WEAK_SEPARABILITY
     return table
 
@@ -153,18 +150,7 @@ def composition_separability(fit: CompositionFit, names: list[str]) -> pd.DataFr
         signal_umis = n_total * float((fit.signal_weights[h] * on_share).sum())
         distance = 0.5 * float(np.abs(signal_pmf - background_pmf).sum())
         rows.append((name, distance, signal_umis, background_umis, signal_umis / background_umis))
-    table = pd.DataFrame(
-        rows,
-        columns=[
-            "hashtag",
-            "separability",
-            "signal_umis",
-            "background_umis",
-            "signal_to_background",
-        ],
-    )
-    table["weak"] = table["separability"] < WEAK_SEPARABILITY
-    return table
+    return _table(rows)
 
 
 def _beta_binomial_mixture(values, shares, weights, fit: CompositionFit) -> np.ndarray:
