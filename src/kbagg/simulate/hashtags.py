@@ -273,10 +273,10 @@ def _proportional_counts(rng, regime: HashtagRegime, member_tags, capture) -> np
     `kbagg.cells.demux.composition`, which fits the real captures better than the count
     model): each member cell binds ``signal_umis * capture`` tag UMIs, a Beta-distributed
     fraction of them its own hashtag's (none for a negative), the rest in the background
-    composition `tag_background_umis` (normalised); the droplet's counts are
+    composition (`tag_levels`' background, normalised); the droplet's counts are
     Dirichlet-multinomial around the resulting mean proportions."""
     n, n_tags = len(member_tags), regime.n_hashtags
-    background = np.array(regime.tag_background_umis, dtype=float)
+    background = tag_levels(regime)[1]
     background /= background.sum()
     beta = np.array(regime.signal_fraction_beta, dtype=float)
     mean_fraction = float(np.mean(beta[:, 0] / beta.sum(axis=1)))

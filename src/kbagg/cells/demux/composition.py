@@ -14,8 +14,10 @@ total hashtag UMIs N, with mean proportions
   all pairs.
 
 The Dirichlet's concentration absorbs the spread of the background's composition between
-cells. log N, and the log RNA library size when it is given, are normal per kind of class
-(negative, singlet, doublet): a doublet holds two cells' tag and RNA. Doublet pair priors
+cells. log N is normal per class (negatives, each singlet hashtag, and a doublet around the
+sum of its two cells' mean totals), rising with the log RNA library size when it is given;
+the log RNA is normal per kind of class (negative, singlet, doublet): a doublet holds two
+cells' tag and RNA. Doublet pair priors
 are tied to the singlet shares (pair h, k in proportion to ``p_h * p_k``): doublets form
 at random, and a free pair prior lets one pair absorb a singlet class whose background
 leans to the pair's other hashtag (the cell-line data of Howitt et al. 2023: 0.61 of
@@ -35,6 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import gammaln, logsumexp
+
+from kbagg.cells.demux.model import _normal_log_pdf
 
 SIGNAL_FRACTIONS = np.array([0.03, 0.08, 0.15, 0.25, 0.4, 0.55, 0.7, 0.82, 0.91, 0.97])
 DOUBLET_SPLITS = np.array([0.2, 0.35, 0.5, 0.65, 0.8])
@@ -61,7 +65,6 @@ class CompositionFit:
     doublet_weights: np.ndarray  # (len(SIGNAL_FRACTIONS), len(DOUBLET_SPLITS))
     pairs: np.ndarray  # (n_pairs, 2) hashtag indices of the doublet classes
     posterior: np.ndarray  # cells x (1 + n_tags + n_pairs): negative, singlets, doublets
-    log_prior: np.ndarray
     log_likelihood: float  # of the counts (and RNA sizes), constants included
     n_parameters: int
     iterations: int
@@ -127,11 +130,9 @@ class _TotalNormals:
             self.slope = float(numerator / denominator)
 
 
-def _normal_log_pdf(x, mean, sd):
-    return -0.5 * ((x - mean) / sd) ** 2 - np.log(sd) - 0.5 * np.log(2 * np.pi)
-
-
 def _weighted_normal(values, weights, previous) -> tuple[float, float]:
+    """The weighted mean and sd (at least 0.05) of `values`; `previous` with under 5 cells
+    of weight."""
     total = weights.sum()
     if total < 5:
         return tuple(previous)
@@ -141,7 +142,7 @@ def _weighted_normal(values, weights, previous) -> tuple[float, float]:
 
 
 class _Normals:
-    """Per kind of class a normal on a per-cell value (log N, log RNA), fitted by weights."""
+    """Per kind of class a normal on a per-cell value (the log RNA), fitted by weights."""
 
     def __init__(self, values: np.ndarray, shift_doublet: float):
         self.values = values
@@ -151,16 +152,10 @@ class _Normals:
         }
 
     def log_pdf(self, kind: str) -> np.ndarray:
-        mean, sd = self.params[kind]
-        return -0.5 * ((self.values - mean) / sd) ** 2 - np.log(sd) - 0.5 * np.log(2 * np.pi)
+        return _normal_log_pdf(self.values, *self.params[kind])
 
     def update(self, kind: str, weights: np.ndarray) -> None:
-        total = weights.sum()
-        if total < 5:
-            return
-        mean = float((weights * self.values).sum() / total)
-        sd = float(np.sqrt((weights * (self.values - mean) ** 2).sum() / total))
-        self.params[kind] = (mean, max(sd, 0.05))
+        self.params[kind] = _weighted_normal(self.values, weights, self.params[kind])
 
 
 def _log_dm_terms(counts: np.ndarray, concentration: np.ndarray) -> np.ndarray:
@@ -341,15 +336,16 @@ def fit_composition(counts: np.ndarray, log_rna: np.ndarray | None = None) -> Co
         params.doublet_weights = e.doublet_grid + PSEUDOCOUNT
         params.doublet_weights /= params.doublet_weights.sum()
         params.background = _background_update(y, params.background, e)
+        singlet_of = e.singlet.sum(axis=2)  # cells x hashtags
         kinds = {
             "negative": e.negative,
-            "singlet": e.singlet.sum(axis=(1, 2)),
+            "singlet": singlet_of.sum(axis=1),
             "doublet": e.pair.sum(axis=1),
         }
         for normal in normals:
             for kind, weights in kinds.items():
                 normal.update(kind, weights)
-        totals.update(e.negative, e.singlet.sum(axis=2), e.pair)
+        totals.update(e.negative, singlet_of, e.pair)
         if iteration % CONCENTRATION_EVERY == 2:
             params.concentration = _concentration_search(y, total, pairs, params, kind_terms())
     posterior = np.concatenate([e.negative[:, None], e.singlet.sum(axis=2), e.pair], axis=1)
@@ -357,8 +353,6 @@ def fit_composition(counts: np.ndarray, log_rna: np.ndarray | None = None) -> Co
     # the multinomial coefficient, and N's from log N's density. The RNA term stays a
     # density of log RNA, as in the count model.
     constant = float((gammaln(total + 1) - gammaln(y + 1).sum(axis=1) - log_total).sum())
-    with np.errstate(divide="ignore"):
-        log_prior = np.log(posterior.mean(axis=0))
     n_parameters = (
         (n_tags - 1)  # background
         + 1  # concentration
@@ -378,7 +372,6 @@ def fit_composition(counts: np.ndarray, log_rna: np.ndarray | None = None) -> Co
         doublet_weights=params.doublet_weights,
         pairs=pairs,
         posterior=posterior,
-        log_prior=log_prior,
         log_likelihood=log_likelihood + constant,
         n_parameters=n_parameters,
         iterations=iteration,
