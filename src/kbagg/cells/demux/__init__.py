@@ -138,18 +138,14 @@ def demultiplex(
         raise DemuxError(f"{label}demultiplexing needs at least 2 cells, got {n_cells}")
     covariate = _covariate(rna_umis, hashtags.obs_names, label)
     fit = fit_mixture(counts, covariate, capture_nodes=1)
-    active = _used_hashtags(counts, covariate, fit, names)
-    if active.any():
-        fit = fit_mixture(counts, covariate, active)
-    if not active.any():
-        fit.posterior[:] = 0
-        fit.posterior[:, 0] = 1
+    active = _used_hashtags(counts, covariate, fit, names)  # at least one
+    fit = fit_mixture(counts, covariate, active)
     composition = fit_composition(counts, covariate)
     criteria = {
         COUNTS: _bic(fit.log_likelihood, _count_parameters(fit, active, covariate), n_cells),
         COMPOSITION: _bic(composition.log_likelihood, composition.n_parameters, n_cells),
     }
-    if active.any() and criteria[COUNTS] <= criteria[COMPOSITION]:
+    if criteria[COUNTS] <= criteria[COMPOSITION]:
         chosen = COUNTS
         calls = _calls(hashtags, counts, fit, names)
         table = hashtag_separability(fit, names, active)
@@ -189,7 +185,9 @@ def _covariate(rna_umis, obs_names, label) -> np.ndarray | None:
 
 def _used_hashtags(counts, covariate, fit: MixtureFit, names) -> np.ndarray:
     """Hashtags that carry a signal: those of low separability are kept only when the
-    model without them is worse by more than BIC's penalty for their parameters."""
+    model without them is worse by more than BIC's penalty for their parameters. The last
+    one is always kept: on counts with no signal at all, BIC keeps several anyway (the
+    cells' capture spread looks like signal; docs/demultiplexing.md)."""
     n_cells, n_tags = counts.shape
     table = hashtag_separability(fit, names, np.ones(n_tags, dtype=bool))
     candidates = np.flatnonzero(
