@@ -214,18 +214,20 @@ def test_zarr_compressed_and_gene_major_aggregates_equal_the_h5ad(finished_demo)
 
 def test_changing_the_soma_layout_rebuilds_the_store_in_it(finished_demo):
     """aggregate.soma.layout reruns the store's rules only (the h5ad aggregates' provenance
-    leaves aggregate.soma out); the run rebuilds the store with a gene-major copy of each
-    layer, and its manifest says why."""
-    edit_config(finished_demo, lambda c: c["aggregate"]["soma"].update(layout="two_arrays"))
-    assert planned_jobs(finished_demo) == {"soma_register": 1, "soma_write": 3, "soma": 1}
-    run_snakemake(finished_demo, snakefile=finished_demo / "workflow" / "Snakefile")
-    manifest = json.loads((finished_demo / "results/aggregate/soma_manifest.json").read_text())
-    assert manifest["action"] == "rebuilt" and manifest["layout"] == "two_arrays"
-    assert manifest["reason"] == "layout changed from 'gene_query' to 'two_arrays'"
+    leaves aggregate.soma out); the run rebuilds the default two_arrays store (a gene-major
+    copy of each layer) in gene_query, without the copies, and its manifest says why."""
     store = finished_demo / "results" / "aggregate" / "filtered.soma"
     soma = pytest.importorskip("tiledbsoma")
     with soma.Experiment.open(str(store)) as exp:
         arrays = set(exp.ms["RNA"].X)
     base = {name for name in arrays if not name.endswith("_by_gene")}
     assert "counts" in base and arrays == base | {f"{name}_by_gene" for name in base}
+    edit_config(finished_demo, lambda c: c["aggregate"]["soma"].update(layout="gene_query"))
+    assert planned_jobs(finished_demo) == {"soma_register": 1, "soma_write": 3, "soma": 1}
+    run_snakemake(finished_demo, snakefile=finished_demo / "workflow" / "Snakefile")
+    manifest = json.loads((finished_demo / "results/aggregate/soma_manifest.json").read_text())
+    assert manifest["action"] == "rebuilt" and manifest["layout"] == "gene_query"
+    assert manifest["reason"] == "layout changed from 'two_arrays' to 'gene_query'"
+    with soma.Experiment.open(str(store)) as exp:
+        assert set(exp.ms["RNA"].X) == base
     assert planned_jobs(finished_demo) == {}

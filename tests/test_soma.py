@@ -295,7 +295,7 @@ def test_changing_the_layout_rebuilds_and_an_atlas_refuses_it(inputs, tmp_path):
     direction, and the log and manifest say why; a store holding another project's cells
     is not rebuilt but refused, before anything is written."""
     store = tmp_path / "store"
-    update(store, inputs, ["s1", "s2"], tmp_path, run="r1")  # the default: no copies
+    update(store, inputs, ["s1", "s2"], tmp_path, run="r1", layout="gene_query")
     assert_arrays_match(store, aggregate(inputs, ["s1", "s2"], tmp_path), "gene_query")
     ref = aggregate(inputs, list(SAMPLES), tmp_path)
     for run, layout in (("r2", TWO_ARRAYS), ("r3", "gene_query")):
@@ -312,7 +312,8 @@ def test_changing_the_layout_rebuilds_and_an_atlas_refuses_it(inputs, tmp_path):
         with soma.Experiment.open(str(store)) as exp:
             assert json.loads(exp.metadata["kbagg_store"])["layout"] == layout
     before = _fragments(store)
-    with pytest.raises(StoreError, match="cannot be rebuilt: layout changed"):
+    hint = r"\(set aggregate.soma.layout: gene_query to append in the store's layout\)"
+    with pytest.raises(StoreError, match=f"cannot be rebuilt: layout changed.*{hint}"):
         update(store, inputs, ["s1"], tmp_path, run="r4", layout=TWO_ARRAYS, project="Q")
     assert _fragments(store) == before
 

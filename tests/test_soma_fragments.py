@@ -207,7 +207,7 @@ SMALL_BUDGET = {"sm.mem.total_budget": SMALL_BUDGET_BYTES}
 
 def _sixteen_fragments(folder: Path) -> tuple[Path, dict[str, Path]]:
     """A store of 16 unconsolidated appends (16 fragments) of 500 cells x 3,000 genes with 300
-    non-zeros a cell, in kbagg's X layout; and its inputs."""
+    non-zeros a cell, in the gene_query X layout; and its inputs."""
     genes = [f"ENSG{i:011d}" for i in range(3000)]
     inputs = {}
     for i in range(16):
@@ -222,6 +222,7 @@ def _sixteen_fragments(folder: Path) -> tuple[Path, dict[str, Path]]:
         project="P",
         log=lambda line: None,
         max_fragments=None,
+        layout="gene_query",  # the layout these budgets were measured in
     )
     return store, inputs
 
@@ -318,7 +319,8 @@ def test_kill_during_append_then_consolidating_rerun_equals_one_shot(tmp_path):
         for i, (n, spec) in enumerate(SAMPLES.items())
     }
     store = tmp_path / "store"
-    kw = {"project": "P", "log": lambda line: None, "obs_metadata": META}
+    # run_killed writes in gene_query: the store is built in it too
+    kw = {"project": "P", "log": lambda line: None, "obs_metadata": META, "layout": "gene_query"}
     update_store(
         store,
         {n: inputs[n] for n in ("s1", "s2")},

@@ -3,10 +3,11 @@
 A store keeps each X layer in one of two ways (``aggregate.soma.layout``, the journal's
 ``layout``):
 
-* ``gene_query`` (the default): one array per layer, ``X[L]``, in `GENE_QUERY_LAYOUT`;
-* ``two_arrays``: ``X[L]`` in the cell-major `ROW_LAYOUT` for cell queries and its copy
-  ``X[L + BY_GENE_SUFFIX]`` (``counts_by_gene``) in the gene-major `COL_LAYOUT` for gene
-  queries, the same values, as CELLxGENE's portal keeps them. Every write writes both.
+* ``two_arrays`` (the default): ``X[L]`` in the cell-major `ROW_LAYOUT` for cell queries and
+  its copy ``X[L + BY_GENE_SUFFIX]`` (``counts_by_gene``) in the gene-major `COL_LAYOUT` for
+  gene queries, the same values, as CELLxGENE's portal keeps them. Every write writes both.
+* ``gene_query`` (the default until 2026-12-06): one array per layer, ``X[L]``, in
+  `GENE_QUERY_LAYOUT`: half the X on disk, slow for cells (docs/soma_benchmarks.md).
 
 `query_layer` names the array to query for genes or for cells in either layout.
 """

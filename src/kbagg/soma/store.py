@@ -384,14 +384,17 @@ def _create_copies(uri: str, measurement: str, layers) -> None:
             ).close()
 
 
-def _store_layout(state: _State) -> str:
+def _store_layout(state: _State) -> str | None:
     """The layout of a store: its journal's; a store without one (made elsewhere) is
-    ``two_arrays`` if every X layer has a gene-major copy."""
+    ``two_arrays`` if every X layer has a gene-major copy, ``gene_query`` if not, and None
+    (either will do) without X layers."""
     if state.journal is not None:
         return state.journal.layout
     names = set(state.layer_dtypes)
     base = names - copies(names)
-    if base and all(by_gene(L) in names for L in base):
+    if not base:
+        return None
+    if all(by_gene(L) in names for L in base):
         return TWO_ARRAYS
     return GENE_QUERY
 
@@ -463,7 +466,8 @@ def _plan(
     is_atlas = state.foreign_n_obs(project) > 0 or state.journal is None
     reasons = _stale_reasons(state, samples, project, settings)
     held_layout = _store_layout(state)
-    if state.n_obs and held_layout != settings["layout"]:
+    layout_changed = bool(state.n_obs) and held_layout not in (None, settings["layout"])
+    if layout_changed:
         reasons.append(f"layout changed from {held_layout!r} to {settings['layout']!r}")
     if pending and not is_atlas:
         again = next((s for s in samples if s.name == pending.sample), None)
@@ -481,7 +485,11 @@ def _plan(
             raise StoreError(
                 f"{uri} holds cells of other projects, so it cannot be rebuilt: "
                 + "; ".join(reasons)
-                + " (give changed samples new names, or rebuild the atlas yourself)"
+                + (
+                    f" (set aggregate.soma.layout: {held_layout} to append in the store's layout)"
+                    if layout_changed
+                    else " (give changed samples new names, or rebuild the atlas yourself)"
+                )
             )
         build.action, build.reason = "rebuilt", "; ".join(reasons)
         return build
