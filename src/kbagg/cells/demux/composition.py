@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import gammaln, logsumexp
 
-from kbagg.cells.demux.model import _normal_log_pdf
+from kbagg.cells.demux.model import _normal_log_pdf, _weighted_normal
 
 SIGNAL_FRACTIONS = np.array([0.03, 0.08, 0.15, 0.25, 0.4, 0.55, 0.7, 0.82, 0.91, 0.97])
 DOUBLET_SPLITS = np.array([0.2, 0.35, 0.5, 0.65, 0.8])
@@ -128,17 +128,6 @@ class _TotalNormals:
             denominator += (pair * (x_d**2)[:, None]).sum()
         if denominator > 1e-9:
             self.slope = float(numerator / denominator)
-
-
-def _weighted_normal(values, weights, previous) -> tuple[float, float]:
-    """The weighted mean and sd (at least 0.05) of `values`; `previous` with under 5 cells
-    of weight."""
-    total = weights.sum()
-    if total < 5:
-        return tuple(previous)
-    mean = float((weights * values).sum() / total)
-    sd = float(np.sqrt((weights * (values - mean) ** 2).sum() / total))
-    return mean, max(sd, 0.05)
 
 
 class _Normals:

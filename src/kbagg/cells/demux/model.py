@@ -273,6 +273,7 @@ def _fit_mixture(
     # every expression-based doublet caller rely on it). Gaussian per kind, singlet-like
     # (negative and singlet) or doublet.
     rna_single = rna_double = (0.0, 1.0)
+    spread = float(np.std(x)) or 1.0  # the RNA normals' sd while a kind has under 5 cells
     iteration = 0
     log_likelihood = previous = -np.inf
     n_q = len(nodes)
@@ -311,8 +312,8 @@ def _fit_mixture(
                 capture_coefficient=1.0 if latent else None,
             )
         if use_slope:
-            rna_single = _weighted_normal(x, posterior[:, ~is_doublet].sum(axis=1))
-            rna_double = _weighted_normal(x, posterior[:, is_doublet].sum(axis=1), LOG2)
+            rna_single = _weighted_normal(x, posterior[:, ~is_doublet].sum(axis=1), (0.0, spread))
+            rna_double = _weighted_normal(x, posterior[:, is_doublet].sum(axis=1), (LOG2, spread))
         if latent and iteration > 1:
             capture_sd = float(
                 np.clip(np.sqrt((total * nodes[:, None] ** 2).sum() / n_cells), 0.01, 3.0)
@@ -353,10 +354,12 @@ def _fit_mixture(
     )
 
 
-def _weighted_normal(values, weights, default_mean=0.0) -> tuple[float, float]:
+def _weighted_normal(values, weights, fallback) -> tuple[float, float]:
+    """The weighted mean and sd (at least 0.05) of `values`; `fallback` (mean, sd) with
+    under 5 cells of weight."""
     total = weights.sum()
     if total < 5:
-        return default_mean, float(np.std(values)) or 1.0
+        return tuple(fallback)
     mean = float((weights * values).sum() / total)
     sd = float(np.sqrt((weights * (values - mean) ** 2).sum() / total))
     return mean, max(sd, 0.05)
