@@ -11,7 +11,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=${KBAGG_PEER_VENVS:-$PWD/.peers}
-PYTHON=${PYTHON:-python3}
+# shellcheck source=tests/find_python.sh
+source tests/find_python.sh
+PYTHON=${PYTHON:-$(find_python)}
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 12) and "need Python >= 3.12: set PYTHON")'
 
 declare -A PACKAGES=(

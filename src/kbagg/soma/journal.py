@@ -12,6 +12,7 @@ import tiledbsoma as soma
 
 from kbagg.errors import parse_json_record
 from kbagg.soma.context import read_context
+from kbagg.soma.layouts import GENE_QUERY
 from kbagg.soma.lock import StoreError
 
 JOURNAL_KEY = "kbagg_store"  # the experiment metadata key holding the journal
@@ -62,9 +63,9 @@ class Journal:
     measurement: str
     label: str
     index_unique: str | None
-    # how X is kept (kbagg.soma.layouts): "gene_query", or "two_arrays" (a gene-major copy
-    # of each layer); journals written before it existed are "gene_query"
-    layout: str = "gene_query"
+    # how X is kept (kbagg.soma.layouts): GENE_QUERY, or TWO_ARRAYS (a gene-major copy of
+    # each layer); journals written before it existed are GENE_QUERY
+    layout: str = GENE_QUERY
     samples: dict[str, SampleEntry] = field(default_factory=dict)
     pending: PendingAppend | None = None
     obs_dtypes: dict[str, str] = field(default_factory=dict)  # nullable dtypes to restore
@@ -114,7 +115,7 @@ class Journal:
             measurement=data["measurement"],
             label=data["label"],
             index_unique=data.get("index_unique"),
-            layout=data.get("layout", "gene_query"),
+            layout=data.get("layout", GENE_QUERY),
             samples=samples,
             pending=None if pending is None else PendingAppend(**_known(PendingAppend, pending)),
             obs_dtypes=dict(data.get("obs_dtypes", {})),
