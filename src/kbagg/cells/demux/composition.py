@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import gammaln, logsumexp
 
-from kbagg.cells.demux.model import _normal_log_pdf, _weighted_normal
+from kbagg.cells.demux.normal import normal_log_pdf, weighted_normal
 
 SIGNAL_FRACTIONS = np.array([0.03, 0.08, 0.15, 0.25, 0.4, 0.55, 0.7, 0.82, 0.91, 0.97])
 DOUBLET_SPLITS = np.array([0.2, 0.35, 0.5, 0.65, 0.8])
@@ -98,18 +98,18 @@ class _TotalNormals:
         single = self.values - self.slope * self.x
         double = (self.values - self.slope * self.x_doublet)[:, None]
         return {
-            "negative": _normal_log_pdf(single, *self.negative),
-            "singlet": _normal_log_pdf(
+            "negative": normal_log_pdf(single, *self.negative),
+            "singlet": normal_log_pdf(
                 single[:, None], self.singlet[None, :, 0], self.singlet[None, :, 1]
             ),
-            "doublet": _normal_log_pdf(double, self.doublet_means()[None], self.doublet_sd),
+            "doublet": normal_log_pdf(double, self.doublet_means()[None], self.doublet_sd),
         }
 
     def update(self, negative, singlet, pair) -> None:
         single = self.values - self.slope * self.x
-        self.negative = _weighted_normal(single, negative, self.negative)
+        self.negative = weighted_normal(single, negative, self.negative)
         for h in range(singlet.shape[1]):
-            self.singlet[h] = _weighted_normal(single, singlet[:, h], self.singlet[h])
+            self.singlet[h] = weighted_normal(single, singlet[:, h], self.singlet[h])
         has_doublets = len(self.pairs) and pair.sum() >= 5
         if has_doublets:
             residual = (self.values - self.slope * self.x_doublet)[:, None] - self.doublet_means()
@@ -141,10 +141,10 @@ class _Normals:
         }
 
     def log_pdf(self, kind: str) -> np.ndarray:
-        return _normal_log_pdf(self.values, *self.params[kind])
+        return normal_log_pdf(self.values, *self.params[kind])
 
     def update(self, kind: str, weights: np.ndarray) -> None:
-        self.params[kind] = _weighted_normal(self.values, weights, self.params[kind])
+        self.params[kind] = weighted_normal(self.values, weights, self.params[kind])
 
 
 def _log_dm_terms(counts: np.ndarray, concentration: np.ndarray) -> np.ndarray:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import digamma, logsumexp, polygamma
 
+from kbagg.cells.demux.normal import normal_log_pdf, weighted_normal
 from kbagg.cells.nb import nb_log_pmf
 
 EM_MAX_ITERATIONS = 100
@@ -312,8 +313,8 @@ def _fit_mixture(
                 capture_coefficient=1.0 if latent else None,
             )
         if use_slope:
-            rna_single = _weighted_normal(x, posterior[:, ~is_doublet].sum(axis=1), (0.0, spread))
-            rna_double = _weighted_normal(x, posterior[:, is_doublet].sum(axis=1), (LOG2, spread))
+            rna_single = weighted_normal(x, posterior[:, ~is_doublet].sum(axis=1), (0.0, spread))
+            rna_double = weighted_normal(x, posterior[:, is_doublet].sum(axis=1), (LOG2, spread))
         if latent and iteration > 1:
             capture_sd = float(
                 np.clip(np.sqrt((total * nodes[:, None] ** 2).sum() / n_cells), 0.01, 3.0)
@@ -326,8 +327,8 @@ def _fit_mixture(
         )
         log_like = node_total.copy()
         if use_slope:
-            log_like[:, ~is_doublet] += _normal_log_pdf(x, *rna_single)[:, None]
-            log_like[:, is_doublet] += _normal_log_pdf(x, *rna_double)[:, None]
+            log_like[:, ~is_doublet] += normal_log_pdf(x, *rna_single)[:, None]
+            log_like[:, is_doublet] += normal_log_pdf(x, *rna_double)[:, None]
         joint_log = log_like + log_prior
         per_cell = logsumexp(joint_log, axis=1, keepdims=True)
         posterior = np.exp(joint_log - per_cell)
@@ -352,21 +353,6 @@ def _fit_mixture(
         nodes,
         log_weights,
     )
-
-
-def _weighted_normal(values, weights, fallback) -> tuple[float, float]:
-    """The weighted mean and sd (at least 0.05) of `values`; `fallback` (mean, sd) with
-    under 5 cells of weight."""
-    total = weights.sum()
-    if total < 5:
-        return tuple(fallback)
-    mean = float((weights * values).sum() / total)
-    sd = float(np.sqrt((weights * (values - mean) ** 2).sum() / total))
-    return mean, max(sd, 0.05)
-
-
-def _normal_log_pdf(values, mean, sd) -> np.ndarray:
-    return -0.5 * ((values - mean) / sd) ** 2 - np.log(sd) - 0.5 * np.log(2 * np.pi)
 
 
 def latent_log_likelihoods(counts, x, background, signal, pairs, active, nodes, log_weights):
