@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from scipy.special import logsumexp
 
 from kbagg.cells.demux import (
     DOUBLET_POSTERIOR,
@@ -35,7 +36,8 @@ from kbagg.cells.demux import (
     demultiplex,
 )
 from kbagg.cells.demux.composition import fit_composition
-from kbagg.cells.demux.model import fit_mixture
+from kbagg.cells.demux.model import _weights_by_count, fit_mixture
+from kbagg.cells.demux.stats import log_sum_exp
 from kbagg.simulate.hashtags import BASE, REGIMES, simulate_hashtags
 
 sys.path.insert(0, str(Path(__file__).parent / "benchmarks"))
@@ -366,3 +368,31 @@ def test_latent_fit_recovers_the_signal_dispersion():
     fit = fit_mixture(hashtags.X.toarray(), x)
     sizes = np.median([s.size for s in fit.signal])
     assert 0.6 * regime.signal_size <= sizes <= 1.5 * regime.signal_size, sizes
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2, (1, 2)])
+def test_log_sum_exp_equals_scipys(axis):
+    """The models' fast log-sum-exp against scipy's, with rows of -inf (a class a hashtag
+    cannot have) and large values."""
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(50, 7, 5)) * 300
+    values[3] = -np.inf
+    values[:, 2, :] = -np.inf
+    values[values < -500] = -np.inf
+    expected = logsumexp(values, axis=axis)
+    np.testing.assert_allclose(log_sum_exp(values, axis=axis), expected, rtol=1e-13)
+    kept = log_sum_exp(values, axis=axis, keepdims=True)
+    np.testing.assert_allclose(kept, logsumexp(values, axis=axis, keepdims=True), rtol=1e-13)
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.5, -3.0])
+def test_weights_by_count_equals_unique(shift):
+    """Counts take the bincount path, other values np.unique's: both give np.unique's
+    distinct values and per-value weight sums."""
+    rng = np.random.default_rng(1)
+    values = rng.negative_binomial(1, 0.02, 5000).astype(float) + shift
+    weights = rng.random(5000)
+    distinct, index = np.unique(values, return_inverse=True)
+    got_values, got_weights = _weights_by_count(values, weights)
+    np.testing.assert_array_equal(got_values, distinct)
+    np.testing.assert_allclose(got_weights, np.bincount(index, weights=weights), rtol=1e-12)

@@ -36,9 +36,9 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import gammaln, logsumexp
+from scipy.special import gammaln
 
-from kbagg.cells.demux.normal import normal_log_pdf, weighted_normal
+from kbagg.cells.demux.stats import log_sum_exp, normal_log_pdf, weighted_normal
 
 SIGNAL_FRACTIONS = np.array([0.03, 0.08, 0.15, 0.25, 0.4, 0.55, 0.7, 0.82, 0.91, 0.97])
 DOUBLET_SPLITS = np.array([0.2, 0.35, 0.5, 0.65, 0.8])
@@ -199,7 +199,7 @@ def _e_step(y, total, pairs, params: _Parameters, kind_terms) -> _Expectations:
         + np.log(params.signal_weights)[None]
         + kind_terms["singlet"][:, :, None]
     )
-    per_cell = np.logaddexp(negative, logsumexp(singlets.reshape(n_cells, -1), axis=1))
+    per_cell = np.logaddexp(negative, log_sum_exp(singlets.reshape(n_cells, -1), axis=1))
     pair_log = np.zeros((n_cells, n_pairs))
     doublet_grid = np.zeros((n_a, n_w))
     doublet_background = np.zeros((n_cells, n_tags))
@@ -229,8 +229,8 @@ def _e_step(y, total, pairs, params: _Parameters, kind_terms) -> _Expectations:
                 + grid
                 + kind_terms["doublet"][rows, :, None, None]
             )
-            pair_log[rows] = logsumexp(terms, axis=(2, 3))
-            per_cell[rows] = np.logaddexp(per_cell[rows], logsumexp(pair_log[rows], axis=1))
+            pair_log[rows] = log_sum_exp(terms, axis=(2, 3))
+            per_cell[rows] = np.logaddexp(per_cell[rows], log_sum_exp(pair_log[rows], axis=1))
             posterior = np.exp(terms - per_cell[rows, None, None, None])
             doublet_grid += posterior.sum(axis=(0, 1))
             pair_posterior = posterior.sum(axis=(2, 3))  # c, P
