@@ -89,16 +89,28 @@ import json, sys, warnings
 import anndata as ad
 import tiledbsoma.io as soma_io
 warnings.simplefilter("ignore")
-out, h5ad, config = sys.argv[1:]
+import pandas as pd
+out, h5ad, config, runs = sys.argv[1:]
 a = ad.read_h5ad(h5ad)
 X = a.X
 X.indices = X.indices.astype(X.indptr.dtype)
 b = ad.AnnData(obs=a.obs.rename_axis("obs_id"), var=a.var.rename_axis("gene_id"))
+# the obs table of the appended stores: update_store adds kbagg_run, one run per sample
+runs = json.loads(runs)
+b.obs["kbagg_run"] = pd.Categorical(b.obs["sample"].astype(str).map(runs), categories=list(runs.values()))
 b.layers["counts"] = X
 del a
 soma_io.from_anndata(out, b, "RNA", X_layer_name="counts", obs_id_name="obs_id",
                      var_id_name="gene_id", platform_config=json.loads(config), uns_keys=[])
 """
+
+
+def _obs_columns(store: Path) -> list[str]:
+    """The obs columns of a store (the obs query reads them all: they must match)."""
+    import tiledbsoma as soma
+
+    with soma.Experiment.open(str(store)) as exp:
+        return sorted(exp.obs.schema.names)
 
 
 def disk(path: Path) -> int:
@@ -145,6 +157,7 @@ def main(argv=None) -> None:
         n_cells = args.samples * args.cells_per_sample
         paths = generate(work, args.samples, args.cells_per_sample, args.genes, args.nnz_per_cell)
         pairs = [f"{k}={v}" for k, v in paths.items()]
+        runs = {name: f"r{k}" for k, name in enumerate(paths, 1)}  # APPENDS' run per sample
         print(
             f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {args.samples} samples x {args.cells_per_sample:,} cells = "
             f"{n_cells:,} cells x {args.genes:,} genes, {args.nnz_per_cell:,} nnz/cell, "
@@ -195,7 +208,12 @@ def main(argv=None) -> None:
         ):
             if name not in stores:
                 continue
-            build[f"from_h5ad, {name}"] = run_child(ONE_STEP, stores[name], csr, json.dumps(layout))
+            build[f"from_h5ad, {name}"] = run_child(
+                ONE_STEP, stores[name], csr, json.dumps(layout), json.dumps(runs)
+            )
+        obs_columns = {name: _obs_columns(path) for name, path in stores.items()}
+        if len({tuple(columns) for columns in obs_columns.values()}) > 1:
+            raise SystemExit(f"the stores' obs tables differ: {obs_columns}")
         print("| build step | wall s | peak RSS MB |\n|---|---:|---:|")
         for step, (wall, rss, _) in build.items():
             print(f"| {step} | {wall:.1f} | {rss:,.0f} |")
