@@ -174,9 +174,9 @@ def _weights_by_count(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarr
     by `np.unique` otherwise."""
     top = values.max(initial=0)
     if values.min(initial=0) >= 0 and top <= 4 * values.size + 1024 and (values % 1 == 0).all():
-        summed = np.bincount(values.astype(np.int64), weights=weights)
-        seen = np.bincount(values.astype(np.int64)) > 0
-        return np.flatnonzero(seen).astype(values.dtype), summed[seen]
+        counts = values.astype(np.int64)
+        seen = np.bincount(counts) > 0
+        return np.flatnonzero(seen).astype(values.dtype), np.bincount(counts, weights=weights)[seen]
     distinct, index = np.unique(values, return_inverse=True)
     return distinct, np.bincount(index, weights=weights)
 
