@@ -74,3 +74,22 @@ def test_soma_build_benchmark_runs_against_a_baseline_checkout(tmp_path):
     assert {"baseline one-job append", "one-job append", "1 writer job"} <= set(rows), done.stdout
     assert rows["baseline one-job append"][2] == "1.00x"
     assert {"one-job append, layout two_arrays", "1 writer job, layout two_arrays"} <= set(rows)
+
+
+@pytest.mark.slow
+def test_soma_open_benchmark_runs_and_merges_the_journal_files(tmp_path):
+    """bench_soma_open at a tiny size: the store it leaves as kbagg did before holds the
+    journal's 2 files per append (and the creation's), the consolidated one a single file."""
+    bench = BENCH.parent / "bench_soma_open.py"
+    cmd = [
+        sys.executable, str(bench), "--samples", "3", "--cells-per-sample", "100",
+        "--repeats", "1", "--workdir", str(tmp_path),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    files, times = done.stdout.split("median ms")  # the stores' files, then the timings
+    rows = table_rows(files)
+    assert rows["arrays consolidated"][0] == "7" and rows["all consolidated"][0] == "1", rows
+    assert rows["one step"][0] == "1", done.stdout
+    assert rows["all consolidated"][1] == rows["arrays consolidated"][1] == "6"  # obs schemas
+    assert set(table_rows(times)) >= {"arrays consolidated", "all consolidated", "one step"}

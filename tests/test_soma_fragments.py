@@ -68,6 +68,11 @@ def _reference(inputs, tmp_path):
     return read_quiet(out)
 
 
+def _arrays_only(counts: dict[str, int]) -> dict[str, int]:
+    """`fragment_counts` without the groups' metadata files (``<group>/__meta``)."""
+    return {name: n for name, n in counts.items() if not name.endswith("__meta")}
+
+
 def _fragment_folders(store: Path) -> int:
     """Every fragment folder on disk, committed or not: what vacuum must keep small."""
     return sum(1 for p in store.rglob("__fragments") for f in p.iterdir() if f.is_dir())
@@ -78,6 +83,7 @@ def test_appends_keep_fragments_bounded_and_values_equal(twelve, tmp_path, layou
     store = tmp_path / "store"
     names = list(twelve)
     consolidations, expected = 0, 0  # expected: X's fragments under the rule
+    meta_consolidations = 0
     for k in range(1, N_SAMPLES + 1):
         manifest = update_store(
             store,
@@ -92,14 +98,19 @@ def test_appends_keep_fragments_bounded_and_values_equal(twelve, tmp_path, layou
         assert manifest["appended"] == [names[k - 1]]
         counts = fragment_counts(store)
         assert counts == manifest["fragments"]
-        # The bound: without consolidation X would hold k fragments after k appends.
+        # The bound: without consolidation X would hold k fragments after k appends, and the
+        # experiment 2k + 1 metadata files (the journal, written twice per append).
         assert max(counts.values()) <= BOUND, (k, counts)
-        consolidations += bool(manifest["consolidated"])
+        consolidations += "ms/RNA/X/counts" in manifest["consolidated"]
         expected = 1 if expected + 1 > BOUND else expected + 1
         assert counts["ms/RNA/X/counts"] == expected, k
+        if "__meta" in manifest["consolidated"]:
+            assert manifest["consolidated"]["__meta"][0] > BOUND
+            meta_consolidations += 1
     assert consolidations == 2  # after appends 5 and 9
+    assert meta_consolidations >= N_SAMPLES * 2 // BOUND - 1
     # vacuumed: the replaced fragments are gone from disk, not only from reads
-    assert _fragment_folders(store) == sum(counts.values())
+    assert _fragment_folders(store) == sum(_arrays_only(counts).values())
 
     ref = _reference(twelve, tmp_path)
     got = read_store(store)
@@ -152,12 +163,85 @@ def test_no_consolidation_below_the_threshold_or_when_off(twelve, tmp_path):
             max_fragments=None,
         )
         assert manifest["consolidated"] == {}
-    assert fragment_counts(store)["ms/RNA/X/counts"] == 6
+    counts = fragment_counts(store)
+    # one fragment per append in each array; the journal's two writes per append, and the
+    # experiment's creation, in its metadata
+    assert counts["ms/RNA/X/counts"] == 6 and counts["__meta"] == 2 * 6 + 1
     lines = []
-    assert consolidate_store(store, 6, log=lines.append) == {}
+    assert consolidate_store(store, 13, log=lines.append) == {}
     done = consolidate_store(store, log=lines.append)  # default 1: merge every array
     assert done["ms/RNA/X/counts"] == [6, 1] and done["obs"] == [6, 1]
+    assert done["__meta"] == [13, 1]
+    assert any("consolidated __meta: 13 -> 1 metadata file(s)" in line for line in lines)
     assert any("consolidated ms/RNA/X/counts: 6 -> 1" in line for line in lines)
+    assert_same_cells(read_store(store), _reference({n: twelve[n] for n in names}, tmp_path))
+
+
+def test_the_journal_metadata_merges_into_one_file_and_reads_the_same(twelve, tmp_path):
+    """The journal is written twice per append, each write a file that every open of the
+    store reads (129 files, 7 ms of each open, after 64 appends): TileDB merges them into one
+    and the journal, the store and the next append are as before."""
+    from kbagg.soma.journal import read_journal
+    from kbagg.soma.libtiledb import consolidate_group_metadata
+
+    store, names = tmp_path / "store", list(twelve)
+    for k in range(1, 5):
+        update_store(
+            store,
+            {n: twelve[n] for n in names[:k]},
+            run_id=f"r{k}",
+            manifest_path=tmp_path / "m.json",
+            project="P",
+            log=lambda line: None,
+            max_fragments=None,
+        )
+    before = read_journal(str(store))
+    assert fragment_counts(store)["__meta"] == 9
+    consolidate_group_metadata(store)
+    assert fragment_counts(store)["__meta"] == 1
+    assert sorted(p.name for p in (store / "__meta").iterdir() if p.suffix == ".vac") == []
+    assert read_journal(str(store)) == before
+    manifest = update_store(
+        store,
+        {n: twelve[n] for n in names[:5]},
+        run_id="r5",
+        manifest_path=tmp_path / "m.json",
+        project="P",
+        log=lambda line: None,
+        max_fragments=None,
+    )
+    assert manifest["appended"] == [names[4]] and fragment_counts(store)["__meta"] == 3
+    assert_same_cells(read_store(store), _reference({n: twelve[n] for n in names[:5]}, tmp_path))
+    with pytest.raises(RuntimeError, match="tiledb_group_consolidate_metadata: .+"):
+        consolidate_group_metadata(tmp_path / "no_such_group")  # TileDB's own message
+
+
+def test_a_metadata_consolidation_that_fails_warns_and_keeps_the_store(
+    twelve, tmp_path, monkeypatch
+):
+    import kbagg.soma.fragments as fragments_module
+
+    def missing(uri):
+        raise OSError("cannot find the libtiledb that tiledbsoma uses")
+
+    monkeypatch.setattr(fragments_module, "consolidate_group_metadata", missing)
+    store, names, lines = tmp_path / "store", list(twelve)[:3], []
+    for k in range(1, 4):
+        manifest = update_store(
+            store,
+            {n: twelve[n] for n in names[:k]},
+            run_id=f"r{k}",
+            manifest_path=tmp_path / "m.json",
+            project="P",
+            log=lines.append,
+            max_fragments=2,
+        )
+    assert manifest["consolidated"]["__meta"] == [7, 7]
+    assert any(
+        "WARNING: could not consolidate __meta (7 metadata files)" in line
+        and "cannot find the libtiledb" in line
+        for line in lines
+    ), lines
     assert_same_cells(read_store(store), _reference({n: twelve[n] for n in names}, tmp_path))
 
 
@@ -421,6 +505,7 @@ def test_kill_during_consolidation_then_rerun_equals_the_store(tmp_path):
             log=lines.append,
             max_fragments=1,
         )
-        assert max(fragment_counts(store).values()) == 1
-        assert _fragment_folders(store) == len(fragment_counts(store))
+        counts = fragment_counts(store)
+        assert max(counts.values()) == 1
+        assert _fragment_folders(store) == len(_arrays_only(counts))
         assert _summary(store) == want, phase.__name__

@@ -3,7 +3,9 @@ write left (`remove_uncommitted`), and their consolidation (`consolidate`), shar
 store's updates (`kbagg.soma.store`) and the parallel writers' finish (`kbagg.soma.parallel`).
 
 Every append adds a fragment to each array it writes; a consolidation merges an array's
-fragments into one and vacuums the ones it replaced."""
+fragments into one and vacuums the ones it replaced. Every write of a group's metadata adds a
+file too (the journal, in the experiment's metadata, is written twice per append): those are
+counted as ``<group>/__meta`` and merged the same way (`kbagg.soma.libtiledb`)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 import tiledbsoma as soma
 
 from kbagg.soma.context import read_context
+from kbagg.soma.libtiledb import consolidate_group_metadata
 from kbagg.soma.lock import Log
 
 __all__ = [
@@ -45,6 +48,18 @@ def _arrays(path: Path) -> list[Path]:
     return sorted(p.parent for p in path.rglob("__schema") if (p.parent / "__fragments").is_dir())
 
 
+def _metadata_folders(path: Path) -> list[Path]:
+    """The ``__meta`` folder of every TileDB group in the store (the experiment, ``ms``, ...)."""
+    return sorted(
+        p.parent / "__meta" for p in path.rglob("__group") if (p.parent / "__meta").is_dir()
+    )
+
+
+def _metadata_files(folder: Path) -> int:
+    """Metadata writes a group's open reads: its ``__meta`` files but vacuum lists (``.vac``)."""
+    return sum(1 for f in folder.iterdir() if f.is_file() and f.suffix != ".vac")
+
+
 def _committed(array: Path) -> set[str]:
     """Names of the array's fragments that have a commit (TileDB reads no other): a
     ``__commits/<fragment>.wrt`` file, or a line of a consolidated commits file (``.con``),
@@ -70,7 +85,9 @@ def _fragment_folders(array: Path) -> list[Path]:
 
 def fragment_counts(uri: str | Path) -> dict[str, int]:
     """Committed fragments in each array of the store: array folder (relative to the store,
-    e.g. ``ms/RNA/X/counts``) -> count. Every append adds one to each array it writes.
+    e.g. ``ms/RNA/X/counts``) -> count; and metadata files in each group's ``__meta`` folder
+    (``__meta`` for the experiment's own, which holds the journal). Every append adds one
+    fragment to each array it writes and two metadata files to the experiment.
 
     Parameters
     ----------
@@ -84,6 +101,8 @@ def fragment_counts(uri: str | Path) -> dict[str, int]:
         out[str(array.relative_to(path))] = sum(
             1 for f in _fragment_folders(array) if f.name in committed
         )
+    for folder in _metadata_folders(path):
+        out[str(folder.relative_to(path))] = _metadata_files(folder)
     return out
 
 
@@ -111,7 +130,8 @@ def remove_uncommitted(path: Path, log: Log) -> None:
 
 def consolidate(path: Path, max_fragments: int | None, log: Log) -> dict[str, list[int]]:
     """Consolidate and vacuum every array of the store holding more than ``max_fragments``
-    fragments; the caller holds the store's lock (no writer runs meanwhile).
+    fragments, and every group's metadata of more than ``max_fragments`` files; the caller
+    holds the store's lock (no writer runs meanwhile).
 
     What a kill at any point leaves is a readable store equal to before, and relies on TileDB
     alone: a consolidated fragment counts only once its commit file is written (a killed
@@ -124,15 +144,16 @@ def consolidate(path: Path, max_fragments: int | None, log: Log) -> dict[str, li
     path
         The store's folder.
     max_fragments
-        Arrays with more fragments than this are merged into one; None only removes the
-        uncommitted folders.
+        Arrays with more fragments (groups with more metadata files) than this are merged into
+        one; None only removes the uncommitted folders.
     log
         Called with each log line.
 
     Returns
     -------
     dict
-        Array folder -> [fragments before, fragments after], for the arrays consolidated.
+        Array folder (or ``<group>/__meta``) -> [count before, count after], for what was
+        consolidated.
     """
     if not path.exists():
         return {}
@@ -141,6 +162,10 @@ def consolidate(path: Path, max_fragments: int | None, log: Log) -> dict[str, li
         return {}
     done = {}
     for name, count in fragment_counts(path).items():
+        if name == "__meta" or name.endswith("/__meta"):
+            if count > max_fragments:
+                done[name] = _consolidate_metadata(path, name, count, log)
+            continue
         # a vacuum file left behind: a vacuum was killed, finish it
         unfinished = any((path / name / "__commits").glob("*.vac"))
         if count <= max_fragments and not unfinished:
@@ -169,3 +194,23 @@ def consolidate(path: Path, max_fragments: int | None, log: Log) -> dict[str, li
     if done:  # a vacuum killed between a commit file and its folder leaves the folder
         remove_uncommitted(path, log)
     return done
+
+
+def _consolidate_metadata(path: Path, name: str, count: int, log: Log) -> list[int]:
+    """Merge one group's metadata files (``name``: ``<group>/__meta``); [before, after]."""
+    t0 = time.perf_counter()
+    folder = path / name
+    try:
+        consolidate_group_metadata(folder.parent)
+    except (OSError, RuntimeError) as error:  # as for arrays: the store stays complete
+        log(
+            f"soma: WARNING: could not consolidate {name} ({count} metadata files), the store "
+            f"is complete but opening it is slower: {error}"
+        )
+        return [count, _metadata_files(folder)]
+    after = _metadata_files(folder)
+    log(
+        f"soma: consolidated {name}: {count} -> {after} metadata file(s) in "
+        f"{time.perf_counter() - t0:.1f} s"
+    )
+    return [count, after]

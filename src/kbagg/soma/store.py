@@ -36,6 +36,7 @@ How an update stays correct (all under a lock file beside the store, ``.<name>.l
 Beside this module in ``kbagg.soma``: ``samples`` (the inputs as the store holds them, their
 matrices, column types), ``journal`` (the journal's records, read and written), ``fragments``
 (fragment counts and consolidation, shared with ``parallel``, the parallel writers),
+``libtiledb`` (the merge of the journal's metadata files, TileDB's C API),
 ``context`` (the TileDB settings every read uses), ``layouts`` (the X arrays' layouts,
 `query_layer`), ``matrix`` (matrices written in an array's global order), ``lock`` (names,
 `StoreError`, the lock), ``obsm`` (`add_obsm`) and ``cli`` (its command line).
