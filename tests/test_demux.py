@@ -37,6 +37,7 @@ from kbagg.cells.demux import (
 )
 from kbagg.cells.demux.composition import fit_composition
 from kbagg.cells.demux.model import _weights_by_count, fit_mixture
+from kbagg.cells.demux.separability import UNCERTAIN_CONFIDENCE
 from kbagg.cells.demux.stats import log_sum_exp
 from kbagg.simulate.hashtags import BASE, REGIMES, simulate_hashtags
 
@@ -116,21 +117,29 @@ def test_24_hashtags():
     }
 
 
-def test_hashtags_without_any_signal_get_no_confident_singlets():
-    """Every hashtag failed: counts are background only. The composition model would call
-    most cells singlets of noise (71 % here, 86 % on 3,000 such cells): BIC must not pick
-    it, and the warning must name every hashtag. The count model calls no singlet but many
-    doublets (all 1,500 here; docs/demultiplexing.md "Hashtags with no signal at all"):
-    the warning is what tells the user."""
+@pytest.mark.parametrize("seed", [3, SEEDS[0]])
+def test_hashtags_without_any_signal_get_no_confident_calls(seed):
+    """Every hashtag failed: counts are background only, so every cell is truly negative.
+    The composition model would call most cells singlets of noise (71 % here, 86 % on 3,000
+    such cells): BIC must not pick it, and the warning must name every hashtag. Without the
+    rule that a hashtag's signal must exceed its background, the count model called every
+    cell doublet at posteriors of 0.83 (seed 11) and 0.93 (seed 3) (docs/demultiplexing.md
+    "Hashtags with no signal at all"); with it, most cells are negative and no other call is
+    confident."""
     regime = dataclasses.replace(
         BASE, name="no_signal", n_failed_hashtags=BASE.n_hashtags, failed_signal_fraction=0.0
     )
-    hashtags, _ = simulate_hashtags(regime, SEEDS[0], 1500)
+    hashtags, _ = simulate_hashtags(regime, seed, 1500)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         calls = demultiplex(hashtags, sample="no_signal")
     assert calls.attrs["hashtag_model"] == "counts"
-    assert (calls["hashtag_class"] == "singlet").mean() <= 0.05
+    called = calls["hashtag_class"].astype(str)
+    assert (called == "negative").mean() >= 0.75, called.value_counts()
+    # 5.8 % on seed 11, all at posteriors near 0.55; the composition model's 71 % fails this
+    assert (called == "singlet").mean() <= 0.10
+    confident = (called != "negative") & (calls["hashtag_confidence"] >= UNCERTAIN_CONFIDENCE)
+    assert confident.mean() <= 0.01
     weak = [str(w.message) for w in caught if issubclass(w.category, WeakHashtagsWarning)]
     assert len(weak) == 1 and weak[0].startswith("sample 'no_signal': hashtag(s) HTO")
     for hashtag in hashtags.var_names:

@@ -140,6 +140,7 @@ def demultiplex(
     fit = fit_mixture(counts, covariate, capture_nodes=1)
     active = _used_hashtags(counts, covariate, fit, names)  # at least one
     fit = fit_mixture(counts, covariate, active)
+    fit, active = _without_signals_below_background(counts, covariate, fit, active, names)
     composition = fit_composition(counts, covariate)
     criteria = {
         COUNTS: _bic(fit.log_likelihood, _count_parameters(fit, active, covariate), n_cells),
@@ -187,7 +188,8 @@ def _used_hashtags(counts, covariate, fit: MixtureFit, names) -> np.ndarray:
     """Hashtags that carry a signal: those of low separability are kept only when the
     model without them is worse by more than BIC's penalty for their parameters. The last
     one is always kept: on counts with no signal at all, BIC keeps several anyway (the
-    cells' capture spread looks like signal; docs/demultiplexing.md)."""
+    cells' capture spread looks like signal; docs/demultiplexing.md); those whose fitted
+    signal ends up below the background go next (`_without_signals_below_background`)."""
     n_cells, n_tags = counts.shape
     table = hashtag_separability(fit, names, np.ones(n_tags, dtype=bool))
     candidates = np.flatnonzero(
@@ -206,6 +208,21 @@ def _used_hashtags(counts, covariate, fit: MixtureFit, names) -> np.ndarray:
         if fit.log_likelihood - reduced.log_likelihood < penalty:
             active[h] = False
     return active
+
+
+def _without_signals_below_background(counts, covariate, fit: MixtureFit, active, names):
+    """Drop the hashtags whose fitted signal is not above their background and refit, until
+    every kept one's is (keeping at least one hashtag). A tag adds UMIs to the cells that
+    carry it, so a "signal" at or below the background is the fit splitting the background
+    in two: on background-only counts such fits called every cell doublet at posteriors of
+    0.76-0.93 (docs/demultiplexing.md "Hashtags with no signal at all")."""
+    while True:
+        table = hashtag_separability(fit, names, active)
+        below = active & ~(table["signal_to_background"].to_numpy() > 1.0)
+        if not below.any() or below.sum() == active.sum():
+            return fit, active
+        active = active & ~below
+        fit = fit_mixture(counts, covariate, active)
 
 
 def _bic(log_likelihood: float, n_parameters: int, n_cells: int) -> float:
