@@ -68,6 +68,23 @@ def _reference(inputs, tmp_path):
     return read_quiet(out)
 
 
+def _append_one_by_one(store: Path, samples: dict, tmp_path: Path, **kw) -> dict:
+    """One `update_store` per sample, each adding the next (runs r1, r2, ...), project P;
+    ``kw`` as for update_store (``log`` defaults to none). Returns the last manifest."""
+    kw.setdefault("log", lambda line: None)
+    names = list(samples)
+    for k in range(1, len(names) + 1):
+        manifest = update_store(
+            store,
+            {n: samples[n] for n in names[:k]},
+            run_id=f"r{k}",
+            manifest_path=tmp_path / "m.json",
+            project="P",
+            **kw,
+        )
+    return manifest
+
+
 def _arrays_only(counts: dict[str, int]) -> dict[str, int]:
     """`fragment_counts` without the groups' metadata files (``<group>/__meta``)."""
     return {name: n for name, n in counts.items() if not name.endswith("__meta")}
@@ -185,16 +202,7 @@ def test_the_journal_metadata_merges_into_one_file_and_reads_the_same(twelve, tm
     from kbagg.soma.libtiledb import consolidate_group_metadata
 
     store, names = tmp_path / "store", list(twelve)
-    for k in range(1, 5):
-        update_store(
-            store,
-            {n: twelve[n] for n in names[:k]},
-            run_id=f"r{k}",
-            manifest_path=tmp_path / "m.json",
-            project="P",
-            log=lambda line: None,
-            max_fragments=None,
-        )
+    _append_one_by_one(store, {n: twelve[n] for n in names[:4]}, tmp_path, max_fragments=None)
     before = read_journal(str(store))
     assert fragment_counts(store)["__meta"] == 9
     consolidate_group_metadata(store)
@@ -226,16 +234,8 @@ def test_a_metadata_consolidation_that_fails_warns_and_keeps_the_store(
 
     monkeypatch.setattr(fragments_module, "consolidate_group_metadata", missing)
     store, names, lines = tmp_path / "store", list(twelve)[:3], []
-    for k in range(1, 4):
-        manifest = update_store(
-            store,
-            {n: twelve[n] for n in names[:k]},
-            run_id=f"r{k}",
-            manifest_path=tmp_path / "m.json",
-            project="P",
-            log=lines.append,
-            max_fragments=2,
-        )
+    samples = {n: twelve[n] for n in names}
+    manifest = _append_one_by_one(store, samples, tmp_path, log=lines.append, max_fragments=2)
     assert manifest["consolidated"]["__meta"] == [7, 7]
     assert any(
         "WARNING: could not consolidate __meta (7 metadata files)" in line
@@ -254,16 +254,7 @@ def test_a_consolidation_tiledb_cannot_do_warns_and_keeps_the_store(twelve, tmp_
 
     monkeypatch.setitem(fragments_module.CONSOLIDATION_CONFIG, "sm.mem.total_budget", "20000")
     store, names, lines = tmp_path / "store", list(twelve)[:6], []
-    for k in range(1, 6):
-        update_store(
-            store,
-            {n: twelve[n] for n in names[:k]},
-            run_id=f"r{k}",
-            manifest_path=tmp_path / "m.json",
-            project="P",
-            log=lambda line: None,
-            max_fragments=None,
-        )
+    _append_one_by_one(store, {n: twelve[n] for n in names[:5]}, tmp_path, max_fragments=None)
     manifest = update_store(
         store,
         {n: twelve[n] for n in names},
