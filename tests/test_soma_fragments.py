@@ -141,8 +141,8 @@ def test_appends_keep_fragments_bounded_and_values_equal(twelve, tmp_path, layou
         np.testing.assert_array_equal(dense(got.layers[layer]), dense(ref.layers[layer]))
 
     # Through the query paths: by gene (var value filter) and by cell (obs value filter,
-    # and coordinates), each against the aggregate's same slice.
-    with soma.Experiment.open(str(store)) as exp:
+    # and coordinates), each against the aggregate's same slice. Serial reads (docs/soma.md).
+    with soma.Experiment.open(str(store), context=read_context(threads=False)) as exp:
         for gene_name in ("GENE0000", "GENE0006", "GENE0011"):
             where = soma.AxisQuery(value_filter=f"gene_name == '{gene_name}'")
             with exp.axis_query("RNA", var_query=where) as q:

@@ -4,13 +4,14 @@ their own tiledbsoma queries."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import tiledbsoma
 
-__all__ = ["READ_CONFIG", "read_context"]
+__all__ = ["READ_CONFIG", "SerialExecutor", "read_context"]
 
 # TileDB's sparse global-order reader (tiledbsoma's reads of X, obs and var, and the input of a
 # consolidation) by default first orders every fragment's tiles by their bounding boxes
@@ -23,7 +24,30 @@ __all__ = ["READ_CONFIG", "read_context"]
 READ_CONFIG = {"sm.query.sparse_global_order.preprocess_tile_merge": "0"}
 
 
-def read_context(tiledb_config: Mapping[str, str] | None = None) -> tiledbsoma.SOMATileDBContext:
+class SerialExecutor(ThreadPoolExecutor):
+    """An executor that runs each call at once, in the thread that submits it.
+
+    tiledbsoma hands the parts of a read (obs, var, each X layer and each partition of one)
+    to its context's thread pool; with this one they run one after the other in the caller's
+    thread, and a part that submits further parts cannot wait on a busy pool. TileDB's own
+    threads inside each read are unchanged.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)  # never started: submit does not queue
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as error:  # handed to whoever calls result(), as a pool does
+            future.set_exception(error)
+        return future
+
+
+def read_context(
+    tiledb_config: Mapping[str, str] | None = None, *, threads: bool = True
+) -> tiledbsoma.SOMATileDBContext:
     """A tiledbsoma context with kbagg's TileDB read settings.
 
     Pass it to ``tiledbsoma.Experiment.open(uri, context=...)`` to query a kbagg store: with
@@ -36,6 +60,11 @@ def read_context(tiledb_config: Mapping[str, str] | None = None) -> tiledbsoma.S
     tiledb_config
         Further TileDB config parameters, added to (and overriding) kbagg's, e.g.
         ``{"sm.mem.total_budget": str(2 << 30)}`` to cap TileDB's reader memory.
+    threads
+        ``False`` runs the parts of each tiledbsoma read (obs, var, X layers) one after the
+        other in the calling thread (`SerialExecutor`) instead of tiledbsoma's thread pool.
+        Slower for large reads; a workaround for the crash inside tiledbsoma 2.3.0's
+        threaded ``to_anndata`` described in docs/soma.md.
 
     Returns
     -------
@@ -52,4 +81,7 @@ def read_context(tiledb_config: Mapping[str, str] | None = None) -> tiledbsoma.S
     """
     import tiledbsoma
 
-    return tiledbsoma.SOMATileDBContext(tiledb_config={**READ_CONFIG, **(tiledb_config or {})})
+    return tiledbsoma.SOMATileDBContext(
+        tiledb_config={**READ_CONFIG, **(tiledb_config or {})},
+        threadpool=None if threads else SerialExecutor(),
+    )

@@ -867,6 +867,9 @@ def read_store(uri: str | Path, measurement: str = "RNA") -> ad.AnnData:
     returns as object get their dtype back from the store's journal. Categories are in the
     order their values were first added to the store.
 
+    The parts are read one after the other in the calling thread (``read_context(threads=
+    False)``), not in tiledbsoma's thread pool: see the known crash in docs/soma.md.
+
     Parameters
     ----------
     uri
@@ -875,7 +878,7 @@ def read_store(uri: str | Path, measurement: str = "RNA") -> ad.AnnData:
         The measurement to read.
     """
     uri = str(uri)
-    with soma.Experiment.open(uri, context=read_context()) as exp:
+    with soma.Experiment.open(uri, context=read_context(threads=False)) as exp:
         raw = exp.metadata.get(JOURNAL_KEY)
         journal = Journal.from_json(raw, source=f"{uri}: its journal") if raw else None
         layers = list(exp.ms[measurement].X.keys())
