@@ -11,8 +11,10 @@
    are ambient only, so the cell's contamination fraction is their counts over what the
    soup would put there (SoupX's estimator, per cell), shrunk towards its cluster's by an
    empirical-Bayes Gamma-Poisson prior;
-4. each count is split between the cell and the soup by the posterior of the two-component
-   mixture (1 - f) x cluster profile + f x soup (DecontX's model, Yang et al. 2020), so
+4. from there, each cell's fraction f is refined by maximum likelihood over all its genes
+   in the two-component mixture (1 - f) x cluster profile + f x soup (DecontX's model,
+   Yang et al. 2020), by SQUAREM-accelerated EM (`per_cell_fraction`);
+5. each count is split between the cell and the soup by the posterior of that mixture, so
    the `decontaminated` layer holds expected ambient-free counts (not integers).
 
 `remove_ambient` returns the per-cell fractions, the layer and the profile; see

@@ -101,6 +101,7 @@ def _kmeans(points: np.ndarray, n_clusters: int, rng: np.random.Generator) -> np
     return np.unique(best, return_inverse=True)[1].astype(np.int64)
 
 
+FRACTION_MAX = 0.99  # a cell's ambient fraction is kept below this
 BLOCK_NNZ = 2_000_000  # entries per block of per-entry work (bounds the temporaries)
 
 
@@ -156,6 +157,90 @@ def _clusters(counts: sp.csr_matrix, n_clusters: int, seed: int) -> np.ndarray:
     pcs = _randomized_pcs(x, n_comps, rng)
     pcs -= pcs.mean(axis=0)
     return _kmeans(pcs, n_clusters, rng)
+
+
+def _cell_share(
+    fraction: np.ndarray, clean_share: np.ndarray, soup_share: np.ndarray
+) -> np.ndarray:
+    """Per count: the posterior probability that it is the cell's, in the mixture
+    (1 - fraction) x clean profile + fraction x soup profile."""
+    cell_part = (1 - fraction) * clean_share
+    return cell_part / np.maximum(cell_part + fraction * soup_share, 1e-300)
+
+
+def per_cell_fraction(
+    cells: sp.csr_matrix,
+    labels: np.ndarray,
+    clean: np.ndarray,
+    profile: np.ndarray,
+    start: np.ndarray,
+    *,
+    tolerance: float = 1e-5,
+    max_cycles: int = 50,
+) -> tuple[np.ndarray, int]:
+    """Each cell's ambient fraction by maximum likelihood over all its genes.
+
+    A cell's counts are a multinomial draw from (1 - f) x its cluster's clean profile +
+    f x the soup profile. With both profiles fixed, EM's update of f is the cell's expected
+    ambient UMIs (each count times its posterior soup share) over its UMIs. Every gene
+    informs f, not only the genes taken as not expressed: on the simulator this halved the
+    per-cell error (docs/ambient.md). EM alone converges slowly (40 passes over the counts
+    left 8e-4 to go), so it is accelerated by SQUAREM (Varadhan & Roland 2008, Scand. J.
+    Stat. 35:335, scheme S3), with each cell's own step length since the cells'
+    likelihoods are separate: about 12 passes reach 1e-7. (Newton's method, tried first,
+    overshot: the likelihood is far from quadratic near f = 0.)
+
+    Parameters
+    ----------
+    cells
+        Cells x genes UMI counts.
+    labels
+        Cluster of each cell (rows of `clean`).
+    clean
+        Clusters x genes: each cluster's profile without the soup (rows sum to 1).
+    profile
+        The soup profile (sums to 1).
+    start
+        Starting fraction per cell.
+    tolerance
+        Stop when no cell's fraction moved by more than this in a cycle.
+    max_cycles
+        Stop after this many cycles (3 EM updates each) in any case.
+
+    Returns
+    -------
+    The fractions (from 0 to `FRACTION_MAX`) and the number of EM updates run.
+    """
+    n_cells = cells.shape[0]
+    umis = np.zeros(n_cells)
+    for _start, _stop, rows, _genes, data in _blocks(cells):
+        umis += np.bincount(rows, weights=data, minlength=n_cells)
+
+    def em_update(fraction: np.ndarray) -> np.ndarray:
+        ambient = np.zeros(n_cells)
+        for _start, _stop, rows, genes, data in _blocks(cells):
+            soup = 1 - _cell_share(fraction[rows], clean[labels[rows], genes], profile[genes])
+            ambient += np.bincount(rows, weights=data * soup, minlength=n_cells)
+        return np.clip(ambient / np.maximum(umis, 1), 0.0, FRACTION_MAX)
+
+    fraction = np.clip(np.asarray(start, dtype=np.float64), 0.0, FRACTION_MAX)
+    updates = 0
+    for _cycle in range(max_cycles):
+        once = em_update(fraction)
+        twice = em_update(once)
+        step, bend = once - fraction, twice - 2 * once + fraction
+        with np.errstate(divide="ignore", invalid="ignore"):
+            length = -np.abs(step) / np.abs(bend)
+        # -1 is two plain EM updates (`twice`); longer steps only where they are defined
+        length = np.where(np.isfinite(length), np.minimum(length, -1.0), -1.0)
+        jumped = np.clip(fraction - 2 * length * step + length**2 * bend, 0.0, FRACTION_MAX)
+        updated = em_update(jumped)  # SQUAREM's stabilising update
+        updates += 3
+        moved = float(np.abs(updated - fraction).max()) if n_cells else 0.0
+        fraction = updated
+        if moved < tolerance:
+            break
+    return fraction, updates
 
 
 def remove_ambient(
@@ -299,20 +384,22 @@ def remove_ambient(
         shape[k] = m**2 / spread if spread > 0 else 1e6
     a = shape[group]
     fraction = (a + observed) / (a / np.maximum(prior_mean, 1e-6) + exposure)
-    fraction = np.clip(fraction, 0.0, 0.99)
+    fraction = np.clip(fraction, 0.0, FRACTION_MAX)
 
-    # Cluster profiles without the soup, then each count's posterior cell share.
+    # Cluster profiles without the soup; then each cell's fraction by maximum likelihood
+    # over all its genes, starting from the estimate above; then each count's posterior
+    # cell share.
     clean = np.maximum(
         cluster_counts - cluster_fraction[:, None] * cluster_umis[:, None] * profile, 0
     )
     clean += 1e-9
     clean /= clean.sum(axis=1, keepdims=True)
+    fraction, params["fraction_em_updates"] = per_cell_fraction(
+        cells, labels, clean, profile, fraction
+    )
     kept = np.empty(cells.nnz, dtype=np.float32)
     for start, stop, rows, genes, data in _blocks(cells):
-        f = fraction[rows]
-        cell_part = (1 - f) * clean[labels[rows], genes]
-        soup_part = f * profile[genes]
-        keep = cell_part / np.maximum(cell_part + soup_part, 1e-300)
+        keep = _cell_share(fraction[rows], clean[labels[rows], genes], profile[genes])
         kept[cells.indptr[start] : cells.indptr[stop]] = data * keep
     decontaminated = sp.csr_matrix(
         (kept, cells.indices, cells.indptr),
