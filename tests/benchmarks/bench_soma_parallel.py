@@ -14,8 +14,9 @@ finishing process); with ``--baseline-src``, also ``baseline one-job``, the one-
 of another checkout of kbagg (its ``src``), the anchor of the ratios. The modes are
 interleaved, ``--repeats`` rounds; the table gives median wall time, cells per second, the
 ratio to the anchor (the baseline, else the one-job build) of the same round (median) and
-the largest peak RSS of any one process (wait4) and the store's size on disk (all of it, and
-its X arrays). With ``--layouts``, every mode of kbagg's checkout is run for each store layout
+the CPU seconds of all its processes (user + system, from wait4; they show whether the
+writers were short of cores), the largest peak RSS of any one process (wait4) and the store's
+size on disk (all of it, and its X arrays). With ``--layouts``, every mode of kbagg's checkout is run for each store layout
 (``aggregate.soma.layout``; rows of a layout other than the first are marked with it), all
 interleaved. Every build must hold the same number and sum of counts (in a two_arrays store,
 the gene-major copy as well), else the benchmark stops.
@@ -92,9 +93,10 @@ def start(code: str, *args, src: Path = REPO / "src") -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait(procs: list[subprocess.Popen]) -> tuple[list[str], float]:
-    """Their stdouts and the largest peak RSS (MB) among them."""
-    outs, peak = [], 0.0
+def wait(procs: list[subprocess.Popen]) -> tuple[list[str], float, float]:
+    """Their stdouts, the largest peak RSS (MB) among them and their CPU seconds (user +
+    system, summed)."""
+    outs, peak, cpu = [], 0.0, 0.0
     for p in procs:
         out, err = p.stdout.read(), p.stderr.read()
         _, status, usage = os.wait4(p.pid, 0)
@@ -103,7 +105,8 @@ def wait(procs: list[subprocess.Popen]) -> tuple[list[str], float]:
             raise RuntimeError(f"child failed ({p.returncode}): {err[-3000:]}")
         outs.append(out)
         peak = max(peak, usage.ru_maxrss / 1024)
-    return outs, peak
+        cpu += usage.ru_utime + usage.ru_stime
+    return outs, peak, cpu
 
 
 def build(
@@ -113,25 +116,26 @@ def build(
     workdir: Path,
     src: Path = REPO / "src",
     layout: str | None = None,
-) -> tuple[float, float]:
-    """(wall seconds, peak RSS MB) of one build; mode 0 is the one-job append, J > 0 J writer
+) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS MB, CPU seconds of all its processes) of one build; mode 0 is the one-job append, J > 0 J writer
     jobs; ``src`` the kbagg it runs (the one-job append only); ``layout`` the store layout
     (None: update_store's default, for a baseline that may not know the option)."""
     manifest, pairs = workdir / "manifest.json", json.dumps({k: str(v) for k, v in samples.items()})
     t0 = time.perf_counter()
     if mode == 0:
         extra = [] if layout is None else [layout]
-        _, peak = wait([start(ONE_JOB, store, manifest, pairs, *extra, src=src)])
+        _, peak, cpu = wait([start(ONE_JOB, store, manifest, pairs, *extra, src=src)])
     else:
-        _, peak = wait([start(RESERVE, store, manifest, pairs, layout or "gene_query")])
+        _, peak, cpu = wait([start(RESERVE, store, manifest, pairs, layout or "gene_query")])
         names = list(samples)
-        outs, write_peak = wait(
+        outs, write_peak, write_cpu = wait(
             [start(WRITE, store, json.dumps(names[j::mode])) for j in range(mode)]
         )
         markers = {k: v for out in outs for k, v in json.loads(out).items()}
-        _, finish_peak = wait([start(FINISH, store, json.dumps(markers))])
+        _, finish_peak, finish_cpu = wait([start(FINISH, store, json.dumps(markers))])
         peak = max(peak, write_peak, finish_peak)
-    return time.perf_counter() - t0, peak
+        cpu += write_cpu + finish_cpu
+    return time.perf_counter() - t0, peak, cpu
 
 
 def disk_mb(path: Path) -> float:
@@ -161,6 +165,8 @@ def main(argv=None) -> None:
         help="store layouts (aggregate.soma.layout) to build each mode in",
     )
     args = ap.parse_args(argv)
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="bench_soma_parallel-", dir=args.workdir))
     try:
         genes = [f"ENSG{i:011d}" for i in range(args.genes)]
@@ -174,19 +180,20 @@ def main(argv=None) -> None:
         modes = [*([("base", None)] if args.baseline_src else [])]
         modes += [(m, layout) for layout in args.layouts for m in (0, *args.writers)]
         anchor = modes[0]
-        times, peaks, ratios, totals, sizes = ({m: [] for m in modes} for _ in range(5))
+        times, peaks, cpus, ratios, totals, sizes = ({m: [] for m in modes} for _ in range(6))
         for _ in range(args.repeats):
             for m in modes:
                 mode, layout = m
                 store = workdir / f"store-{mode}-{layout}"
                 shutil.rmtree(store, ignore_errors=True)
                 if mode == "base":
-                    seconds, peak = build(0, store, samples, workdir, args.baseline_src)
+                    seconds, peak, cpu = build(0, store, samples, workdir, args.baseline_src)
                 else:
-                    seconds, peak = build(mode, store, samples, workdir, layout=layout)
+                    seconds, peak, cpu = build(mode, store, samples, workdir, layout=layout)
                 times[m].append(seconds)
                 peaks[m].append(peak)
-                out, _ = wait([start(TOTALS, store)])
+                cpus[m].append(cpu)
+                out, _, _ = wait([start(TOTALS, store)])
                 totals[m] = json.loads(out[0])
                 sizes[m] = [disk_mb(store), disk_mb(store / "ms" / "RNA" / "X")]
                 shutil.rmtree(store)
@@ -204,8 +211,11 @@ def main(argv=None) -> None:
             print(f"baseline: {args.baseline_src}")
         versus = "baseline one job" if args.baseline_src else "one job"
         print(f"load average {', '.join(f'{x:.2f}' for x in os.getloadavg())} at the end")
-        print(f"| build | wall s | cells/s | speed vs {versus} | peak RSS MB | store MB | X MB |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+        print(
+            f"| build | wall s | CPU s | cells/s | speed vs {versus} | peak RSS MB | store MB "
+            "| X MB |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for m in modes:
             mode, layout = m
             wall = statistics.median(times[m])
@@ -218,7 +228,8 @@ def main(argv=None) -> None:
             if mode != "base" and layout != args.layouts[0]:
                 name += f", layout {layout}"
             print(
-                f"| {name} | {wall:.1f} | {n_cells / wall:,.0f} | "
+                f"| {name} | {wall:.1f} | {statistics.median(cpus[m]):.1f} | "
+                f"{n_cells / wall:,.0f} | "
                 f"{statistics.median(ratios[m]):.2f}x | {statistics.median(peaks[m]):.0f} | "
                 f"{sizes[m][0]:,.0f} | {sizes[m][1]:,.0f} |"
             )
