@@ -6,10 +6,12 @@ from pathlib import Path
 
 from kbagg.atomic import atomic_output
 from kbagg.rule import run_rule
+from kbagg.soma.context import limit_tiledb_threads
 from kbagg.soma.parallel import finish_store
 
 
 def main(smk) -> None:
+    limit_tiledb_threads(smk.threads)
     params = smk.params
     manifest = json.loads(Path(smk.input.reserved).read_text())
     markers = {}

@@ -8,10 +8,12 @@ from datetime import UTC, datetime
 import kbagg
 from kbagg.concat.options import ConcatOptions
 from kbagg.rule import run_rule
+from kbagg.soma.context import limit_tiledb_threads
 from kbagg.soma.store import update_store
 
 
 def main(smk) -> None:
+    limit_tiledb_threads(smk.threads)
     params = smk.params
     # Names this run in obs['kbagg_run'] of the cells it adds (made here, not a param: a
     # param would change every run and make Snakemake redo the job).

@@ -7,10 +7,12 @@ from pathlib import Path
 
 from kbagg.atomic import atomic_output
 from kbagg.rule import run_rule
+from kbagg.soma.context import limit_tiledb_threads
 from kbagg.soma.parallel import reserved_samples, write_sample
 
 
 def main(smk) -> None:
+    limit_tiledb_threads(smk.threads)
     sample, uri = smk.wildcards.sample, smk.params.uri
     if sample in reserved_samples(uri):
         write_sample(uri, sample, marker_path=smk.output[0], layout=smk.params.layout, log=print)

@@ -6,6 +6,7 @@ writers in separate processes at once."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -171,3 +172,45 @@ def test_rerun_writer_removes_what_a_stale_write_left_in_its_range(inputs, tmp_p
     }
     finish_store(store, {n: tmp_path / f"{n}.json" for n in markers}, **QUIET)
     assert_same_cells(read_store(store), direct.copy())
+
+
+def test_limit_tiledb_threads_holds_new_contexts_to_the_jobs_threads(monkeypatch):
+    # TileDB sizes its pools by the machine's cores: a 1-thread job kept 1.4 cores busy
+    import tiledbsoma
+
+    from kbagg.soma.context import TILEDB_THREAD_SETTINGS, limit_tiledb_threads
+
+    for name in TILEDB_THREAD_SETTINGS:
+        monkeypatch.delenv(name, raising=False)  # restored after the test
+
+    def levels() -> tuple[str, str]:
+        config = tiledbsoma.SOMATileDBContext().native_context.config()
+        return config["sm.compute_concurrency_level"], config["sm.io_concurrency_level"]
+
+    assert levels() != ("3", "3")  # the machine's default, sized by its cores
+    limit_tiledb_threads(3)
+    assert levels() == ("3", "3")
+    monkeypatch.setenv(TILEDB_THREAD_SETTINGS[0], "5")  # the user's own setting is kept
+    limit_tiledb_threads(1)
+    assert levels()[0] == "5"
+
+
+def test_soma_rules_take_their_threads_and_memory_from_resources_soma(tmp_path):
+    from test_config_names import dry_run
+
+    proc = dry_run(
+        tmp_path,
+        aggregate={"soma": {"enabled": True}},
+        resources={"soma": {"threads": 2, "mem_mb": 3000}, "aggregate": {"mem_mb": 2500}},
+    )
+    said = proc.stdout + proc.stderr
+    assert proc.returncode == 0, said[-3000:]
+    jobs = {}
+    for block in said.split("\nrule ")[1:]:
+        name = block.split(":", 1)[0]
+        threads = re.search(r"^\s+threads: (\d+)", block, re.M)
+        memory = re.search(r"mem_mb=(\d+)", block)
+        jobs[name] = (int(threads.group(1)) if threads else 1, memory and int(memory.group(1)))
+    for rule in ("soma_register", "soma_write", "soma"):
+        assert jobs[rule] == (2, 3000), (rule, jobs.get(rule))
+    assert jobs["aggregate"][1] == 2500  # resources.aggregate still sizes the concat

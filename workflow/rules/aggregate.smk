@@ -101,10 +101,10 @@ rule soma_register:
         "benchmarks/aggregate/soma_register.tsv"
     conda:
         "../../envs/soma.yaml"
-    threads: 1
+    threads: rule_resources("soma")["threads"]
     resources:
-        mem_mb=mem_mb("aggregate"),
-        runtime=rule_resources("aggregate")["runtime"],
+        mem_mb=mem_mb("soma"),
+        runtime=rule_resources("soma")["runtime"],
     params:
         samples=SAMPLES,
         uri=AGG["soma"]["uri"],
@@ -129,10 +129,10 @@ rule soma_write:
         "benchmarks/aggregate/soma_write/{sample}.tsv"
     conda:
         "../../envs/soma.yaml"
-    threads: 1
+    threads: rule_resources("soma")["threads"]
     resources:
-        mem_mb=mem_mb("aggregate"),
-        runtime=rule_resources("aggregate")["runtime"],
+        mem_mb=mem_mb("soma"),
+        runtime=rule_resources("soma")["runtime"],
     params:
         uri=AGG["soma"]["uri"],
         layout=AGG["soma"]["layout"],
@@ -152,10 +152,10 @@ rule soma:
         "benchmarks/aggregate/soma.tsv"
     conda:
         "../../envs/soma.yaml"
-    threads: 1
+    threads: rule_resources("soma")["threads"]
     resources:
-        mem_mb=mem_mb("aggregate"),
-        runtime=rule_resources("aggregate")["runtime"],
+        mem_mb=mem_mb("soma"),
+        runtime=rule_resources("soma")["runtime"],
     params:
         uri=AGG["soma"]["uri"],
         # consolidated in this job, after the writers and under the store's lock

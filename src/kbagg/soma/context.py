@@ -4,6 +4,7 @@ their own tiledbsoma queries."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import tiledbsoma
 
-__all__ = ["READ_CONFIG", "SerialExecutor", "read_context"]
+__all__ = ["READ_CONFIG", "SerialExecutor", "limit_tiledb_threads", "read_context"]
 
 # TileDB's sparse global-order reader (tiledbsoma's reads of X, obs and var, and the input of a
 # consolidation) by default first orders every fragment's tiles by their bounding boxes
@@ -85,3 +86,23 @@ def read_context(
         tiledb_config={**READ_CONFIG, **(tiledb_config or {})},
         threadpool=None if threads else SerialExecutor(),
     )
+
+
+TILEDB_THREAD_SETTINGS = ("TILEDB_SM_COMPUTE_CONCURRENCY_LEVEL", "TILEDB_SM_IO_CONCURRENCY_LEVEL")
+
+
+def limit_tiledb_threads(threads: int) -> None:
+    """Hold TileDB's compute and I/O thread pools in this process to ``threads`` threads.
+
+    TileDB sizes its pools by the machine's cores, so a job that Snakemake gave one thread
+    kept 1.4 cores busy writing (docs/soma_benchmarks.md). Set through TileDB's environment
+    configuration, which every context created afterwards reads; call it before the first
+    store is opened. A value already in the environment (set by the user) is kept.
+
+    Parameters
+    ----------
+    threads
+        The job's threads (Snakemake's ``threads``).
+    """
+    for name in TILEDB_THREAD_SETTINGS:
+        os.environ.setdefault(name, str(max(1, int(threads))))
