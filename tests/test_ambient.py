@@ -169,7 +169,10 @@ def test_per_cell_fraction_is_the_maximum_likelihood():
     truth[:20] = 0.0
     mixture = (1 - truth[:, None]) * clean[labels] + truth[:, None] * soup
     counts = sp.csr_matrix(np.stack([rng.multinomial(3000, p) for p in mixture]))
-    fraction, updates = per_cell_fraction(counts, labels, clean, soup, np.full(n_cells, 0.2))
+    start = np.full(n_cells, 0.2)
+    fraction, updates = per_cell_fraction(
+        counts, labels, clean, soup, start, np.full(n_cells, 3000)
+    )
     assert updates < 60
     dense = counts.toarray()
     mix = (1 - fraction[:, None]) * clean[labels] + fraction[:, None] * soup

@@ -174,6 +174,7 @@ def per_cell_fraction(
     clean: np.ndarray,
     profile: np.ndarray,
     start: np.ndarray,
+    umis: np.ndarray,
     *,
     tolerance: float = 1e-5,
     max_cycles: int = 50,
@@ -202,6 +203,8 @@ def per_cell_fraction(
         The soup profile (sums to 1).
     start
         Starting fraction per cell.
+    umis
+        UMIs per cell (the row sums of `cells`).
     tolerance
         Stop when no cell's fraction moved by more than this in a cycle.
     max_cycles
@@ -212,9 +215,6 @@ def per_cell_fraction(
     The fractions (from 0 to `FRACTION_MAX`) and the number of EM updates run.
     """
     n_cells = cells.shape[0]
-    umis = np.zeros(n_cells)
-    for _start, _stop, rows, _genes, data in _blocks(cells):
-        umis += np.bincount(rows, weights=data, minlength=n_cells)
 
     def em_update(fraction: np.ndarray) -> np.ndarray:
         ambient = np.zeros(n_cells)
@@ -395,7 +395,7 @@ def remove_ambient(
     clean += 1e-9
     clean /= clean.sum(axis=1, keepdims=True)
     fraction, params["fraction_em_updates"] = per_cell_fraction(
-        cells, labels, clean, profile, fraction
+        cells, labels, clean, profile, fraction, umis
     )
     kept = np.empty(cells.nnz, dtype=np.float32)
     for start, stop, rows, genes, data in _blocks(cells):
