@@ -16,9 +16,9 @@ interleaved, ``--repeats`` rounds; the table gives median wall time, cells per s
 ratio to the anchor (the baseline, else the one-job build) of the same round (median) and
 the CPU seconds of all its processes (user + system, from wait4; they show whether the
 writers were short of cores), the largest peak RSS of any one process (wait4) and the store's
-size on disk (all of it, and its X arrays). With ``--layouts``, every mode of kbagg's checkout is run for each store layout
-(``aggregate.soma.layout``; rows of a layout other than the first are marked with it), all
-interleaved. Every build must hold the same number and sum of counts (in a two_arrays store,
+size on disk (all of it, and its X arrays). With ``--layouts``, every mode of kbagg's
+checkout is run for each store layout (``aggregate.soma.layout``; rows of a layout other
+than the first are marked with it), all interleaved. Every build must hold the same number and sum of counts (in a two_arrays store,
 the gene-major copy as well), else the benchmark stops.
 """
 
@@ -117,8 +117,8 @@ def build(
     src: Path = REPO / "src",
     layout: str | None = None,
 ) -> tuple[float, float, float]:
-    """(wall seconds, peak RSS MB, CPU seconds of all its processes) of one build; mode 0 is the one-job append, J > 0 J writer
-    jobs; ``src`` the kbagg it runs (the one-job append only); ``layout`` the store layout
+    """(wall seconds, peak RSS MB, CPU seconds of all its processes) of one build; mode 0 is
+    the one-job append, J > 0 J writer jobs; ``src`` the kbagg it runs (the one-job append only); ``layout`` the store layout
     (None: update_store's default, for a baseline that may not know the option)."""
     manifest, pairs = workdir / "manifest.json", json.dumps({k: str(v) for k, v in samples.items()})
     t0 = time.perf_counter()
