@@ -39,13 +39,30 @@ def by_definition(rows, cols, order: ArrayOrder) -> list[tuple[int, int]]:
     return sorted(zip(rows.tolist(), cols.tolist(), strict=True), key=key)
 
 
-@pytest.mark.parametrize(("tile_order", "cell_order"), list(itertools.product(ORDERS, ORDERS)))
-@pytest.mark.parametrize("extents", [(4, 3), (2048, 64), (1 << 40, 1 << 30)])
-def test_global_order_is_tiledbs_definition(tile_order, cell_order, extents):
-    # (1 << 40, 1 << 30): one int64 key would overflow, so the four keys are sorted instead
+def arranged(arrangement: str) -> tuple[np.ndarray, np.ndarray]:
+    """2,000 distinct coordinates: in random order; row by row with each row's columns
+    ascending (a CSR matrix's order); row by row with columns shuffled; or row by row with the
+    rows spread a million apart (a sample's rows in a large array: many tiles between them)."""
     rng = np.random.default_rng(7)
     flat = rng.choice(5000 * 300, 2000, replace=False)
+    if arrangement != "random":
+        flat.sort()
     rows, cols = flat // 300 + 11, flat % 300
+    if arrangement == "columns shuffled":
+        starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1], True])
+        for a, b in itertools.pairwise(starts):
+            cols[a:b] = rng.permutation(cols[a:b])
+    if arrangement == "rows spread":
+        rows = rows * 1_000_003
+    return rows, cols
+
+
+@pytest.mark.parametrize(("tile_order", "cell_order"), list(itertools.product(ORDERS, ORDERS)))
+@pytest.mark.parametrize("extents", [(4, 3), (2048, 64), (1 << 40, 1 << 30)])
+@pytest.mark.parametrize("arrangement", ["random", "row by row", "columns shuffled", "rows spread"])
+def test_global_order_is_tiledbs_definition(tile_order, cell_order, extents, arrangement):
+    # (1 << 40, 1 << 30): one int64 key would overflow, so the four keys are sorted instead
+    rows, cols = arranged(arrangement)
     order = ArrayOrder(extents, tile_order, cell_order)
     perm = global_order(rows, cols, order)
     got = list(zip(rows[perm].tolist(), cols[perm].tolist(), strict=True))

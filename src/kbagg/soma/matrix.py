@@ -51,10 +51,14 @@ def array_order(array: soma.SparseNDArray) -> ArrayOrder | None:
 def global_order(rows: np.ndarray, cols: np.ndarray, order: ArrayOrder) -> np.ndarray:
     """The permutation that puts coordinates ``(rows, cols)`` in ``order``.
 
+    Coordinates already in row order, as a CSR matrix gives them, are ordered by a counting
+    sort over the tiles (and, for a column-major cell order, the columns within a tile), in
+    time linear in their number; others by a comparison sort of the whole key.
+
     Parameters
     ----------
     rows, cols
-        Non-negative coordinates of the cells, one entry per cell.
+        Non-negative coordinates of the cells, one entry per cell, no two the same.
     order
         The array's global order (`array_order`).
 
@@ -67,6 +71,43 @@ def global_order(rows: np.ndarray, cols: np.ndarray, order: ArrayOrder) -> np.nd
     cols = np.asarray(cols, dtype=np.int64)
     if rows.size == 0:
         return np.zeros(0, dtype=np.intp)
+    t_rows, t_cols = order.tile_extents
+    tile_row = rows // t_rows
+    tile_col, in_col = np.divmod(cols, t_cols)
+    major, minor = (tile_row, tile_col) if order.tile_order == "row-major" else (tile_col, tile_row)
+    n_minor = int(minor.max()) + 1
+    if (int(major.max()) + 1) * n_minor * t_rows * t_cols >= _INT64_MAX // 2:
+        return _order_by_four_keys(rows, cols, order)
+    tile = major * n_minor + minor
+    del major, minor, tile_row, tile_col
+    rows_sorted = bool((rows[1:] >= rows[:-1]).all())
+    if rows_sorted and order.cell_order == "column-major":
+        # a stable sort by (tile, column) keeps each column's cells in row order
+        return _stable_counting_sort(tile * t_cols + in_col)
+    if rows_sorted and bool(((rows[1:] > rows[:-1]) | (cols[1:] > cols[:-1])).all()):
+        # row-major cells, coordinates row by row: a stable sort by tile keeps that order
+        return _stable_counting_sort(tile)
+    return _order_by_four_keys(rows, cols, order)
+
+
+def _stable_counting_sort(keys: np.ndarray) -> np.ndarray:
+    """The stable permutation that sorts non-negative integer ``keys``."""
+    if (keys[1:] >= keys[:-1]).all():
+        return np.arange(keys.size)
+    keys = keys - keys.min()  # a sample's rows span a few tiles of a large array
+    n_keys = int(keys.max()) + 1
+    if n_keys > 4 * keys.size + (1 << 20):  # the buckets would dwarf the keys
+        return np.argsort(keys, kind="stable")
+    # scipy's CSR to CSC conversion is a counting sort that keeps the order within a column:
+    # one row whose column indices are the keys and whose values are the positions.
+    one_row = sp.csr_matrix(
+        (np.arange(keys.size), keys, np.array([0, keys.size])), shape=(1, n_keys)
+    )
+    return one_row.tocsc().data
+
+
+def _order_by_four_keys(rows: np.ndarray, cols: np.ndarray, order: ArrayOrder) -> np.ndarray:
+    """`global_order` by a comparison sort, for coordinates in any order."""
     t_rows, t_cols = order.tile_extents
     tile_row, tile_col = rows // t_rows, cols // t_cols
     in_row, in_col = rows % t_rows, cols % t_cols
@@ -83,10 +124,8 @@ def global_order(rows: np.ndarray, cols: np.ndarray, order: ArrayOrder) -> np.nd
         return np.lexsort((cell_keys[1], cell_keys[0], tile_keys[1], tile_keys[0]))
     key = (tile_keys[0] * n_minor_tiles + tile_keys[1]) * (t_rows * t_cols)
     key += cell_keys[0] * cell_span + cell_keys[1]
-    if (key[1:] >= key[:-1]).all():  # a CSR matrix into a cell-major array: in order already
-        return np.arange(key.size)
-    # Stable (a merge of sorted runs: each CSR row is one) is 2x faster here than the
-    # default quicksort, and the same permutation, keys being unique.
+    # Stable (a merge of sorted runs) is 2x faster here than the default quicksort, and the
+    # same permutation, keys being unique.
     return np.argsort(key, kind="stable")
 
 
