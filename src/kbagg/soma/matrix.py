@@ -71,6 +71,13 @@ def global_order(rows: np.ndarray, cols: np.ndarray, order: ArrayOrder) -> np.nd
     cols = np.asarray(cols, dtype=np.int64)
     if rows.size == 0:
         return np.zeros(0, dtype=np.intp)
+    by_column = order.cell_order == "column-major"
+    # A stable sort by (tile, column) keeps each column's cells in row order: enough when the
+    # coordinates come row by row. For row-major cells a stable sort by tile keeps the row
+    # by row order, which is the cells' order within a tile if each row's columns ascend.
+    in_rows = bool((rows[1:] >= rows[:-1]).all())
+    if not in_rows or not (by_column or ((rows[1:] > rows[:-1]) | (cols[1:] > cols[:-1])).all()):
+        return _order_by_four_keys(rows, cols, order)
     t_rows, t_cols = order.tile_extents
     tile_row = rows // t_rows
     tile_col, in_col = np.divmod(cols, t_cols)
@@ -79,15 +86,7 @@ def global_order(rows: np.ndarray, cols: np.ndarray, order: ArrayOrder) -> np.nd
     if (int(major.max()) + 1) * n_minor * t_rows * t_cols >= _INT64_MAX // 2:
         return _order_by_four_keys(rows, cols, order)
     tile = major * n_minor + minor
-    del major, minor, tile_row, tile_col
-    rows_sorted = bool((rows[1:] >= rows[:-1]).all())
-    if rows_sorted and order.cell_order == "column-major":
-        # a stable sort by (tile, column) keeps each column's cells in row order
-        return _stable_counting_sort(tile * t_cols + in_col)
-    if rows_sorted and bool(((rows[1:] > rows[:-1]) | (cols[1:] > cols[:-1])).all()):
-        # row-major cells, coordinates row by row: a stable sort by tile keeps that order
-        return _stable_counting_sort(tile)
-    return _order_by_four_keys(rows, cols, order)
+    return _stable_counting_sort(tile * t_cols + in_col if by_column else tile)
 
 
 def _stable_counting_sort(keys: np.ndarray) -> np.ndarray:
