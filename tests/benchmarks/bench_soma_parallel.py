@@ -18,8 +18,9 @@ the CPU seconds of all its processes (user + system, from wait4; they show wheth
 writers were short of cores), the largest peak RSS of any one process (wait4) and the store's
 size on disk (all of it, and its X arrays). With ``--layouts``, every mode of kbagg's
 checkout is run for each store layout (``aggregate.soma.layout``; rows of a layout other
-than the first are marked with it), all interleaved. Every build must hold the same number and sum of counts (in a two_arrays store,
-the gene-major copy as well), else the benchmark stops.
+than the first are marked with it), all interleaved. Every build must hold the same number
+and sum of counts (in a two_arrays store, the gene-major copy as well), else the benchmark
+stops.
 """
 
 from __future__ import annotations
@@ -118,8 +119,9 @@ def build(
     layout: str | None = None,
 ) -> tuple[float, float, float]:
     """(wall seconds, peak RSS MB, CPU seconds of all its processes) of one build; mode 0 is
-    the one-job append, J > 0 J writer jobs; ``src`` the kbagg it runs (the one-job append only); ``layout`` the store layout
-    (None: update_store's default, for a baseline that may not know the option)."""
+    the one-job append, J > 0 J writer jobs; ``src`` the kbagg it runs (the one-job append
+    only); ``layout`` the store layout (None: update_store's default, for a baseline that may
+    not know the option)."""
     manifest, pairs = workdir / "manifest.json", json.dumps({k: str(v) for k, v in samples.items()})
     t0 = time.perf_counter()
     if mode == 0:
