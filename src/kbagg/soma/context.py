@@ -22,7 +22,20 @@ __all__ = ["READ_CONFIG", "SerialExecutor", "limit_tiledb_threads", "read_contex
 # fragments of 400 M non-zeros this failed both the consolidation and a read of 1,000 random
 # cells within TileDB's default 10 GB; with the pre-ordering off (the budget split per
 # fragment) both worked (2026-12-05, docs/soma_benchmarks.md "At atlas size").
-READ_CONFIG = {"sm.query.sparse_global_order.preprocess_tile_merge": "0"}
+#
+# TileDB batches the tiles a read needs into file reads, and by default extends a batch over
+# any gap until it holds 20 MB (`vfs.min_batch_size`), merging tiles up to 512 KB apart
+# (`vfs.min_batch_gap`). A query for scattered genes or cells needs a few tiles spread over
+# the whole array, so it read most of the array's files: 100 random genes of a 100,000-cell
+# store read 252 MB to return 5 MB of tiles. Batches of at least 64 KB that merge only tiles
+# under 16 KB apart read 5 MB there, and took the 100-gene query from 0.35-0.41 s to 0.19-0.22
+# s and 1,000 random cells from 0.55 s to 0.34-0.40 s; a contiguous range (a sample, a
+# consolidation's input) is still read in one batch (docs/soma_benchmarks.md, 2026-12-07).
+READ_CONFIG = {
+    "sm.query.sparse_global_order.preprocess_tile_merge": "0",
+    "vfs.min_batch_size": str(64 << 10),
+    "vfs.min_batch_gap": str(16 << 10),
+}
 
 
 class SerialExecutor(ThreadPoolExecutor):
