@@ -69,6 +69,14 @@ def test_global_order_is_tiledbs_definition(tile_order, cell_order, extents, arr
     assert got == by_definition(rows, cols, order)
 
 
+def as_csc(table: pa.Table, shape: tuple[int, int], first_row: int = 0) -> sp.csc_matrix:
+    """The SOMA coordinates and values in `table` as a matrix of `shape`, its rows counted
+    from `first_row`."""
+    rows = table["soma_dim_0"].to_numpy() - first_row
+    values = table["soma_data"].to_numpy()
+    return sp.coo_matrix((values, (rows, table["soma_dim_1"].to_numpy())), shape=shape).tocsc()
+
+
 def matrix(n_cells=600, n_genes=300, seed=3) -> sp.csr_matrix:
     m = sp.random(n_cells, n_genes, density=0.05, format="csr", random_state=seed, dtype=np.float32)
     m.data = np.ceil(m.data * 20)
@@ -92,13 +100,7 @@ def test_write_matrix_in_global_order_reads_back_equal(tmp_path, layout):
         assert write_matrix(arr, m, 2100, genes) == m.nnz
     with soma.SparseNDArray.open(uri, context=read_context()) as arr:
         table = arr.read().tables().concat()
-    back = sp.coo_matrix(
-        (
-            table["soma_data"].to_numpy(),
-            (table["soma_dim_0"].to_numpy() - 2100, table["soma_dim_1"].to_numpy()),
-        ),
-        shape=(600, 400),
-    ).tocsc()[:, genes]
+    back = as_csc(table, (600, 400), first_row=2100)[:, genes]
     np.testing.assert_array_equal(back.toarray(), m.toarray())
 
 
@@ -137,13 +139,12 @@ def _vfs_bytes_read(read) -> tuple[object, int]:
 def test_scattered_genes_read_little_more_than_their_tiles_with_read_context(tmp_path):
     """`read_context` keeps TileDB from batching a scattered read into whole files: 10 genes
     of a gene-major array of 20,000 cells read well under a tenth of the array's bytes (with
-    TileDB's default 20 MB batches, nearly all of them), and the same values as a full read."""
+    TileDB's default 20 MB batches, nearly all of them), and those genes' values."""
     uri = str(tmp_path / "X")
     soma.SparseNDArray.create(
         uri, type=pa.float32(), shape=(20_000, 2_000), platform_config=COL_LAYOUT
     ).close()
-    m = sp.random(20_000, 2_000, density=0.05, format="csr", random_state=5, dtype=np.float32)
-    m.data = np.ceil(m.data * 20)
+    m = matrix(20_000, 2_000, seed=5)
     with soma.SparseNDArray.open(uri, "w") as arr:
         write_matrix(arr, m, 0, np.arange(2_000))
     on_disk = sum(f.stat().st_size for f in (tmp_path / "X").rglob("*.tdb"))
@@ -153,11 +154,5 @@ def test_scattered_genes_read_little_more_than_their_tiles_with_read_context(tmp
             lambda: arr.read((slice(None), genes)).tables().concat()
         )
     assert read_bytes < on_disk / 10, (read_bytes, on_disk)
-    back = sp.coo_matrix(
-        (
-            table["soma_data"].to_numpy(),
-            (table["soma_dim_0"].to_numpy(), table["soma_dim_1"].to_numpy()),
-        ),
-        shape=m.shape,
-    ).tocsc()
+    back = as_csc(table, m.shape)
     np.testing.assert_array_equal(back[:, genes].toarray(), m[:, genes].toarray())
