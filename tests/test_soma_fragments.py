@@ -36,10 +36,12 @@ from test_soma import (
 from kbagg.concat.engine import concat_on_disk
 from kbagg.soma import read_context
 from kbagg.soma.layouts import LAYOUTS
+from kbagg.soma.libtiledb import fragment_schema_names
 from kbagg.soma.store import (
     consolidate_store,
     fragment_counts,
     read_store,
+    schema_counts,
     update_store,
 )
 
@@ -118,6 +120,10 @@ def test_appends_keep_fragments_bounded_and_values_equal(twelve, tmp_path, layou
         # The bound: without consolidation X would hold k fragments after k appends, and the
         # experiment 2k + 1 metadata files (the journal, written twice per append).
         assert max(counts.values()) <= BOUND, (k, counts)
+        # Every append adds a schema version to every array (obs two), and TileDB reads them
+        # all on each open: without their removal obs would hold 2k after k appends.
+        assert manifest["schemas"] == schema_counts(store)
+        assert max(manifest["schemas"].values()) <= BOUND, (k, manifest["schemas"])
         consolidations += "ms/RNA/X/counts" in manifest["consolidated"]
         expected = 1 if expected + 1 > BOUND else expected + 1
         assert counts["ms/RNA/X/counts"] == expected, k
@@ -184,6 +190,8 @@ def test_no_consolidation_below_the_threshold_or_when_off(twelve, tmp_path):
     # one fragment per append in each array; the journal's two writes per append, and the
     # experiment's creation, in its metadata
     assert counts["ms/RNA/X/counts"] == 6 and counts["__meta"] == 2 * 6 + 1
+    # a resize and new enumeration values: two schema versions of obs per append, none removed
+    assert schema_counts(store)["obs"] == 2 * 6
     lines = []
     assert consolidate_store(store, 13, log=lines.append) == {}
     done = consolidate_store(store, log=lines.append)  # default 1: merge every array
@@ -191,6 +199,22 @@ def test_no_consolidation_below_the_threshold_or_when_off(twelve, tmp_path):
     assert done["__meta"] == [13, 1]
     assert any("consolidated __meta: 13 -> 1 metadata file(s)" in line for line in lines)
     assert any("consolidated ms/RNA/X/counts: 6 -> 1" in line for line in lines)
+    # one fragment, written with the latest schema: the other versions are gone
+    assert set(schema_counts(store).values()) == {1}
+    assert any("removed 11 schema version(s) of obs" in line for line in lines)
+    assert_same_cells(read_store(store), _reference({n: twelve[n] for n in names}, tmp_path))
+    # the array evolves and reads as before with only its latest schema left
+    names = list(twelve)[:7]
+    manifest = update_store(
+        store,
+        {n: twelve[n] for n in names},
+        run_id="r7",
+        manifest_path=tmp_path / "m.json",
+        project="P",
+        log=lambda line: None,
+        max_fragments=None,
+    )
+    assert manifest["appended"] == [names[-1]]
     assert_same_cells(read_store(store), _reference({n: twelve[n] for n in names}, tmp_path))
 
 
@@ -224,7 +248,7 @@ def test_the_journal_metadata_merges_into_one_file_and_reads_the_same(twelve, tm
         consolidate_group_metadata(tmp_path / "no_such_group")  # TileDB's own message
 
 
-def test_a_metadata_consolidation_that_fails_warns_and_keeps_the_store(
+def test_metadata_and_schema_clean_ups_that_fail_warn_and_keep_the_store(
     twelve, tmp_path, monkeypatch
 ):
     import kbagg.soma.fragments as fragments_module
@@ -233,6 +257,7 @@ def test_a_metadata_consolidation_that_fails_warns_and_keeps_the_store(
         raise OSError("cannot find the libtiledb that tiledbsoma uses")
 
     monkeypatch.setattr(fragments_module, "consolidate_group_metadata", missing)
+    monkeypatch.setattr(fragments_module, "fragment_schema_names", missing)
     store, names, lines = tmp_path / "store", list(twelve)[:3], []
     samples = {n: twelve[n] for n in names}
     manifest = _append_one_by_one(store, samples, tmp_path, log=lines.append, max_fragments=2)
@@ -242,6 +267,14 @@ def test_a_metadata_consolidation_that_fails_warns_and_keeps_the_store(
         and "cannot find the libtiledb" in line
         for line in lines
     ), lines
+    assert manifest["schemas"]["obs"] == 2 * 3  # none removed
+    assert any(
+        "WARNING: could not list the schemas obs's fragments use" in line
+        and "cannot find the libtiledb" in line
+        for line in lines
+    ), lines
+    with pytest.raises(RuntimeError, match="tiledb_fragment_info_load: .+"):
+        fragment_schema_names(tmp_path / "no_such_array")  # TileDB's own message
     assert_same_cells(read_store(store), _reference({n: twelve[n] for n in names}, tmp_path))
 
 

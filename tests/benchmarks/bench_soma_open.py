@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Benchmark: what opening a SOMA store grown by appends costs, and what the merge of the
-journal's metadata files saves.
+journal's metadata files and the removal of unused schema versions save.
 
     python tests/benchmarks/bench_soma_open.py                        # 64 appends, ~5 min
     python tests/benchmarks/bench_soma_open.py --samples 16 --repeats 7
@@ -11,7 +11,9 @@ so that obs and the opens dominate. Stores, built from the same samples:
 * ``arrays consolidated``: one `update_store` per sample (``max_fragments=None``), then the
   arrays consolidated and the experiment's metadata left as the appends wrote it (two
   journal files per append): the store as kbagg left it before 2026-12-07;
-* ``all consolidated``: the same store after `consolidate_store` (arrays and metadata);
+* ``schemas kept``: the same store after `consolidate_store` without the removal of the
+  schema versions no fragment uses (every append adds two to obs): kbagg before 2026-12-08;
+* ``all consolidated``: the same store after `consolidate_store`;
 * ``one step``: the second store's cells, read back and written by
   ``tiledbsoma.io.from_anndata`` in one call (the same obs columns; one schema per array).
 
@@ -46,16 +48,19 @@ for k in range(1, len(pairs) + 1):
                  project="bench", log=lambda line: None, max_fragments=None)
 """
 
-# The arrays only: the metadata merge made to fail, as where libtiledb cannot be found.
+# Steps left out (comma-separated): "metadata", the metadata merge made to fail, as where
+# libtiledb cannot be found; "schemas", the removal of unused schema versions.
 CONSOLIDATE = """
 import sys
 import kbagg.soma.fragments as fragments
 from kbagg.soma.store import consolidate_store
-store, arrays_only = sys.argv[1], sys.argv[2] == "1"
-if arrays_only:
-    def skip(uri):
-        raise OSError("skipped by the benchmark")
+store, skipped = sys.argv[1], sys.argv[2].split(",")
+def skip(uri):
+    raise OSError("skipped by the benchmark")
+if "metadata" in skipped:
     fragments.consolidate_group_metadata = skip
+if "schemas" in skipped:
+    fragments.fragment_schema_names = skip
 consolidate_store(store, 1, log=lambda line: None)
 """
 
@@ -125,17 +130,24 @@ def main(argv=None) -> None:
         path = work / f"s{i:03d}.h5ad"
         write_sparse_h5ad(path, args.cells_per_sample, genes, 3, seed=i)
         pairs.append(f"s{i:03d}={path}")
-    arrays, full, one = work / "arrays_consolidated", work / "all_consolidated", work / "one"
-    for store in (arrays, full, one):
+    arrays, kept = work / "arrays_consolidated", work / "schemas_kept"
+    full, one = work / "all_consolidated", work / "one"
+    for store in (arrays, kept, full, one):
         shutil.rmtree(store, ignore_errors=True)
     wall, rss, _ = run_child(BUILD, arrays, *pairs)
     print(f"{args.samples} appends: {wall:.1f} s, peak RSS {rss:.0f} MB", flush=True)
+    shutil.copytree(arrays, kept)
     shutil.copytree(arrays, full)
-    for store, arrays_only in ((arrays, "1"), (full, "0")):
-        wall, rss, _ = run_child(CONSOLIDATE, store, arrays_only)
+    for store, skipped in ((arrays, "metadata,schemas"), (kept, "schemas"), (full, "")):
+        wall, rss, _ = run_child(CONSOLIDATE, store, skipped)
         print(f"consolidate {store.name}: {wall:.2f} s, peak RSS {rss:.0f} MB", flush=True)
     run_child(ONE_STEP, full, one)
-    stores = {"arrays consolidated": arrays, "all consolidated": full, "one step": one}
+    stores = {
+        "arrays consolidated": arrays,
+        "schemas kept": kept,
+        "all consolidated": full,
+        "one step": one,
+    }
 
     times = {name: {s: [] for s in STEPS} for name in stores}
     rss = {name: [] for name in stores}

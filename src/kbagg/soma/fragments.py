@@ -5,10 +5,14 @@ store's updates (`kbagg.soma.store`) and the parallel writers' finish (`kbagg.so
 Every append adds a fragment to each array it writes; a consolidation merges an array's
 fragments into one and vacuums the ones it replaced. Every write of a group's metadata adds a
 file too (the journal, in the experiment's metadata, is written twice per append): those are
-counted as ``<group>/__meta`` and merged the same way (`kbagg.soma.libtiledb`)."""
+counted as ``<group>/__meta`` and merged the same way (`kbagg.soma.libtiledb`). Every append
+also evolves each array's schema (tiledbsoma resizes the arrays and extends obs's
+enumerations), and TileDB reads every schema version of an array when it opens it, but has no
+vacuum for them: after a consolidation the versions no fragment uses are deleted here."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from pathlib import Path
@@ -16,7 +20,7 @@ from pathlib import Path
 import tiledbsoma as soma
 
 from kbagg.soma.context import read_context
-from kbagg.soma.libtiledb import consolidate_group_metadata
+from kbagg.soma.libtiledb import consolidate_group_metadata, fragment_schema_names
 from kbagg.soma.lock import Log
 
 __all__ = [
@@ -25,6 +29,7 @@ __all__ = [
     "consolidate",
     "fragment_counts",
     "remove_uncommitted",
+    "schema_counts",
 ]
 
 # What a consolidation merges, in this order, each consolidated then vacuumed (TileDB's
@@ -41,6 +46,10 @@ CONSOLIDATION_MODES = ("fragments", "commits", "fragment_meta", "array_meta")
 # without it they merged in 158 s at 3.2 GB peak RSS (2026-12-05, docs/soma_benchmarks.md
 # "At atlas size").
 CONSOLIDATION_CONFIG = {"sm.consolidation.buffer_size": str(1 << 20)}
+
+
+# An array schema's file in ``__schema``: ``__<t1>_<t2>_<uuid>``, t1 and t2 its timestamp in ms.
+_SCHEMA_FILE = re.compile(r"__(\d+)_(\d+)_[0-9a-f]+")
 
 
 def _arrays(path: Path) -> list[Path]:
@@ -106,6 +115,55 @@ def fragment_counts(uri: str | Path) -> dict[str, int]:
     return out
 
 
+def _schema_files(array: Path) -> dict[Path, tuple[int, int]]:
+    """The array's schema versions: file -> timestamp range. TileDB reads and writes with the
+    latest."""
+    files = {}
+    for f in (array / "__schema").iterdir():
+        match = _SCHEMA_FILE.fullmatch(f.name)
+        if f.is_file() and match:
+            files[f] = (int(match[1]), int(match[2]))
+    return files
+
+
+def schema_counts(uri: str | Path) -> dict[str, int]:
+    """Schema versions in each array of the store: array folder (relative to the store) ->
+    count. TileDB reads them all whenever it opens the array.
+
+    Parameters
+    ----------
+    uri
+        The store (a local TileDB-SOMA Experiment).
+    """
+    path = Path(str(uri).removeprefix("file://"))
+    return {str(a.relative_to(path)): len(_schema_files(a)) for a in _arrays(path)}
+
+
+def _remove_unused_schemas(path: Path, name: str, log: Log) -> None:
+    """Delete the schema versions of array ``name`` that none of its fragments was written
+    with, but the latest, which TileDB writes with. The caller holds the store's lock (no
+    write runs meanwhile) and no vacuum of the array is pending.
+
+    TileDB opens an array by listing ``__schema`` and reading each file; it has no vacuum for
+    schemas. Each file deleted is one no read needs, so a kill between two deletions leaves a
+    readable array. A read that lists the folder during the deletion may fail once, as it may
+    during a vacuum of fragments.
+    """
+    array = path / name
+    try:
+        used = fragment_schema_names(array)
+    except (OSError, RuntimeError) as error:  # the store stays complete, only slower to open
+        log(f"soma: WARNING: could not list the schemas {name}'s fragments use: {error}")
+        return
+    versions = _schema_files(array)
+    latest = max(versions.values())  # kept, and any other written in the same millisecond
+    unused = sorted(f for f, when in versions.items() if when < latest and f.name not in used)
+    for f in unused:
+        f.unlink()
+    if unused:
+        log(f"soma: removed {len(unused)} schema version(s) of {name} that no fragment uses")
+
+
 def remove_uncommitted(path: Path, log: Log) -> None:
     """Delete fragment folders without a commit: what a killed write or consolidation left.
     TileDB's readers ignore them and its vacuum keeps them; the caller holds the lock, so no
@@ -130,8 +188,9 @@ def remove_uncommitted(path: Path, log: Log) -> None:
 
 def consolidate(path: Path, max_fragments: int | None, log: Log) -> dict[str, list[int]]:
     """Consolidate and vacuum every array of the store holding more than ``max_fragments``
-    fragments, and every group's metadata of more than ``max_fragments`` files; the caller
-    holds the store's lock (no writer runs meanwhile).
+    fragments, and every group's metadata of more than ``max_fragments`` files; then delete
+    the schema versions no fragment uses of every array holding more than ``max_fragments``
+    of them. The caller holds the store's lock (no writer runs meanwhile).
 
     What a kill at any point leaves is a readable store equal to before, and relies on TileDB
     alone: a consolidated fragment counts only once its commit file is written (a killed
@@ -145,7 +204,8 @@ def consolidate(path: Path, max_fragments: int | None, log: Log) -> dict[str, li
         The store's folder.
     max_fragments
         Arrays with more fragments (groups with more metadata files) than this are merged into
-        one; None only removes the uncommitted folders.
+        one, and arrays with more schema versions lose those no fragment uses; None only
+        removes the uncommitted folders.
     log
         Called with each log line.
 
@@ -193,6 +253,12 @@ def consolidate(path: Path, max_fragments: int | None, log: Log) -> dict[str, li
         )
     if done:  # a vacuum killed between a commit file and its folder leaves the folder
         remove_uncommitted(path, log)
+    for name, count in schema_counts(path).items():
+        # var, written only when genes are new, gains a schema version with every append
+        # all the same, so this does not wait for the array's fragments to be consolidated
+        vacuumed = not any((path / name / "__commits").glob("*.vac"))
+        if count > max_fragments and vacuumed:
+            _remove_unused_schemas(path, name, log)
     return done
 
 

@@ -29,7 +29,7 @@ import tiledbsoma as soma
 from kbagg.atomic import atomic_output
 from kbagg.schema import schema_default
 from kbagg.soma.context import read_context
-from kbagg.soma.fragments import consolidate, fragment_counts
+from kbagg.soma.fragments import consolidate, fragment_counts, schema_counts
 from kbagg.soma.journal import Journal, read_journal, write_journal
 from kbagg.soma.layouts import check_layout, layer_arrays
 from kbagg.soma.lock import VAR_ID, Log, StoreError, stderr_log, store_lock
@@ -247,6 +247,7 @@ def finish_store(
             "committed": sorted(reserved),
             "consolidated": consolidated,
             "fragments": fragment_counts(path),
+            "schemas": schema_counts(path),
         }
         if manifest_path is not None:
             with atomic_output(manifest_path) as tmp:

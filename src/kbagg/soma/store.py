@@ -70,7 +70,7 @@ from kbagg.atomic import atomic_output
 from kbagg.concat.options import ConcatOptions
 from kbagg.schema import schema_default
 from kbagg.soma.context import read_context
-from kbagg.soma.fragments import consolidate, fragment_counts
+from kbagg.soma.fragments import consolidate, fragment_counts, schema_counts
 from kbagg.soma.journal import (
     JOURNAL_KEY,
     Journal,
@@ -119,6 +119,7 @@ __all__ = [
     "consolidate_store",
     "fragment_counts",
     "read_store",
+    "schema_counts",
     "update_store",
 ]
 
@@ -807,6 +808,7 @@ def update_store(
         manifest = _manifest(path, wanted, journal, plan, repaired, settings, run_id, project)
         manifest["consolidated"] = consolidated
         manifest["fragments"] = fragment_counts(path) if path.exists() else {}
+        manifest["schemas"] = schema_counts(path) if path.exists() else {}
         with atomic_output(manifest_path) as tmp:
             Path(tmp).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
