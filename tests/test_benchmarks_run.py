@@ -78,9 +78,10 @@ def test_soma_build_benchmark_runs_against_a_baseline_checkout(tmp_path):
 
 
 @pytest.mark.slow
-def test_soma_open_benchmark_runs_and_merges_the_journal_files(tmp_path):
+def test_soma_open_benchmark_runs_and_merges_the_journal_files_and_schemas(tmp_path):
     """bench_soma_open at a tiny size: the store it leaves as kbagg did before holds the
-    journal's 2 files per append (and the creation's), the consolidated one a single file."""
+    journal's 2 files per append (and the creation's), the consolidated one a single file;
+    obs's two schema versions per append are kept but in the fully consolidated store."""
     bench = BENCH.parent / "bench_soma_open.py"
     cmd = [
         sys.executable, str(bench), "--samples", "3", "--cells-per-sample", "100",
@@ -92,5 +93,8 @@ def test_soma_open_benchmark_runs_and_merges_the_journal_files(tmp_path):
     rows = table_rows(files)
     assert rows["arrays consolidated"][0] == "7" and rows["all consolidated"][0] == "1", rows
     assert rows["one step"][0] == "1", done.stdout
-    assert rows["all consolidated"][1] == rows["arrays consolidated"][1] == "6"  # obs schemas
-    assert set(table_rows(times)) >= {"arrays consolidated", "all consolidated", "one step"}
+    assert rows["schemas kept"][0] == "1", rows
+    assert rows["schemas kept"][1] == rows["arrays consolidated"][1] == "6"  # obs schemas
+    assert rows["all consolidated"][1] == rows["all consolidated"][2] == "1"  # obs, X
+    stores = {"arrays consolidated", "schemas kept", "all consolidated", "one step"}
+    assert set(table_rows(times)) >= stores
