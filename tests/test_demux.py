@@ -405,3 +405,20 @@ def test_weights_by_count_equals_unique(shift):
     got_values, got_weights = _weights_by_count(values, weights)
     np.testing.assert_array_equal(got_values, distinct)
     np.testing.assert_allclose(got_weights, np.bincount(index, weights=weights), rtol=1e-12)
+
+
+def test_the_backgrounds_capture_slope_stays_between_ambient_and_proportional():
+    """A background is ambient tag plus tag bound in proportion to the capture, so its log
+    rises with the log capture at a slope in [0, 1]. Counts drawn with slope 3, and with
+    slope -1, are fitted at the bounds, not past them; a slope inside is fitted as is."""
+    from kbagg.cells.demux.model import BACKGROUND_CAPTURE_RANGE, fit_nb_regression
+
+    rng = np.random.default_rng(0)
+    log_capture = rng.normal(0.0, 0.5, 20_000)
+    covariate = np.zeros_like(log_capture)
+    weights = np.ones_like(log_capture)
+    for slope, want in ((3.0, 1.0), (-1.0, 0.0), (0.5, 0.5)):
+        values = rng.poisson(np.exp(np.log(5.0) + slope * log_capture)).astype(float)
+        fit = fit_nb_regression(values, covariate, weights, False, log_capture=log_capture)
+        assert BACKGROUND_CAPTURE_RANGE[0] <= fit.capture <= BACKGROUND_CAPTURE_RANGE[1]
+        assert fit.capture == pytest.approx(want, abs=0.05), slope

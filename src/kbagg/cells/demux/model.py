@@ -17,7 +17,8 @@ component plus class priors (M).
 
 A latent per-cell log capture (`CAPTURE_NODES` Gauss-Hermite nodes; 1 turns it off), normal
 with a fitted sd and integrated out, is shared by a cell's signal (offset) and background
-(fitted coefficient); a doublet's two hashtags each have their own. EM fits the model
+(fitted coefficient, within `BACKGROUND_CAPTURE_RANGE`); a doublet's two hashtags each have
+their own. EM fits the model
 without it first (both starts, hashtag selection), then refines that fit with it, the NB
 sizes then by weighted maximum likelihood (`_ml_size`), not moments. Measured
 (docs/demultiplexing.md): with it, singlet accuracy and doublet recall track the Bayes
@@ -46,6 +47,13 @@ MIN_BACKGROUND_SIZE = 1.0
 LOG2 = float(np.log(2.0))
 CAPTURE_NODES = 5  # Gauss-Hermite nodes of the latent log capture (1: none; see docs)
 CAPTURE_START_SD = 0.3  # its starting sd; EM then fits it
+# How a hashtag's background follows the cell's capture: d log(background) / d log(capture).
+# The background is ambient tag (the same in every droplet) plus tag bound non-specifically
+# (in proportion to the capture), so its log rises with the log capture at a slope between 0
+# and 1. Unbounded, the fit could trade the capture's sd for the slope: on BAL batch 3
+# (Howitt et al. 2023) the sd fell to 0.014 and the slopes rose to 35-58, leaving the
+# signal's spread to its NB size (docs/demultiplexing.md).
+BACKGROUND_CAPTURE_RANGE = (0.0, 1.0)
 
 
 @dataclass
@@ -92,7 +100,8 @@ def fit_nb_regression(
     weighted moments of the Pearson residuals (a few steps: EM calls it every iteration).
 
     `log_capture` (per value) enters with a fitted coefficient when `capture_coefficient`
-    is None, else as an offset times `capture_coefficient`."""
+    is None, else as an offset times `capture_coefficient`. A fitted coefficient outside
+    `BACKGROUND_CAPTURE_RANGE` is refitted as an offset at the nearer end of it."""
     total = weights.sum()
     if total <= 1e-9:
         return start or NBRegression(0.0, 0.0, 1.0)
@@ -135,6 +144,13 @@ def fit_nb_regression(
     slope = float(beta[1]) if use_slope else 0.0
     if fitted_capture:
         capture = float(beta[-1])
+        bounded = float(np.clip(capture, *BACKGROUND_CAPTURE_RANGE))
+        if capture != bounded:
+            slope = float(beta[1]) if use_slope else 0.0
+            start = NBRegression(float(beta[0]), slope, size, bounded)
+            return fit_nb_regression(
+                values, covariate, weights, use_slope, start, min_size, log_capture, bounded
+            )
     else:
         capture = 0.0 if capture_coefficient is None else float(capture_coefficient)
     return NBRegression(float(beta[0]), slope, size, capture)
