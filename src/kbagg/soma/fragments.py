@@ -88,6 +88,11 @@ def _committed(array: Path) -> set[str]:
     return names - listed(".ign")
 
 
+def _vacuum_pending(array: Path) -> bool:
+    """A vacuum list (``__commits/*.vac``) is left: a vacuum of the array was killed."""
+    return any((array / "__commits").glob("*.vac"))
+
+
 def _fragment_folders(array: Path) -> list[Path]:
     return [f for f in (array / "__fragments").iterdir() if f.is_dir()]
 
@@ -227,8 +232,7 @@ def consolidate(path: Path, max_fragments: int | None, log: Log) -> dict[str, li
                 done[name] = _consolidate_metadata(path, name, count, log)
             continue
         # a vacuum file left behind: a vacuum was killed, finish it
-        unfinished = any((path / name / "__commits").glob("*.vac"))
-        if count <= max_fragments and not unfinished:
+        if count <= max_fragments and not _vacuum_pending(path / name):
             continue
         t0 = time.perf_counter()
         context = read_context(CONSOLIDATION_CONFIG)
@@ -256,8 +260,7 @@ def consolidate(path: Path, max_fragments: int | None, log: Log) -> dict[str, li
     for name, count in schema_counts(path).items():
         # var, written only when genes are new, gains a schema version with every append
         # all the same, so this does not wait for the array's fragments to be consolidated
-        vacuumed = not any((path / name / "__commits").glob("*.vac"))
-        if count > max_fragments and vacuumed:
+        if count > max_fragments and not _vacuum_pending(path / name):
             _remove_unused_schemas(path, name, log)
     return done
 
