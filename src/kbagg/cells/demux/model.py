@@ -18,11 +18,10 @@ component plus class priors (M).
 A latent per-cell log capture (`CAPTURE_NODES` Gauss-Hermite nodes; 1 turns it off), normal
 with a fitted sd and integrated out, is shared by a cell's signal (offset) and background
 (fitted coefficient, within `BACKGROUND_CAPTURE_RANGE`); a doublet's two hashtags each have
-their own. EM fits the model
-without it first (both starts, hashtag selection), then refines that fit with it, the NB
-sizes then by weighted maximum likelihood (`_ml_size`), not moments. Measured
-(docs/demultiplexing.md): with it, singlet accuracy and doublet recall track the Bayes
-classifier that knows the simulator's true parameters on every regime.
+their own. EM fits the model without it first (both starts, hashtag selection), then refines
+that fit with it, the NB sizes then by weighted maximum likelihood (`_ml_size`), not moments.
+Measured (docs/demultiplexing.md): with it, singlet accuracy and doublet recall track the
+Bayes classifier that knows the simulator's true parameters on every regime.
 """
 
 from __future__ import annotations
@@ -146,7 +145,6 @@ def fit_nb_regression(
         capture = float(beta[-1])
         bounded = float(np.clip(capture, *BACKGROUND_CAPTURE_RANGE))
         if capture != bounded:
-            slope = float(beta[1]) if use_slope else 0.0
             start = NBRegression(float(beta[0]), slope, size, bounded)
             return fit_nb_regression(
                 values, covariate, weights, use_slope, start, min_size, log_capture, bounded
